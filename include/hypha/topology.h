@@ -1,0 +1,127 @@
+/* topology.h - the topology file, loaded and resolved.
+ *
+ * A topology names the contracts file, the upstream bus (or none: embedded
+ * mode), optional listen endpoints, the control socket, defaults and the
+ * workers. Loading checks every key, merges `defaults` into each worker (key by
+ * key, so a worker may override just `backoff.max`), resolves relative paths
+ * against the topology file's directory and message names against the
+ * contracts. Any problem is reported as `file:line:col: message`.
+ */
+#ifndef HYPHA_TOPOLOGY_H
+#define HYPHA_TOPOLOGY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hypha/err.h"
+#include "hypha/schema.h"
+
+typedef enum hy_restart_policy {
+    HY_RESTART_ALWAYS,
+    HY_RESTART_ON_FAILURE,
+    HY_RESTART_NEVER,
+} hy_restart_policy;
+
+typedef enum hy_overflow {
+    HY_OVERFLOW_DROP_OLDEST,
+    HY_OVERFLOW_DROP_NEWEST,
+    HY_OVERFLOW_BLOCK,
+} hy_overflow;
+
+typedef enum hy_endpoint_kind { HY_EP_UNIX, HY_EP_TCP } hy_endpoint_kind;
+
+typedef struct hy_endpoint {
+    hy_endpoint_kind kind;
+    char *path;      /* HY_EP_UNIX: absolute socket path (owned) */
+    char *host;      /* HY_EP_TCP: host or address (owned) */
+    uint16_t port;   /* HY_EP_TCP */
+} hy_endpoint;
+
+/* Restart, stop and queue policy: what `defaults` holds and workers override. */
+typedef struct hy_policy {
+    hy_restart_policy restart;
+    uint64_t backoff_initial_ms;
+    double backoff_factor;         /* >= 1.0 */
+    uint64_t backoff_max_ms;
+    double backoff_jitter;         /* 0 .. 1: delay * (1 +/- jitter) */
+    uint64_t backoff_reset_after_ms;
+    uint32_t give_up_failures;     /* 0 = never give up */
+    uint64_t give_up_within_ms;
+    uint64_t give_up_retry_after_ms; /* 0 = stay failed */
+    int stop_signal;               /* e.g. SIGTERM */
+    uint64_t stop_grace_ms;
+    uint64_t start_timeout_ms;
+    uint64_t heartbeat_timeout_ms; /* 0 = no liveness watchdog */
+    uint64_t queue_limit;          /* bytes */
+    hy_overflow queue_overflow;
+} hy_policy;
+
+typedef struct hy_worker_spec {
+    char *name;            /* key under `workers` (owned) */
+    char **argv;           /* NULL-terminated (owned, each string owned) */
+    size_t argc;
+    char *exec_path;       /* argv[0] resolved: absolute path checked to be
+                              executable when the topology was loaded (owned) */
+    char *cwd;             /* absolute; defaults to the topology's dir (owned) */
+    char **env;            /* "KEY=VALUE", NULL-terminated (owned) */
+    size_t nenv;
+    uint32_t instances;
+    uint16_t *subscribe;   /* type ids, sorted, unique (owned) */
+    size_t nsubscribe;
+    bool publish_all;      /* `publish` absent: every schema type allowed */
+    uint16_t *publish;     /* type ids, sorted, unique (owned) */
+    size_t npublish;
+    hy_policy policy;
+    size_t line, col;      /* where the worker is defined */
+} hy_worker_spec;
+
+typedef struct hy_topology {
+    char *path;              /* the topology file as given (owned) */
+    char *dir;               /* its directory, absolute (owned) */
+    hy_schema *schema;       /* loaded contracts (owned) */
+    char *schema_path;       /* resolved contracts path (owned) */
+
+    bool has_upstream;       /* false: embedded mode */
+    hy_endpoint upstream;
+    bool upstream_echo;
+    uint64_t upstream_buffer;
+    uint64_t reconnect_initial_ms;
+    uint64_t reconnect_max_ms;
+
+    hy_endpoint *listen;     /* owned */
+    size_t nlisten;
+
+    char *control_socket;    /* absolute (owned) */
+    uint32_t control_mode;   /* e.g. 0600 */
+
+    hy_policy defaults;      /* after merging `defaults` into built-ins */
+    hy_worker_spec *workers; /* in file order (owned) */
+    size_t nworkers;
+} hy_topology;
+
+/* The built-in defaults, before any `defaults:` block. */
+void hy_policy_builtin(hy_policy *p);
+
+hy_topology *hy_topology_load(const char *path, hy_err *err);
+/* Load from memory: `name` for messages; relative paths resolve against
+ * `base_dir` (absolute). */
+hy_topology *hy_topology_load_buffer(const char *name, const char *base_dir,
+                                     const uint8_t *data, size_t len,
+                                     hy_err *err);
+void hy_topology_free(hy_topology *t);
+
+const hy_worker_spec *hy_topology_find_worker(const hy_topology *t,
+                                              const char *name);
+
+const char *hy_restart_policy_str(hy_restart_policy p);
+const char *hy_overflow_str(hy_overflow o);
+/* "TERM" for SIGTERM; NULL if not a signal hypha names. */
+const char *hy_signal_name(int sig);
+/* "TERM", "SIGTERM", "term" -> SIGTERM; -1 if unknown. */
+int hy_signal_parse(const char *s);
+
+/* Text form of an endpoint: "unix:/path" or "tcp:host:port". */
+char *hy_endpoint_str(const hy_endpoint *ep, char *out, size_t outlen);
+
+#endif

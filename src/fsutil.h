@@ -1,0 +1,22 @@
+/* fsutil.h - small file-system helpers shared by the loaders (internal). */
+#ifndef HYPHA_FSUTIL_H
+#define HYPHA_FSUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hypha/err.h"
+
+/* Read a whole regular file (at most `limit` bytes) into a malloc'd buffer,
+ * NUL-terminated for convenience. Sets *len. NULL with err on failure, the
+ * message naming the path and the reason. */
+uint8_t *hy_read_file(const char *path, size_t *len, size_t limit, hy_err *err);
+
+/* Absolute directory of `path` (malloc'd), resolved against the current
+ * directory when relative. NULL with err. */
+char *hy_dir_of(const char *path, hy_err *err);
+
+/* `rel` resolved against `base` unless absolute (malloc'd). NULL on ENOMEM. */
+char *hy_path_join(const char *base, const char *rel);
+
+#endif

@@ -1,0 +1,200 @@
+/* topology_print.c - render a resolved topology (see topology_print.h). */
+#include "hypha/topology_print.h"
+
+#include <string.h>
+
+#include "hypha/units.h"
+
+static void types_text(const hy_topology *t, const uint16_t *ids, size_t n, char *out, size_t len)
+{
+    size_t k = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < n && k < len; i++) {
+        const hy_message *m = hy_schema_find(t->schema, ids[i]);
+        int w = snprintf(out + k, len - k, "%s%s", i ? "," : "", m ? m->name : "?");
+        if (w < 0)
+            break;
+        k += (size_t)w;
+    }
+    if (n == 0)
+        snprintf(out, len, "-");
+}
+
+static void argv_text(char **argv, char *out, size_t len)
+{
+    size_t k = 0;
+    out[0] = '\0';
+    for (char **a = argv; *a && k < len; a++) {
+        bool quote = **a == '\0' || strpbrk(*a, " \t\"'") != NULL;
+        int w = snprintf(out + k, len - k, quote ? "%s\"%s\"" : "%s%s", a == argv ? "" : " ", *a);
+        if (w < 0)
+            break;
+        k += (size_t)w;
+    }
+}
+
+void hy_topology_print(FILE *out, const hy_topology *t)
+{
+    char a[64], b[64], c[64];
+    fprintf(out, "topology  %s\n", t->path);
+    fprintf(out, "schema    %s\n", t->schema_path);
+    fprintf(out, "digest    %s (%zu messages)\n", t->schema->digest_hex, t->schema->nmsgs);
+    if (t->has_upstream) {
+        fprintf(out, "upstream  %s  echo=%s buffer=%s reconnect=%s..%s\n",
+                hy_endpoint_str(&t->upstream, a, sizeof a), t->upstream_echo ? "true" : "false",
+                hy_format_size(t->upstream_buffer, b, sizeof b),
+                hy_format_duration(t->reconnect_initial_ms, c, sizeof c),
+                hy_format_duration(t->reconnect_max_ms, a, sizeof a));
+    } else {
+        fprintf(out, "upstream  none (embedded: hyphad is the bus)\n");
+    }
+    for (size_t i = 0; i < t->nlisten; i++)
+        fprintf(out, "listen    %s\n", hy_endpoint_str(&t->listen[i], a, sizeof a));
+    fprintf(out, "control   %s (mode %04o)\n", t->control_socket, t->control_mode);
+
+    fprintf(out, "\n%-16s %-4s %-10s %-32s %-24s %s\n", "WORKER", "INST", "RESTART", "COMMAND",
+            "SUBSCRIBE", "PUBLISH");
+    for (size_t i = 0; i < t->nworkers; i++) {
+        const hy_worker_spec *w = &t->workers[i];
+        char cmd[512], sub[512], pub[512];
+        argv_text(w->argv, cmd, sizeof cmd);
+        types_text(t, w->subscribe, w->nsubscribe, sub, sizeof sub);
+        if (w->publish_all)
+            snprintf(pub, sizeof pub, "(all)");
+        else
+            types_text(t, w->publish, w->npublish, pub, sizeof pub);
+        fprintf(out, "%-16s %-4u %-10s %-32s %-24s %s\n", w->name, w->instances,
+                hy_restart_policy_str(w->policy.restart), cmd, sub, pub);
+    }
+    if (t->nworkers == 0)
+        fprintf(out, "(no workers)\n");
+
+    fprintf(out, "\n%-16s %-28s %-22s %-14s %-10s %-10s %s\n", "WORKER", "BACKOFF", "GIVE UP",
+            "STOP", "START", "HEARTBEAT", "QUEUE");
+    for (size_t i = 0; i < t->nworkers; i++) {
+        const hy_worker_spec *w = &t->workers[i];
+        const hy_policy *p = &w->policy;
+        char bo[96], gu[96], st[48], s1[24], s2[24], s3[24];
+        snprintf(bo, sizeof bo, "%s*%g..%s ±%g%% reset %s",
+                 hy_format_duration(p->backoff_initial_ms, s1, sizeof s1), p->backoff_factor,
+                 hy_format_duration(p->backoff_max_ms, s2, sizeof s2), p->backoff_jitter * 100,
+                 hy_format_duration(p->backoff_reset_after_ms, s3, sizeof s3));
+        if (p->give_up_failures)
+            snprintf(gu, sizeof gu, "%u/%s retry %s", p->give_up_failures,
+                     hy_format_duration(p->give_up_within_ms, s1, sizeof s1),
+                     p->give_up_retry_after_ms
+                         ? hy_format_duration(p->give_up_retry_after_ms, s2, sizeof s2)
+                         : "never");
+        else
+            snprintf(gu, sizeof gu, "never");
+        const char *sig = hy_signal_name(p->stop_signal);
+        snprintf(st, sizeof st, "%s %s", sig ? sig : "?",
+                 hy_format_duration(p->stop_grace_ms, s1, sizeof s1));
+        char hb[24], q[48];
+        if (p->heartbeat_timeout_ms)
+            hy_format_duration(p->heartbeat_timeout_ms, hb, sizeof hb);
+        else
+            snprintf(hb, sizeof hb, "off");
+        snprintf(q, sizeof q, "%s %s", hy_format_size(p->queue_limit, s1, sizeof s1),
+                 hy_overflow_str(p->queue_overflow));
+        fprintf(out, "%-16s %-28s %-22s %-14s %-10s %-10s %s\n", w->name, bo, gu, st,
+                hy_format_duration(p->start_timeout_ms, s3, sizeof s3), hb, q);
+    }
+}
+
+static json_t *types_json(const hy_topology *t, const uint16_t *ids, size_t n)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < n; i++) {
+        const hy_message *m = hy_schema_find(t->schema, ids[i]);
+        json_array_append_new(arr, json_pack("{s:i,s:s}", "id", (json_int_t)ids[i], "name",
+                                             m ? m->name : "?"));
+    }
+    return arr;
+}
+
+static json_t *endpoint_json(const hy_endpoint *ep)
+{
+    if (ep->kind == HY_EP_UNIX)
+        return json_pack("{s:s}", "unix", ep->path);
+    return json_pack("{s:s,s:i}", "host", ep->host, "port", (json_int_t)ep->port);
+}
+
+static json_t *policy_json(const hy_policy *p)
+{
+    const char *sig = hy_signal_name(p->stop_signal);
+    return json_pack(
+        "{s:s,s:{s:I,s:f,s:I,s:f,s:I},s:{s:I,s:I,s:I},s:{s:s,s:I},s:I,s:{s:I},s:{s:I,s:s}}",
+        "restart", hy_restart_policy_str(p->restart),
+        "backoff", "initial_ms", (json_int_t)p->backoff_initial_ms, "factor", p->backoff_factor,
+        "max_ms", (json_int_t)p->backoff_max_ms, "jitter", p->backoff_jitter, "reset_after_ms",
+        (json_int_t)p->backoff_reset_after_ms,
+        "give_up", "failures", (json_int_t)p->give_up_failures, "within_ms",
+        (json_int_t)p->give_up_within_ms, "retry_after_ms", (json_int_t)p->give_up_retry_after_ms,
+        "stop", "signal", sig ? sig : "?", "grace_ms", (json_int_t)p->stop_grace_ms,
+        "start_timeout_ms", (json_int_t)p->start_timeout_ms,
+        "heartbeat", "timeout_ms", (json_int_t)p->heartbeat_timeout_ms,
+        "queue", "limit_bytes", (json_int_t)p->queue_limit, "overflow",
+        hy_overflow_str(p->queue_overflow));
+}
+
+json_t *hy_topology_to_json(const hy_topology *t)
+{
+    json_t *root = json_object();
+    if (!root)
+        return NULL;
+    json_object_set_new(root, "topology", json_string(t->path));
+    json_object_set_new(root, "schema", json_pack("{s:s,s:s,s:i}", "path", t->schema_path,
+                                                  "digest", t->schema->digest_hex, "messages",
+                                                  (json_int_t)t->schema->nmsgs));
+    if (t->has_upstream) {
+        json_t *up = endpoint_json(&t->upstream);
+        json_object_set_new(up, "echo", json_boolean(t->upstream_echo));
+        json_object_set_new(up, "buffer_bytes", json_integer((json_int_t)t->upstream_buffer));
+        json_object_set_new(up, "reconnect",
+                            json_pack("{s:I,s:I}", "initial_ms", (json_int_t)t->reconnect_initial_ms,
+                                      "max_ms", (json_int_t)t->reconnect_max_ms));
+        json_object_set_new(root, "upstream", up);
+    } else {
+        json_object_set_new(root, "upstream", json_null());
+    }
+    json_t *listen = json_array();
+    for (size_t i = 0; i < t->nlisten; i++)
+        json_array_append_new(listen, endpoint_json(&t->listen[i]));
+    json_object_set_new(root, "listen", listen);
+    char mode[8];
+    snprintf(mode, sizeof mode, "%04o", t->control_mode);
+    json_object_set_new(root, "control", json_pack("{s:s,s:s}", "socket", t->control_socket,
+                                                   "mode", mode));
+    json_object_set_new(root, "defaults", policy_json(&t->defaults));
+    json_t *workers = json_array();
+    for (size_t i = 0; i < t->nworkers; i++) {
+        const hy_worker_spec *w = &t->workers[i];
+        json_t *jw = json_object();
+        json_object_set_new(jw, "name", json_string(w->name));
+        json_t *argv = json_array();
+        for (size_t k = 0; k < w->argc; k++)
+            json_array_append_new(argv, json_string(w->argv[k]));
+        json_object_set_new(jw, "command", argv);
+        json_object_set_new(jw, "exec_path", json_string(w->exec_path));
+        json_object_set_new(jw, "cwd", json_string(w->cwd));
+        json_t *env = json_object();
+        for (size_t k = 0; k < w->nenv; k++) {
+            const char *eq = strchr(w->env[k], '=');
+            char key[256];
+            snprintf(key, sizeof key, "%.*s", (int)(eq - w->env[k]), w->env[k]);
+            json_object_set_new(env, key, json_string(eq + 1));
+        }
+        json_object_set_new(jw, "env", env);
+        json_object_set_new(jw, "instances", json_integer(w->instances));
+        json_object_set_new(jw, "subscribe", types_json(t, w->subscribe, w->nsubscribe));
+        json_object_set_new(jw, "publish", w->publish_all ? json_string("all")
+                                                          : types_json(t, w->publish, w->npublish));
+        json_t *pol = policy_json(&w->policy);
+        json_object_update(jw, pol);
+        json_decref(pol);
+        json_array_append_new(workers, jw);
+    }
+    json_object_set_new(root, "workers", workers);
+    return root;
+}

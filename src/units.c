@@ -1,0 +1,164 @@
+/* units.c - durations ("1m30s") and sizes ("8MiB") of topology files.
+ * Pure parsing and formatting; see hypha/units.h for the notation. */
+#include "hypha/units.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+static int fail(char *why, size_t whylen, const char *msg)
+{
+    if (why && whylen)
+        snprintf(why, whylen, "%s", msg);
+    return -1;
+}
+
+/* Read "123" or "1.25" at *p into an integer part and a fraction in
+ * millionths. Returns 0 or -1 if there is no digit. */
+static int read_number(const char **p, uint64_t *whole, uint64_t *micro)
+{
+    const char *s = *p;
+    uint64_t w = 0, f = 0, scale = 100000;
+    int digits = 0;
+    while (isdigit((unsigned char)*s)) {
+        if (w > (UINT64_MAX - 9) / 10)
+            return -1;
+        w = w * 10 + (uint64_t)(*s - '0');
+        s++;
+        digits++;
+    }
+    if (*s == '.') {
+        s++;
+        int fd = 0;
+        while (isdigit((unsigned char)*s)) {
+            f += (uint64_t)(*s - '0') * scale;
+            scale /= 10;
+            s++;
+            fd++;
+            if (fd > 6)
+                return -1;
+        }
+        if (fd == 0)
+            return -1;
+    }
+    if (digits == 0)
+        return -1;
+    *whole = w;
+    *micro = f;
+    *p = s;
+    return 0;
+}
+
+int hy_parse_duration_ms(const char *s, uint64_t *out, char *why, size_t whylen)
+{
+    static const struct { const char *u; uint64_t ms; } units[] = {
+        {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000},
+    };
+    if (!s || !*s)
+        return fail(why, whylen, "empty duration");
+    if (strcmp(s, "0") == 0) {
+        *out = 0;
+        return 0;
+    }
+    const char *p = s;
+    uint64_t total_us = 0;
+    while (*p) {
+        uint64_t whole, micro;
+        if (read_number(&p, &whole, &micro) < 0)
+            return fail(why, whylen, "expected a number followed by a unit (ms, s, m, h, d), e.g. 100ms or 5s");
+        size_t ulen = 0;
+        while (isalpha((unsigned char)p[ulen]))
+            ulen++;
+        if (ulen == 0)
+            return fail(why, whylen, "missing unit (ms, s, m, h, d), e.g. 5s");
+        uint64_t ms = 0;
+        for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+            if (strlen(units[i].u) == ulen && strncmp(p, units[i].u, ulen) == 0)
+                ms = units[i].ms;
+        if (!ms)
+            return fail(why, whylen, "unknown unit (use ms, s, m, h or d)");
+        p += ulen;
+        /* whole*ms*1000 + micro*ms/1000, in microseconds, overflow-checked */
+        if (whole > UINT64_MAX / 1000 / ms)
+            return fail(why, whylen, "duration too large");
+        uint64_t us = whole * ms * 1000 + micro * ms / 1000;
+        if (total_us > UINT64_MAX - us)
+            return fail(why, whylen, "duration too large");
+        total_us += us;
+    }
+    if (total_us % 1000)
+        return fail(why, whylen, "durations are counted in whole milliseconds");
+    *out = total_us / 1000;
+    return 0;
+}
+
+int hy_parse_size(const char *s, uint64_t *out, char *why, size_t whylen)
+{
+    static const struct { const char *u; uint64_t mul; } units[] = {
+        {"B", 1}, {"KiB", 1024ull}, {"MiB", 1024ull * 1024}, {"GiB", 1024ull * 1024 * 1024},
+        {"KB", 1000ull}, {"MB", 1000000ull}, {"GB", 1000000000ull},
+    };
+    if (!s || !*s)
+        return fail(why, whylen, "empty size");
+    const char *p = s;
+    uint64_t whole, micro;
+    if (read_number(&p, &whole, &micro) < 0)
+        return fail(why, whylen, "expected a number with an optional unit (B, KiB, MiB, GiB, KB, MB, GB), e.g. 8MiB");
+    while (*p == ' ')
+        p++;
+    uint64_t mul = 0;
+    if (*p == '\0') {
+        mul = 1;
+    } else {
+        for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+            if (strcmp(p, units[i].u) == 0)
+                mul = units[i].mul;
+        if (!mul)
+            return fail(why, whylen, "unknown unit (use B, KiB, MiB, GiB, KB, MB or GB)");
+    }
+    if (whole > UINT64_MAX / mul)
+        return fail(why, whylen, "size too large");
+    uint64_t frac = micro * mul; /* in millionths of a byte */
+    if (frac % 1000000)
+        return fail(why, whylen, "size is not a whole number of bytes");
+    *out = whole * mul + frac / 1000000;
+    return 0;
+}
+
+char *hy_format_duration(uint64_t ms, char *out, size_t outlen)
+{
+    if (ms == 0) {
+        snprintf(out, outlen, "0s");
+        return out;
+    }
+    static const struct { const char *u; uint64_t ms; } units[] = {
+        {"d", 86400000}, {"h", 3600000}, {"m", 60000}, {"s", 1000}, {"ms", 1},
+    };
+    size_t n = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < sizeof units / sizeof units[0] && ms; i++) {
+        if (ms >= units[i].ms) {
+            uint64_t k = ms / units[i].ms;
+            ms %= units[i].ms;
+            int w = snprintf(out + n, n < outlen ? outlen - n : 0, "%" PRIu64 "%s", k, units[i].u);
+            if (w < 0)
+                break;
+            n += (size_t)w;
+        }
+    }
+    return out;
+}
+
+char *hy_format_size(uint64_t bytes, char *out, size_t outlen)
+{
+    if (bytes && bytes % (1024ull * 1024 * 1024) == 0)
+        snprintf(out, outlen, "%" PRIu64 "GiB", (uint64_t)(bytes / (1024ull * 1024 * 1024)));
+    else if (bytes && bytes % (1024ull * 1024) == 0)
+        snprintf(out, outlen, "%" PRIu64 "MiB", (uint64_t)(bytes / (1024ull * 1024)));
+    else if (bytes && bytes % 1024 == 0)
+        snprintf(out, outlen, "%" PRIu64 "KiB", bytes / 1024);
+    else
+        snprintf(out, outlen, "%" PRIu64 "B", bytes);
+    return out;
+}

@@ -1,0 +1,1 @@
+import sys; open(sys.argv[2],"w").write("int main(void){return 0;}\n")
