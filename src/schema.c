@@ -90,7 +90,7 @@ static int parse_dim(const char **p, uint32_t *out)
     unsigned long v = 0;
     while (isdigit((unsigned char)*s)) {
         v = v * 10 + (unsigned long)(*s - '0');
-        if (v > HY_TLV_MAX_PAYLOAD)
+        if (v > 0x7fffffffUL) /* far past any frame; layout_field says so */
             return -1;
         s++;
     }

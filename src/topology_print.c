@@ -17,7 +17,7 @@ static void types_text(const hy_topology *t, const uint16_t *ids, size_t n, char
         k += (size_t)w;
     }
     if (n == 0)
-        snprintf(out, len, "-");
+        snprintf(out, len, "(none)");
 }
 
 static void argv_text(char **argv, char *out, size_t len)
@@ -75,7 +75,7 @@ void hy_topology_print(FILE *out, const hy_topology *t)
         const hy_worker_spec *w = &t->workers[i];
         const hy_policy *p = &w->policy;
         char bo[96], gu[96], st[48], s1[24], s2[24], s3[24];
-        snprintf(bo, sizeof bo, "%s*%g..%s ±%g%% reset %s",
+        snprintf(bo, sizeof bo, "%s*%g..%s +/-%g%% reset %s",
                  hy_format_duration(p->backoff_initial_ms, s1, sizeof s1), p->backoff_factor,
                  hy_format_duration(p->backoff_max_ms, s2, sizeof s2), p->backoff_jitter * 100,
                  hy_format_duration(p->backoff_reset_after_ms, s3, sizeof s3));
