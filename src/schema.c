@@ -4,8 +4,9 @@
  * at the next multiple of its alignment, the struct padded to a multiple of
  * its largest alignment. String and Vec fields are fixed-capacity structs of
  * their own (u16 length, 6 zero bytes, the data), so their size is rounded up
- * to their alignment of 2 like any C struct. Keys Mycelium uses that do not
- * affect the wire (description, rkyv, invariants, ...) are accepted as is.
+ * to their alignment of 2 like any C struct. The file format is Mycelium's, so
+ * keys that do not affect the wire (description, rkyv, invariants, and any
+ * Mycelium adds later) are accepted and ignored; duplicates are still errors.
  */
 #include "hypha/schema.h"
 
@@ -281,8 +282,6 @@ void hy_schema_free(hy_schema *s)
 static int load_field(hy_ydoc *y, hy_message *m, yaml_node_t *key, yaml_node_t *val,
                       hy_field *f)
 {
-    static const char *const field_keys[] = {"type", "description", "validation", "optional",
-                                             "default", "unit", "deprecated", "rust_type", NULL};
     char what[256];
     const char *fname = hy_ystr(key);
     snprintf(what, sizeof what, "field %s.%s", m->name, fname);
@@ -296,7 +295,7 @@ static int load_field(hy_ydoc *y, hy_message *m, yaml_node_t *key, yaml_node_t *
     if (hy_yis_scalar(val) && !hy_yis_null(val)) {
         tn = val; /* shorthand: `name: u64` */
     } else {
-        if (hy_yexpect_map(y, val, what) < 0 || hy_ymap_check(y, val, what, field_keys) < 0)
+        if (hy_yexpect_map(y, val, what) < 0 || hy_ymap_check(y, val, what, NULL) < 0)
             return -1;
         tn = hy_ymap_get(y, val, "type");
         if (!tn)
@@ -326,10 +325,6 @@ static int load_field(hy_ydoc *y, hy_message *m, yaml_node_t *key, yaml_node_t *
 
 static int load_message(hy_ydoc *y, yaml_node_t *key, yaml_node_t *val, hy_message *m)
 {
-    static const char *const msg_keys[] = {
-        "tlv_type", "domain", "description", "schema_version", "rust_type", "rkyv",
-        "required_prior_messages", "sensitivity", "log_payload", "fields", "deprecated",
-        "tags", "version", NULL};
     const char *name = hy_ystr(key);
     char what[200];
     snprintf(what, sizeof what, "message %s", name);
@@ -339,7 +334,7 @@ static int load_message(hy_ydoc *y, yaml_node_t *key, yaml_node_t *val, hy_messa
         return hy_yerr(y, key, "%s: message names must be identifiers", what);
     if (!(m->name = strdup(name)))
         return hy_yerr(y, key, "out of memory");
-    if (hy_yexpect_map(y, val, what) < 0 || hy_ymap_check(y, val, what, msg_keys) < 0)
+    if (hy_yexpect_map(y, val, what) < 0 || hy_ymap_check(y, val, what, NULL) < 0)
         return -1;
 
     yaml_node_t *tid = hy_ymap_get(y, val, "tlv_type");

@@ -186,8 +186,10 @@ static void test_errors(void **state)
         {"messages:\n  A:\n    tlv_type: 5\n    domain: X\n    fields:\n"
          "      v: {type: \"[u8; 5000000]\"}\n",
          "larger than a frame can carry"},
-        {"messages:\n  A:\n    tlv_typo: 5\n    tlv_type: 5\n    domain: X\n    fields:\n      f: u8\n",
-         "c.yaml:3:5: unknown key 'tlv_typo' in message A (did you mean 'tlv_type'?)"},
+        {"messages:\n  A:\n    tlv_typo: 5\n    domain: X\n    fields:\n      f: u8\n",
+         "c.yaml:2:3: message A: missing 'tlv_type'"},
+        {"messages:\n  A:\n    tlv_type: 5\n    tlv_type: 6\n    domain: X\n    fields:\n      f: u8\n",
+         "c.yaml:4:5: duplicate key 'tlv_type' in message A (first at line 3)"},
         {"messages:\n  1bad:\n    tlv_type: 5\n    domain: X\n    fields:\n      f: u8\n",
          "c.yaml:2:3: message 1bad: message names must be identifiers"},
         {"schema: {id: 1}\n", "c.yaml:1:1: missing 'messages'"},
@@ -208,6 +210,20 @@ static void test_errors(void **state)
             { print_error("case %zu: got '%s', expected '%s'\n", i, err.msg, cases[i].expect); bad++; }
     }
     assert_int_equal(bad, 0);
+}
+
+/* Keys Mycelium may add that do not change the wire are accepted. */
+static void test_unknown_keys_ignored(void **state)
+{
+    (void)state;
+    hy_err err = {{0}};
+    hy_schema *s = load_str("version_note: x\nmessages:\n  A:\n    tlv_type: 5\n    domain: X\n"
+                            "    priority: high\n    fields:\n      f: {type: u8, units: none}\n",
+                            &err);
+    if (!s)
+        fail_msg("%s", err.msg);
+    assert_int_equal(s->msgs[0].size, 1);
+    hy_schema_free(s);
 }
 
 static void test_missing_file(void **state)
@@ -257,6 +273,7 @@ int main(void)
         cmocka_unit_test(test_vectors),      cmocka_unit_test(test_layout_details),
         cmocka_unit_test(test_all_types),    cmocka_unit_test(test_errors),
         cmocka_unit_test(test_missing_file), cmocka_unit_test(test_digest_is_of_bytes),
+        cmocka_unit_test(test_unknown_keys_ignored),
         cmocka_unit_test(test_topic),
     };
     return cmocka_run_group_tests_name("schema", tests, NULL, NULL);

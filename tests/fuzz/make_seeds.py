@@ -1,0 +1,40 @@
+"""Write seed corpora for the fuzz targets from the project's test data.
+
+usage: make_seeds.py SOURCE_DIR VECTORS_DIR OUT_DIR
+"""
+import glob
+import hashlib
+import json
+import os
+import sys
+
+
+def put(d, data):
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, hashlib.sha1(data).hexdigest()), "wb") as f:
+        f.write(data)
+
+
+def main():
+    src, vectors, out = sys.argv[1:4]
+    frames = []
+    for c in json.load(open(os.path.join(vectors, "wire-vectors.json"))):
+        for m in c["messages"]:
+            frames.append(bytes.fromhex(m["frame_hex"]))
+    # the first byte of a TLV seed picks the chunk size the target feeds with
+    for i, f in enumerate(frames):
+        put(os.path.join(out, "tlv"), bytes([i]) + f)
+    put(os.path.join(out, "tlv"), b"\x03" + b"".join(frames))
+    put(os.path.join(out, "tlv"), b"\x01" + b"\x00\x00\x00\x00\x00\x00" + frames[0][:9])
+    for path in glob.glob(os.path.join(vectors, "*.contracts.yaml")):
+        put(os.path.join(out, "contracts"), open(path, "rb").read())
+    topo = [os.path.join(src, "config", "demo.yaml")]
+    topo += glob.glob(os.path.join(src, "tests", "data", "*.yaml"))
+    for path in topo:
+        data = open(path, "rb").read().replace(b"schema: contracts.yaml", b"schema: contracts.yaml")
+        put(os.path.join(out, "topology"), data)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+#!/bin/sh
+# Build hypha and run every test, as a newcomer or CI does:
+#   1. install the Debian packages it needs (deploy/install-deps.sh)
+#   2. fuzz targets: build with clang + libFuzzer, run each briefly (ctest -R ^fuzz_)
+#   3. ASan+UBSan build, whole suite
+#   4. normal -Werror build, whole suite
+# Each stage has its own build directory; a failing stage stops the run.
+# Environment: HYPHA_FUZZ_SECONDS (default 15) per fuzz target; JOBS.
+set -eu
+cd "$(dirname "$0")/.."
+JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+FUZZ_SECONDS=${HYPHA_FUZZ_SECONDS:-15}
+start=$(date +%s)
+
+step() { printf '\n==> [%ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
+
+step "dependencies"
+./deploy/install-deps.sh
+
+step "fuzz targets (clang, libFuzzer, ${FUZZ_SECONDS}s each)"
+cmake -S . -B build-fuzz -DHYPHA_FUZZ=ON -DCMAKE_C_COMPILER=clang \
+      -DHYPHA_FUZZ_SECONDS="$FUZZ_SECONDS" >/dev/null
+cmake --build build-fuzz -j"$JOBS" --target fuzz_tlv fuzz_contracts fuzz_topology fuzz_seeds
+ctest --test-dir build-fuzz -R '^fuzz_' --output-on-failure
+
+step "ASan + UBSan build and tests"
+cmake -S . -B build-asan -DHYPHA_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake --build build-asan -j"$JOBS"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build-asan --output-on-failure -j"$JOBS"
+
+step "build (-Wall -Wextra -Werror) and tests"
+cmake -S . -B build >/dev/null
+cmake --build build -j"$JOBS"
+ctest --test-dir build --output-on-failure -j"$JOBS"
+
+step "all tests passed in $(( $(date +%s) - start ))s"
