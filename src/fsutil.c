@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -75,19 +76,65 @@ fail:
     return NULL;
 }
 
+/* Lexical clean-up in place: "//" -> "/", "/./" -> "/", "a/../" -> "",
+ * no trailing "/". Symlinks are not consulted (the path may not exist yet). */
+static void clean_path(char *p)
+{
+    bool abs = p[0] == '/';
+    char *out = p, *s = p;
+    char *starts[2049]; /* where each kept segment begins in out */
+    size_t nseg = 0;
+    if (strlen(p) > 4096)
+        return; /* longer than PATH_MAX: left as it is, the OS will refuse it */
+    if (abs)
+        *out++ = '/';
+    while (*s) {
+        while (*s == '/')
+            s++;
+        if (!*s)
+            break;
+        char *e = strchr(s, '/');
+        size_t len = e ? (size_t)(e - s) : strlen(s);
+        if (len == 1 && s[0] == '.') {
+            /* skip */
+        } else if (len == 2 && s[0] == '.' && s[1] == '.' && nseg > 0 &&
+                   !(out - starts[nseg - 1] == 2 && starts[nseg - 1][0] == '.' &&
+                     starts[nseg - 1][1] == '.')) {
+            out = starts[--nseg];
+            if (out > p + (abs ? 1 : 0))
+                out--; /* the '/' before the dropped segment */
+        } else if (len == 2 && s[0] == '.' && s[1] == '.' && abs && nseg == 0) {
+            /* "/.." is "/" */
+        } else {
+            if (out > p + (abs ? 1 : 0))
+                *out++ = '/';
+            starts[nseg++] = out;
+            memmove(out, s, len);
+            out += len;
+        }
+        s += len;
+    }
+    if (out == p)
+        *out++ = '.';
+    *out = '\0';
+}
+
 char *hy_path_join(const char *base, const char *rel)
 {
-    if (rel[0] == '/' || !base)
-        return strdup(rel);
-    size_t lb = strlen(base), lr = strlen(rel);
-    char *out = malloc(lb + 1 + lr + 1);
-    if (!out)
-        return NULL;
-    memcpy(out, base, lb);
-    size_t n = lb;
-    if (n == 0 || out[n - 1] != '/')
-        out[n++] = '/';
-    memcpy(out + n, rel, lr + 1);
+    char *out;
+    if (rel[0] == '/' || !base) {
+        out = strdup(rel);
+    } else {
+        size_t lb = strlen(base), lr = strlen(rel);
+        out = malloc(lb + 1 + lr + 1);
+        if (out) {
+            memcpy(out, base, lb);
+            out[lb] = '/';
+            memcpy(out + lb + 1, rel, lr + 1);
+        }
+    }
+    if (out)
+        clean_path(out);
     return out;
 }
 

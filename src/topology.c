@@ -31,7 +31,16 @@
 typedef struct loader {
     hy_ydoc y;
     hy_topology *t;
+    char what[192]; /* scratch for qual() */
 } loader;
+
+/* "workers.risk." + "backoff.max": the setting's full name for messages.
+ * Returns L->what, so use one per expression. */
+static const char *qual(loader *L, const char *ctx, const char *key)
+{
+    snprintf(L->what, sizeof L->what, "%s%s", ctx, key);
+    return L->what;
+}
 
 /* ---- names ------------------------------------------------------------ */
 
@@ -264,23 +273,23 @@ static int parse_backoff(loader *L, const yaml_node_t *n, const char *ctx, hy_po
         return -1;
     yaml_node_t *v;
     if ((v = hy_ymap_get(&L->y, n, "initial")) &&
-        hy_yget_duration(&L->y, v, "backoff.initial", &p->backoff_initial_ms) < 0)
+        hy_yget_duration(&L->y, v, qual(L, ctx, "backoff.initial"), &p->backoff_initial_ms) < 0)
         return -1;
     if ((v = hy_ymap_get(&L->y, n, "factor")) &&
-        hy_yget_double(&L->y, v, "backoff.factor", 1.0, 100.0, &p->backoff_factor) < 0)
+        hy_yget_double(&L->y, v, qual(L, ctx, "backoff.factor"), 1.0, 100.0, &p->backoff_factor) < 0)
         return -1;
     if ((v = hy_ymap_get(&L->y, n, "max")) &&
-        hy_yget_duration(&L->y, v, "backoff.max", &p->backoff_max_ms) < 0)
+        hy_yget_duration(&L->y, v, qual(L, ctx, "backoff.max"), &p->backoff_max_ms) < 0)
         return -1;
     if ((v = hy_ymap_get(&L->y, n, "jitter")) &&
-        hy_yget_double(&L->y, v, "backoff.jitter", 0.0, 1.0, &p->backoff_jitter) < 0)
+        hy_yget_double(&L->y, v, qual(L, ctx, "backoff.jitter"), 0.0, 1.0, &p->backoff_jitter) < 0)
         return -1;
     if ((v = hy_ymap_get(&L->y, n, "reset_after")) &&
-        hy_yget_duration(&L->y, v, "backoff.reset_after", &p->backoff_reset_after_ms) < 0)
+        hy_yget_duration(&L->y, v, qual(L, ctx, "backoff.reset_after"), &p->backoff_reset_after_ms) < 0)
         return -1;
     if (p->backoff_max_ms < p->backoff_initial_ms) {
         char a[32], b[32];
-        return hy_yerr(&L->y, n, "backoff.max (%s) is less than backoff.initial (%s)",
+        return hy_yerr(&L->y, n, "%sbackoff.max (%s) is less than backoff.initial (%s)", ctx,
                        hy_format_duration(p->backoff_max_ms, a, sizeof a),
                        hy_format_duration(p->backoff_initial_ms, b, sizeof b));
     }
@@ -297,18 +306,19 @@ static int parse_give_up(loader *L, const yaml_node_t *n, const char *ctx, hy_po
     yaml_node_t *v;
     uint64_t u;
     if ((v = hy_ymap_get(&L->y, n, "failures"))) {
-        if (hy_yget_uint(&L->y, v, "give_up.failures", 0, 1000000, &u) < 0)
+        if (hy_yget_uint(&L->y, v, qual(L, ctx, "give_up.failures"), 0, 1000000, &u) < 0)
             return -1;
         p->give_up_failures = (uint32_t)u;
     }
     if ((v = hy_ymap_get(&L->y, n, "within")) &&
-        hy_yget_duration(&L->y, v, "give_up.within", &p->give_up_within_ms) < 0)
+        hy_yget_duration(&L->y, v, qual(L, ctx, "give_up.within"), &p->give_up_within_ms) < 0)
         return -1;
     if ((v = hy_ymap_get(&L->y, n, "retry_after")) &&
-        hy_yget_duration(&L->y, v, "give_up.retry_after", &p->give_up_retry_after_ms) < 0)
+        hy_yget_duration(&L->y, v, qual(L, ctx, "give_up.retry_after"), &p->give_up_retry_after_ms) < 0)
         return -1;
     if (p->give_up_failures > 0 && p->give_up_within_ms == 0)
-        return hy_yerr(&L->y, n, "give_up.within must be more than 0s when give_up.failures is set");
+        return hy_yerr(&L->y, n, "%sgive_up.within must be more than 0s while give_up.failures is %u "
+                                 "(set failures: 0 to never give up)", ctx, p->give_up_failures);
     return 0;
 }
 
@@ -322,15 +332,17 @@ static int parse_stop(loader *L, const yaml_node_t *n, const char *ctx, hy_polic
     yaml_node_t *v;
     if ((v = hy_ymap_get(&L->y, n, "signal"))) {
         const char *s;
-        if (hy_yget_str(&L->y, v, "stop.signal", &s) < 0)
+        if (hy_yget_str(&L->y, v, qual(L, ctx, "stop.signal"), &s) < 0)
             return -1;
         int sig = hy_signal_parse(s);
-        if (sig < 0 || sig == SIGSTOP || sig == SIGCONT)
-            return hy_yerr(&L->y, v, "stop.signal: unknown signal '%s' (use TERM, INT, HUP, QUIT, KILL, USR1 or USR2)", s);
+        if (sig == SIGSTOP || sig == SIGCONT)
+            return hy_yerr(&L->y, v, "%sstop.signal: %s does not end a process (use TERM, INT, HUP, QUIT, KILL, USR1, USR2, ABRT, ALRM or WINCH)", ctx, s);
+        if (sig < 0)
+            return hy_yerr(&L->y, v, "%sstop.signal: unknown signal '%s' (use TERM, INT, HUP, QUIT, KILL, USR1, USR2, ABRT, ALRM or WINCH)", ctx, s);
         p->stop_signal = sig;
     }
     if ((v = hy_ymap_get(&L->y, n, "grace")) &&
-        hy_yget_duration(&L->y, v, "stop.grace", &p->stop_grace_ms) < 0)
+        hy_yget_duration(&L->y, v, qual(L, ctx, "stop.grace"), &p->stop_grace_ms) < 0)
         return -1;
     return 0;
 }
@@ -344,14 +356,14 @@ static int parse_queue(loader *L, const yaml_node_t *n, const char *ctx, hy_poli
         return -1;
     yaml_node_t *v;
     if ((v = hy_ymap_get(&L->y, n, "limit"))) {
-        if (hy_yget_size(&L->y, v, "queue.limit", &p->queue_limit) < 0)
+        if (hy_yget_size(&L->y, v, qual(L, ctx, "queue.limit"), &p->queue_limit) < 0)
             return -1;
         if (p->queue_limit == 0)
-            return hy_yerr(&L->y, v, "queue.limit must be more than 0");
+            return hy_yerr(&L->y, v, "%squeue.limit must be more than 0", ctx);
     }
     if ((v = hy_ymap_get(&L->y, n, "overflow"))) {
         const char *s;
-        if (hy_yget_str(&L->y, v, "queue.overflow", &s) < 0)
+        if (hy_yget_str(&L->y, v, qual(L, ctx, "queue.overflow"), &s) < 0)
             return -1;
         if (!strcmp(s, "drop-oldest"))
             p->queue_overflow = HY_OVERFLOW_DROP_OLDEST;
@@ -360,7 +372,7 @@ static int parse_queue(loader *L, const yaml_node_t *n, const char *ctx, hy_poli
         else if (!strcmp(s, "block"))
             p->queue_overflow = HY_OVERFLOW_BLOCK;
         else
-            return hy_yerr(&L->y, v, "queue.overflow must be drop-oldest, drop-newest or block, not '%s'", s);
+            return hy_yerr(&L->y, v, "%squeue.overflow must be drop-oldest, drop-newest or block, not '%s'", ctx, s);
     }
     return 0;
 }
@@ -372,7 +384,7 @@ static int parse_policy_key(loader *L, const char *key, const yaml_node_t *v, co
 {
     if (!strcmp(key, "restart")) {
         const char *s;
-        if (hy_yget_str(&L->y, v, "restart", &s) < 0)
+        if (hy_yget_str(&L->y, v, qual(L, ctx, "restart"), &s) < 0)
             return -1;
         if (!strcmp(s, "always"))
             p->restart = HY_RESTART_ALWAYS;
@@ -381,7 +393,7 @@ static int parse_policy_key(loader *L, const char *key, const yaml_node_t *v, co
         else if (!strcmp(s, "never"))
             p->restart = HY_RESTART_NEVER;
         else
-            return hy_yerr(&L->y, v, "restart must be always, on-failure or never, not '%s'", s);
+            return hy_yerr(&L->y, v, "%srestart must be always, on-failure or never, not '%s'", ctx, s);
         return 1;
     }
     if (!strcmp(key, "backoff"))
@@ -393,7 +405,7 @@ static int parse_policy_key(loader *L, const char *key, const yaml_node_t *v, co
     if (!strcmp(key, "queue"))
         return parse_queue(L, v, ctx, p) < 0 ? -1 : 1;
     if (!strcmp(key, "start_timeout"))
-        return hy_yget_duration(&L->y, v, "start_timeout", &p->start_timeout_ms) < 0 ? -1 : 1;
+        return hy_yget_duration(&L->y, v, qual(L, ctx, "start_timeout"), &p->start_timeout_ms) < 0 ? -1 : 1;
     if (!strcmp(key, "heartbeat")) {
         static const char *const keys[] = {"timeout", NULL};
         char w[160];
@@ -401,7 +413,7 @@ static int parse_policy_key(loader *L, const char *key, const yaml_node_t *v, co
         if (hy_yexpect_map(&L->y, v, w) < 0 || hy_ymap_check(&L->y, v, w, keys) < 0)
             return -1;
         yaml_node_t *t = hy_ymap_get(&L->y, v, "timeout");
-        if (t && hy_yget_duration(&L->y, t, "heartbeat.timeout", &p->heartbeat_timeout_ms) < 0)
+        if (t && hy_yget_duration(&L->y, t, qual(L, ctx, "heartbeat.timeout"), &p->heartbeat_timeout_ms) < 0)
             return -1;
         return 1;
     }
@@ -410,16 +422,32 @@ static int parse_policy_key(loader *L, const char *key, const yaml_node_t *v, co
 
 #define POLICY_KEYS "restart", "backoff", "give_up", "stop", "start_timeout", "heartbeat", "queue"
 
-static int parse_defaults(loader *L, const yaml_node_t *n)
+static uint32_t largest_frame(const hy_schema *s);
+
+/* n may be NULL (no `defaults:`): the built-ins are checked all the same. */
+static int parse_defaults(loader *L, const yaml_node_t *n, const yaml_node_t *root)
 {
     static const char *const keys[] = {POLICY_KEYS, NULL};
-    if (hy_yexpect_map(&L->y, n, "defaults") < 0 || hy_ymap_check(&L->y, n, "defaults", keys) < 0)
-        return -1;
-    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
-        yaml_node_t *k = hy_ynode(&L->y, p->key);
-        if (parse_policy_key(L, hy_ystr(k), hy_ynode(&L->y, p->value), "defaults.",
-                             &L->t->defaults) < 0)
+    const yaml_node_t *q = NULL;
+    if (n) {
+        if (hy_yexpect_map(&L->y, n, "defaults") < 0 || hy_ymap_check(&L->y, n, "defaults", keys) < 0)
             return -1;
+        for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+            yaml_node_t *k = hy_ynode(&L->y, p->key);
+            if (parse_policy_key(L, hy_ystr(k), hy_ynode(&L->y, p->value), "defaults.",
+                                 &L->t->defaults) < 0)
+                return -1;
+        }
+        q = hy_ymap_get(&L->y, n, "queue");
+    }
+    uint32_t big = largest_frame(L->t->schema);
+    if (L->t->defaults.queue_limit < big) {
+        char a[32];
+        hy_format_size(L->t->defaults.queue_limit, a, sizeof a);
+        if (q)
+            return hy_yerr(&L->y, q, "defaults.queue.limit %s is smaller than the largest framed message (%u bytes)", a, big);
+        return hy_yerr(&L->y, root, "the default queue.limit %s is smaller than the largest framed "
+                                    "message (%u bytes): set defaults.queue.limit", a, big);
     }
     return 0;
 }
@@ -547,7 +575,7 @@ static int parse_env(loader *L, const yaml_node_t *n, hy_worker_spec *w, const c
         if (!strncmp(ks, "HYPHA_", 6))
             return hy_yerr(&L->y, k, "%s: %s is set by hyphad itself", what, ks);
         const char *vs = "";
-        if (!(hy_yis_scalar(v) && v->data.scalar.length == 0)) {
+        if (!hy_yis_null(v)) { /* `A:` and `A: ~` both mean empty */
             char w2[256];
             snprintf(w2, sizeof w2, "%s.%s", what, ks);
             if (hy_yget_str(&L->y, v, w2, &vs) < 0)
@@ -704,13 +732,13 @@ static int parse_worker(loader *L, yaml_node_t *key, yaml_node_t *val, hy_worker
         if (parse_policy_key(L, hy_ystr(k), hy_ynode(&L->y, p->value), ctx, &w->policy) < 0)
             return -1;
     }
+    /* The inherited limit was checked at `defaults`; check an override here. */
+    yaml_node_t *q = hy_ymap_get(&L->y, val, "queue");
     uint32_t big = largest_frame(L->t->schema);
-    if (w->policy.queue_limit < big) {
-        yaml_node_t *q = hy_ymap_get(&L->y, val, "queue");
+    if (q && w->policy.queue_limit < big) {
         char a[32];
-        return hy_yerr(&L->y, q ? q : key,
-                       "%s: queue.limit %s is smaller than the largest framed message (%u bytes)",
-                       what, hy_format_size(w->policy.queue_limit, a, sizeof a), big);
+        return hy_yerr(&L->y, q, "%squeue.limit %s is smaller than the largest framed message (%u bytes)",
+                       ctx, hy_format_size(w->policy.queue_limit, a, sizeof a), big);
     }
     return 0;
 }
@@ -825,8 +853,8 @@ static int parse_control(loader *L, const yaml_node_t *n)
         unsigned long m = strtoul(s, &end, 8);
         if (errno || end == s || *end || m > 0777 || *s == '-' || *s == '+')
             return hy_yerr(&L->y, v, "control.mode must be octal permissions like \"0600\", not '%s'", s);
-        if (!(m & 0600))
-            return hy_yerr(&L->y, v, "control.mode %s would lock out hyphad's own user (needs 0600)", s);
+        if ((m & 0600) != 0600)
+            return hy_yerr(&L->y, v, "control.mode %s would lock out hyphad's own user (it needs 0600: read and write for the owner)", s);
         t->control_mode = (uint32_t)m;
     }
     return 0;
@@ -901,8 +929,15 @@ static int parse_root(loader *L)
         return oom(L, root);
     if ((v = hy_ymap_get(&L->y, root, "control")) && !hy_yis_null(v) && parse_control(L, v) < 0)
         return -1;
+    for (size_t i = 0; i <= t->nlisten; i++) {
+        const hy_endpoint *ep = i < t->nlisten ? &t->listen[i] : (t->has_upstream ? &t->upstream : NULL);
+        if (ep && ep->kind == HY_EP_UNIX && strcmp(ep->path, t->control_socket) == 0)
+            return hy_yerr(&L->y, v ? v : root, "control.socket %s is also used by %s", t->control_socket,
+                           i < t->nlisten ? "a listen endpoint" : "the upstream");
+    }
     hy_policy_builtin(&t->defaults);
-    if ((v = hy_ymap_get(&L->y, root, "defaults")) && !hy_yis_null(v) && parse_defaults(L, v) < 0)
+    v = hy_ymap_get(&L->y, root, "defaults");
+    if (parse_defaults(L, v && !hy_yis_null(v) ? v : NULL, root) < 0)
         return -1;
     if ((v = hy_ymap_get(&L->y, root, "workers")) && !hy_yis_null(v) && parse_workers(L, v) < 0)
         return -1;

@@ -14,40 +14,51 @@ static int fail(char *why, size_t whylen, const char *msg)
     return -1;
 }
 
+enum { NUM_OK = 0, NUM_NONE = -1, NUM_BIG = -2, NUM_DECIMALS = -3 };
+
 /* Read "123" or "1.25" at *p into an integer part and a fraction in
- * millionths. Returns 0 or -1 if there is no digit. */
+ * millionths (at most 6 decimals). */
 static int read_number(const char **p, uint64_t *whole, uint64_t *micro)
 {
     const char *s = *p;
     uint64_t w = 0, f = 0, scale = 100000;
     int digits = 0;
     while (isdigit((unsigned char)*s)) {
-        if (w > (UINT64_MAX - 9) / 10)
-            return -1;
-        w = w * 10 + (uint64_t)(*s - '0');
+        uint64_t d = (uint64_t)(*s - '0');
+        if (w > (UINT64_MAX - d) / 10)
+            return NUM_BIG;
+        w = w * 10 + d;
         s++;
         digits++;
     }
+    if (digits == 0)
+        return NUM_NONE;
     if (*s == '.') {
         s++;
         int fd = 0;
         while (isdigit((unsigned char)*s)) {
+            if (++fd > 6)
+                return NUM_DECIMALS;
             f += (uint64_t)(*s - '0') * scale;
             scale /= 10;
             s++;
-            fd++;
-            if (fd > 6)
-                return -1;
         }
         if (fd == 0)
-            return -1;
+            return NUM_NONE;
     }
-    if (digits == 0)
-        return -1;
     *whole = w;
     *micro = f;
     *p = s;
-    return 0;
+    return NUM_OK;
+}
+
+static int number_fail(int rc, char *why, size_t whylen, const char *expected)
+{
+    if (rc == NUM_BIG)
+        return fail(why, whylen, "number too large");
+    if (rc == NUM_DECIMALS)
+        return fail(why, whylen, "at most 6 decimals");
+    return fail(why, whylen, expected);
 }
 
 int hy_parse_duration_ms(const char *s, uint64_t *out, char *why, size_t whylen)
@@ -65,11 +76,15 @@ int hy_parse_duration_ms(const char *s, uint64_t *out, char *why, size_t whylen)
     uint64_t total_us = 0;
     while (*p) {
         uint64_t whole, micro;
-        if (read_number(&p, &whole, &micro) < 0)
-            return fail(why, whylen, "expected a number followed by a unit (ms, s, m, h, d), e.g. 100ms or 5s");
+        int rc = read_number(&p, &whole, &micro);
+        if (rc < 0)
+            return number_fail(rc, why, whylen,
+                               "expected a number followed by a unit (ms, s, m, h, d), e.g. 100ms or 5s");
         size_t ulen = 0;
         while (isalpha((unsigned char)p[ulen]))
             ulen++;
+        if (ulen == 0 && *p == ' ')
+            return fail(why, whylen, "no space between number and unit: write 5s, not 5 s");
         if (ulen == 0)
             return fail(why, whylen, "missing unit (ms, s, m, h, d), e.g. 5s");
         uint64_t ms = 0;
@@ -80,9 +95,10 @@ int hy_parse_duration_ms(const char *s, uint64_t *out, char *why, size_t whylen)
             return fail(why, whylen, "unknown unit (use ms, s, m, h or d)");
         p += ulen;
         /* whole*ms*1000 + micro*ms/1000, in microseconds, overflow-checked */
-        if (whole > UINT64_MAX / 1000 / ms)
+        uint64_t frac_us = micro * ms / 1000;
+        if (whole > UINT64_MAX / 1000 / ms || whole * ms * 1000 > UINT64_MAX - frac_us)
             return fail(why, whylen, "duration too large");
-        uint64_t us = whole * ms * 1000 + micro * ms / 1000;
+        uint64_t us = whole * ms * 1000 + frac_us;
         if (total_us > UINT64_MAX - us)
             return fail(why, whylen, "duration too large");
         total_us += us;
@@ -103,8 +119,10 @@ int hy_parse_size(const char *s, uint64_t *out, char *why, size_t whylen)
         return fail(why, whylen, "empty size");
     const char *p = s;
     uint64_t whole, micro;
-    if (read_number(&p, &whole, &micro) < 0)
-        return fail(why, whylen, "expected a number with an optional unit (B, KiB, MiB, GiB, KB, MB, GB), e.g. 8MiB");
+    int rc = read_number(&p, &whole, &micro);
+    if (rc < 0)
+        return number_fail(rc, why, whylen,
+                           "expected a number with an optional unit (B, KiB, MiB, GiB, KB, MB, GB), e.g. 8MiB");
     while (*p == ' ')
         p++;
     uint64_t mul = 0;
@@ -117,11 +135,11 @@ int hy_parse_size(const char *s, uint64_t *out, char *why, size_t whylen)
         if (!mul)
             return fail(why, whylen, "unknown unit (use B, KiB, MiB, GiB, KB, MB or GB)");
     }
-    if (whole > UINT64_MAX / mul)
-        return fail(why, whylen, "size too large");
     uint64_t frac = micro * mul; /* in millionths of a byte */
     if (frac % 1000000)
         return fail(why, whylen, "size is not a whole number of bytes");
+    if (whole > UINT64_MAX / mul || whole * mul > UINT64_MAX - frac / 1000000)
+        return fail(why, whylen, "size too large");
     *out = whole * mul + frac / 1000000;
     return 0;
 }
@@ -141,7 +159,9 @@ char *hy_format_duration(uint64_t ms, char *out, size_t outlen)
         if (ms >= units[i].ms) {
             uint64_t k = ms / units[i].ms;
             ms %= units[i].ms;
-            int w = snprintf(out + n, n < outlen ? outlen - n : 0, "%" PRIu64 "%s", k, units[i].u);
+            if (n >= outlen)
+                break;
+            int w = snprintf(out + n, outlen - n, "%" PRIu64 "%s", k, units[i].u);
             if (w < 0)
                 break;
             n += (size_t)w;

@@ -30,10 +30,30 @@ int hy_ydoc_load(hy_ydoc *y, const char *file, const uint8_t *data, size_t len, 
         yaml_parser_delete(&parser);
         return -1;
     }
-    yaml_parser_delete(&parser);
     y->loaded = true;
-    if (!yaml_document_get_root_node(&y->doc))
+    if (!yaml_document_get_root_node(&y->doc)) {
+        yaml_parser_delete(&parser);
         return hy_err_at(err, file, 1, 1, "file is empty");
+    }
+    /* A second document would be silently ignored: refuse it. */
+    yaml_document_t extra;
+    if (!yaml_parser_load(&parser, &extra)) {
+        yaml_mark_t m = parser.problem_mark;
+        hy_err_at(err, file, m.line + 1, m.column + 1, "YAML syntax error: %s",
+                  parser.problem ? parser.problem : "invalid YAML");
+        yaml_parser_delete(&parser);
+        return -1;
+    }
+    yaml_node_t *second = yaml_document_get_root_node(&extra);
+    if (second) {
+        hy_err_at(err, file, second->start_mark.line + 1, second->start_mark.column + 1,
+                  "a second YAML document: this file must hold exactly one");
+        yaml_document_delete(&extra);
+        yaml_parser_delete(&parser);
+        return -1;
+    }
+    yaml_document_delete(&extra);
+    yaml_parser_delete(&parser);
     return 0;
 }
 
@@ -215,7 +235,11 @@ int hy_yget_uint(hy_ydoc *y, const yaml_node_t *n, const char *what,
     if (*s == '-' || *s == '+' || *s == ' ')
         return hy_yerr(y, n, "%s must be a whole number from %llu to %llu, not '%s'", what,
                        (unsigned long long)min, (unsigned long long)max, s);
-    unsigned long long v = strtoull(s, &end, 0);
+    /* Decimal, or hex with 0x; a leading zero does not mean octal. */
+    bool hex = s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
+    unsigned long long v = strtoull(hex ? s + 2 : s, &end, hex ? 16 : 10);
+    if (hex && end == s + 2)
+        end = (char *)s;
     if (errno || end == s || *end)
         return hy_yerr(y, n, "%s must be a whole number from %llu to %llu, not '%s'", what,
                        (unsigned long long)min, (unsigned long long)max, s);
