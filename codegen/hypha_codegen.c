@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "hypha/schema.h"
 #include "hypha/version.h"
@@ -41,6 +43,64 @@ static const char *ident(const char *name, char *buf, size_t len)
             return buf;
         }
     return name;
+}
+
+/* Message names become C types and Python classes in one module namespace:
+ * they may not be keywords, the C types the header uses, or names the module
+ * itself relies on at run time. */
+static const char *const reserved_types[] = {
+    "uint8_t", "uint16_t", "uint32_t", "uint64_t", "int32_t", "size_t", "hy_gen_type",
+    "MessageError", "MESSAGES", "BY_NAME", "decode", "SCHEMA_DIGEST", "SCHEMA_FILE",
+    "ClassVar", "Dict", "List", "annotations", "len", "isinstance", "bytes", "bytearray",
+    "memoryview", "str", "type", "range", "list", "tuple", "int", "float", "getattr",
+    "TypeError", "ValueError", "UnicodeDecodeError", NULL};
+
+static bool in_list(const char *const *list, const char *name)
+{
+    for (const char *const *r = list; *r; r++)
+        if (strcmp(*r, name) == 0)
+            return true;
+    return false;
+}
+
+static void upper_snake(const char *s, char *out, size_t len);
+
+/* Refuse names the outputs cannot carry, with the contracts position. */
+static int check_names(const hy_schema *s)
+{
+    for (size_t i = 0; i < s->nmsgs; i++) {
+        const hy_message *m = &s->msgs[i];
+        if (m->name[0] == '_' || in_list(reserved, m->name) || in_list(reserved_types, m->name)) {
+            fprintf(stderr, "%s:%zu:%zu: message %s: the name is reserved in generated C or Python "
+                            "(a keyword, a C type, a name the module uses, or a leading '_')\n",
+                    s->path, m->line, m->col, m->name);
+            return -1;
+        }
+        char a[256], b[256];
+        upper_snake(m->name, a, sizeof a);
+        for (size_t j = 0; j < i; j++) {
+            upper_snake(s->msgs[j].name, b, sizeof b);
+            if (strcmp(a, b) == 0) {
+                fprintf(stderr, "%s:%zu:%zu: message %s: its C constant HY_TYPE_%s is also %s's (line %zu)\n",
+                        s->path, m->line, m->col, m->name, a, s->msgs[j].name, s->msgs[j].line);
+                return -1;
+            }
+        }
+        for (size_t k = 0; k < m->nfields; k++) {
+            char nk[128], nl[128];
+            const char *fk = ident(m->fields[k].name, nk, sizeof nk);
+            for (size_t l = 0; l < k; l++) {
+                if (strcmp(fk, ident(m->fields[l].name, nl, sizeof nl)) == 0) {
+                    fprintf(stderr, "%s:%zu:%zu: field %s.%s: generated as '%s', which field %s "
+                                    "already is (reserved names get a trailing '_')\n",
+                            s->path, m->fields[k].line, m->fields[k].col, m->name,
+                            m->fields[k].name, fk, m->fields[l].name);
+                    return -1;
+                }
+            }
+        }
+    }
+    return 0;
 }
 
 /* CamelCase -> CAMEL_CASE */
@@ -112,8 +172,11 @@ static int emit_c(FILE *o, const hy_schema *s)
                " */\n", HYPHA_VERSION, src);
     fprintf(o, "#ifndef HYPHA_GEN_%s_H\n#define HYPHA_GEN_%s_H\n\n", guard, guard);
     fprintf(o, "#include <stddef.h>\n#include <stdint.h>\n\n");
+    fprintf(o, "#ifndef HY_GEN_UNUSED\n#if defined(__GNUC__)\n"
+               "#define HY_GEN_UNUSED __attribute__((unused))\n#else\n#define HY_GEN_UNUSED\n"
+               "#endif\n#endif\n\n");
     fprintf(o, "#define HY_SCHEMA_DIGEST_HEX \"%s\"\n", s->digest_hex);
-    fprintf(o, "static const uint8_t HY_SCHEMA_DIGEST[32] = {");
+    fprintf(o, "static const uint8_t HY_SCHEMA_DIGEST[32] HY_GEN_UNUSED = {");
     for (int i = 0; i < HY_DIGEST_LEN; i++)
         fprintf(o, "%s0x%02x", i ? ", " : "", s->digest[i]);
     fprintf(o, "};\n\n");
@@ -151,7 +214,7 @@ static int emit_c(FILE *o, const hy_schema *s)
                "    uint16_t type_id;\n    const char *name;\n    const char *topic;\n"
                "    uint32_t size;\n} hy_gen_type;\n#endif\n\n");
     fprintf(o, "#define HY_TYPE_COUNT %zu\n", s->nmsgs);
-    fprintf(o, "static const hy_gen_type HY_TYPES[HY_TYPE_COUNT] = {\n");
+    fprintf(o, "static const hy_gen_type HY_TYPES[HY_TYPE_COUNT] HY_GEN_UNUSED = {\n");
     for (size_t i = 0; i < s->nmsgs; i++)
         fprintf(o, "    {%u, \"%s\", \"%s\", %u},\n", s->msgs[i].type_id, s->msgs[i].name,
                 s->msgs[i].topic, s->msgs[i].size);
@@ -220,13 +283,13 @@ static const char *py_default(const hy_field *f, char *buf, size_t len)
     case HY_FIELD_F64: return "0.0";
     case HY_FIELD_BYTES:
         if (f->count > 1)
-            snprintf(buf, len, "field(default_factory=lambda: [bytes(%u)] * %u)", f->elem_size,
-                     f->count);
+            snprintf(buf, len, "_field(default_factory=lambda: [b\"\\0\" * %u] * %u)",
+                     f->elem_size, f->count);
         else
-            snprintf(buf, len, "bytes(%u)", f->elem_size);
+            snprintf(buf, len, "b\"\\0\" * %u", f->elem_size);
         return buf;
     case HY_FIELD_STRING: return "\"\"";
-    case HY_FIELD_VEC: return f->elem_size == 1 ? "b\"\"" : "field(default_factory=list)";
+    case HY_FIELD_VEC: return f->elem_size == 1 ? "b\"\"" : "_field(default_factory=_list)";
     default: return "0";
     }
 }
@@ -243,16 +306,16 @@ static void py_message(FILE *o, const hy_message *m)
 {
     char fmt[1024];
     py_format(m, fmt, sizeof fmt);
-    fprintf(o, "\n\n_S_%s = struct.Struct(\"%s\")\n", m->name, fmt);
+    fprintf(o, "\n\n_S_%s = _struct.Struct(\"%s\")\n", m->name, fmt);
     fprintf(o, "assert _S_%s.size == %u\n\n\n", m->name, m->size);
-    fprintf(o, "@dataclass\nclass %s:\n", m->name);
+    fprintf(o, "@_dataclass\nclass %s:\n", m->name);
     fprintf(o, "    \"\"\"Mycelium message %s: type %u, topic %s, %u bytes.\"\"\"\n\n", m->name,
             m->type_id, m->topic, m->size);
     fprintf(o, "    TYPE_ID: ClassVar[int] = %u\n", m->type_id);
     fprintf(o, "    TOPIC: ClassVar[str] = \"%s\"\n", m->topic);
     fprintf(o, "    SIZE: ClassVar[int] = %u\n", m->size);
     fprintf(o, "    NAME: ClassVar[str] = \"%s\"\n", m->name);
-    fprintf(o, "    STRUCT: ClassVar[struct.Struct] = _S_%s\n", m->name);
+    fprintf(o, "    STRUCT: ClassVar[_struct.Struct] = _S_%s\n", m->name);
     fprintf(o, "    CODES: ClassVar[Dict[str, str]] = {");
     int first = 1;
     for (size_t i = 0; i < m->nfields; i++) {
@@ -283,22 +346,22 @@ static void py_message(FILE *o, const hy_message *m)
         switch (f->kind) {
         case HY_FIELD_BYTES:
             if (f->count > 1)
-                fprintf(o, "            _%s = _rows(self.%s, %u, %u, \"%s.%s\")\n", fn, fn,
+                fprintf(o, "            _f%zu = _rows(self.%s, %u, %u, \"%s.%s\")\n", i, fn,
                         f->count, f->elem_size, m->name, fn);
             else
-                fprintf(o, "            _%s = _fixed(self.%s, %u, \"%s.%s\")\n", fn, fn,
+                fprintf(o, "            _f%zu = _fixed(self.%s, %u, \"%s.%s\")\n", i, fn,
                         f->elem_size, m->name, fn);
             break;
         case HY_FIELD_STRING:
-            fprintf(o, "            _%s = _text(self.%s, %u, \"%s.%s\")\n", fn, fn, f->count,
+            fprintf(o, "            _f%zu = _text(self.%s, %u, \"%s.%s\")\n", i, fn, f->count,
                     m->name, fn);
             break;
         case HY_FIELD_VEC:
             if (f->elem_size == 1)
-                fprintf(o, "            _%s = _bytevec(self.%s, %u, \"%s.%s\")\n", fn, fn,
+                fprintf(o, "            _f%zu = _bytevec(self.%s, %u, \"%s.%s\")\n", i, fn,
                         f->count, m->name, fn);
             else
-                fprintf(o, "            _%s = _vec(self.%s, %u, %u, \"%s.%s\")\n", fn, fn,
+                fprintf(o, "            _f%zu = _vec(self.%s, %u, %u, \"%s.%s\")\n", i, fn,
                         f->count, f->elem_size, m->name, fn);
             break;
         default:
@@ -314,15 +377,14 @@ static void py_message(FILE *o, const hy_message *m)
         if (scalar_code(f->kind))
             fprintf(o, "%sself.%s", sep, fn);
         else if (f->kind == HY_FIELD_BYTES)
-            fprintf(o, "%s_%s", sep, fn);
+            fprintf(o, "%s_f%zu", sep, i);
+        else if (f->elem_size == 1)
+            fprintf(o, "%slen(_f%zu), _f%zu", sep, i, i);
         else
-            if (f->elem_size == 1)
-                fprintf(o, "%slen(_%s), _%s", sep, fn, fn);
-            else
-                fprintf(o, "%slen(_%s) // %u, _%s", sep, fn, f->elem_size, fn);
+            fprintf(o, "%slen(_f%zu) // %u, _f%zu", sep, i, f->elem_size, i);
     }
     fprintf(o, ")\n");
-    fprintf(o, "        except (struct.error, TypeError) as e:\n");
+    fprintf(o, "        except (_struct.error, TypeError) as e:\n");
     fprintf(o, "            raise _explain(self, e) from None\n");
 
     /* from_bytes */
@@ -373,9 +435,11 @@ static void py_message(FILE *o, const hy_message *m)
 static const char py_prelude[] =
     "from __future__ import annotations\n"
     "\n"
-    "import struct\n"
-    "from dataclasses import dataclass, field\n"
-    "from typing import ClassVar, Dict, List, Optional, Type\n"
+    "import struct as _struct\n"
+    "from dataclasses import dataclass as _dataclass, field as _field\n"
+    "from typing import ClassVar, Dict, List\n"
+    "\n"
+    "_list = list  # a field may be called `list`; class bodies see fields first\n"
     "\n"
     "\n"
     "class MessageError(ValueError):\n"
@@ -387,11 +451,11 @@ static const char py_prelude[] =
     "        raise MessageError(f\"{what}: expected {n} bytes, got {type(v).__name__}\")\n"
     "    if len(v) != n:\n"
     "        raise MessageError(f\"{what}: expected exactly {n} bytes, got {len(v)}\")\n"
-    "    return v\n"
+    "    return v if isinstance(v, bytes) else bytes(v)\n"
     "\n"
     "\n"
     "def _rows(v, rows: int, n: int, what: str) -> bytes:\n"
-    "    if isinstance(v, (bytes, bytearray, str)) or len(v) != rows:\n"
+    "    if not isinstance(v, (list, tuple)) or len(v) != rows:\n"
     "        raise MessageError(f\"{what}: expected a list of {rows} items of {n} bytes\")\n"
     "    return b\"\".join(_fixed(r, n, what) for r in v)\n"
     "\n"
@@ -433,8 +497,8 @@ static const char py_prelude[] =
     "\n"
     "\n"
     "def _vec(v, cap: int, n: int, what: str) -> bytes:\n"
-    "    if isinstance(v, (bytes, bytearray, str)):\n"
-    "        raise MessageError(f\"{what}: expected a list of {n}-byte items\")\n"
+    "    if not isinstance(v, (list, tuple)):\n"
+    "        raise MessageError(f\"{what}: expected a list of {n}-byte items, got {type(v).__name__}\")\n"
     "    if len(v) > cap:\n"
     "        raise MessageError(f\"{what}: {len(v)} items is over its capacity of {cap}\")\n"
     "    return b\"\".join(_fixed(x, n, what) for x in v)\n"
@@ -453,8 +517,8 @@ static const char py_prelude[] =
     "        if code != \"d\" and (isinstance(v, bool) or not isinstance(v, int)):\n"
     "            return MessageError(f\"{msg.NAME}.{name}: expected int, got {type(v).__name__}\")\n"
     "        try:\n"
-    "            struct.pack(\"<\" + code, v)\n"
-    "        except (struct.error, TypeError) as e:\n"
+    "            _struct.pack(\"<\" + code, v)\n"
+    "        except (_struct.error, TypeError) as e:\n"
     "            return MessageError(f\"{msg.NAME}.{name}: {e}\")\n"
     "    return MessageError(f\"{msg.NAME}: {err}\")\n";
 
@@ -488,35 +552,62 @@ static int emit_py(FILE *o, const hy_schema *s)
     return ferror(o) ? -1 : 0;
 }
 
-/* Write via a temporary file and rename, so a failed run never leaves a
- * half-written output behind. */
-static int write_out(const char *path, int (*emit)(FILE *, const hy_schema *),
-                     const hy_schema *s)
+/* Outputs are first written to temporary files beside their targets, and
+ * renamed into place only when every one was written: a failed run leaves
+ * neither a half-written file nor one output without the other. */
+typedef struct out_file {
+    const char *path;                           /* the requested output */
+    int (*emit)(FILE *, const hy_schema *);
+    char tmp[4096];                             /* its temporary, while pending */
+} out_file;
+
+static int write_tmp(out_file *f, const hy_schema *s)
 {
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
-        fprintf(stderr, "hypha-codegen: %s: path too long\n", path);
+    if (snprintf(f->tmp, sizeof f->tmp, "%s.XXXXXX", f->path) >= (int)sizeof f->tmp) {
+        fprintf(stderr, "hypha-codegen: %s: path too long\n", f->path);
+        f->tmp[0] = '\0';
         return -1;
     }
-    FILE *o = fopen(tmp, "we");
+    int fd = mkstemp(f->tmp);
+    if (fd < 0) {
+        fprintf(stderr, "hypha-codegen: cannot write %s: %s\n", f->path, strerror(errno));
+        f->tmp[0] = '\0';
+        return -1;
+    }
+    FILE *o = fdopen(fd, "w");
     if (!o) {
-        fprintf(stderr, "hypha-codegen: cannot write %s: %s\n", tmp, strerror(errno));
+        fprintf(stderr, "hypha-codegen: cannot write %s: %s\n", f->path, strerror(errno));
+        close(fd);
         return -1;
     }
-    int rc = emit(o, s);
+    int rc = f->emit(o, s);
+    /* mkstemp makes 0600; generated sources are ordinary files */
+    if (fchmod(fd, 0644) < 0)
+        rc = -1;
     if (fclose(o) != 0)
         rc = -1;
-    if (rc < 0) {
-        fprintf(stderr, "hypha-codegen: error writing %s\n", tmp);
-        remove(tmp);
-        return -1;
+    if (rc < 0)
+        fprintf(stderr, "hypha-codegen: error writing %s\n", f->path);
+    return rc;
+}
+
+static int write_outputs(out_file *files, size_t n, const hy_schema *s)
+{
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = write_tmp(&files[i], s);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (rename(files[i].tmp, files[i].path) < 0) {
+            fprintf(stderr, "hypha-codegen: cannot write %s: %s\n", files[i].path, strerror(errno));
+            rc = -1;
+        } else {
+            files[i].tmp[0] = '\0';
+        }
     }
-    if (rename(tmp, path) < 0) {
-        fprintf(stderr, "hypha-codegen: cannot rename %s to %s: %s\n", tmp, path, strerror(errno));
-        remove(tmp);
-        return -1;
-    }
-    return 0;
+    for (size_t i = 0; i < n; i++)
+        if (files[i].tmp[0])
+            unlink(files[i].tmp);
+    return rc;
 }
 
 static void usage(FILE *o)
@@ -558,12 +649,19 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err.msg);
         return 2;
     }
-    int rc = 0;
-    if (c_out && write_out(c_out, emit_c, s) < 0)
-        rc = 1;
-    if (py_out && write_out(py_out, emit_py, s) < 0)
-        rc = 1;
-    if (digest)
+    if (check_names(s) < 0) {
+        hy_schema_free(s);
+        return 2;
+    }
+    out_file files[2];
+    size_t n = 0;
+    memset(files, 0, sizeof files);
+    if (c_out)
+        files[n++] = (out_file){.path = c_out, .emit = emit_c};
+    if (py_out)
+        files[n++] = (out_file){.path = py_out, .emit = emit_py};
+    int rc = write_outputs(files, n, s) < 0 ? 1 : 0;
+    if (digest && rc == 0)
         printf("%s\n", s->digest_hex);
     hy_schema_free(s);
     return rc;

@@ -11,9 +11,8 @@ methods (encode, decode, round trip, metadata, dispatch, wrong length, padding),
 generated below from the vectors. Field types come from the contracts files,
 read by make_c_vector_test.py (which checks them against the vectors' layout).
 
-Tests marked @unittest.expectedFailure pin generator bugs found while writing
-these tests; each says what is wrong. When a bug is fixed the test reports an
-unexpected success, which fails the run: then remove the decorator.
+The name-clash tests pin generator bugs found while writing these tests
+(fixed since): each says what used to go wrong.
 """
 import ctypes
 import hashlib
@@ -421,9 +420,8 @@ class EncodeErrorTest(unittest.TestCase):
         self.assert_refused("examples", sample("examples", "BatchOperation", items=bytes(20)),
                             "BatchOperation.items")
 
-    @unittest.expectedFailure
     def test_wrong_type_for_a_vec(self):
-        # BUG: None or an int for a Vec field fails inside len(), and the
+        # Was a bug: None or an int for a Vec field fails inside len(), and the
         # message names only the class: "BatchOperation: object of type
         # 'NoneType' has no len()".
         for bad in (None, 5):
@@ -431,9 +429,8 @@ class EncodeErrorTest(unittest.TestCase):
                 self.assert_refused("examples", sample("examples", "BatchOperation", items=bad),
                                     "BatchOperation.items")
 
-    @unittest.expectedFailure
     def test_memoryview_for_fixed_bytes(self):
-        # BUG: _fixed() accepts a memoryview for [u8; N], then struct.pack
+        # Was a bug: _fixed() accepts a memoryview for [u8; N], then struct.pack
         # rejects it with "PoolStateUpdate: argument for 's' must be a bytes
         # object" (no field named). Either encoding it or naming the field
         # would be right.
@@ -875,6 +872,15 @@ class CliTest(unittest.TestCase):
         self.assertEqual(os.listdir(self.dir), ["is-a-dir"])
         self.assertEqual(os.listdir(target), [])
 
+    def test_one_failing_output_writes_neither(self):
+        # --c-out cannot be written: the Python module must not appear alone.
+        py = os.path.join(self.dir, "ok.py")
+        bad = os.path.join(self.dir, "no-such-dir", "x.h")
+        r = run_codegen([CONTRACTS["game"]["path"], "--c-out", bad, "--py-out", py])
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(f"cannot write {bad}: No such file or directory", r.stderr)
+        self.assertEqual(os.listdir(self.dir), [])
+
 
 # ---- generator bugs found by these tests (see the module docstring) ----------------
 
@@ -911,47 +917,64 @@ class NameClashTest(unittest.TestCase):
             self.assertEqual((rc.returncode, rc.stdout), (0, ""))
         return mod
 
+    def test_field_named_like_a_helper(self):
+        # Was a bug: to_bytes() kept per-field locals named `_<field>`, so a
+        # field `text` made the local `_text` shadow the helper _text():
+        # UnboundLocalError on the first encode.
+        mod = self.works_or_refused(
+            "messages:\n  M:\n    tlv_type: 5\n    domain: T\n    fields:\n"
+            "      text: String\n      fixed: \"[u8; 4]\"\n      vec: \"Vec<[u8; 20]>\"\n", "helper_names")
+        self.assertIsNotNone(mod)
+        m = mod.M(text="hi", fixed=b"abcd", vec=[bytes(20)])
+        self.assertEqual(mod.M.from_bytes(m.to_bytes()), m)
+
+    def test_refusals_name_the_message(self):
+        path = os.path.join(self.dir, "kw.contracts.yaml")
+        with open(path, "w") as f:
+            f.write("messages:\n  struct:\n    tlv_type: 7\n    domain: T\n    fields:\n      a: u64\n")
+        h = os.path.join(self.dir, "kw.h")
+        r = run_codegen([path, "--c-out", h])
+        self.assertEqual(r.returncode, 2)
+        self.assertEqual(r.stderr.strip(), f"{path}:2:3: message struct: the name is reserved in generated "
+                                           "C or Python (a keyword, a C type, a name the module uses, or a leading '_')")
+        self.assertFalse(os.path.exists(h))
+
     def test_ordinary_field_names_work(self):
         # the control for the tests below: same shape, harmless names
         self.works_or_refused(
             "messages:\n  M:\n    tlv_type: 5\n    domain: T\n    fields:\n"
             "      count: u64\n      items: \"Vec<[u8; 20]>\"\n      addr: \"[u8; 20]\"\n", "ok")
 
-    @unittest.expectedFailure
     def test_field_named_field(self):
-        # BUG: the class body's `field(default_factory=list)` for `items` then
+        # Was a bug: the class body's `field(default_factory=list)` for `items` then
         # calls the earlier field's default 0: "TypeError: 'int' object is not
         # callable" on import.
         self.works_or_refused(
             "messages:\n  M:\n    tlv_type: 5\n    domain: T\n    fields:\n"
             "      field: u64\n      items: \"Vec<[u8; 20]>\"\n", "field_named_field")
 
-    @unittest.expectedFailure
     def test_field_named_bytes(self):
-        # BUG: `addr: bytes = bytes(20)` calls the earlier field `bytes` (0).
+        # Was a bug: `addr: bytes = bytes(20)` calls the earlier field `bytes` (0).
         self.works_or_refused(
             "messages:\n  M:\n    tlv_type: 5\n    domain: T\n    fields:\n"
             "      bytes: u16\n      addr: \"[u8; 20]\"\n", "field_named_bytes")
 
-    @unittest.expectedFailure
     def test_field_named_list(self):
-        # BUG: `field(default_factory=list)` gets the earlier field `list` (0):
+        # Was a bug: `field(default_factory=list)` gets the earlier field `list` (0):
         # M() raises "TypeError: 'int' object is not callable".
         self.works_or_refused(
             "messages:\n  M:\n    tlv_type: 5\n    domain: T\n    fields:\n"
             "      list: u16\n      v: \"Vec<[u8; 32]>\"\n", "field_named_list")
 
-    @unittest.expectedFailure
     def test_message_names_with_the_same_constant(self):
-        # BUG: FooBar and Foo_Bar both become HY_TYPE_FOO_BAR; the header
+        # Was a bug: FooBar and Foo_Bar both become HY_TYPE_FOO_BAR; the header
         # defines it twice (7u, then 8u): "HY_TYPE_FOO_BAR" redefined.
         self.works_or_refused(
             "messages:\n  FooBar:\n    tlv_type: 7\n    domain: T\n    fields:\n      a: u64\n"
             "  Foo_Bar:\n    tlv_type: 8\n    domain: T\n    fields:\n      a: u64\n", "same_constant")
 
-    @unittest.expectedFailure
     def test_message_named_message_error(self):
-        # BUG: the dataclass MessageError replaces the exception class, so
+        # Was a bug: the dataclass MessageError replaces the exception class, so
         # every refusal raises "TypeError: exceptions must derive from
         # BaseException" instead.
         mod = self.works_or_refused(
@@ -961,9 +984,8 @@ class NameClashTest(unittest.TestCase):
             with self.assertRaises(ValueError):
                 mod.Other(s="x" * 33).to_bytes()
 
-    @unittest.expectedFailure
     def test_message_named_like_a_keyword(self):
-        # BUG: a message called `struct` is accepted; the header has
+        # Was a bug: a message called `struct` is accepted; the header has
         # "typedef struct struct {" and the module's next struct.Struct(...)
         # finds the class: "AttributeError: type object 'struct' has no
         # attribute 'Struct'".
