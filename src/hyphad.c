@@ -72,7 +72,7 @@ int main(int argc, char **argv)
     if (check) {
         if (json) {
             json_t *j = hy_topology_to_json(t);
-            if (!j || json_dumpf(j, stdout, JSON_INDENT(2) | JSON_SORT_KEYS) < 0) {
+            if (!j || json_dumpf(j, stdout, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(12)) < 0) {
                 fprintf(stderr, "hyphad: out of memory rendering JSON\n");
                 json_decref(j);
                 hy_topology_free(t);

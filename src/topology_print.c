@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "hypha/table.h"
 #include "hypha/units.h"
 
 static void types_text(const hy_topology *t, const uint16_t *ids, size_t n, char *out, size_t len)
@@ -52,35 +53,44 @@ void hy_topology_print(FILE *out, const hy_topology *t)
         fprintf(out, "listen    %s\n", hy_endpoint_str(&t->listen[i], a, sizeof a));
     fprintf(out, "control   %s (mode %04o)\n", t->control_socket, t->control_mode);
 
-    fprintf(out, "\n%-16s %-4s %-10s %-32s %-24s %s\n", "WORKER", "INST", "RESTART", "COMMAND",
-            "SUBSCRIBE", "PUBLISH");
+    fputc('\n', out);
+    hy_table tb;
+    hy_table_init(&tb, 6);
+    hy_table_add(&tb, (const char *const[]){"WORKER", "INST", "RESTART", "COMMAND", "SUBSCRIBE", "PUBLISH"});
     for (size_t i = 0; i < t->nworkers; i++) {
         const hy_worker_spec *w = &t->workers[i];
-        char cmd[512], sub[512], pub[512];
+        char cmd[512], sub[512], pub[512], inst[16];
         argv_text(w->argv, cmd, sizeof cmd);
         types_text(t, w->subscribe, w->nsubscribe, sub, sizeof sub);
         if (w->publish_all)
             snprintf(pub, sizeof pub, "(all)");
         else
             types_text(t, w->publish, w->npublish, pub, sizeof pub);
-        fprintf(out, "%-16s %-4u %-10s %-32s %-24s %s\n", w->name, w->instances,
-                hy_restart_policy_str(w->policy.restart), cmd, sub, pub);
+        snprintf(inst, sizeof inst, "%u", w->instances);
+        hy_table_add(&tb, (const char *const[]){w->name, inst, hy_restart_policy_str(w->policy.restart),
+                                                 cmd, sub, pub});
     }
-    if (t->nworkers == 0)
+    hy_table_print(&tb, out);
+    hy_table_free(&tb);
+    if (t->nworkers == 0) {
         fprintf(out, "(no workers)\n");
+        return;
+    }
 
-    fprintf(out, "\n%-16s %-28s %-22s %-14s %-10s %-10s %s\n", "WORKER", "BACKOFF", "GIVE UP",
-            "STOP", "START", "HEARTBEAT", "QUEUE");
+    fputc('\n', out);
+    hy_table_init(&tb, 7);
+    hy_table_add(&tb, (const char *const[]){"WORKER", "BACKOFF", "GIVE-UP", "STOP", "START",
+                                             "HEARTBEAT", "QUEUE"});
     for (size_t i = 0; i < t->nworkers; i++) {
         const hy_worker_spec *w = &t->workers[i];
         const hy_policy *p = &w->policy;
-        char bo[96], gu[96], st[48], s1[24], s2[24], s3[24];
+        char bo[96], gu[96], st[48], s1[24], s2[24], s3[24], hb[24], q[48], start[24];
         snprintf(bo, sizeof bo, "%s*%g..%s +/-%g%% reset %s",
                  hy_format_duration(p->backoff_initial_ms, s1, sizeof s1), p->backoff_factor,
                  hy_format_duration(p->backoff_max_ms, s2, sizeof s2), p->backoff_jitter * 100,
                  hy_format_duration(p->backoff_reset_after_ms, s3, sizeof s3));
         if (p->give_up_failures)
-            snprintf(gu, sizeof gu, "%u/%s retry %s", p->give_up_failures,
+            snprintf(gu, sizeof gu, "%u in %s, retry %s", p->give_up_failures,
                      hy_format_duration(p->give_up_within_ms, s1, sizeof s1),
                      p->give_up_retry_after_ms
                          ? hy_format_duration(p->give_up_retry_after_ms, s2, sizeof s2)
@@ -90,16 +100,17 @@ void hy_topology_print(FILE *out, const hy_topology *t)
         const char *sig = hy_signal_name(p->stop_signal);
         snprintf(st, sizeof st, "%s %s", sig ? sig : "?",
                  hy_format_duration(p->stop_grace_ms, s1, sizeof s1));
-        char hb[24], q[48];
         if (p->heartbeat_timeout_ms)
             hy_format_duration(p->heartbeat_timeout_ms, hb, sizeof hb);
         else
             snprintf(hb, sizeof hb, "off");
         snprintf(q, sizeof q, "%s %s", hy_format_size(p->queue_limit, s1, sizeof s1),
                  hy_overflow_str(p->queue_overflow));
-        fprintf(out, "%-16s %-28s %-22s %-14s %-10s %-10s %s\n", w->name, bo, gu, st,
-                hy_format_duration(p->start_timeout_ms, s3, sizeof s3), hb, q);
+        hy_format_duration(p->start_timeout_ms, start, sizeof start);
+        hy_table_add(&tb, (const char *const[]){w->name, bo, gu, st, start, hb, q});
     }
+    hy_table_print(&tb, out);
+    hy_table_free(&tb);
 }
 
 static json_t *types_json(const hy_topology *t, const uint16_t *ids, size_t n)
