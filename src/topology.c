@@ -613,16 +613,14 @@ static int parse_types(loader *L, const yaml_node_t *n, const char *what, uint16
             return -1;
         const hy_message *m;
         if (isdigit((unsigned char)s[0])) {
-            char *end;
-            errno = 0;
-            unsigned long id = strtoul(s, &end, 0);
-            if (errno || *end || id > 65535)
-                return hy_yerr(&L->y, e, "%s: '%s' is not a type id (0-65535)", what, s);
+            uint64_t id;
+            if (hy_parse_uint(s, &id) < 0 || id > 65535)
+                return hy_yerr(&L->y, e, "%s: '%s' is not a type id (1-65535)", what, s);
             if (id == 0)
                 return hy_yerr(&L->y, e, "%s: type id 0 is reserved for control frames", what);
             m = hy_schema_find(L->t->schema, (uint16_t)id);
             if (!m)
-                return hy_yerr(&L->y, e, "%s: type id %lu is not defined in %s", what, id,
+                return hy_yerr(&L->y, e, "%s: type id %llu is not defined in %s", what, (unsigned long long)id,
                                L->t->schema_path);
         } else {
             m = hy_schema_find_name(L->t->schema, s);

@@ -1,6 +1,7 @@
 /* yamlx.c - checked access to a libyaml document (see yamlx.h). */
 #include "yamlx.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -224,28 +225,36 @@ yaml_node_t *hy_ymap_get(hy_ydoc *y, const yaml_node_t *map, const char *key)
     return NULL;
 }
 
+int hy_parse_uint(const char *s, uint64_t *out)
+{
+    /* Decimal, or hex with 0x; a leading zero does not mean octal. Digits
+     * only: no sign, no spaces (strtoull would skip or accept them). */
+    bool hex = s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
+    const char *d = hex ? s + 2 : s;
+    if (!(hex ? isxdigit((unsigned char)*d) : isdigit((unsigned char)*d)))
+        return -1;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(d, &end, hex ? 16 : 10);
+    if (errno || *end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
 int hy_yget_uint(hy_ydoc *y, const yaml_node_t *n, const char *what,
                  uint64_t min, uint64_t max, uint64_t *out)
 {
     if (hy_yexpect_scalar(y, n, what) < 0)
         return -1;
     const char *s = hy_ystr(n);
-    char *end;
-    errno = 0;
-    if (*s == '-' || *s == '+' || *s == ' ')
-        return hy_yerr(y, n, "%s must be a whole number from %llu to %llu, not '%s'", what,
-                       (unsigned long long)min, (unsigned long long)max, s);
-    /* Decimal, or hex with 0x; a leading zero does not mean octal. */
-    bool hex = s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
-    unsigned long long v = strtoull(hex ? s + 2 : s, &end, hex ? 16 : 10);
-    if (hex && end == s + 2)
-        end = (char *)s;
-    if (errno || end == s || *end)
+    uint64_t v;
+    if (hy_parse_uint(s, &v) < 0)
         return hy_yerr(y, n, "%s must be a whole number from %llu to %llu, not '%s'", what,
                        (unsigned long long)min, (unsigned long long)max, s);
     if (v < min || v > max)
         return hy_yerr(y, n, "%s must be from %llu to %llu, not %llu", what,
-                       (unsigned long long)min, (unsigned long long)max, v);
+                       (unsigned long long)min, (unsigned long long)max, (unsigned long long)v);
     *out = v;
     return 0;
 }

@@ -55,6 +55,9 @@ yaml_node_t *hy_ymap_get(hy_ydoc *y, const yaml_node_t *map, const char *key);
 /* The key node whose value is `value` (for positions), or NULL. */
 yaml_node_t *hy_ymap_key_of(hy_ydoc *y, const yaml_node_t *map, const char *key);
 
+/* "123" or "0x7b" (no sign, no spaces; a leading 0 is still decimal). */
+int hy_parse_uint(const char *s, uint64_t *out);
+
 /* Typed scalars. `what` names the setting in messages ("backoff.factor"). */
 int hy_yget_uint(hy_ydoc *y, const yaml_node_t *n, const char *what,
                  uint64_t min, uint64_t max, uint64_t *out);

@@ -213,7 +213,11 @@ static const bad_doc bad_docs[] = {
     {"type id 0", W_A "    subscribe: [0]\n",
      "workers.a.subscribe: type id 0 is reserved for control frames", 6, 17},
     {"type id too large", W_A "    subscribe: [65536]\n",
-     "workers.a.subscribe: '65536' is not a type id (0-65535)", 6, 17},
+     "workers.a.subscribe: '65536' is not a type id (1-65535)", 6, 17},
+    {"type id with a leading zero is decimal", W_A "    subscribe: [01004]\n",
+     "workers.a.subscribe: type id 1004 is not defined in", 6, 17},
+    {"hex with a sign", W_A "    instances: 0x-5\n",
+     "workers.a.instances must be a whole number from 1 to 1000, not '0x-5'", 6, 16},
     /* schema and version */
     {"missing schema file", "version: 1\nschema: nope/contracts.yaml\n",
      "schema: @D/nope/contracts.yaml: cannot open: No such file or directory", 2, 9},
