@@ -1,10 +1,20 @@
 /* hyphad.c - the hypha supervisor daemon's entry point: options, then either
  * `--check` (validate and print the resolved topology) or running. Kept thin:
  * everything it does lives in the modules it calls. */
+#define _GNU_SOURCE
+#include <ev.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "hypha/log.h"
+#include "hypha/spawn.h"
+#include "hypha/supervisor.h"
 
 #include "hypha/topology.h"
 #include "hypha/topology_print.h"
@@ -27,6 +37,111 @@ static void usage(FILE *out)
             "  -h, --help         this help\n");
 }
 
+/* ---- running ------------------------------------------------------------ */
+
+typedef struct daemon_state {
+    hy_sup sup;
+    ev_signal sigterm, sigint, sighup;
+    int stop_requests;
+} daemon_state;
+
+static void all_stopped(hy_sup *s)
+{
+    hy_log(HY_INFO, "hyphad", "all workers stopped", NULL);
+    ev_break(s->loop, EVBREAK_ALL);
+}
+
+static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    daemon_state *d = w->data;
+    const char *sig = w->signum == SIGINT ? "INT" : "TERM";
+    if (d->stop_requests++ == 0) {
+        char n[16];
+        snprintf(n, sizeof n, "%zu", hy_sup_live(&d->sup));
+        hy_log(HY_INFO, "hyphad", "stopping", "signal", sig, "live_workers", n, NULL);
+        d->sup.on_all_stopped = all_stopped;
+        hy_sup_stop_all(&d->sup);
+    } else {
+        hy_log(HY_WARN, "hyphad", "second stop request: killing every worker now", "signal", sig, NULL);
+        hy_sup_kill_all(&d->sup);
+    }
+}
+
+static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)w;
+    (void)revents;
+    hy_log(HY_WARN, "hyphad", "SIGHUP: reload is not built yet; nothing changed", NULL);
+}
+
+/* tini's rule: never run with fds 0-2 closed, or the first pipe we open
+ * would become someone's stdin. */
+static int ensure_std_fds(void)
+{
+    for (int fd = 0; fd < 3; fd++) {
+        if (fcntl(fd, F_GETFD) >= 0)
+            continue;
+        int n = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+        if (n < 0)
+            return -1;
+        if (n != fd)
+            return -1;
+    }
+    return 0;
+}
+
+static int run(const hy_topology *t, hy_log_format log_format)
+{
+    hy_log_init(stderr, log_format, HY_INFO);
+    if (ensure_std_fds() < 0) {
+        hy_log(HY_ERROR, "hyphad", "cannot open /dev/null for closed standard fds", NULL);
+        return 1;
+    }
+    /* Orphaned grandchildren are reparented to us and reaped (like PID 1). */
+    if (getpid() != 1 && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
+        hy_log(HY_WARN, "hyphad", "cannot become a subreaper; orphans go to init", NULL);
+    signal(SIGPIPE, SIG_IGN);
+    hy_spawn_init_limits();
+
+    struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
+    if (!loop) {
+        hy_log(HY_ERROR, "hyphad", "cannot initialise the event loop (libev)", NULL);
+        return 1;
+    }
+    static daemon_state d;
+    hy_err err = {{0}};
+    if (hy_sup_init(&d.sup, loop, t, &err) < 0) {
+        hy_log(HY_ERROR, "hyphad", "cannot start", "error", err.msg, NULL);
+        hy_sup_free(&d.sup);
+        return 1;
+    }
+    ev_signal_init(&d.sigterm, stop_cb, SIGTERM);
+    ev_signal_init(&d.sigint, stop_cb, SIGINT);
+    ev_signal_init(&d.sighup, hup_cb, SIGHUP);
+    d.sigterm.data = d.sigint.data = d.sighup.data = &d;
+    ev_signal_start(loop, &d.sigterm);
+    ev_signal_start(loop, &d.sigint);
+    ev_signal_start(loop, &d.sighup);
+
+    char n[16], pid[16];
+    snprintf(n, sizeof n, "%zu", d.sup.ninst);
+    snprintf(pid, sizeof pid, "%d", (int)getpid());
+    hy_log(HY_INFO, "hyphad", "starting", "topology", t->path, "instances", n, "pid", pid,
+           "schema", t->schema->digest_hex, NULL);
+    hy_sup_start_all(&d.sup);
+    ev_run(loop, 0);
+
+    ev_signal_stop(loop, &d.sigterm);
+    ev_signal_stop(loop, &d.sigint);
+    ev_signal_stop(loop, &d.sighup);
+    hy_sup_free(&d.sup);
+    hy_log(HY_INFO, "hyphad", "exiting", NULL);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -38,6 +153,7 @@ int main(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     int check = 0, json = 0, c;
+    hy_log_format log_format = HY_LOG_TEXT;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'c': check = 1; break;
@@ -47,6 +163,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "hyphad: --log-format must be text or json, not '%s'\n", optarg);
                 return EXIT_CONFIG;
             }
+            log_format = strcmp(optarg, "json") == 0 ? HY_LOG_JSON : HY_LOG_TEXT;
             break;
         case 'V': printf("hyphad %s\n", HYPHA_VERSION); return 0;
         case 'h': usage(stdout); return 0;
@@ -86,8 +203,7 @@ int main(int argc, char **argv)
         hy_topology_free(t);
         return 0;
     }
-    fprintf(stderr, "hyphad: %s is valid, but running workers is not built yet "
-                    "(supervision is the next milestone); use --check\n", argv[optind]);
+    int rc = run(t, log_format);
     hy_topology_free(t);
-    return 1;
+    return rc;
 }

@@ -306,7 +306,7 @@ static int parse_give_up(loader *L, const yaml_node_t *n, const char *ctx, hy_po
     yaml_node_t *v;
     uint64_t u;
     if ((v = hy_ymap_get(&L->y, n, "failures"))) {
-        if (hy_yget_uint(&L->y, v, qual(L, ctx, "give_up.failures"), 0, 1000000, &u) < 0)
+        if (hy_yget_uint(&L->y, v, qual(L, ctx, "give_up.failures"), 0, 10000, &u) < 0)
             return -1;
         p->give_up_failures = (uint32_t)u;
     }

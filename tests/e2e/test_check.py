@@ -87,11 +87,16 @@ class BrokenTopology(TempDirTest):
         self.assertEqual(r.returncode, 2)
         self.assertIn("absent.yaml: cannot open: No such file or directory", r.stderr)
 
-    def test_not_running_yet_is_said_plainly(self):
-        path = self.write("t.yaml", "version: 1\nschema: contracts.yaml\n")
+    def test_invalid_topology_starts_nothing(self):
+        # exit 2 before anything is spawned: the worker would create a file
+        marker = os.path.join(self.dir, "started")
+        path = self.write("t.yaml", "version: 1\nschema: contracts.yaml\nworkers:\n"
+                                    f"  a:\n    command: [/usr/bin/touch, {marker}]\n"
+                                    "  b:\n    command: [/bin/true]\n    instances: 0\n")
         r = run([HYPHAD, path])
-        self.assertEqual(r.returncode, 1)
-        self.assertIn("not built yet", r.stderr)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn(":8:16: workers.b.instances must be from 1 to 1000, not 0", r.stderr)
+        self.assertFalse(os.path.exists(marker))
 
 
 class Usage(unittest.TestCase):

@@ -1,0 +1,31 @@
+/* log.h - hyphad's log: one line per event on stderr.
+ *
+ * Text: `level component message key=value ...` (values with spaces or
+ * quotes are quoted). JSON (--log-format json): one object per line with
+ * "level", "component", "msg" and the keys. journald and container runtimes
+ * add the timestamps. Keys and values are passed as NULL-terminated pairs of
+ * strings so callers format numbers themselves and nothing allocates.
+ */
+#ifndef HYPHA_LOG_H
+#define HYPHA_LOG_H
+
+#include <stdio.h>
+
+typedef enum hy_log_level { HY_DEBUG, HY_INFO, HY_WARN, HY_ERROR } hy_log_level;
+typedef enum hy_log_format { HY_LOG_TEXT, HY_LOG_JSON } hy_log_format;
+
+void hy_log_init(FILE *out, hy_log_format fmt, hy_log_level min);
+hy_log_format hy_log_get_format(void);
+
+/* hy_log(HY_INFO, "supervisor", "worker exited", "worker", "risk",
+ *        "status", "1", NULL) */
+void hy_log(hy_log_level level, const char *component, const char *msg, ...);
+
+/* A worker's stderr line: component "name[instance]", worker/instance keys
+ * in JSON. `cut` > 0 marks a line cut at the limit, that many bytes dropped. */
+void hy_log_worker_line(const char *worker, unsigned instance, const char *line,
+                        size_t len, size_t cut);
+
+const char *hy_log_level_str(hy_log_level l);
+
+#endif

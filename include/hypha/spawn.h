@@ -1,0 +1,50 @@
+/* spawn.h - start one worker process, exactly.
+ *
+ * The child gets its own process group, a parent-death signal (SIGKILL), the
+ * default signal dispositions and an empty signal mask, the file-descriptor
+ * limit hyphad started with, and exactly fds 0-2: stdin and stdout are pipes
+ * to hyphad (frames), stderr a pipe (log lines). argv is exec'd directly,
+ * never through a shell. Whether exec worked is learnt asynchronously from a
+ * close-on-exec status pipe: EOF means the program is running; a record means
+ * a step failed, with its errno, and the child has exited 127.
+ */
+#ifndef HYPHA_SPAWN_H
+#define HYPHA_SPAWN_H
+
+#include <sys/types.h>
+
+#include "hypha/err.h"
+
+typedef struct hy_spawn_req {
+    const char *path;       /* absolute path of the program */
+    char *const *argv;
+    char *const *envp;
+    const char *cwd;        /* NULL: inherit */
+} hy_spawn_req;
+
+typedef struct hy_spawn_res {
+    pid_t pid;              /* also the process group id */
+    int in_fd;              /* worker's stdin: write end, O_NONBLOCK */
+    int out_fd;             /* worker's stdout: read end, O_NONBLOCK */
+    int err_fd;             /* worker's stderr: read end, O_NONBLOCK */
+    int status_fd;          /* spawn status: read end, O_NONBLOCK */
+} hy_spawn_res;             /* every fd close-on-exec */
+
+typedef enum hy_spawn_stage {
+    HY_SPAWN_OK = 0,
+    HY_SPAWN_PENDING = 1,   /* nothing to read yet */
+    HY_SPAWN_FAILED = 2,    /* *stage_name and *errnum say what */
+} hy_spawn_state;
+
+/* Remember hyphad's original RLIMIT_NOFILE for children, then raise the soft
+ * limit to the hard one for hyphad itself (it holds 4 fds per worker). */
+void hy_spawn_init_limits(void);
+
+/* Fork and exec. On failure to even fork/pipe, returns -1 with err (no
+ * child). Otherwise 0; the child's fate arrives on status_fd. */
+int hy_spawn(const hy_spawn_req *req, hy_spawn_res *res, hy_err *err);
+
+/* Read the status pipe (non-blocking). */
+hy_spawn_state hy_spawn_status(int status_fd, const char **stage_name, int *errnum);
+
+#endif

@@ -1,0 +1,99 @@
+/* supervisor.h - runs the workers of a topology on a libev loop.
+ *
+ * Each worker instance is a small state machine:
+ *
+ *   starting -> running -> (exit) -> backoff -> starting ...
+ *                                 -> failed  (gave up; retried every retry_after)
+ *                                 -> exited  (restart never, or on-failure after exit 0)
+ *   any live state -> stopping -> stopped    (operator or shutdown)
+ *
+ * Exits are learnt from SIGCHLD (a pid-0 child watcher, which also reaps
+ * orphans when hyphad is a subreaper), never from pipe EOF. Every deadline is
+ * a libev timer. The instance struct embeds its watchers; callbacks find it
+ * from the watcher's `data`.
+ */
+#ifndef HYPHA_SUPERVISOR_H
+#define HYPHA_SUPERVISOR_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "hypha/backoff.h"
+#include "hypha/tlv.h"
+#include "hypha/topology.h"
+#include "hypha/warden.h"
+
+typedef enum hy_state {
+    HY_ST_STARTING,
+    HY_ST_RUNNING,
+    HY_ST_EXITED,
+    HY_ST_BACKOFF,
+    HY_ST_FAILED,
+    HY_ST_STOPPING,
+    HY_ST_STOPPED,
+} hy_state;
+
+#define HY_ERRLINE_MAX 4096 /* worker stderr lines are cut past this */
+
+typedef struct hy_sup hy_sup;
+
+typedef struct hy_instance {
+    hy_sup *sup;
+    const hy_worker_spec *spec;  /* owned by the topology */
+    unsigned index;
+    char label[96];              /* "risk[1]" */
+    char idx[12];                /* "1" */
+    hy_state state;
+    pid_t pid;                   /* 0: no process */
+    char **envp;                 /* owned */
+    int in_fd, out_fd, err_fd, status_fd; /* -1 when closed */
+    ev_io out_w, err_w, status_w;
+    ev_timer timer;              /* start_timeout, backoff or retry_after */
+    ev_timer stop_timer;         /* stop escalation */
+    int stop_stage;              /* 0 none, 1 EOF sent, 2 signalled, 3 SIGKILLed */
+    bool start_after_stop;       /* restart: start again once stopped */
+    hy_tlv_decoder dec;
+    char errline[HY_ERRLINE_MAX];
+    size_t errlen, errcut;
+    double started_at;           /* ev_now() at spawn */
+    uint32_t n;                  /* backoff exponent */
+    uint32_t restarts;           /* spawns after the first */
+    hy_giveup giveup;
+    bool retrying;               /* a retry_after attempt from failed */
+    const char *kill_reason;     /* set when hyphad killed it: protocol, ... */
+    char spawn_error[192];       /* set when exec or a step before it failed */
+    int last_code;               /* exit status, or -1 */
+    int last_signal;             /* terminating signal, or 0 */
+    char last_reason[16];        /* exit, signal, protocol, spawn, ... */
+    uint64_t frames_out, bytes_out, protocol_errors;
+} hy_instance;
+
+struct hy_sup {
+    struct ev_loop *loop;
+    const hy_topology *topo;     /* not owned */
+    hy_instance *inst;           /* owned */
+    size_t ninst;
+    ev_child child_w;
+    hy_warden warden;
+    uint64_t rng;
+    bool shutting_down;
+    void (*on_all_stopped)(hy_sup *); /* after hy_sup_stop_all, once idle */
+    uint8_t *rbuf;               /* shared read buffer (owned) */
+    size_t rbuf_size;
+};
+
+int hy_sup_init(hy_sup *s, struct ev_loop *loop, const hy_topology *t, hy_err *err);
+void hy_sup_start_all(hy_sup *s);
+/* Graceful stop of every instance, in parallel; calls on_all_stopped. */
+void hy_sup_stop_all(hy_sup *s);
+/* SIGKILL every live worker group now (second SIGTERM). */
+void hy_sup_kill_all(hy_sup *s);
+/* Live processes (any state with a pid). */
+size_t hy_sup_live(const hy_sup *s);
+void hy_sup_free(hy_sup *s);
+
+const char *hy_state_str(hy_state st);
+
+#endif

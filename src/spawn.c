@@ -1,0 +1,196 @@
+/* spawn.c - fork/exec of workers (see hypha/spawn.h).
+ *
+ * Between fork and exec the child only makes async-signal-safe calls: the
+ * environment and argv are prepared by the parent. A failing step writes one
+ * fixed-size record {stage, errno} to the status pipe and _exits 127.
+ */
+#define _GNU_SOURCE
+#include "hypha/spawn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+enum { ST_SETPGID = 1, ST_PDEATHSIG, ST_DUP, ST_CHDIR, ST_EXEC, ST_PARENT };
+
+static const char *stage_names[] = {
+    [ST_SETPGID] = "setpgid", [ST_PDEATHSIG] = "prctl", [ST_DUP] = "dup2",
+    [ST_CHDIR] = "chdir",     [ST_EXEC] = "exec",       [ST_PARENT] = "parent died",
+};
+
+struct status_rec {
+    int stage;
+    int errnum;
+};
+
+static struct rlimit child_nofile;
+static int have_child_nofile;
+
+void hy_spawn_init_limits(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        child_nofile = rl;
+        have_child_nofile = 1;
+        if (rl.rlim_cur < rl.rlim_max) {
+            rl.rlim_cur = rl.rlim_max;
+            (void)setrlimit(RLIMIT_NOFILE, &rl); /* best effort: keep the old one */
+        }
+    }
+}
+
+static void close_pair(int p[2])
+{
+    if (p[0] >= 0)
+        close(p[0]);
+    if (p[1] >= 0)
+        close(p[1]);
+}
+
+static void child_fail(int fd, int stage)
+{
+    struct status_rec r = {stage, errno};
+    ssize_t w = write(fd, &r, sizeof r);
+    (void)w;
+    _exit(127);
+}
+
+/* Move fd out of the 0-2 range so dup2 onto 0-2 cannot clobber it. */
+static int lift(int fd)
+{
+    if (fd > 2)
+        return fd;
+    int n = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    return n;
+}
+
+static void close_from(int lowfd, int keep)
+{
+    /* close_range(2) exists since Linux 5.9; fall back to a loop. */
+#ifdef SYS_close_range
+    if (keep > lowfd) {
+        if (syscall(SYS_close_range, (unsigned)lowfd, (unsigned)keep - 1, 0u) == 0 &&
+            syscall(SYS_close_range, (unsigned)keep + 1, ~0u, 0u) == 0)
+            return;
+    } else if (syscall(SYS_close_range, (unsigned)lowfd, ~0u, 0u) == 0) {
+        return;
+    }
+#endif
+    long max = sysconf(_SC_OPEN_MAX);
+    if (max < 0 || max > 65536)
+        max = 65536;
+    for (int fd = lowfd; fd < max; fd++)
+        if (fd != keep)
+            close(fd);
+}
+
+int hy_spawn(const hy_spawn_req *req, hy_spawn_res *res, hy_err *err)
+{
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, er[2] = {-1, -1}, st[2] = {-1, -1};
+    if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(er, O_CLOEXEC) < 0 ||
+        pipe2(st, O_CLOEXEC) < 0) {
+        int e = errno;
+        close_pair(in);
+        close_pair(out);
+        close_pair(er);
+        close_pair(st);
+        return hy_err_set(err, "pipe: %s", strerror(e));
+    }
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close_pair(in);
+        close_pair(out);
+        close_pair(er);
+        close_pair(st);
+        return hy_err_set(err, "fork: %s", strerror(e));
+    }
+    if (pid == 0) {
+        /* child: async-signal-safe calls only */
+        int sfd = st[1];
+        sigset_t none;
+        sigemptyset(&none);
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        for (int s = 1; s < NSIG; s++)
+            if (s != SIGKILL && s != SIGSTOP)
+                (void)sigaction(s, &dfl, NULL);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        if (setpgid(0, 0) < 0)
+            child_fail(sfd, ST_SETPGID);
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+            child_fail(sfd, ST_PDEATHSIG);
+        if (getppid() != parent) {
+            errno = ESRCH;
+            child_fail(sfd, ST_PARENT);
+        }
+        int a = lift(in[0]), b = lift(out[1]), c = lift(er[1]);
+        sfd = lift(sfd);
+        if (a < 0 || b < 0 || c < 0 || sfd < 0 || dup2(a, 0) < 0 || dup2(b, 1) < 0 ||
+            dup2(c, 2) < 0)
+            child_fail(sfd >= 0 ? sfd : st[1], ST_DUP);
+        if (req->cwd && chdir(req->cwd) < 0)
+            child_fail(sfd, ST_CHDIR);
+        close_from(3, sfd); /* exactly 0-2 survive exec; sfd is CLOEXEC */
+        if (have_child_nofile)
+            (void)setrlimit(RLIMIT_NOFILE, &child_nofile);
+        execve(req->path, req->argv, req->envp);
+        child_fail(sfd, ST_EXEC);
+    }
+    close(in[0]);
+    close(out[1]);
+    close(er[1]);
+    close(st[1]);
+    int fds[4] = {in[1], out[0], er[0], st[0]};
+    for (int i = 0; i < 4; i++) {
+        int fl = fcntl(fds[i], F_GETFL);
+        if (fl < 0 || fcntl(fds[i], F_SETFL, fl | O_NONBLOCK) < 0) {
+            /* A blocking fd would stall the loop: give up this spawn. */
+            int e = errno;
+            kill(pid, SIGKILL);
+            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+            }
+            for (int k = 0; k < 4; k++)
+                close(fds[k]);
+            return hy_err_set(err, "fcntl(O_NONBLOCK): %s", strerror(e));
+        }
+    }
+    /* Also set the group from the parent: whichever runs first wins, and
+     * killpg works as soon as hy_spawn returns. EACCES after exec is fine. */
+    (void)setpgid(pid, pid);
+    res->pid = pid;
+    res->in_fd = in[1];
+    res->out_fd = out[0];
+    res->err_fd = er[0];
+    res->status_fd = st[0];
+    return 0;
+}
+
+hy_spawn_state hy_spawn_status(int status_fd, const char **stage_name, int *errnum)
+{
+    struct status_rec r;
+    ssize_t n;
+    do {
+        n = read(status_fd, &r, sizeof r);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return errno == EAGAIN ? HY_SPAWN_PENDING : HY_SPAWN_OK;
+    if (n == 0)
+        return HY_SPAWN_OK;
+    if (n != (ssize_t)sizeof r || r.stage <= 0 || r.stage > ST_PARENT) {
+        *stage_name = "spawn";
+        *errnum = EIO;
+        return HY_SPAWN_FAILED;
+    }
+    *stage_name = stage_names[r.stage];
+    *errnum = r.errnum;
+    return HY_SPAWN_FAILED;
+}

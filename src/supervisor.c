@@ -1,0 +1,750 @@
+/* supervisor.c - spawning, watching, restarting and stopping workers
+ * (see hypha/supervisor.h for the state machine).
+ *
+ * The one idea: every transition goes through handle_exit() or a timer, and
+ * each instance owns exactly one process at a time. Pipes are only read and
+ * drained; they never decide whether a worker is alive.
+ */
+#define _GNU_SOURCE
+#include "hypha/supervisor.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hypha/log.h"
+#include "hypha/spawn.h"
+#include "hypha/units.h"
+
+extern char **environ;
+
+#define COMP "supervisor"
+#define STOP_MOMENT_MS 200u /* after EOF, before the stop signal */
+#define RBUF_SIZE (256u * 1024)
+
+const char *hy_state_str(hy_state st)
+{
+    switch (st) {
+    case HY_ST_STARTING: return "starting";
+    case HY_ST_RUNNING: return "running";
+    case HY_ST_EXITED: return "exited";
+    case HY_ST_BACKOFF: return "backoff";
+    case HY_ST_FAILED: return "failed";
+    case HY_ST_STOPPING: return "stopping";
+    case HY_ST_STOPPED: return "stopped";
+    }
+    return "?";
+}
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static void fmt_u(char *out, size_t len, unsigned long long v) { snprintf(out, len, "%llu", v); }
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+}
+
+static void stop_io(hy_instance *in, ev_io *w, int *fd)
+{
+    ev_io_stop(in->sup->loop, w);
+    close_fd(fd);
+}
+
+/* Environment: hyphad's own, then the topology's `env`, then HYPHA_*. */
+static char **build_env(const hy_worker_spec *w, unsigned index, const char *digest)
+{
+    size_t n = 0;
+    for (char **e = environ; *e; e++)
+        n++;
+    char **env = calloc(n + w->nenv + 4, sizeof *env);
+    if (!env)
+        return NULL;
+    size_t k = 0;
+    for (char **e = environ; *e; e++) {
+        const char *eq = strchr(*e, '=');
+        size_t klen = eq ? (size_t)(eq - *e) : strlen(*e);
+        bool overridden = strncmp(*e, "HYPHA_", 6) == 0;
+        for (size_t i = 0; i < w->nenv && !overridden; i++)
+            if (strncmp(w->env[i], *e, klen) == 0 && w->env[i][klen] == '=')
+                overridden = true;
+        if (!overridden && !(env[k++] = strdup(*e)))
+            goto oom;
+    }
+    for (size_t i = 0; i < w->nenv; i++)
+        if (!(env[k++] = strdup(w->env[i])))
+            goto oom;
+    if (asprintf(&env[k++], "HYPHA_WORKER=%s", w->name) < 0 ||
+        asprintf(&env[k++], "HYPHA_INSTANCE=%u", index) < 0 ||
+        asprintf(&env[k++], "HYPHA_SCHEMA_DIGEST=%s", digest) < 0) {
+        env[k - 1] = NULL;
+        goto oom;
+    }
+    env[k] = NULL;
+    return env;
+oom:
+    for (size_t i = 0; i < k; i++)
+        free(env[i]);
+    free(env);
+    return NULL;
+}
+
+static double now_s(hy_sup *s) { return ev_now(s->loop); }
+
+static void set_timer(hy_instance *in, ev_timer *t, uint64_t ms)
+{
+    ev_timer_stop(in->sup->loop, t);
+    ev_timer_set(t, (double)ms / 1000.0, 0.0);
+    ev_timer_start(in->sup->loop, t);
+}
+
+static void spawn_instance(hy_instance *in);
+static void handle_exit(hy_instance *in, int wstatus);
+
+/* ---- worker stdout: frames ------------------------------------------------ */
+
+static void kill_group(hy_instance *in, int sig)
+{
+    if (in->pid > 0 && kill(-in->pid, sig) < 0 && errno == ESRCH)
+        (void)kill(in->pid, sig); /* group already gone; the leader may not be */
+}
+
+/* The stream is unusable: count it, kill the worker, restart as `protocol`. */
+static void protocol_kill(hy_instance *in, const char *why)
+{
+    in->protocol_errors++;
+    if (in->kill_reason)
+        return;
+    in->kill_reason = "protocol";
+    char pid[16];
+    fmt_u(pid, sizeof pid, (unsigned long long)in->pid);
+    hy_log(HY_ERROR, COMP, "corrupt stream from worker: killing it", "worker", in->spec->name,
+           "instance", in->idx, "pid", pid, "why", why, NULL);
+    kill_group(in, SIGKILL);
+}
+
+static void on_control(hy_instance *in, const hy_frame *f)
+{
+    json_error_t jerr;
+    json_t *j = json_loadb((const char *)f->payload, f->len, 0, &jerr);
+    const char *op = j ? json_string_value(json_object_get(j, "op")) : NULL;
+    if (!op) {
+        in->protocol_errors++;
+        hy_log(HY_WARN, COMP, "malformed control frame", "worker", in->spec->name, "instance", in->idx, "why",
+               j ? "no op" : jerr.text, NULL);
+    } else if (strcmp(op, "ready") == 0 && in->state == HY_ST_STARTING) {
+        ev_timer_stop(in->sup->loop, &in->timer);
+        in->state = HY_ST_RUNNING;
+        char pid[16];
+        fmt_u(pid, sizeof pid, (unsigned long long)in->pid);
+        hy_log(HY_INFO, COMP, "ready", "worker", in->spec->name, "instance", in->idx, "pid", pid,
+               "by", "ready frame", NULL);
+    }
+    json_decref(j);
+}
+
+static int on_frame(void *ud, const hy_frame *f)
+{
+    hy_instance *in = ud;
+    if (f->type == HY_TLV_CONTROL_TYPE) {
+        on_control(in, f);
+        return 0;
+    }
+    in->frames_out++;
+    in->bytes_out += f->len;
+    return 0;
+}
+
+/* Read until EAGAIN (or EOF). Returns 1 on EOF, 0 otherwise. */
+static int pump_stdout(hy_instance *in)
+{
+    hy_sup *s = in->sup;
+    for (int rounds = 0; rounds < 16; rounds++) {
+        ssize_t n = read(in->out_fd, s->rbuf, s->rbuf_size);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN)
+                hy_log(HY_WARN, COMP, "read from worker stdout failed", "worker", in->spec->name, "instance", in->idx,
+                       "error", strerror(errno), NULL);
+            return errno == EAGAIN ? 0 : 1;
+        }
+        if (n == 0) {
+            if (hy_tlv_finish(&in->dec) == HY_TLV_PARTIAL && in->pid > 0)
+                protocol_kill(in, "stdout closed in the middle of a frame");
+            return 1;
+        }
+        hy_tlv_status st = hy_tlv_feed(&in->dec, s->rbuf, (size_t)n, on_frame, in);
+        if (st == HY_TLV_CORRUPT) {
+            char why[96];
+            snprintf(why, sizeof why, "frame length %" PRIu32 " over the limit", in->dec.bad_len);
+            protocol_kill(in, why);
+            return 1;
+        }
+        if (st == HY_TLV_NOMEM) {
+            protocol_kill(in, "out of memory assembling a frame");
+            return 1;
+        }
+        if ((size_t)n < s->rbuf_size)
+            return 0;
+    }
+    return 0;
+}
+
+static void out_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    hy_instance *in = w->data;
+    if (pump_stdout(in))
+        stop_io(in, &in->out_w, &in->out_fd);
+}
+
+/* ---- worker stderr: log lines ------------------------------------------ */
+
+static void flush_errline(hy_instance *in)
+{
+    if (in->errlen || in->errcut)
+        hy_log_worker_line(in->spec->name, in->index, in->errline, in->errlen, in->errcut);
+    in->errlen = 0;
+    in->errcut = 0;
+}
+
+static void take_err_bytes(hy_instance *in, const char *p, size_t n)
+{
+    while (n > 0) {
+        const char *nl = memchr(p, '\n', n);
+        size_t seg = nl ? (size_t)(nl - p) : n;
+        size_t room = sizeof in->errline - in->errlen;
+        size_t take = seg < room ? seg : room;
+        memcpy(in->errline + in->errlen, p, take);
+        in->errlen += take;
+        in->errcut += seg - take; /* cut, counted, never split into a new line */
+        if (!nl)
+            return;
+        if (in->errlen && in->errline[in->errlen - 1] == '\r')
+            in->errlen--;
+        flush_errline(in);
+        p = nl + 1;
+        n -= seg + 1;
+    }
+}
+
+static int pump_stderr(hy_instance *in)
+{
+    char buf[8192];
+    for (int rounds = 0; rounds < 16; rounds++) {
+        ssize_t n = read(in->err_fd, buf, sizeof buf);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno == EAGAIN ? 0 : 1;
+        }
+        if (n == 0) {
+            flush_errline(in);
+            return 1;
+        }
+        take_err_bytes(in, buf, (size_t)n);
+    }
+    return 0;
+}
+
+static void err_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    hy_instance *in = w->data;
+    if (pump_stderr(in))
+        stop_io(in, &in->err_w, &in->err_fd);
+}
+
+/* ---- spawn status ------------------------------------------------------ */
+
+static void read_spawn_status(hy_instance *in)
+{
+    const char *stage;
+    int e;
+    hy_spawn_state st = hy_spawn_status(in->status_fd, &stage, &e);
+    if (st == HY_SPAWN_PENDING)
+        return;
+    if (st == HY_SPAWN_FAILED) {
+        if (strcmp(stage, "exec") == 0)
+            snprintf(in->spawn_error, sizeof in->spawn_error, "%s", strerror(e));
+        else if (strcmp(stage, "chdir") == 0)
+            snprintf(in->spawn_error, sizeof in->spawn_error, "chdir %s: %s", in->spec->cwd,
+                     strerror(e));
+        else
+            snprintf(in->spawn_error, sizeof in->spawn_error, "%s: %s", stage, strerror(e));
+        char msg[320];
+        snprintf(msg, sizeof msg, "unable to spawn %s: %s", in->label, in->spawn_error);
+        hy_log(HY_ERROR, COMP, msg, "worker", in->spec->name, "instance", in->idx, "path", in->spec->exec_path, NULL);
+    }
+    stop_io(in, &in->status_w, &in->status_fd);
+}
+
+static void status_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    read_spawn_status(w->data);
+}
+
+/* ---- timers ---------------------------------------------------------- */
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    hy_instance *in = w->data;
+    char pid[16];
+    switch (in->state) {
+    case HY_ST_STARTING: /* alive for start_timeout: ready */
+        in->state = HY_ST_RUNNING;
+        fmt_u(pid, sizeof pid, (unsigned long long)in->pid);
+        hy_log(HY_INFO, COMP, "ready", "worker", in->spec->name, "instance",
+               in->idx, "pid", pid, "by", "start_timeout", NULL);
+        break;
+    case HY_ST_BACKOFF:
+        spawn_instance(in);
+        break;
+    case HY_ST_FAILED:
+        in->retrying = true;
+        hy_log(HY_INFO, COMP, "retrying failed worker", "worker", in->spec->name, "instance",
+               in->idx, NULL);
+        spawn_instance(in);
+        break;
+    default:
+        break;
+    }
+}
+
+static void stop_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    hy_instance *in = w->data;
+    if (in->state != HY_ST_STOPPING || in->pid <= 0)
+        return;
+    const hy_policy *p = &in->spec->policy;
+    char pid[16];
+    fmt_u(pid, sizeof pid, (unsigned long long)in->pid);
+    if (in->stop_stage == 1) {
+        const char *sig = hy_signal_name(p->stop_signal);
+        hy_log(HY_INFO, COMP, "sending stop signal", "worker", in->spec->name, "instance", in->idx, "pid", pid, "signal",
+               sig ? sig : "?", NULL);
+        kill_group(in, p->stop_signal);
+        in->stop_stage = 2;
+        uint64_t moment = STOP_MOMENT_MS < p->stop_grace_ms ? STOP_MOMENT_MS : p->stop_grace_ms;
+        set_timer(in, &in->stop_timer, p->stop_grace_ms - moment);
+    } else if (in->stop_stage == 2) {
+        char g[24];
+        hy_log(HY_WARN, COMP, "still running after grace: killing", "worker", in->spec->name, "instance", in->idx, "pid",
+               pid, "grace", hy_format_duration(p->stop_grace_ms, g, sizeof g), NULL);
+        kill_group(in, SIGKILL);
+        in->stop_stage = 3;
+    }
+}
+
+/* ---- spawn ---------------------------------------------------------------- */
+
+static void spawn_instance(hy_instance *in)
+{
+    hy_sup *s = in->sup;
+    const hy_worker_spec *w = in->spec;
+    hy_spawn_req req = {.path = w->exec_path, .argv = w->argv, .envp = in->envp, .cwd = w->cwd};
+    hy_spawn_res res;
+    hy_err err;
+    in->kill_reason = NULL;
+    in->spawn_error[0] = '\0';
+    hy_tlv_decoder_reset(&in->dec);
+    in->errlen = in->errcut = 0;
+    in->started_at = now_s(s);
+    if (in->last_reason[0])
+        in->restarts++;
+    if (hy_spawn(&req, &res, &err) < 0) {
+        /* No child at all (fds or processes exhausted): a failed start. */
+        snprintf(in->spawn_error, sizeof in->spawn_error, "%s", err.msg);
+        char msg[320];
+        snprintf(msg, sizeof msg, "unable to spawn %s: %s", in->label, err.msg);
+        hy_log(HY_ERROR, COMP, msg, "worker", w->name, "instance", in->idx, NULL);
+        in->pid = 0;
+        handle_exit(in, -1);
+        return;
+    }
+    in->pid = res.pid;
+    in->in_fd = res.in_fd;
+    in->out_fd = res.out_fd;
+    in->err_fd = res.err_fd;
+    in->status_fd = res.status_fd;
+    ev_io_set(&in->out_w, in->out_fd, EV_READ);
+    ev_io_set(&in->err_w, in->err_fd, EV_READ);
+    ev_io_set(&in->status_w, in->status_fd, EV_READ);
+    ev_io_start(s->loop, &in->out_w);
+    ev_io_start(s->loop, &in->err_w);
+    ev_io_start(s->loop, &in->status_w);
+    if (hy_warden_add(&s->warden, in->pid, &err) < 0)
+        hy_log(HY_ERROR, COMP, "cannot register worker with the warden", "worker", in->spec->name, "instance", in->idx,
+               "error", err.msg, NULL);
+    char pid[16];
+    fmt_u(pid, sizeof pid, (unsigned long long)in->pid);
+    hy_log(HY_INFO, COMP, "started", "worker", w->name, "instance",
+           in->idx, "pid", pid, NULL);
+    if (w->policy.start_timeout_ms == 0) {
+        in->state = HY_ST_RUNNING;
+    } else {
+        in->state = HY_ST_STARTING;
+        set_timer(in, &in->timer, w->policy.start_timeout_ms);
+    }
+}
+
+/* ---- exits --------------------------------------------------------------- */
+
+static bool all_stopped(const hy_sup *s)
+{
+    for (size_t i = 0; i < s->ninst; i++)
+        if (s->inst[i].pid > 0)
+            return false;
+    return true;
+}
+
+static void check_shutdown(hy_sup *s)
+{
+    if (s->shutting_down && all_stopped(s) && s->on_all_stopped) {
+        void (*cb)(hy_sup *) = s->on_all_stopped;
+        s->on_all_stopped = NULL;
+        cb(s);
+    }
+}
+
+/* wstatus -1: the spawn itself failed, no process. */
+static void handle_exit(hy_instance *in, int wstatus)
+{
+    hy_sup *s = in->sup;
+    const hy_policy *p = &in->spec->policy;
+    pid_t oldpid = in->pid;
+    hy_err err;
+
+    /* Learn a failed exec before the pipes go, then drain what is left. */
+    if (in->status_fd >= 0)
+        read_spawn_status(in);
+    if (in->status_fd >= 0)
+        stop_io(in, &in->status_w, &in->status_fd);
+    if (in->out_fd >= 0) {
+        pump_stdout(in);
+        stop_io(in, &in->out_w, &in->out_fd);
+    }
+    if (in->err_fd >= 0) {
+        pump_stderr(in);
+        flush_errline(in);
+        stop_io(in, &in->err_w, &in->err_fd);
+    }
+    close_fd(&in->in_fd);
+    ev_timer_stop(s->loop, &in->timer);
+    ev_timer_stop(s->loop, &in->stop_timer);
+    if (oldpid > 0 && hy_warden_remove(&s->warden, oldpid, &err) < 0)
+        hy_log(HY_WARN, COMP, "warden", "error", err.msg, NULL);
+    in->pid = 0;
+
+    double uptime = wstatus == -1 ? 0 : now_s(s) - in->started_at;
+    if (uptime < 0)
+        uptime = 0;
+    in->last_code = -1;
+    in->last_signal = 0;
+    const char *reason;
+    if (wstatus == -1 || in->spawn_error[0]) {
+        reason = "spawn";
+        in->last_code = wstatus == -1 ? -1 : (WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1);
+    } else if (in->kill_reason) {
+        reason = in->kill_reason;
+        if (WIFSIGNALED(wstatus))
+            in->last_signal = WTERMSIG(wstatus);
+        else
+            in->last_code = WEXITSTATUS(wstatus);
+    } else if (WIFSIGNALED(wstatus)) {
+        reason = "signal";
+        in->last_signal = WTERMSIG(wstatus);
+    } else {
+        reason = "exit";
+        in->last_code = WEXITSTATUS(wstatus);
+    }
+    snprintf(in->last_reason, sizeof in->last_reason, "%s", reason);
+
+    char pid[16], status[32], up[32], delay[32], restarts[16];
+    fmt_u(pid, sizeof pid, (unsigned long long)oldpid);
+    if (in->last_signal) {
+        const char *sn = hy_signal_name(in->last_signal);
+        if (sn)
+            snprintf(status, sizeof status, "SIG%s", sn);
+        else
+            snprintf(status, sizeof status, "signal %d", in->last_signal);
+    } else {
+        snprintf(status, sizeof status, "%d", in->last_code);
+    }
+    snprintf(up, sizeof up, "%.3fs", uptime);
+    fmt_u(restarts, sizeof restarts, in->restarts);
+    const char *inst = in->idx;
+
+    if (in->state == HY_ST_STOPPING || s->shutting_down) {
+        bool again = in->start_after_stop && !s->shutting_down;
+        in->state = HY_ST_STOPPED;
+        in->start_after_stop = false;
+        hy_log(HY_INFO, COMP, "stopped", "worker", in->spec->name, "instance", inst, "pid", pid,
+               "status", status, "uptime", up, NULL);
+        if (again)
+            spawn_instance(in);
+        check_shutdown(s);
+        return;
+    }
+
+    bool clean = strcmp(reason, "exit") == 0 && in->last_code == 0;
+    if (p->restart == HY_RESTART_NEVER || (p->restart == HY_RESTART_ON_FAILURE && clean)) {
+        in->state = HY_ST_EXITED;
+        hy_log(clean ? HY_INFO : HY_WARN, COMP, "exited", "worker", in->spec->name, "instance",
+               inst, "pid", pid, "status", status, "reason", reason, "uptime", up, "next",
+               "exited", "restart", hy_restart_policy_str(p->restart), NULL);
+        return;
+    }
+
+    uint64_t now_ms = (uint64_t)(now_s(s) * 1000.0);
+    if ((uint64_t)(uptime * 1000.0) >= p->backoff_reset_after_ms) {
+        in->n = 0; /* it had been healthy long enough */
+        in->retrying = false;
+    }
+    bool give_up = hy_giveup_record(&in->giveup, now_ms, p->give_up_within_ms) || in->retrying;
+    if (give_up) {
+        in->state = HY_ST_FAILED;
+        in->retrying = false;
+        char within[24], retry[24], fails[16];
+        fmt_u(fails, sizeof fails, p->give_up_failures);
+        hy_format_duration(p->give_up_within_ms, within, sizeof within);
+        if (p->give_up_retry_after_ms)
+            hy_format_duration(p->give_up_retry_after_ms, retry, sizeof retry);
+        else
+            snprintf(retry, sizeof retry, "never");
+        hy_log(HY_ERROR, COMP, "exited", "worker", in->spec->name, "instance", inst, "pid", pid,
+               "status", status, "reason", reason, "uptime", up, "next", "failed", "failures",
+               fails, "within", within, "retry_in", retry, "restarts", restarts, NULL);
+        if (p->give_up_retry_after_ms)
+            set_timer(in, &in->timer, p->give_up_retry_after_ms);
+        return;
+    }
+
+    uint64_t d = hy_backoff_delay_ms(p, in->n, hy_rand_signed(&s->rng));
+    if (in->n < 64)
+        in->n++;
+    snprintf(delay, sizeof delay, "%" PRIu64 "ms", d);
+    hy_log(clean ? HY_INFO : HY_WARN, COMP, "exited", "worker", in->spec->name, "instance", inst,
+           "pid", pid, "status", status, "reason", reason, "uptime", up, "next", "backoff",
+           "delay", delay, "restarts", restarts, NULL);
+    if (d == 0) {
+        spawn_instance(in);
+    } else {
+        in->state = HY_ST_BACKOFF;
+        set_timer(in, &in->timer, d);
+    }
+}
+
+static void child_cb(struct ev_loop *loop, ev_child *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    hy_sup *s = w->data;
+    pid_t pid = w->rpid;
+    int st = w->rstatus;
+    if (!WIFEXITED(st) && !WIFSIGNALED(st))
+        return; /* stopped or continued: not an exit */
+    if (pid == s->warden.pid) {
+        s->warden.pid = 0;
+        close_fd(&s->warden.fd);
+        hy_err err;
+        hy_log(HY_ERROR, COMP, "the warden process died: restarting it", NULL);
+        if (!s->shutting_down && hy_warden_start(&s->warden, &err) == 0) {
+            for (size_t i = 0; i < s->ninst; i++)
+                if (s->inst[i].pid > 0)
+                    (void)hy_warden_add(&s->warden, s->inst[i].pid, &err);
+        }
+        return;
+    }
+    for (size_t i = 0; i < s->ninst; i++) {
+        if (s->inst[i].pid == pid) {
+            handle_exit(&s->inst[i], st);
+            return;
+        }
+    }
+    char p[16];
+    fmt_u(p, sizeof p, (unsigned long long)pid);
+    hy_log(HY_DEBUG, COMP, "reaped orphan", "pid", p, NULL); /* as subreaper / PID 1 */
+}
+
+/* ---- stopping ----------------------------------------------------------- */
+
+static void send_shutdown(hy_instance *in)
+{
+    if (in->in_fd < 0)
+        return;
+    char json[64];
+    int n = snprintf(json, sizeof json, "{\"op\":\"shutdown\",\"grace_ms\":%" PRIu64 "}",
+                     in->spec->policy.stop_grace_ms);
+    uint8_t frame[HY_TLV_HEADER + 64];
+    size_t len = hy_tlv_encode(frame, sizeof frame, HY_TLV_CONTROL_TYPE, json, (uint32_t)n);
+    /* Best effort: a full pipe means the worker is not reading; EOF follows. */
+    ssize_t w = write(in->in_fd, frame, len);
+    (void)w;
+}
+
+static void stop_instance(hy_instance *in)
+{
+    hy_sup *s = in->sup;
+    switch (in->state) {
+    case HY_ST_STARTING:
+    case HY_ST_RUNNING: {
+        const hy_policy *p = &in->spec->policy;
+        in->state = HY_ST_STOPPING;
+        ev_timer_stop(s->loop, &in->timer);
+        send_shutdown(in);
+        close_fd(&in->in_fd); /* stdin EOF */
+        in->stop_stage = 1;
+        char pid[16];
+        fmt_u(pid, sizeof pid, (unsigned long long)in->pid);
+        hy_log(HY_INFO, COMP, "stopping", "worker", in->spec->name, "instance", in->idx, "pid", pid, NULL);
+        uint64_t moment = STOP_MOMENT_MS < p->stop_grace_ms ? STOP_MOMENT_MS : p->stop_grace_ms;
+        set_timer(in, &in->stop_timer, moment);
+        break;
+    }
+    case HY_ST_BACKOFF:
+    case HY_ST_FAILED:
+    case HY_ST_EXITED:
+        ev_timer_stop(s->loop, &in->timer);
+        in->state = HY_ST_STOPPED;
+        break;
+    case HY_ST_STOPPING:
+    case HY_ST_STOPPED:
+        break;
+    }
+}
+
+void hy_sup_stop_all(hy_sup *s)
+{
+    s->shutting_down = true;
+    for (size_t i = 0; i < s->ninst; i++)
+        stop_instance(&s->inst[i]);
+    check_shutdown(s);
+}
+
+void hy_sup_kill_all(hy_sup *s)
+{
+    for (size_t i = 0; i < s->ninst; i++) {
+        hy_instance *in = &s->inst[i];
+        if (in->pid > 0) {
+            kill_group(in, SIGKILL);
+            in->stop_stage = 3;
+        }
+    }
+}
+
+size_t hy_sup_live(const hy_sup *s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->ninst; i++)
+        n += s->inst[i].pid > 0;
+    return n;
+}
+
+/* ---- setup ------------------------------------------------------------ */
+
+int hy_sup_init(hy_sup *s, struct ev_loop *loop, const hy_topology *t, hy_err *err)
+{
+    memset(s, 0, sizeof *s);
+    s->loop = loop;
+    s->topo = t;
+    s->warden.fd = -1;
+    if (getrandom(&s->rng, sizeof s->rng, 0) != (ssize_t)sizeof s->rng)
+        s->rng = (uint64_t)getpid() * 0x9E3779B97F4A7C15ull ^ (uint64_t)time(NULL);
+    s->rbuf_size = RBUF_SIZE;
+    if (!(s->rbuf = malloc(s->rbuf_size)))
+        return hy_err_set(err, "out of memory");
+    for (size_t i = 0; i < t->nworkers; i++)
+        s->ninst += t->workers[i].instances;
+    if (s->ninst && !(s->inst = calloc(s->ninst, sizeof *s->inst)))
+        return hy_err_set(err, "out of memory for %zu worker instances", s->ninst);
+    size_t k = 0;
+    for (size_t i = 0; i < t->nworkers; i++) {
+        const hy_worker_spec *w = &t->workers[i];
+        for (unsigned j = 0; j < w->instances; j++, k++) {
+            hy_instance *in = &s->inst[k];
+            in->sup = s;
+            in->spec = w;
+            in->index = j;
+            in->state = HY_ST_STOPPED;
+            in->in_fd = in->out_fd = in->err_fd = in->status_fd = -1;
+            snprintf(in->label, sizeof in->label, "%s[%u]", w->name, j);
+            snprintf(in->idx, sizeof in->idx, "%u", j);
+            if (!(in->envp = build_env(w, j, t->schema->digest_hex)))
+                return hy_err_set(err, "out of memory building the environment of %s", in->label);
+            if (hy_giveup_init(&in->giveup, w->policy.give_up_failures) < 0)
+                return hy_err_set(err, "out of memory for %s", in->label);
+            hy_tlv_decoder_init(&in->dec, 0);
+            ev_io_init(&in->out_w, out_cb, -1, EV_READ);
+            ev_io_init(&in->err_w, err_cb, -1, EV_READ);
+            ev_io_init(&in->status_w, status_cb, -1, EV_READ);
+            ev_init(&in->timer, timer_cb);
+            ev_init(&in->stop_timer, stop_timer_cb);
+            in->out_w.data = in->err_w.data = in->status_w.data = in;
+            in->timer.data = in->stop_timer.data = in;
+        }
+    }
+    if (hy_warden_start(&s->warden, err) < 0)
+        return -1;
+    ev_child_init(&s->child_w, child_cb, 0, 0);
+    s->child_w.data = s;
+    ev_child_start(loop, &s->child_w);
+    return 0;
+}
+
+void hy_sup_start_all(hy_sup *s)
+{
+    for (size_t i = 0; i < s->ninst; i++)
+        spawn_instance(&s->inst[i]);
+}
+
+void hy_sup_free(hy_sup *s)
+{
+    if (s->loop)
+        ev_child_stop(s->loop, &s->child_w);
+    hy_warden_quit(&s->warden);
+    for (size_t i = 0; i < s->ninst; i++) {
+        hy_instance *in = &s->inst[i];
+        if (s->loop) {
+            ev_io_stop(s->loop, &in->out_w);
+            ev_io_stop(s->loop, &in->err_w);
+            ev_io_stop(s->loop, &in->status_w);
+            ev_timer_stop(s->loop, &in->timer);
+            ev_timer_stop(s->loop, &in->stop_timer);
+        }
+        close_fd(&in->in_fd);
+        close_fd(&in->out_fd);
+        close_fd(&in->err_fd);
+        close_fd(&in->status_fd);
+        if (in->envp) {
+            for (char **e = in->envp; *e; e++)
+                free(*e);
+            free(in->envp);
+        }
+        hy_giveup_free(&in->giveup);
+        hy_tlv_decoder_free(&in->dec);
+    }
+    free(s->inst);
+    free(s->rbuf);
+    memset(s, 0, sizeof *s);
+}
