@@ -12,6 +12,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,11 @@ int hy_sha256(const uint8_t *data, size_t len, uint8_t out[HY_DIGEST_LEN],
               char hex[2 * HY_DIGEST_LEN + 1], hy_err *err)
 {
     unsigned int outlen = 0;
+    /* Skip reading openssl.cnf: hyphad only hashes, and the config machinery
+     * would cost megabytes of resident memory in a long-lived daemon. */
+    static int inited;
+    if (!inited && OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG, NULL))
+        inited = 1;
     if (!EVP_Digest(data, len, out, &outlen, EVP_sha256(), NULL) || outlen != HY_DIGEST_LEN)
         return hy_err_set(err, "SHA-256 failed (OpenSSL EVP_Digest)");
     if (hex) {
