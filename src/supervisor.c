@@ -547,9 +547,12 @@ static void handle_exit(hy_instance *in, int wstatus)
     hy_log(clean ? HY_INFO : HY_WARN, COMP, "exited", "worker", in->spec->name, "instance", inst,
            "pid", pid, "status", status, "reason", reason, "uptime", up, "next", "backoff",
            "delay", delay, "restarts", restarts, NULL);
-    if (d == 0) {
-        spawn_instance(in);
+    if (d == 0 && wstatus != -1) {
+        spawn_instance(in); /* backoff 0: at once, for the lowest restart latency */
     } else {
+        /* A spawn that failed before any process existed goes through the
+         * loop even at delay 0: spawning again from here would recurse while
+         * fork keeps failing. */
         in->state = HY_ST_BACKOFF;
         set_timer(in, &in->timer, d);
     }
