@@ -1,9 +1,14 @@
 """Shared helpers for hypha's end-to-end tests: where the binaries are, and
 running them the way a user does."""
+import json
 import os
+import signal
 import subprocess
 import tempfile
+import threading
+import time
 import unittest
+import uuid
 
 SOURCE = os.environ.get("HYPHA_SOURCE", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 BUILD = os.environ.get("HYPHA_BUILD", os.path.join(SOURCE, "build"))
@@ -17,21 +22,287 @@ def run(argv, timeout=30, **kw):
 
 
 class TempDirTest(unittest.TestCase):
-    """A test with a fresh directory holding a copy of the example contracts."""
+    """A test with a fresh directory holding a copy of the example contracts.
+    The directory is removed by the first cleanup registered, so it is gone
+    only after every later cleanup (e.g. stopping processes) has run."""
 
     def setUp(self):
         self._tmp = tempfile.TemporaryDirectory(prefix="hypha-test-")
+        self.addCleanup(self._tmp.cleanup)
         self.dir = self._tmp.name
         with open(os.path.join(VECTORS, "mycelium-examples.contracts.yaml"), "rb") as f:
             data = f.read()
         with open(os.path.join(self.dir, "contracts.yaml"), "wb") as f:
             f.write(data)
 
-    def tearDown(self):
-        self._tmp.cleanup()
-
     def write(self, name, text):
         path = os.path.join(self.dir, name)
         with open(path, "w") as f:
             f.write(text)
         return path
+
+
+# ---- processes, seen through /proc ------------------------------------------
+
+def proc_stat(pid):
+    """(state, ppid, pgid) of a process, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = data.rsplit(")", 1)[1].split()  # comm, in parentheses, may hold spaces
+    return fields[0], int(fields[1]), int(fields[2])
+
+
+def all_stats():
+    """{pid: (state, ppid, pgid)} of every process now."""
+    stats = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = proc_stat(int(name))
+            if st:
+                stats[int(name)] = st
+    return stats
+
+
+def alive(pid):
+    """Running or sleeping: present and not a zombie."""
+    st = proc_stat(pid)
+    return st is not None and st[0] != "Z"
+
+
+def descendants(pid):
+    """Every live process below pid (children, grandchildren, ...)."""
+    kids = {}
+    for p, (state, ppid, _) in all_stats().items():
+        if state != "Z":
+            kids.setdefault(ppid, []).append(p)
+    found, todo = set(), [pid]
+    while todo:
+        for k in kids.get(todo.pop(), []):
+            if k not in found:
+                found.add(k)
+                todo.append(k)
+    return found
+
+
+def zombie_children(pid):
+    return sorted(p for p, (state, ppid, _) in all_stats().items() if state == "Z" and ppid == pid)
+
+
+def comm(pid):
+    with open(f"/proc/{pid}/comm") as f:
+        return f.read().strip()
+
+
+def fd_count(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def pids_with_env(marker):
+    """Live processes whose environment holds marker (zombies have none)."""
+    needle = marker.encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if needle in f.read():
+                    found.append(int(name))
+        except OSError:
+            pass
+    return sorted(found)
+
+
+def wait_until(cond, timeout, interval=0.02):
+    """Poll cond() until it returns something true; returns the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def describe_pids(pids):
+    out = []
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            cmd = "?"
+        out.append(f"{p} {proc_stat(p)} {cmd}")
+    return "; ".join(out)
+
+
+# ---- a running hyphad ---------------------------------------------------------
+
+TAG_VAR = "E2E_HYPHAD_TAG"  # not HYPHA_*: hyphad keeps those names for itself
+
+
+class Event(dict):
+    """One log line: its JSON fields, plus i (position in the log), t
+    (time.monotonic() when the line was read) and line (the raw text)."""
+
+    def __init__(self, fields, i, t, line):
+        super().__init__(fields)
+        self.i, self.t, self.line = i, t, line
+
+
+def matches(event, match):
+    """Every key equals its wanted value, or satisfies it when callable. The
+    key `line` is the raw line (for the text format)."""
+    for key, want in match.items():
+        value = event.line if key == "line" else event.get(key)
+        if callable(want):
+            if value is None or not want(value):
+                return False
+        elif value != want:
+            return False
+    return True
+
+
+class Hyphad:
+    """`hyphad --log-format FMT TOPOLOGY` with its stderr read by a thread.
+
+    Every process it starts inherits a unique environment tag, so whatever
+    outlives it can be found (survivors()). It runs from / so that nothing
+    depends on the test's working directory."""
+
+    def __init__(self, topology, log_format="json", env=None, pass_fds=()):
+        self.tag = f"{TAG_VAR}={uuid.uuid4().hex}"
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        full_env[TAG_VAR] = self.tag.split("=", 1)[1]
+        self.json = log_format == "json"
+        self.events = []
+        self._cond = threading.Condition()
+        self._eof = False
+        self.proc = subprocess.Popen([HYPHAD, "--log-format", log_format, topology], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/", env=full_env,
+                                     pass_fds=pass_fds)
+        self.pid = self.proc.pid
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for raw in self.proc.stderr:
+            t = time.monotonic()
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            fields = {}
+            if self.json:
+                try:
+                    fields = json.loads(line)
+                except ValueError:
+                    fields = {"unparsed": line}
+            with self._cond:
+                self.events.append(Event(fields, len(self.events), t, line))
+                self._cond.notify_all()
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    # -- reading the log
+
+    def find(self, after=None, **match):
+        """Events so far matching every key=value (after: an Event or index)."""
+        start = -1 if after is None else getattr(after, "i", after)
+        with self._cond:
+            return [e for e in self.events[start + 1:] if matches(e, match)]
+
+    def wait_count(self, n, timeout=5.0, after=None, **match):
+        """The first n events matching, waiting up to timeout seconds."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = self.find(after, **match)
+                if len(found) >= n:
+                    return found[:n]
+                left = deadline - time.monotonic()
+                if left <= 0 or self._eof:
+                    raise AssertionError(f"wanted {n} events {match} after {after and getattr(after, 'i', after)}, "
+                                         f"got {len(found)} in {timeout}s; log tail:\n{self.tail()}")
+                self._cond.wait(left)
+
+    def wait_for(self, timeout=5.0, after=None, **match):
+        """The first event matching (after `after`), waiting up to timeout."""
+        return self.wait_count(1, timeout, after, **match)[0]
+
+    def lines(self):
+        with self._cond:
+            return [e.line for e in self.events]
+
+    def tail(self, n=30):
+        with self._cond:
+            return "\n".join(e.line[:300] for e in self.events[-n:])
+
+    # -- the process
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout):
+        """hyphad's exit status; the log is then complete."""
+        rc = self.proc.wait(timeout)
+        self._reader.join(timeout)
+        return rc
+
+    def stop(self, timeout=10.0):
+        """SIGTERM, then its exit status."""
+        self.signal(signal.SIGTERM)
+        return self.wait_exit(timeout)
+
+    def close(self):
+        """SIGKILL hyphad if it still runs, and collect it."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self._reader.join(10)
+        self.proc.stderr.close()
+
+    def survivors(self, timeout=0.0):
+        """Live processes started by this hyphad (itself included), after
+        waiting up to timeout for them to go."""
+        wait_until(lambda: not pids_with_env(self.tag), timeout)
+        return pids_with_env(self.tag)
+
+    def kill_survivors(self):
+        """SIGKILL whatever is left; returns a description of it."""
+        pids = pids_with_env(self.tag)
+        text = describe_pids(pids)
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return text
+
+
+class HyphadTest(TempDirTest):
+    """A test that runs hyphad on a topology written into its directory.
+
+    Each hyphad started is SIGKILLed at cleanup if still alive; then the test
+    fails if any process it started (worker, grandchild, warden) is left."""
+
+    def start_hyphad(self, workers, defaults=None, log_format="json", env=None, pass_fds=()):
+        doc = {"version": 1, "schema": "contracts.yaml", "control": {"socket": "ctl.sock"},
+               "defaults": defaults or {}, "workers": workers}
+        path = self.write("topology.yaml", json.dumps(doc, indent=2))  # JSON is YAML flow syntax
+        h = Hyphad(path, log_format, env, pass_fds)
+        self.addCleanup(self._finish, h)
+        return h
+
+    def _finish(self, h):
+        h.close()
+        if h.survivors(timeout=3.0):
+            self.fail(f"processes outlived hyphad (now SIGKILLed): {h.kill_survivors()}")
+        bad = [e.line for e in h.events if h.json and "unparsed" in e]
+        self.assertEqual(bad, [], "log lines that are not JSON objects")
+
+    def script(self, name, text, interpreter):
+        """A worker program written into the test directory: its command."""
+        path = self.write(name, text)
+        return [interpreter, path]
