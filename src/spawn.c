@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -70,21 +71,21 @@ static int lift(int fd)
     return n;
 }
 
-static void close_from(int lowfd, int keep)
+void hy_close_fds_from(int lowfd, int keep)
 {
     /* close_range(2) exists since Linux 5.9; fall back to a loop. */
 #ifdef SYS_close_range
-    if (keep > lowfd) {
-        if (syscall(SYS_close_range, (unsigned)lowfd, (unsigned)keep - 1, 0u) == 0 &&
-            syscall(SYS_close_range, (unsigned)keep + 1, ~0u, 0u) == 0)
-            return;
-    } else if (syscall(SYS_close_range, (unsigned)lowfd, ~0u, 0u) == 0) {
+    bool ok = true;
+    if (keep > lowfd)
+        ok = syscall(SYS_close_range, (unsigned)lowfd, (unsigned)keep - 1, 0u) == 0;
+    if (ok)
+        ok = syscall(SYS_close_range, (unsigned)(keep >= lowfd ? keep + 1 : lowfd), ~0u, 0u) == 0;
+    if (ok)
         return;
-    }
 #endif
     long max = sysconf(_SC_OPEN_MAX);
-    if (max < 0 || max > 65536)
-        max = 65536;
+    if (max < 0 || max > 1048576)
+        max = 1048576;
     for (int fd = lowfd; fd < max; fd++)
         if (fd != keep)
             close(fd);
@@ -139,7 +140,7 @@ int hy_spawn(const hy_spawn_req *req, hy_spawn_res *res, hy_err *err)
             child_fail(sfd >= 0 ? sfd : st[1], ST_DUP);
         if (req->cwd && chdir(req->cwd) < 0)
             child_fail(sfd, ST_CHDIR);
-        close_from(3, sfd); /* exactly 0-2 survive exec; sfd is CLOEXEC */
+        hy_close_fds_from(3, sfd); /* exactly 0-2 survive exec; sfd is CLOEXEC */
         if (have_child_nofile)
             (void)setrlimit(RLIMIT_NOFILE, &child_nofile);
         execve(req->path, req->argv, req->envp);

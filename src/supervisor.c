@@ -452,6 +452,15 @@ static void handle_exit(hy_instance *in, int wstatus)
     close_fd(&in->in_fd);
     ev_timer_stop(s->loop, &in->timer);
     ev_timer_stop(s->loop, &in->stop_timer);
+    /* The worker is its process group: what it left running there goes
+     * with it (as systemd does with a unit's leftovers), so a restart never
+     * runs beside its predecessor's children. */
+    if (oldpid > 0 && kill(-oldpid, SIGKILL) == 0) {
+        char pg[16];
+        fmt_u(pg, sizeof pg, (unsigned long long)oldpid);
+        hy_log(HY_WARN, COMP, "killed processes the worker left in its group", "worker",
+               in->spec->name, "instance", in->idx, "pgid", pg, NULL);
+    }
     if (oldpid > 0 && hy_warden_remove(&s->warden, oldpid, &err) < 0)
         hy_log(HY_WARN, COMP, "warden", "error", err.msg, NULL);
     in->pid = 0;

@@ -6,6 +6,8 @@
 #define _GNU_SOURCE
 #include "hypha/warden.h"
 
+#include "hypha/spawn.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -84,10 +86,9 @@ int hy_warden_start(hy_warden *w, hy_err *err)
     }
     if (pid == 0) {
         close(p[1]);
-        /* keep only the pipe and stderr */
-        for (int fd = 3; fd < 1024; fd++)
-            if (fd != p[0])
-                close(fd);
+        /* Keep only the pipe and stdio: a warden started while workers run
+         * must not hold their pipes open (they would never see EOF). */
+        hy_close_fds_from(3, p[0]);
         warden_main(p[0]);
     }
     close(p[0]);

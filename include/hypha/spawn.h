@@ -44,6 +44,10 @@ void hy_spawn_init_limits(void);
  * child). Otherwise 0; the child's fate arrives on status_fd. */
 int hy_spawn(const hy_spawn_req *req, hy_spawn_res *res, hy_err *err);
 
+/* Close every fd >= lowfd except `keep` (-1: none). Async-signal-safe;
+ * for a freshly forked child. */
+void hy_close_fds_from(int lowfd, int keep);
+
 /* Read the status pipe (non-blocking). */
 hy_spawn_state hy_spawn_status(int status_fd, const char **stage_name, int *errnum);
 
