@@ -7,50 +7,124 @@
 
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 
 static FILE *log_out;
 static hy_log_format log_fmt = HY_LOG_TEXT;
 static hy_log_level log_min = HY_INFO;
 
-#define LINE_MAX_BYTES 16384
+/* Room for a worker line of HY_ERRLINE_MAX bytes escaped at worst (6x),
+ * plus the event's keys. */
+#define LINE_MAX_BYTES 65536
+#define TAIL_RESERVE 64 /* closing quote/brace/newline always fit */
 
 typedef struct buf {
     char s[LINE_MAX_BYTES];
     size_t n;
+    bool full; /* content was dropped to keep the line well-formed */
 } buf;
+
+static bool room(const buf *b, size_t len) { return b->n + len + TAIL_RESERVE <= sizeof b->s; }
 
 static void put(buf *b, const char *s, size_t len)
 {
-    if (b->n + len > sizeof b->s - 2)
-        len = sizeof b->s - 2 - b->n;
+    if (!room(b, len)) {
+        b->full = true;
+        len = sizeof b->s - TAIL_RESERVE > b->n ? sizeof b->s - TAIL_RESERVE - b->n : 0;
+    }
     memcpy(b->s + b->n, s, len);
     b->n += len;
 }
 
+/* Bytes needed to close what is open: the rest of a line always fits. */
+static void put_tail(buf *b, const char *s)
+{
+    size_t len = strlen(s);
+    if (b->n + len > sizeof b->s - 1)
+        len = sizeof b->s - 1 - b->n;
+    memcpy(b->s + b->n, s, len);
+    b->n += len;
+}
+
+/* Length of a valid UTF-8 sequence at s (at most n bytes), or 0. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    size_t len;
+    uint32_t cp;
+    if (s[0] < 0x80)
+        return 1;
+    if ((s[0] & 0xE0) == 0xC0) {
+        len = 2;
+        cp = s[0] & 0x1F;
+    } else if ((s[0] & 0xF0) == 0xE0) {
+        len = 3;
+        cp = s[0] & 0x0F;
+    } else if ((s[0] & 0xF8) == 0xF0) {
+        len = 4;
+        cp = s[0] & 0x07;
+    } else {
+        return 0;
+    }
+    if (len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return len;
+}
+
 static void puts_(buf *b, const char *s) { put(b, s, strlen(s)); }
 
+/* A JSON string: escaped, invalid UTF-8 replaced by U+FFFD, and never cut
+ * inside an escape (when the line is full the string just ends early). */
 static void put_json_str(buf *b, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
-    put(b, "\"", 1);
-    for (size_t i = 0; i < len; i++) {
+    put_tail(b, "\"");
+    for (size_t i = 0; i < len && !b->full;) {
         unsigned char c = (unsigned char)s[i];
+        char e[8];
+        size_t elen, adv = 1;
         if (c == '"' || c == '\\') {
-            char e[2] = {'\\', (char)c};
-            put(b, e, 2);
+            e[0] = '\\';
+            e[1] = (char)c;
+            elen = 2;
         } else if (c == '\n') {
-            put(b, "\\n", 2);
+            memcpy(e, "\\n", 2);
+            elen = 2;
         } else if (c == '\t') {
-            put(b, "\\t", 2);
+            memcpy(e, "\\t", 2);
+            elen = 2;
         } else if (c < 0x20 || c == 0x7f) {
-            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            put(b, e, 6);
+            memcpy(e, "\\u00", 4);
+            e[4] = hex[c >> 4];
+            e[5] = hex[c & 15];
+            elen = 6;
+        } else if (c < 0x80) {
+            e[0] = (char)c;
+            elen = 1;
+        } else if ((adv = utf8_len((const unsigned char *)s + i, len - i)) > 0) {
+            memcpy(e, s + i, adv);
+            elen = adv;
         } else {
-            put(b, (const char *)&c, 1);
+            memcpy(e, "\xef\xbf\xbd", 3); /* U+FFFD */
+            elen = 3;
+            adv = 1;
         }
+        if (!room(b, elen)) {
+            b->full = true;
+            break;
+        }
+        put(b, e, elen);
+        i += adv;
     }
-    put(b, "\"", 1);
+    put_tail(b, "\"");
 }
 
 /* Text values: bare when plain, quoted (JSON-style escapes) otherwise. */
@@ -88,6 +162,8 @@ const char *hy_log_level_str(hy_log_level l)
 
 static void emit(buf *b)
 {
+    if (b->n >= sizeof b->s)
+        b->n = sizeof b->s - 1;
     b->s[b->n++] = '\n';
     /* Best effort: a log that cannot be written must not stop supervision. */
     if (fwrite(b->s, 1, b->n, log_out ? log_out : stderr) != b->n)
@@ -99,8 +175,9 @@ void hy_log(hy_log_level level, const char *component, const char *msg, ...)
 {
     if (level < log_min)
         return;
-    buf b;
+    static buf b; /* 64 KiB: not on the stack; hyphad is single-threaded */
     b.n = 0;
+    b.full = false;
     va_list ap;
     va_start(ap, msg);
     if (log_fmt == HY_LOG_JSON) {
@@ -118,7 +195,7 @@ void hy_log(hy_log_level level, const char *component, const char *msg, ...)
             put(&b, ":", 1);
             put_json_str(&b, v ? v : "", v ? strlen(v) : 0);
         }
-        put(&b, "}", 1);
+        put_tail(&b, "}");
     } else {
         puts_(&b, hy_log_level_str(level));
         put(&b, " ", 1);
@@ -143,8 +220,9 @@ void hy_log_worker_line(const char *worker, unsigned instance, const char *line,
 {
     if (HY_INFO < log_min)
         return;
-    buf b;
+    static buf b;
     b.n = 0;
+    b.full = false;
     char comp[128], inst[16], cutn[32];
     snprintf(comp, sizeof comp, "%s[%u]", worker, instance);
     snprintf(inst, sizeof inst, "%u", instance);
@@ -159,10 +237,12 @@ void hy_log_worker_line(const char *worker, unsigned instance, const char *line,
         puts_(&b, ",\"msg\":");
         put_json_str(&b, line, len);
         if (cut) {
-            puts_(&b, ",\"cut_bytes\":");
-            put_json_str(&b, cutn, strlen(cutn));
+            put_tail(&b, ",\"cut_bytes\":");
+            put_tail(&b, "\"");
+            put_tail(&b, cutn);
+            put_tail(&b, "\"");
         }
-        put(&b, "}", 1);
+        put_tail(&b, "}");
     } else {
         puts_(&b, "info ");
         puts_(&b, comp);

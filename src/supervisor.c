@@ -527,8 +527,11 @@ static void handle_exit(hy_instance *in, int wstatus)
 
     uint64_t now_ms = (uint64_t)(now_s(s) * 1000.0);
     if ((uint64_t)(uptime * 1000.0) >= p->backoff_reset_after_ms) {
-        in->n = 0; /* it had been healthy long enough */
+        /* It had been healthy long enough: this exit starts a new story,
+         * for the delay and for the give-up count alike. */
+        in->n = 0;
         in->retrying = false;
+        hy_giveup_clear(&in->giveup);
     }
     bool give_up = hy_giveup_record(&in->giveup, now_ms, p->give_up_within_ms) || in->retrying;
     if (give_up) {

@@ -173,10 +173,11 @@ class Hyphad:
     depends on the test's working directory."""
 
     def __init__(self, topology, log_format="json", env=None, pass_fds=()):
-        self.tag = f"{TAG_VAR}={uuid.uuid4().hex}"
+        tag = uuid.uuid4().hex
+        self.tag = f"{TAG_VAR}={tag}"  # as it appears in /proc/PID/environ
         full_env = dict(os.environ)
         full_env.update(env or {})
-        full_env[TAG_VAR] = self.tag.split("=", 1)[1]
+        full_env[TAG_VAR] = tag
         self.json = log_format == "json"
         self.check_json = self.json  # at cleanup: every line must be a JSON object
         self.events = []
