@@ -110,6 +110,7 @@ static void set_timer(hy_instance *in, ev_timer *t, uint64_t ms)
 }
 
 static void spawn_instance(hy_instance *in);
+static void start_batch_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void handle_exit(hy_instance *in, int wstatus);
 
 /* ---- worker stdout: frames ------------------------------------------------ */
@@ -721,22 +722,46 @@ int hy_sup_init(hy_sup *s, struct ev_loop *loop, const hy_topology *t, hy_err *e
     }
     if (hy_warden_start(&s->warden, err) < 0)
         return -1;
+    ev_init(&s->start_w, start_batch_cb);
+    s->start_w.data = s;
     ev_child_init(&s->child_w, child_cb, 0, 0);
     s->child_w.data = s;
     ev_child_start(loop, &s->child_w);
     return 0;
 }
 
+/* Start instances a batch per loop iteration, so that signals, exits and
+ * timers are handled while hundreds of workers come up. */
+#define START_BATCH 32
+
+static void start_batch_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    hy_sup *s = w->data;
+    for (int k = 0; k < START_BATCH && s->next_start < s->ninst; k++) {
+        hy_instance *in = &s->inst[s->next_start++];
+        if (in->state == HY_ST_STOPPED && in->pid == 0 && !s->shutting_down)
+            spawn_instance(in);
+    }
+    if (s->next_start < s->ninst && !s->shutting_down) {
+        ev_timer_set(w, 0.0, 0.0);
+        ev_timer_start(loop, w);
+    }
+}
+
 void hy_sup_start_all(hy_sup *s)
 {
-    for (size_t i = 0; i < s->ninst; i++)
-        spawn_instance(&s->inst[i]);
+    s->next_start = 0;
+    ev_timer_set(&s->start_w, 0.0, 0.0);
+    ev_timer_start(s->loop, &s->start_w);
 }
 
 void hy_sup_free(hy_sup *s)
 {
-    if (s->loop)
+    if (s->loop) {
         ev_child_stop(s->loop, &s->child_w);
+        ev_timer_stop(s->loop, &s->start_w);
+    }
     hy_warden_quit(&s->warden);
     for (size_t i = 0; i < s->ninst; i++) {
         hy_instance *in = &s->inst[i];

@@ -80,6 +80,8 @@ struct hy_sup {
     uint64_t rng;
     bool shutting_down;
     void (*on_all_stopped)(hy_sup *); /* after hy_sup_stop_all, once idle */
+    ev_timer start_w;            /* starts instances in batches */
+    size_t next_start;           /* next instance hy_sup_start_all will spawn */
     uint8_t *rbuf;               /* shared read buffer (owned) */
     size_t rbuf_size;
 };

@@ -268,6 +268,22 @@ class Stopping(SupervisionTest):
         h.wait_for(0, component="hyphad", msg="all workers stopped")
         self.assertEqual(sorted(p for p in family if alive(p)), [])
 
+    def test_stop_during_a_mass_start_is_handled_at_once(self):
+        # Instances start a batch per loop turn: SIGTERM sent as soon as
+        # hyphad says "starting" is acted on before all 300 have started,
+        # and every one that did start is stopped.
+        h = self.start_hyphad({"many": {"command": ["/bin/sleep", "300"], "instances": 300}},
+                              policy("1s", stop={"grace": "5s"}))
+        h.wait_for(10, component="hyphad", msg="starting")
+        h.send_signal(signal.SIGTERM)
+        self.assertEqual(h.wait_exit(30), 0, h.tail())
+        stopping = h.find(component="hyphad", msg="stopping")[0]
+        started_before = [e for e in h.find(msg="started") if e.i < stopping.i]
+        self.assertLess(len(started_before), 300)
+        self.assertEqual(len(h.find(msg="started")), len(started_before))  # none after
+        self.assertEqual(int(stopping["live_workers"]), len(started_before))
+        self.assertEqual(len(h.find(msg="stopped")), len(started_before))
+
     def start_stubborn(self, grace):
         h = self.start_hyphad({"stubborn": {"command": self.script("stubborn.py", STUBBORN, PY)}},
                               policy("1s", stop={"grace": grace}))
