@@ -46,15 +46,17 @@ void hy_spawn_init_limits(void)
     }
 }
 
-static void close_pair(int p[2])
+/* Close every end opened so far and report `what` failed with errno e. */
+static int fail_pipes(int pipes[4][2], const char *what, int e, hy_err *err)
 {
-    if (p[0] >= 0)
-        close(p[0]);
-    if (p[1] >= 0)
-        close(p[1]);
+    for (int i = 0; i < 4; i++)
+        for (int k = 0; k < 2; k++)
+            if (pipes[i][k] >= 0)
+                close(pipes[i][k]);
+    return hy_err_set(err, "%s: %s", what, strerror(e));
 }
 
-static void child_fail(int fd, int stage)
+__attribute__((noreturn)) static void child_fail(int fd, int stage)
 {
     struct status_rec r = {stage, errno};
     ssize_t w = write(fd, &r, sizeof r);
@@ -91,18 +93,56 @@ void hy_close_fds_from(int lowfd, int keep)
             close(fd);
 }
 
+/* What the child needs, prepared by the parent before vfork. */
+struct child_args {
+    const hy_spawn_req *req;
+    int in_r, out_w, err_w, status_w;
+    pid_t parent;
+};
+
+/* The vfork child. A function of its own, never inlined and never returning,
+ * so its locals live in a frame below hyphad's and cannot overwrite a
+ * variable the parent reads once vfork returns. System calls only. */
+__attribute__((noinline, noreturn)) static void child_exec(const struct child_args *a)
+{
+    int sfd = a->status_w;
+    sigset_t none;
+    sigemptyset(&none);
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            (void)sigaction(sig, &dfl, NULL); /* our own table: no CLONE_SIGHAND */
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    if (setpgid(0, 0) < 0)
+        child_fail(sfd, ST_SETPGID);
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+        child_fail(sfd, ST_PDEATHSIG);
+    if (getppid() != a->parent) {
+        errno = ESRCH;
+        child_fail(sfd, ST_PARENT);
+    }
+    int i = lift(a->in_r), o = lift(a->out_w), e = lift(a->err_w);
+    sfd = lift(sfd);
+    if (i < 0 || o < 0 || e < 0 || sfd < 0 || dup2(i, 0) < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
+        child_fail(sfd >= 0 ? sfd : a->status_w, ST_DUP);
+    if (a->req->cwd && chdir(a->req->cwd) < 0)
+        child_fail(sfd, ST_CHDIR);
+    hy_close_fds_from(3, sfd); /* exactly 0-2 survive exec; sfd is CLOEXEC */
+    if (have_child_nofile)
+        (void)setrlimit(RLIMIT_NOFILE, &child_nofile);
+    execve(a->req->path, a->req->argv, a->req->envp);
+    child_fail(sfd, ST_EXEC);
+}
+
 int hy_spawn(const hy_spawn_req *req, hy_spawn_res *res, hy_err *err)
 {
-    int in[2] = {-1, -1}, out[2] = {-1, -1}, er[2] = {-1, -1}, st[2] = {-1, -1};
-    if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(er, O_CLOEXEC) < 0 ||
-        pipe2(st, O_CLOEXEC) < 0) {
-        int e = errno;
-        close_pair(in);
-        close_pair(out);
-        close_pair(er);
-        close_pair(st);
-        return hy_err_set(err, "pipe: %s", strerror(e));
-    }
+    int pipes[4][2] = {{-1, -1}, {-1, -1}, {-1, -1}, {-1, -1}};
+    int *in = pipes[0], *out = pipes[1], *er = pipes[2], *st = pipes[3];
+    for (int i = 0; i < 4; i++)
+        if (pipe2(pipes[i], O_CLOEXEC) < 0)
+            return fail_pipes(pipes, "pipe", errno, err);
     pid_t parent = getpid();
     /* vfork: the child borrows hyphad's memory until exec, so there is no
      * page-table copy (what makes fork slow for a large parent). Safe here
@@ -110,61 +150,19 @@ int hy_spawn(const hy_spawn_req *req, hy_spawn_res *res, hy_err *err)
      * can run in the child on hyphad's memory, and (2) the child makes only
      * system calls until execve or _exit. Its errno writes land in ours,
      * which nothing reads after a successful vfork. */
+    const struct child_args ca = {req, in[0], out[1], er[1], st[1], parent};
     sigset_t all, old;
     sigfillset(&all);
-    if (sigprocmask(SIG_SETMASK, &all, &old) < 0) {
-        int e = errno;
-        close_pair(in);
-        close_pair(out);
-        close_pair(er);
-        close_pair(st);
-        return hy_err_set(err, "sigprocmask: %s", strerror(e));
-    }
+    if (sigprocmask(SIG_SETMASK, &all, &old) < 0)
+        return fail_pipes(pipes, "sigprocmask", errno, err);
     pid_t pid = vfork();
     int vfork_errno = errno;
     if (pid != 0)
         sigprocmask(SIG_SETMASK, &old, NULL);
-    if (pid < 0) {
-        int e = vfork_errno;
-        close_pair(in);
-        close_pair(out);
-        close_pair(er);
-        close_pair(st);
-        return hy_err_set(err, "vfork: %s", strerror(e));
-    }
-    if (pid == 0) {
-        /* child: async-signal-safe calls only */
-        int sfd = st[1];
-        sigset_t none;
-        sigemptyset(&none);
-        struct sigaction dfl;
-        memset(&dfl, 0, sizeof dfl);
-        dfl.sa_handler = SIG_DFL;
-        for (int s = 1; s < NSIG; s++)
-            if (s != SIGKILL && s != SIGSTOP)
-                (void)sigaction(s, &dfl, NULL);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        if (setpgid(0, 0) < 0)
-            child_fail(sfd, ST_SETPGID);
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
-            child_fail(sfd, ST_PDEATHSIG);
-        if (getppid() != parent) {
-            errno = ESRCH;
-            child_fail(sfd, ST_PARENT);
-        }
-        int a = lift(in[0]), b = lift(out[1]), c = lift(er[1]);
-        sfd = lift(sfd);
-        if (a < 0 || b < 0 || c < 0 || sfd < 0 || dup2(a, 0) < 0 || dup2(b, 1) < 0 ||
-            dup2(c, 2) < 0)
-            child_fail(sfd >= 0 ? sfd : st[1], ST_DUP);
-        if (req->cwd && chdir(req->cwd) < 0)
-            child_fail(sfd, ST_CHDIR);
-        hy_close_fds_from(3, sfd); /* exactly 0-2 survive exec; sfd is CLOEXEC */
-        if (have_child_nofile)
-            (void)setrlimit(RLIMIT_NOFILE, &child_nofile);
-        execve(req->path, req->argv, req->envp);
-        child_fail(sfd, ST_EXEC);
-    }
+    if (pid < 0)
+        return fail_pipes(pipes, "vfork", vfork_errno, err);
+    if (pid == 0)
+        child_exec(&ca);
     close(in[0]);
     close(out[1]);
     close(er[1]);
