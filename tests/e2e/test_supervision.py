@@ -621,6 +621,25 @@ class StderrRelay(SupervisionTest):
 
 
 class Protocol(SupervisionTest):
+    READY = ('import json, os, struct, time\n'
+             'p = json.dumps({"op": "ready"}).encode()\n'
+             'os.write(1, struct.pack("<HI", 0, len(p)) + p)\n'
+             'time.sleep(300)\n')
+
+    def test_ready_frame_makes_a_worker_running_before_start_timeout(self):
+        quiet = ["/bin/sleep", "300"]
+        h = self.start_hyphad({"eager": {"command": self.script("ready.py", self.READY, PY)},
+                               "quiet": {"command": quiet}},
+                              dict(policy("1s"), start_timeout="3s"))
+        ready = h.wait_for(10, msg="ready", worker="eager")
+        started = h.find(msg="started", worker="eager")[0]
+        self.assertEqual(ready["by"], "ready frame")
+        self.assertLess(ready.t - started.t, 2.0)  # well before the 3s start_timeout
+        quiet_ready = h.wait_for(10, msg="ready", worker="quiet")
+        self.assertEqual(quiet_ready["by"], "start_timeout")
+        self.assertEqual(len(h.find(msg="ready", worker="eager")), 1)
+        self.assert_stopped_cleanly(h)
+
     def test_corrupt_stdout_kills_and_restarts(self):
         # a header whose length (0xffffffff) is over the 4 MiB limit
         garbage = self.script("garbage.py", 'import os, time\nos.write(1, b"\\xff" * 6)\ntime.sleep(300)\n', PY)
