@@ -1,7 +1,8 @@
 #!/bin/sh
-# The demo: validate the demo topology and show it resolved. hyphad with its
-# embedded bus and the example Python workers joins this as supervision and the
-# runtime land (see docs/status.md).
+# The demo: validate the demo topology, then run hyphad with the example
+# Python workers for a while: they start, say `ready`, the ticker publishes,
+# flaky crashes and is restarted with backoff, and SIGTERM stops them all.
+# (Routing frames between workers comes with the relay: docs/status.md.)
 set -eu
 cd "$(dirname "$0")/.."
 echo "== hyphad --check config/demo.yaml"
@@ -22,3 +23,13 @@ if ./build/hyphad --check "$tmp/demo.yaml"; then
 else
     echo "(exit $?)"
 fi
+
+seconds=${DEMO_SECONDS:-8}
+echo
+echo "== hyphad config/demo.yaml, for ${seconds}s (then SIGTERM, as Ctrl-C would)"
+./build/hyphad config/demo.yaml &
+pid=$!
+sleep "$seconds"
+kill -TERM "$pid"
+wait "$pid"
+echo "(hyphad exited $?)"

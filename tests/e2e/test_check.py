@@ -37,7 +37,7 @@ class DemoTopology(unittest.TestCase):
         self.assertEqual(flaky["backoff"]["max_ms"], 10000)       # from defaults
         self.assertEqual(flaky["publish"], [])
         self.assertEqual(doc["workers"][0]["publish"], [{"id": 1002, "name": "CounterUpdate"}])
-        self.assertEqual(doc["workers"][0]["env"], {"TICK_INTERVAL": "0.5"})
+        self.assertEqual(doc["workers"][0]["env"], {"TICK_INTERVAL": "0.5", "PYTHONPATH": "../python-runtime:."})
         self.assertTrue(os.path.isabs(flaky["exec_path"]))
         self.assertEqual(doc["control"], {"socket": "/tmp/hypha-demo/control.sock", "mode": "0600"})
 
