@@ -271,3 +271,26 @@ class Mistakes(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Packaging(unittest.TestCase):
+    def test_offline_backend_builds_an_importable_wheel(self):
+        # What `pip install ./python-runtime` runs, without pip or a network.
+        sys.path.insert(0, os.path.join(RUNTIME, "_backend"))
+        import hypha_build
+        import zipfile
+        with tempfile.TemporaryDirectory() as d:
+            name = hypha_build.build_wheel(d)
+            self.assertEqual(name, "hypha-0.1.0-py3-none-any.whl")
+            with zipfile.ZipFile(os.path.join(d, name)) as z:
+                names = set(z.namelist())
+                record = z.read("hypha-0.1.0.dist-info/RECORD").decode()
+            self.assertTrue({"hypha/__init__.py", "hypha/worker.py", "hypha/frames.py",
+                             "hypha-0.1.0.dist-info/METADATA"} <= names)
+            self.assertIn("hypha/worker.py,sha256=", record)
+            code = ("import sys; sys.path.insert(0, %r); import hypha; "
+                    "print(hypha.__file__, hypha.Worker.__name__)" % os.path.join(d, name))
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 check=True, cwd=d).stdout
+            self.assertIn(name + "/hypha/__init__.py Worker", out)
+            self.assertTrue(hypha_build.build_sdist(d).endswith(".tar.gz"))
