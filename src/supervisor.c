@@ -113,6 +113,235 @@ static void spawn_instance(hy_instance *in);
 static void start_batch_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void handle_exit(hy_instance *in, int wstatus);
 
+/* ---- routing (embedded mode) ------------------------------------------- */
+
+const char *hy_drop_str(hy_drop d)
+{
+    switch (d) {
+    case HY_DROP_UNKNOWN_TYPE: return "unknown-type";
+    case HY_DROP_WRONG_SIZE: return "wrong-size";
+    case HY_DROP_NOT_ALLOWED: return "not-allowed";
+    case HY_DROP_NOT_RUNNING: return "not-running";
+    case HY_DROP_EXITED: return "worker-exited";
+    case HY_DROP__COUNT: break;
+    }
+    return "?";
+}
+
+/* Count a drop; log at the 1st, 10th, 100th ... so a flood stays readable. */
+static void count_drop(hy_instance *in, hy_drop why, uint16_t type_id, uint64_t n)
+{
+    uint64_t before = in->drops[why];
+    in->drops[why] += n;
+    uint64_t mark = 1;
+    while (mark <= before)
+        mark *= 10;
+    if (in->drops[why] >= mark) {
+        char t[8], c[24];
+        fmt_u(t, sizeof t, type_id);
+        fmt_u(c, sizeof c, (unsigned long long)in->drops[why]);
+        hy_log(HY_WARN, "router", "frame dropped", "worker", in->spec->name, "instance", in->idx,
+               "reason", hy_drop_str(why), "type", t, "total", c, NULL);
+    }
+}
+
+static int cmp_pair(const void *a, const void *b)
+{
+    const uint64_t *x = a, *y = b;
+    return *x < *y ? -1 : *x > *y;
+}
+
+static bool has_type(const uint16_t *ids, size_t n, uint16_t id)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (ids[mid] == id)
+            return true;
+        if (ids[mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return false;
+}
+
+static void free_routes(hy_sup *s)
+{
+    for (size_t i = 0; i < s->nroutes; i++)
+        free(s->routes[i].inst);
+    free(s->routes);
+    s->routes = NULL;
+    s->nroutes = 0;
+}
+
+/* Subscribers per type: the topology's `subscribe` plus each worker's hello. */
+static void rebuild_routes(hy_sup *s)
+{
+    free_routes(s);
+    size_t n = 0;
+    for (size_t i = 0; i < s->ninst; i++)
+        n += s->inst[i].spec->nsubscribe + s->inst[i].nhello;
+    if (n == 0)
+        return;
+    uint64_t *pairs = malloc(n * sizeof *pairs); /* type << 32 | instance */
+    if (!pairs) {
+        hy_log(HY_ERROR, "router", "out of memory building routes: nothing is routed", NULL);
+        return;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < s->ninst; i++) {
+        const hy_instance *in = &s->inst[i];
+        for (size_t j = 0; j < in->spec->nsubscribe; j++)
+            pairs[k++] = (uint64_t)in->spec->subscribe[j] << 32 | i;
+        for (size_t j = 0; j < in->nhello; j++)
+            pairs[k++] = (uint64_t)in->hello_subs[j] << 32 | i;
+    }
+    qsort(pairs, n, sizeof *pairs, cmp_pair);
+    size_t ntypes = 0;
+    for (size_t i = 0; i < n; i++)
+        if (i == 0 || pairs[i] >> 32 != pairs[i - 1] >> 32)
+            ntypes++;
+    s->routes = calloc(ntypes, sizeof *s->routes);
+    if (!s->routes) {
+        free(pairs);
+        hy_log(HY_ERROR, "router", "out of memory building routes: nothing is routed", NULL);
+        return;
+    }
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j < n && pairs[j] >> 32 == pairs[i] >> 32)
+            j++;
+        hy_route *r = &s->routes[s->nroutes++];
+        r->type_id = (uint16_t)(pairs[i] >> 32);
+        r->inst = malloc((j - i) * sizeof *r->inst);
+        for (size_t m = i; m < j && r->inst; m++)
+            if (r->n == 0 || r->inst[r->n - 1] != (uint32_t)pairs[m])
+                r->inst[r->n++] = (uint32_t)pairs[m]; /* topology and hello may both list it */
+        i = j;
+    }
+    free(pairs);
+}
+
+static const hy_route *find_route(const hy_sup *s, uint16_t type_id)
+{
+    size_t lo = 0, hi = s->nroutes;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (s->routes[mid].type_id == type_id)
+            return &s->routes[mid];
+        if (s->routes[mid].type_id < type_id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+/* Reading workers' stdout stops while any `block` destination is over its
+ * limit, so publishers block in write (nothing is dropped), and resumes
+ * when they have drained. */
+static void set_sources(hy_sup *s, bool on)
+{
+    for (size_t i = 0; i < s->ninst; i++) {
+        hy_instance *in = &s->inst[i];
+        if (in->out_fd < 0)
+            continue;
+        if (on)
+            ev_io_start(s->loop, &in->out_w);
+        else
+            ev_io_stop(s->loop, &in->out_w);
+    }
+}
+
+static void unblock(hy_instance *in)
+{
+    if (in->blocking) {
+        in->blocking = false;
+        if (--in->sup->blocked == 0)
+            set_sources(in->sup, true);
+    }
+}
+
+static void drop_queue(hy_instance *in, hy_drop why)
+{
+    size_t n = hy_outq_clear(&in->outq);
+    if (n)
+        count_drop(in, why, 0, n);
+    ev_io_stop(in->sup->loop, &in->in_w);
+    unblock(in);
+}
+
+static void in_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    hy_instance *in = w->data;
+    while (hy_outq_pending(&in->outq) > 0) {
+        ssize_t n = write(in->in_fd, hy_outq_data(&in->outq), hy_outq_pending(&in->outq));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                return;
+            /* EPIPE: it closed stdin; what is queued cannot be delivered */
+            drop_queue(in, HY_DROP_EXITED);
+            return;
+        }
+        hy_outq_consume(&in->outq, (size_t)n);
+    }
+    ev_io_stop(loop, w);
+    unblock(in);
+}
+
+/* Queue a whole frame (header included) for one worker's stdin. */
+static void deliver(hy_instance *dest, const uint8_t *frame, size_t len, uint16_t type_id)
+{
+    if (dest->in_fd < 0 || (dest->state != HY_ST_STARTING && dest->state != HY_ST_RUNNING)) {
+        count_drop(dest, HY_DROP_NOT_RUNNING, type_id, 1);
+        return;
+    }
+    const hy_policy *p = &dest->spec->policy;
+    uint64_t oldest = dest->outq.dropped_oldest, newest = dest->outq.dropped_newest;
+    hy_outq_result r = hy_outq_push(&dest->outq, frame, len, p->queue_limit, p->queue_overflow);
+    if (dest->outq.dropped_oldest != oldest || dest->outq.dropped_newest != newest) {
+        char t[8], o[24], nw[24];
+        fmt_u(t, sizeof t, type_id);
+        fmt_u(o, sizeof o, (unsigned long long)dest->outq.dropped_oldest);
+        fmt_u(nw, sizeof nw, (unsigned long long)dest->outq.dropped_newest);
+        uint64_t total = dest->outq.dropped_oldest + dest->outq.dropped_newest, mark = 1;
+        while (mark * 10 <= total)
+            mark *= 10;
+        if (total == mark) /* 1st, 10th, 100th ... */
+            hy_log(HY_WARN, "router", "queue full: frames dropped", "worker", dest->spec->name,
+                   "instance", dest->idx, "policy", hy_overflow_str(p->queue_overflow),
+                   "dropped_oldest", o, "dropped_newest", nw, NULL);
+    }
+    if (r == HY_OUTQ_NOMEM) {
+        count_drop(dest, HY_DROP_NOT_RUNNING, type_id, 1);
+        return;
+    }
+    if (r == HY_OUTQ_DROPPED)
+        return;
+    dest->frames_in++;
+    dest->bytes_in += len - HY_TLV_HEADER;
+    if (r == HY_OUTQ_OVER && !dest->blocking) {
+        dest->blocking = true;
+        if (dest->sup->blocked++ == 0)
+            set_sources(dest->sup, false);
+    }
+    ev_io_start(dest->sup->loop, &dest->in_w);
+}
+
+static void route(hy_sup *s, const hy_frame *f)
+{
+    const hy_route *r = find_route(s, f->type);
+    if (!r)
+        return;
+    const uint8_t *frame = f->payload - HY_TLV_HEADER; /* the decoder keeps them contiguous */
+    for (size_t i = 0; i < r->n; i++)
+        deliver(&s->inst[r->inst[i]], frame, HY_TLV_HEADER + f->len, f->type);
+}
+
 /* ---- worker stdout: frames ------------------------------------------------ */
 
 static void kill_group(hy_instance *in, int sig)
@@ -135,6 +364,57 @@ static void protocol_kill(hy_instance *in, const char *why)
     kill_group(in, SIGKILL);
 }
 
+static void send_control(hy_instance *in, const char *json)
+{
+    uint8_t frame[HY_TLV_HEADER + 512];
+    size_t n = strlen(json);
+    size_t len = hy_tlv_encode(frame, sizeof frame, HY_TLV_CONTROL_TYPE, json, (uint32_t)n);
+    if (!len || hy_outq_push(&in->outq, frame, len, UINT64_MAX, HY_OVERFLOW_BLOCK) < 0)
+        return;
+    ev_io_start(in->sup->loop, &in->in_w);
+}
+
+/* hello: check the schema, take its subscriptions, answer welcome. */
+static void on_hello(hy_instance *in, json_t *j)
+{
+    const hy_schema *schema = in->sup->topo->schema;
+    const char *digest = json_string_value(json_object_get(j, "schema"));
+    if (digest && *digest && strcmp(digest, schema->digest_hex) != 0) {
+        hy_log(HY_ERROR, COMP, "worker runs another schema: stopping it", "worker", in->spec->name,
+               "instance", in->idx, "worker_schema", digest, "schema", schema->digest_hex, NULL);
+        if (!in->kill_reason) {
+            in->kill_reason = "schema";
+            kill_group(in, SIGKILL);
+        }
+        return;
+    }
+    json_t *subs = json_object_get(j, "subscribe");
+    size_t n = json_is_array(subs) ? json_array_size(subs) : 0;
+    uint16_t *ids = n ? calloc(n, sizeof *ids) : NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n && ids; i++) {
+        json_t *v = json_array_get(subs, i);
+        const hy_message *m = NULL;
+        if (json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) <= 65535)
+            m = hy_schema_find(schema, (uint16_t)json_integer_value(v));
+        else if (json_is_string(v))
+            m = hy_schema_find_name(schema, json_string_value(v));
+        if (m)
+            ids[k++] = m->type_id;
+        else
+            hy_log(HY_WARN, COMP, "hello subscribes to a type the schema does not have", "worker",
+                   in->spec->name, "instance", in->idx, NULL);
+    }
+    free(in->hello_subs);
+    in->hello_subs = ids;
+    in->nhello = k;
+    rebuild_routes(in->sup);
+    char welcome[256];
+    snprintf(welcome, sizeof welcome, "{\"op\":\"welcome\",\"worker\":\"%s\",\"instance\":%u,\"schema\":\"%s\"}",
+             in->spec->name, in->index, schema->digest_hex);
+    send_control(in, welcome);
+}
+
 static void on_control(hy_instance *in, const hy_frame *f)
 {
     json_error_t jerr;
@@ -144,6 +424,8 @@ static void on_control(hy_instance *in, const hy_frame *f)
         in->protocol_errors++;
         hy_log(HY_WARN, COMP, "malformed control frame", "worker", in->spec->name, "instance", in->idx, "why",
                j ? "no op" : jerr.text, NULL);
+    } else if (strcmp(op, "hello") == 0) {
+        on_hello(in, j);
     } else if (strcmp(op, "ready") == 0 && in->state == HY_ST_STARTING) {
         ev_timer_stop(in->sup->loop, &in->timer);
         in->state = HY_ST_RUNNING;
@@ -162,8 +444,23 @@ static int on_frame(void *ud, const hy_frame *f)
         on_control(in, f);
         return 0;
     }
+    const hy_message *m = hy_schema_find(in->sup->topo->schema, f->type);
+    if (!m) {
+        count_drop(in, HY_DROP_UNKNOWN_TYPE, f->type, 1);
+        return 0;
+    }
+    if (f->len != m->size) {
+        count_drop(in, HY_DROP_WRONG_SIZE, f->type, 1);
+        return 0;
+    }
+    if (!in->spec->publish_all && !has_type(in->spec->publish, in->spec->npublish, f->type)) {
+        count_drop(in, HY_DROP_NOT_ALLOWED, f->type, 1);
+        return 0;
+    }
     in->frames_out++;
     in->bytes_out += f->len;
+    if (in->sup->routing)
+        route(in->sup, f);
     return 0;
 }
 
@@ -391,7 +688,9 @@ static void spawn_instance(hy_instance *in)
     ev_io_set(&in->out_w, in->out_fd, EV_READ);
     ev_io_set(&in->err_w, in->err_fd, EV_READ);
     ev_io_set(&in->status_w, in->status_fd, EV_READ);
-    ev_io_start(s->loop, &in->out_w);
+    ev_io_set(&in->in_w, in->in_fd, EV_WRITE);
+    if (s->blocked == 0)
+        ev_io_start(s->loop, &in->out_w);
     ev_io_start(s->loop, &in->err_w);
     ev_io_start(s->loop, &in->status_w);
     if (hy_warden_add(&s->warden, in->pid, &err) < 0)
@@ -450,7 +749,14 @@ static void handle_exit(hy_instance *in, int wstatus)
         flush_errline(in);
         stop_io(in, &in->err_w, &in->err_fd);
     }
+    drop_queue(in, HY_DROP_EXITED);
     close_fd(&in->in_fd);
+    if (in->nhello) {
+        free(in->hello_subs);
+        in->hello_subs = NULL;
+        in->nhello = 0;
+        rebuild_routes(s);
+    }
     ev_timer_stop(s->loop, &in->timer);
     ev_timer_stop(s->loop, &in->stop_timer);
     /* The worker is its process group: what it left running there goes
@@ -607,8 +913,10 @@ static void child_cb(struct ev_loop *loop, ev_child *w, int revents)
 
 static void send_shutdown(hy_instance *in)
 {
-    if (in->in_fd < 0)
+    /* Never inside a frame that is half written: then EOF alone says it. */
+    if (in->in_fd < 0 || !hy_outq_at_boundary(&in->outq))
         return;
+    drop_queue(in, HY_DROP_EXITED);
     char json[64];
     int n = snprintf(json, sizeof json, "{\"op\":\"shutdown\",\"grace_ms\":%" PRIu64 "}",
                      in->spec->policy.stop_grace_ms);
@@ -629,6 +937,7 @@ static void stop_instance(hy_instance *in)
         in->state = HY_ST_STOPPING;
         ev_timer_stop(s->loop, &in->timer);
         send_shutdown(in);
+        drop_queue(in, HY_DROP_EXITED);
         close_fd(&in->in_fd); /* stdin EOF */
         in->stop_stage = 1;
         char pid[16];
@@ -714,6 +1023,9 @@ int hy_sup_init(hy_sup *s, struct ev_loop *loop, const hy_topology *t, hy_err *e
             ev_io_init(&in->out_w, out_cb, -1, EV_READ);
             ev_io_init(&in->err_w, err_cb, -1, EV_READ);
             ev_io_init(&in->status_w, status_cb, -1, EV_READ);
+            ev_io_init(&in->in_w, in_cb, -1, EV_WRITE);
+            in->in_w.data = in;
+            hy_outq_init(&in->outq);
             ev_init(&in->timer, timer_cb);
             ev_init(&in->stop_timer, stop_timer_cb);
             in->out_w.data = in->err_w.data = in->status_w.data = in;
@@ -722,6 +1034,8 @@ int hy_sup_init(hy_sup *s, struct ev_loop *loop, const hy_topology *t, hy_err *e
     }
     if (hy_warden_start(&s->warden, err) < 0)
         return -1;
+    s->routing = !t->has_upstream;
+    rebuild_routes(s);
     ev_init(&s->start_w, start_batch_cb);
     s->start_w.data = s;
     ev_child_init(&s->child_w, child_cb, 0, 0);
@@ -769,6 +1083,7 @@ void hy_sup_free(hy_sup *s)
             ev_io_stop(s->loop, &in->out_w);
             ev_io_stop(s->loop, &in->err_w);
             ev_io_stop(s->loop, &in->status_w);
+            ev_io_stop(s->loop, &in->in_w);
             ev_timer_stop(s->loop, &in->timer);
             ev_timer_stop(s->loop, &in->stop_timer);
         }
@@ -782,8 +1097,11 @@ void hy_sup_free(hy_sup *s)
             free(in->envp);
         }
         hy_giveup_free(&in->giveup);
+        hy_outq_free(&in->outq);
+        free(in->hello_subs);
         hy_tlv_decoder_free(&in->dec);
     }
+    free_routes(s);
     free(s->inst);
     free(s->rbuf);
     memset(s, 0, sizeof *s);

@@ -21,6 +21,7 @@
 #include <sys/types.h>
 
 #include "hypha/backoff.h"
+#include "hypha/outq.h"
 #include "hypha/tlv.h"
 #include "hypha/topology.h"
 #include "hypha/warden.h"
@@ -36,6 +37,25 @@ typedef enum hy_state {
 } hy_state;
 
 #define HY_ERRLINE_MAX 4096 /* worker stderr lines are cut past this */
+
+/* Why a frame from a worker was not routed, or a frame for it not delivered. */
+typedef enum hy_drop {
+    HY_DROP_UNKNOWN_TYPE,  /* type id not in the contracts */
+    HY_DROP_WRONG_SIZE,    /* payload size differs from the message's */
+    HY_DROP_NOT_ALLOWED,   /* type not in the worker's `publish` list */
+    HY_DROP_NOT_RUNNING,   /* for a subscriber that was not running */
+    HY_DROP_EXITED,        /* queued for a worker that exited first */
+    HY_DROP__COUNT,
+} hy_drop;
+
+const char *hy_drop_str(hy_drop d);
+
+/* Subscribers of one type id (embedded routing). */
+typedef struct hy_route {
+    uint16_t type_id;
+    uint32_t *inst;              /* instance indices (owned) */
+    size_t n;
+} hy_route;
 
 typedef struct hy_sup hy_sup;
 
@@ -68,6 +88,13 @@ typedef struct hy_instance {
     int last_signal;             /* terminating signal, or 0 */
     char last_reason[16];        /* exit, signal, protocol, spawn, ... */
     uint64_t frames_out, bytes_out, protocol_errors;
+    hy_outq outq;                /* frames waiting for its stdin */
+    ev_io in_w;                  /* stdin writable */
+    bool blocking;               /* its queue is over the limit (policy block) */
+    uint16_t *hello_subs;        /* types from its hello frame (owned) */
+    size_t nhello;
+    uint64_t frames_in, bytes_in;
+    uint64_t drops[HY_DROP__COUNT];
 } hy_instance;
 
 struct hy_sup {
@@ -81,6 +108,10 @@ struct hy_sup {
     bool shutting_down;
     void (*on_all_stopped)(hy_sup *); /* after hy_sup_stop_all, once idle */
     ev_timer start_w;            /* starts instances in batches */
+    bool routing;                /* embedded mode: hyphad is the bus */
+    hy_route *routes;            /* sorted by type id (owned) */
+    size_t nroutes;
+    int blocked;                 /* destinations over their limit (block) */
     size_t next_start;           /* next instance hy_sup_start_all will spawn */
     uint8_t *rbuf;               /* shared read buffer (owned) */
     size_t rbuf_size;

@@ -1,0 +1,99 @@
+/* outq.c - bounded frame queue (see hypha/outq.h). */
+#include "hypha/outq.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "hypha/tlv.h"
+
+static size_t frame_len_at(const hy_outq *q, size_t off)
+{
+    const uint8_t *p = q->buf + off + 2;
+    uint32_t len = (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+                   ((uint32_t)p[3] << 24);
+    return HY_TLV_HEADER + (size_t)len;
+}
+
+void hy_outq_init(hy_outq *q) { memset(q, 0, sizeof *q); }
+
+void hy_outq_free(hy_outq *q)
+{
+    free(q->buf);
+    memset(q, 0, sizeof *q);
+}
+
+size_t hy_outq_clear(hy_outq *q)
+{
+    size_t n = 0;
+    for (size_t off = q->head; off < q->tail; off += frame_len_at(q, off))
+        n++;
+    q->head = q->tail = q->sent = 0;
+    return n;
+}
+
+/* Drop the oldest frame that has not started to go out. 0 if there is none. */
+static int drop_oldest(hy_outq *q)
+{
+    size_t victim = q->head;
+    if (q->sent > 0)
+        victim += frame_len_at(q, q->head); /* the first one is partly written */
+    if (victim >= q->tail)
+        return 0;
+    size_t len = frame_len_at(q, victim);
+    memmove(q->buf + victim, q->buf + victim + len, q->tail - victim - len);
+    q->tail -= len;
+    q->dropped_oldest++;
+    return 1;
+}
+
+hy_outq_result hy_outq_push(hy_outq *q, const uint8_t *frame, size_t len, uint64_t limit,
+                            hy_overflow policy)
+{
+    int over = 0;
+    while (hy_outq_bytes(q) + len > limit) {
+        if (policy == HY_OVERFLOW_BLOCK) {
+            over = 1; /* keep it: the caller stops reading the sources */
+            break;
+        }
+        if (policy == HY_OVERFLOW_DROP_NEWEST || !drop_oldest(q)) {
+            q->dropped_newest++;
+            return HY_OUTQ_DROPPED;
+        }
+    }
+    if (q->tail + len > q->cap) {
+        if (q->head > 0) { /* compact first */
+            memmove(q->buf, q->buf + q->head, q->tail - q->head);
+            q->tail -= q->head;
+            q->head = 0;
+        }
+        if (q->tail + len > q->cap) {
+            size_t cap = q->cap ? q->cap : 4096;
+            while (cap < q->tail + len)
+                cap *= 2;
+            uint8_t *nb = realloc(q->buf, cap);
+            if (!nb)
+                return HY_OUTQ_NOMEM;
+            q->buf = nb;
+            q->cap = cap;
+        }
+    }
+    memcpy(q->buf + q->tail, frame, len);
+    q->tail += len;
+    return over ? HY_OUTQ_OVER : HY_OUTQ_QUEUED;
+}
+
+void hy_outq_consume(hy_outq *q, size_t n)
+{
+    while (n > 0 && q->head < q->tail) {
+        size_t rest = frame_len_at(q, q->head) - q->sent;
+        if (n < rest) {
+            q->sent += n;
+            return;
+        }
+        n -= rest;
+        q->head += rest + q->sent;
+        q->sent = 0;
+    }
+    if (q->head == q->tail)
+        q->head = q->tail = q->sent = 0;
+}
