@@ -123,6 +123,7 @@ const char *hy_drop_str(hy_drop d)
     case HY_DROP_NOT_ALLOWED: return "not-allowed";
     case HY_DROP_NOT_RUNNING: return "not-running";
     case HY_DROP_EXITED: return "worker-exited";
+    case HY_DROP_NO_MEMORY: return "out-of-memory";
     case HY_DROP__COUNT: break;
     }
     return "?";
@@ -238,30 +239,39 @@ static const hy_route *find_route(const hy_sup *s, uint16_t type_id)
     return NULL;
 }
 
-/* Reading workers' stdout stops while any `block` destination is over its
- * limit, so publishers block in write (nothing is dropped), and resumes
- * when they have drained. */
-static void set_sources(hy_sup *s, bool on)
+/* While any `block` destination is over its limit, hyphad stops reading the
+ * workers' stdout, so publishers block in write and nothing is dropped. A
+ * worker that is itself such a destination keeps being read: it has to write
+ * (a transform publishes while handling what it receives) to drain its own
+ * stdin queue; pausing it too would deadlock. */
+static bool reading_allowed(const hy_instance *in)
+{
+    return in->sup->blocked == 0 || in->blocking;
+}
+
+static void update_reading(hy_sup *s)
 {
     for (size_t i = 0; i < s->ninst; i++) {
         hy_instance *in = &s->inst[i];
         if (in->out_fd < 0)
             continue;
-        if (on)
+        if (reading_allowed(in))
             ev_io_start(s->loop, &in->out_w);
         else
             ev_io_stop(s->loop, &in->out_w);
     }
 }
 
-static void unblock(hy_instance *in)
+static void set_blocking(hy_instance *in, bool on)
 {
-    if (in->blocking) {
-        in->blocking = false;
-        if (--in->sup->blocked == 0)
-            set_sources(in->sup, true);
-    }
+    if (in->blocking == on)
+        return;
+    in->blocking = on;
+    in->sup->blocked += on ? 1 : -1;
+    update_reading(in->sup);
 }
+
+static void unblock(hy_instance *in) { set_blocking(in, false); }
 
 static void drop_queue(hy_instance *in, hy_drop why)
 {
@@ -288,6 +298,8 @@ static void in_cb(struct ev_loop *loop, ev_io *w, int revents)
             return;
         }
         hy_outq_consume(&in->outq, (size_t)n);
+        if (in->blocking && hy_outq_bytes(&in->outq) <= in->spec->policy.queue_limit)
+            unblock(in); /* drained below the limit: sources may go on */
     }
     ev_io_stop(loop, w);
     unblock(in);
@@ -317,18 +329,15 @@ static void deliver(hy_instance *dest, const uint8_t *frame, size_t len, uint16_
                    "dropped_oldest", o, "dropped_newest", nw, NULL);
     }
     if (r == HY_OUTQ_NOMEM) {
-        count_drop(dest, HY_DROP_NOT_RUNNING, type_id, 1);
+        count_drop(dest, HY_DROP_NO_MEMORY, type_id, 1);
         return;
     }
     if (r == HY_OUTQ_DROPPED)
         return;
     dest->frames_in++;
     dest->bytes_in += len - HY_TLV_HEADER;
-    if (r == HY_OUTQ_OVER && !dest->blocking) {
-        dest->blocking = true;
-        if (dest->sup->blocked++ == 0)
-            set_sources(dest->sup, false);
-    }
+    if (r == HY_OUTQ_OVER)
+        set_blocking(dest, true);
     ev_io_start(dest->sup->loop, &dest->in_w);
 }
 
@@ -689,7 +698,7 @@ static void spawn_instance(hy_instance *in)
     ev_io_set(&in->err_w, in->err_fd, EV_READ);
     ev_io_set(&in->status_w, in->status_fd, EV_READ);
     ev_io_set(&in->in_w, in->in_fd, EV_WRITE);
-    if (s->blocked == 0)
+    if (reading_allowed(in))
         ev_io_start(s->loop, &in->out_w);
     ev_io_start(s->loop, &in->err_w);
     ev_io_start(s->loop, &in->status_w);

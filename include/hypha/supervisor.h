@@ -45,6 +45,7 @@ typedef enum hy_drop {
     HY_DROP_NOT_ALLOWED,   /* type not in the worker's `publish` list */
     HY_DROP_NOT_RUNNING,   /* for a subscriber that was not running */
     HY_DROP_EXITED,        /* queued for a worker that exited first */
+    HY_DROP_NO_MEMORY,     /* its queue could not grow */
     HY_DROP__COUNT,
 } hy_drop;
 

@@ -54,6 +54,31 @@ w.run()
 print("received", len(seen), "in_order True welcome", (w.welcome or {}).get("worker"), flush=True)
 """
 
+# Turns each CounterUpdate into a (312-byte) TextMessage.
+TRANSFORM = PATHS + """
+from hypha import Worker
+from messages import CounterUpdate, TextMessage
+w = Worker()
+@w.on(CounterUpdate)
+def on(c):
+    w.publish(TextMessage(sender="t", content="x" * 200, timestamp=c.counter_id))
+w.run()
+"""
+
+# Counts TextMessages, in order of timestamp, and reports each thousand.
+SINK = PATHS + """
+from hypha import Worker
+from messages import TextMessage
+w = Worker()
+seen = []
+@w.on(TextMessage)
+def on(t):
+    seen.append(t.timestamp)
+    if len(seen) % 1000 == 0:
+        print("received", len(seen), "in_order", seen == sorted(seen), flush=True)
+w.run()
+"""
+
 RAW = """
 import os, struct, time
 def frame(t, payload):
@@ -103,6 +128,26 @@ class Routing(HyphadTest):
         self.assertEqual(h.stop(), 0, h.tail())
         # only the valid CounterUpdate got through; the TextMessage never left raw
         self.assertEqual(self.received(h, "sub")[0], 1)
+
+    def test_block_loses_nothing_and_a_blocked_transform_does_not_deadlock(self):
+        # The transform's stdin queue is tiny and set to block, so it is over
+        # its limit most of the time; it must still be read (it publishes
+        # while handling) or the whole bus would stop. Enough frames that its
+        # output (318 bytes per input) overflows a pipe many times over.
+        n = 50000
+        h = self.start_hyphad({
+            "pub": {"command": [PY, self.write("pub.py", PUBLISHER)], "env": {"N": str(n)},
+                    "publish": ["CounterUpdate"]},
+            "transform": {"command": [PY, self.write("t.py", TRANSFORM)],
+                          "queue": {"limit": "1KiB", "overflow": "block"}},
+            "sink": {"command": [PY, self.write("sink.py", SINK)],
+                     "queue": {"limit": "1KiB", "overflow": "block"}},
+        }, {"start_timeout": "5s"})
+        last = h.wait_for(90, component="sink[0]", msg=f"received {n} in_order True")
+        self.assertIsNotNone(last)
+        self.assertEqual(h.find(msg="frame dropped"), [])
+        self.assertEqual(h.find(msg="queue full: frames dropped"), [])
+        self.assertEqual(h.stop(), 0, h.tail())
 
     def test_slow_subscriber_with_drop_newest_keeps_order_and_drops(self):
         n = 20000
