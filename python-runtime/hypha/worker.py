@@ -193,8 +193,9 @@ class Worker:
 
     def run(self) -> None:
         """Serve until shutdown, stdin EOF or SIGTERM; returns cleanly."""
-        self._hello()
         previous = None
+        # The handler goes in before hello/ready: hyphad may stop us as soon
+        # as we say we are ready.
         if threading.current_thread() is threading.main_thread():
             def on_term(signum, frame):
                 raise _Stop()
@@ -202,6 +203,7 @@ class Worker:
         decoder = Decoder()
         next_beat = time.monotonic() + self.heartbeat if self.heartbeat else None
         try:
+            self._hello()
             while not self._stopping:
                 timeout = max(0.0, next_beat - time.monotonic()) if next_beat else None
                 ready, _, _ = select.select([self._in], [], [], timeout)
@@ -233,7 +235,6 @@ class Worker:
     async def run_async(self) -> None:
         """run() for asyncio: handlers may be `async def`."""
         loop = asyncio.get_running_loop()
-        self._hello()
         chunks: "asyncio.Queue[bytes]" = asyncio.Queue()
 
         def readable():
@@ -260,6 +261,7 @@ class Worker:
         beats = asyncio.ensure_future(beat()) if self.heartbeat else None
         decoder = Decoder()
         try:
+            self._hello()  # after the SIGTERM handler is in place
             while not self._stopping:
                 data = await chunks.get()
                 if not data:

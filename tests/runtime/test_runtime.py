@@ -151,11 +151,14 @@ class WorkerOverPipes(unittest.TestCase):
         w.send(0, json.dumps({"op": "shutdown", "grace_ms": 1000}).encode())
         self.assertEqual(w.p.wait(10), 0)
         w.finish()
-        w = Fake(ECHO)
-        w.control(), w.control()
-        w.p.send_signal(signal.SIGTERM)
-        self.assertEqual(w.p.wait(10), 0)
-        self.assertIn("clean exit", w.finish()[2])
+        # SIGTERM the instant `ready` arrives (was a race: the handler was
+        # installed after hello/ready, so an early SIGTERM killed the worker)
+        for _ in range(10):
+            w = Fake(ECHO)
+            w.control(), w.control()
+            w.p.send_signal(signal.SIGTERM)
+            self.assertEqual(w.p.wait(10), 0)
+            self.assertIn("clean exit", w.finish()[2])
 
     def test_handler_error_is_logged_and_the_worker_goes_on(self):
         w = Fake("""
