@@ -161,3 +161,25 @@ char *hy_dir_of(const char *path, hy_err *err)
     free(copy);
     return abs;
 }
+
+int hy_mkdir_parents(const char *path, unsigned mode)
+{
+    char *copy = strdup(path);
+    if (!copy)
+        return -1;
+    char *last = strrchr(copy, '/');
+    for (char *p = copy + 1; last && p <= last; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(copy, (mode_t)mode) < 0 && errno != EEXIST) {
+            int e = errno;
+            free(copy);
+            errno = e;
+            return -1;
+        }
+        *p = '/';
+    }
+    free(copy);
+    return 0;
+}

@@ -19,4 +19,8 @@ char *hy_dir_of(const char *path, hy_err *err);
 /* `rel` resolved against `base` unless absolute (malloc'd). NULL on ENOMEM. */
 char *hy_path_join(const char *base, const char *rel);
 
+/* Create the missing parent directories of `path` (not `path` itself) with
+ * `mode`, like `mkdir -p "$(dirname path)"`. 0, or -1 with errno. */
+int hy_mkdir_parents(const char *path, unsigned mode);
+
 #endif

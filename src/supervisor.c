@@ -113,24 +113,10 @@ static void spawn_instance(hy_instance *in);
 static void start_batch_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void handle_exit(hy_instance *in, int wstatus);
 
-/* ---- routing (embedded mode) ------------------------------------------- */
-
-const char *hy_drop_str(hy_drop d)
-{
-    switch (d) {
-    case HY_DROP_UNKNOWN_TYPE: return "unknown-type";
-    case HY_DROP_WRONG_SIZE: return "wrong-size";
-    case HY_DROP_NOT_ALLOWED: return "not-allowed";
-    case HY_DROP_NOT_RUNNING: return "not-running";
-    case HY_DROP_EXITED: return "worker-exited";
-    case HY_DROP_NO_MEMORY: return "out-of-memory";
-    case HY_DROP__COUNT: break;
-    }
-    return "?";
-}
+/* ---- worker stdin: frames for it ----------------------------------------- */
 
 /* Count a drop; log at the 1st, 10th, 100th ... so a flood stays readable. */
-static void count_drop(hy_instance *in, hy_drop why, uint16_t type_id, uint64_t n)
+void hy_sup_count_drop(hy_instance *in, hy_drop why, uint16_t type_id, uint64_t n)
 {
     uint64_t before = in->drops[why];
     in->drops[why] += n;
@@ -144,12 +130,6 @@ static void count_drop(hy_instance *in, hy_drop why, uint16_t type_id, uint64_t 
         hy_log(HY_WARN, "router", "frame dropped", "worker", in->spec->name, "instance", in->idx,
                "reason", hy_drop_str(why), "type", t, "total", c, NULL);
     }
-}
-
-static int cmp_pair(const void *a, const void *b)
-{
-    const uint64_t *x = a, *y = b;
-    return *x < *y ? -1 : *x > *y;
 }
 
 static bool has_type(const uint16_t *ids, size_t n, uint16_t id)
@@ -167,108 +147,13 @@ static bool has_type(const uint16_t *ids, size_t n, uint16_t id)
     return false;
 }
 
-static void free_routes(hy_sup *s)
-{
-    for (size_t i = 0; i < s->nroutes; i++)
-        free(s->routes[i].inst);
-    free(s->routes);
-    s->routes = NULL;
-    s->nroutes = 0;
-}
-
-/* Subscribers per type: the topology's `subscribe` plus each worker's hello. */
-static void rebuild_routes(hy_sup *s)
-{
-    free_routes(s);
-    size_t n = 0;
-    for (size_t i = 0; i < s->ninst; i++)
-        n += s->inst[i].spec->nsubscribe + s->inst[i].nhello;
-    if (n == 0)
-        return;
-    uint64_t *pairs = malloc(n * sizeof *pairs); /* type << 32 | instance */
-    if (!pairs) {
-        hy_log(HY_ERROR, "router", "out of memory building routes: nothing is routed", NULL);
-        return;
-    }
-    size_t k = 0;
-    for (size_t i = 0; i < s->ninst; i++) {
-        const hy_instance *in = &s->inst[i];
-        for (size_t j = 0; j < in->spec->nsubscribe; j++)
-            pairs[k++] = (uint64_t)in->spec->subscribe[j] << 32 | i;
-        for (size_t j = 0; j < in->nhello; j++)
-            pairs[k++] = (uint64_t)in->hello_subs[j] << 32 | i;
-    }
-    qsort(pairs, n, sizeof *pairs, cmp_pair);
-    size_t ntypes = 0;
-    for (size_t i = 0; i < n; i++)
-        if (i == 0 || pairs[i] >> 32 != pairs[i - 1] >> 32)
-            ntypes++;
-    s->routes = calloc(ntypes, sizeof *s->routes);
-    if (!s->routes) {
-        free(pairs);
-        hy_log(HY_ERROR, "router", "out of memory building routes: nothing is routed", NULL);
-        return;
-    }
-    for (size_t i = 0; i < n;) {
-        size_t j = i;
-        while (j < n && pairs[j] >> 32 == pairs[i] >> 32)
-            j++;
-        hy_route *r = &s->routes[s->nroutes++];
-        r->type_id = (uint16_t)(pairs[i] >> 32);
-        r->inst = malloc((j - i) * sizeof *r->inst);
-        for (size_t m = i; m < j && r->inst; m++)
-            if (r->n == 0 || r->inst[r->n - 1] != (uint32_t)pairs[m])
-                r->inst[r->n++] = (uint32_t)pairs[m]; /* topology and hello may both list it */
-        i = j;
-    }
-    free(pairs);
-}
-
-static const hy_route *find_route(const hy_sup *s, uint16_t type_id)
-{
-    size_t lo = 0, hi = s->nroutes;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (s->routes[mid].type_id == type_id)
-            return &s->routes[mid];
-        if (s->routes[mid].type_id < type_id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
-}
-
-/* While any `block` destination is over its limit, hyphad stops reading the
- * workers' stdout, so publishers block in write and nothing is dropped. A
- * worker that is itself such a destination keeps being read: it has to write
- * (a transform publishes while handling what it receives) to drain its own
- * stdin queue; pausing it too would deadlock. */
-static bool reading_allowed(const hy_instance *in)
-{
-    return in->sup->blocked == 0 || in->blocking;
-}
-
-static void update_reading(hy_sup *s)
-{
-    for (size_t i = 0; i < s->ninst; i++) {
-        hy_instance *in = &s->inst[i];
-        if (in->out_fd < 0)
-            continue;
-        if (reading_allowed(in))
-            ev_io_start(s->loop, &in->out_w);
-        else
-            ev_io_stop(s->loop, &in->out_w);
-    }
-}
-
 static void set_blocking(hy_instance *in, bool on)
 {
     if (in->blocking == on)
         return;
     in->blocking = on;
     in->sup->blocked += on ? 1 : -1;
-    update_reading(in->sup);
+    hy_relay_update_reading(&in->sup->relay);
 }
 
 static void unblock(hy_instance *in) { set_blocking(in, false); }
@@ -277,22 +162,22 @@ static void drop_queue(hy_instance *in, hy_drop why)
 {
     size_t n = hy_outq_clear(&in->outq);
     if (n)
-        count_drop(in, why, 0, n);
+        hy_sup_count_drop(in, why, 0, n);
     ev_io_stop(in->sup->loop, &in->in_w);
     unblock(in);
 }
 
-static void in_cb(struct ev_loop *loop, ev_io *w, int revents)
+void hy_sup_flush(hy_instance *in)
 {
-    (void)revents;
-    hy_instance *in = w->data;
-    while (hy_outq_pending(&in->outq) > 0) {
+    while (in->in_fd >= 0 && hy_outq_pending(&in->outq) > 0) {
         ssize_t n = write(in->in_fd, hy_outq_data(&in->outq), hy_outq_pending(&in->outq));
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            if (errno == EAGAIN)
+            if (errno == EAGAIN) {
+                ev_io_start(in->sup->loop, &in->in_w);
                 return;
+            }
             /* EPIPE: it closed stdin; what is queued cannot be delivered */
             drop_queue(in, HY_DROP_EXITED);
             return;
@@ -301,15 +186,22 @@ static void in_cb(struct ev_loop *loop, ev_io *w, int revents)
         if (in->blocking && hy_outq_bytes(&in->outq) <= in->spec->policy.queue_limit)
             unblock(in); /* drained below the limit: sources may go on */
     }
-    ev_io_stop(loop, w);
+    ev_io_stop(in->sup->loop, &in->in_w);
     unblock(in);
 }
 
+static void in_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    hy_sup_flush(w->data);
+}
+
 /* Queue a whole frame (header included) for one worker's stdin. */
-static void deliver(hy_instance *dest, const uint8_t *frame, size_t len, uint16_t type_id)
+void hy_sup_deliver(hy_instance *dest, const uint8_t *frame, size_t len, uint16_t type_id)
 {
     if (dest->in_fd < 0 || (dest->state != HY_ST_STARTING && dest->state != HY_ST_RUNNING)) {
-        count_drop(dest, HY_DROP_NOT_RUNNING, type_id, 1);
+        hy_sup_count_drop(dest, HY_DROP_NOT_RUNNING, type_id, 1);
         return;
     }
     const hy_policy *p = &dest->spec->policy;
@@ -329,7 +221,7 @@ static void deliver(hy_instance *dest, const uint8_t *frame, size_t len, uint16_
                    "dropped_oldest", o, "dropped_newest", nw, NULL);
     }
     if (r == HY_OUTQ_NOMEM) {
-        count_drop(dest, HY_DROP_NO_MEMORY, type_id, 1);
+        hy_sup_count_drop(dest, HY_DROP_NO_MEMORY, type_id, 1);
         return;
     }
     if (r == HY_OUTQ_DROPPED)
@@ -338,17 +230,7 @@ static void deliver(hy_instance *dest, const uint8_t *frame, size_t len, uint16_
     dest->bytes_in += len - HY_TLV_HEADER;
     if (r == HY_OUTQ_OVER)
         set_blocking(dest, true);
-    ev_io_start(dest->sup->loop, &dest->in_w);
-}
-
-static void route(hy_sup *s, const hy_frame *f)
-{
-    const hy_route *r = find_route(s, f->type);
-    if (!r)
-        return;
-    const uint8_t *frame = f->payload - HY_TLV_HEADER; /* the decoder keeps them contiguous */
-    for (size_t i = 0; i < r->n; i++)
-        deliver(&s->inst[r->inst[i]], frame, HY_TLV_HEADER + f->len, f->type);
+    hy_relay_mark_dirty(&dest->sup->relay, dest);
 }
 
 /* ---- worker stdout: frames ------------------------------------------------ */
@@ -383,6 +265,97 @@ static void send_control(hy_instance *in, const char *json)
     ev_io_start(in->sup->loop, &in->in_w);
 }
 
+static int cmp_u16(const void *a, const void *b)
+{
+    uint16_t x = *(const uint16_t *)a, y = *(const uint16_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Type names or ids from a control frame, resolved against the schema,
+ * sorted and unique. Unknown entries are logged and skipped. -1 on ENOMEM. */
+static int parse_types(hy_instance *in, json_t *list, const char *op, uint16_t **out, size_t *nout)
+{
+    const hy_schema *schema = in->sup->topo->schema;
+    size_t n = json_is_array(list) ? json_array_size(list) : 0;
+    *out = NULL;
+    *nout = 0;
+    if (list && !json_is_array(list)) {
+        in->protocol_errors++;
+        hy_log(HY_WARN, COMP, "control frame: the type list is not an array", "worker", in->spec->name,
+               "instance", in->idx, "op", op, NULL);
+    }
+    if (n == 0)
+        return 0;
+    uint16_t *ids = calloc(n, sizeof *ids);
+    if (!ids)
+        return -1;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_array_get(list, i);
+        const hy_message *m = NULL;
+        if (json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) <= 65535)
+            m = hy_schema_find(schema, (uint16_t)json_integer_value(v));
+        else if (json_is_string(v))
+            m = hy_schema_find_name(schema, json_string_value(v));
+        if (m) {
+            ids[k++] = m->type_id;
+            continue;
+        }
+        char *txt = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+        hy_log(HY_WARN, COMP, "control frame names a type the schema does not have: ignored", "worker",
+               in->spec->name, "instance", in->idx, "op", op, "type", txt ? txt : "?", NULL);
+        free(txt);
+    }
+    qsort(ids, k, sizeof *ids, cmp_u16);
+    size_t u = 0;
+    for (size_t i = 0; i < k; i++)
+        if (u == 0 || ids[u - 1] != ids[i])
+            ids[u++] = ids[i];
+    *out = ids;
+    *nout = u;
+    return 0;
+}
+
+/* Run-time subscriptions: add (hello, subscribe) or remove (unsubscribe). */
+static void change_subs(hy_instance *in, const uint16_t *ids, size_t n, bool add)
+{
+    uint16_t *merged = malloc((in->nsubs + n + 1) * sizeof *merged);
+    if (!merged) {
+        hy_log(HY_ERROR, COMP, "out of memory changing subscriptions", "worker", in->spec->name, "instance",
+               in->idx, NULL);
+        return;
+    }
+    size_t i = 0, j = 0, k = 0;
+    while (i < in->nsubs || j < n) {
+        if (j == n || (i < in->nsubs && in->subs[i] < ids[j])) {
+            merged[k++] = in->subs[i++];
+        } else if (i == in->nsubs || ids[j] < in->subs[i]) {
+            if (add)
+                merged[k++] = ids[j];
+            j++;
+        } else { /* in both */
+            if (add)
+                merged[k++] = in->subs[i];
+            i++;
+            j++;
+        }
+    }
+    free(in->subs);
+    in->subs = merged;
+    in->nsubs = k;
+    hy_relay_rebuild_routes(&in->sup->relay);
+}
+
+static void clear_subs(hy_instance *in)
+{
+    if (!in->nsubs)
+        return;
+    free(in->subs);
+    in->subs = NULL;
+    in->nsubs = 0;
+    hy_relay_rebuild_routes(&in->sup->relay);
+}
+
 /* hello: check the schema, take its subscriptions, answer welcome. */
 static void on_hello(hy_instance *in, json_t *j)
 {
@@ -397,27 +370,13 @@ static void on_hello(hy_instance *in, json_t *j)
         }
         return;
     }
-    json_t *subs = json_object_get(j, "subscribe");
-    size_t n = json_is_array(subs) ? json_array_size(subs) : 0;
-    uint16_t *ids = n ? calloc(n, sizeof *ids) : NULL;
-    size_t k = 0;
-    for (size_t i = 0; i < n && ids; i++) {
-        json_t *v = json_array_get(subs, i);
-        const hy_message *m = NULL;
-        if (json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) <= 65535)
-            m = hy_schema_find(schema, (uint16_t)json_integer_value(v));
-        else if (json_is_string(v))
-            m = hy_schema_find_name(schema, json_string_value(v));
-        if (m)
-            ids[k++] = m->type_id;
-        else
-            hy_log(HY_WARN, COMP, "hello subscribes to a type the schema does not have", "worker",
-                   in->spec->name, "instance", in->idx, NULL);
+    uint16_t *ids;
+    size_t n;
+    if (parse_types(in, json_object_get(j, "subscribe"), "hello", &ids, &n) == 0) {
+        clear_subs(in); /* a hello starts afresh */
+        change_subs(in, ids, n, true);
+        free(ids);
     }
-    free(in->hello_subs);
-    in->hello_subs = ids;
-    in->nhello = k;
-    rebuild_routes(in->sup);
     char welcome[256];
     snprintf(welcome, sizeof welcome, "{\"op\":\"welcome\",\"worker\":\"%s\",\"instance\":%u,\"schema\":\"%s\"}",
              in->spec->name, in->index, schema->digest_hex);
@@ -435,15 +394,58 @@ static void on_control(hy_instance *in, const hy_frame *f)
                j ? "no op" : jerr.text, NULL);
     } else if (strcmp(op, "hello") == 0) {
         on_hello(in, j);
-    } else if (strcmp(op, "ready") == 0 && in->state == HY_ST_STARTING) {
-        ev_timer_stop(in->sup->loop, &in->timer);
-        in->state = HY_ST_RUNNING;
-        char pid[16];
-        fmt_u(pid, sizeof pid, (unsigned long long)in->pid);
-        hy_log(HY_INFO, COMP, "ready", "worker", in->spec->name, "instance", in->idx, "pid", pid,
-               "by", "ready frame", NULL);
+    } else if (strcmp(op, "ready") == 0) {
+        if (in->state == HY_ST_STARTING) {
+            ev_timer_stop(in->sup->loop, &in->timer);
+            in->state = HY_ST_RUNNING;
+            char pid[16];
+            fmt_u(pid, sizeof pid, (unsigned long long)in->pid);
+            hy_log(HY_INFO, COMP, "ready", "worker", in->spec->name, "instance", in->idx, "pid", pid,
+                   "by", "ready frame", NULL);
+        }
+    } else if (strcmp(op, "heartbeat") == 0) {
+        in->last_heartbeat = ev_now(in->sup->loop);
+    } else if (strcmp(op, "subscribe") == 0 || strcmp(op, "unsubscribe") == 0) {
+        uint16_t *ids;
+        size_t n;
+        if (parse_types(in, json_object_get(j, "types"), op, &ids, &n) == 0) {
+            change_subs(in, ids, n, op[0] == 's');
+            free(ids);
+        }
+    } else {
+        in->protocol_errors++;
+        hy_log(HY_WARN, COMP, "unknown control op: ignored", "worker", in->spec->name, "instance", in->idx,
+               "op", op, NULL);
     }
     json_decref(j);
+}
+
+/* Known type, exact size, allowed to publish. The last answer is cached:
+ * a worker usually writes runs of one type. */
+static bool check_outbound(hy_instance *in, const hy_frame *f)
+{
+    if (in->last_msg && f->type == in->last_type) {
+        if (f->len == in->last_msg->size && in->last_allowed)
+            return true;
+    } else {
+        const hy_message *m = hy_schema_find(in->sup->topo->schema, f->type);
+        if (!m) {
+            hy_sup_count_drop(in, HY_DROP_UNKNOWN_TYPE, f->type, 1);
+            return false;
+        }
+        in->last_type = f->type;
+        in->last_msg = m;
+        in->last_allowed = in->spec->publish_all || has_type(in->spec->publish, in->spec->npublish, f->type);
+    }
+    if (f->len != in->last_msg->size) {
+        hy_sup_count_drop(in, HY_DROP_WRONG_SIZE, f->type, 1);
+        return false;
+    }
+    if (!in->last_allowed) {
+        hy_sup_count_drop(in, HY_DROP_NOT_ALLOWED, f->type, 1);
+        return false;
+    }
+    return true;
 }
 
 static int on_frame(void *ud, const hy_frame *f)
@@ -453,23 +455,14 @@ static int on_frame(void *ud, const hy_frame *f)
         on_control(in, f);
         return 0;
     }
-    const hy_message *m = hy_schema_find(in->sup->topo->schema, f->type);
-    if (!m) {
-        count_drop(in, HY_DROP_UNKNOWN_TYPE, f->type, 1);
+    if (!check_outbound(in, f))
         return 0;
-    }
-    if (f->len != m->size) {
-        count_drop(in, HY_DROP_WRONG_SIZE, f->type, 1);
-        return 0;
-    }
-    if (!in->spec->publish_all && !has_type(in->spec->publish, in->spec->npublish, f->type)) {
-        count_drop(in, HY_DROP_NOT_ALLOWED, f->type, 1);
-        return 0;
-    }
     in->frames_out++;
     in->bytes_out += f->len;
-    if (in->sup->routing)
-        route(in->sup, f);
+    hy_sup *s = in->sup;
+    const uint8_t *frame = f->payload - HY_TLV_HEADER; /* the decoder keeps them contiguous */
+    bool in_place = frame >= s->rbuf && frame < s->rbuf + s->rbuf_size;
+    hy_relay_from_worker(&s->relay, in, frame, HY_TLV_HEADER + f->len, f->type, in_place);
     return 0;
 }
 
@@ -478,6 +471,8 @@ static int pump_stdout(hy_instance *in)
 {
     hy_sup *s = in->sup;
     for (int rounds = 0; rounds < 16; rounds++) {
+        if (in->out_fd < 0 || !hy_relay_worker_may_read(&s->relay, in))
+            return 0; /* back-pressure: it blocks in write until we resume */
         ssize_t n = read(in->out_fd, s->rbuf, s->rbuf_size);
         if (n < 0) {
             if (errno == EINTR)
@@ -493,6 +488,7 @@ static int pump_stdout(hy_instance *in)
             return 1;
         }
         hy_tlv_status st = hy_tlv_feed(&in->dec, s->rbuf, (size_t)n, on_frame, in);
+        hy_relay_end_batch(&s->relay); /* s->rbuf is reused next round */
         if (st == HY_TLV_CORRUPT) {
             char why[96];
             snprintf(why, sizeof why, "frame length %" PRIu32 " over the limit", in->dec.bad_len);
@@ -698,7 +694,9 @@ static void spawn_instance(hy_instance *in)
     ev_io_set(&in->err_w, in->err_fd, EV_READ);
     ev_io_set(&in->status_w, in->status_fd, EV_READ);
     ev_io_set(&in->in_w, in->in_fd, EV_WRITE);
-    if (reading_allowed(in))
+    in->last_msg = NULL;
+    in->last_heartbeat = now_s(s);
+    if (hy_relay_worker_may_read(&s->relay, in))
         ev_io_start(s->loop, &in->out_w);
     ev_io_start(s->loop, &in->err_w);
     ev_io_start(s->loop, &in->status_w);
@@ -760,12 +758,7 @@ static void handle_exit(hy_instance *in, int wstatus)
     }
     drop_queue(in, HY_DROP_EXITED);
     close_fd(&in->in_fd);
-    if (in->nhello) {
-        free(in->hello_subs);
-        in->hello_subs = NULL;
-        in->nhello = 0;
-        rebuild_routes(s);
-    }
+    clear_subs(in);
     ev_timer_stop(s->loop, &in->timer);
     ev_timer_stop(s->loop, &in->stop_timer);
     /* The worker is its process group: what it left running there goes
@@ -1043,8 +1036,8 @@ int hy_sup_init(hy_sup *s, struct ev_loop *loop, const hy_topology *t, hy_err *e
     }
     if (hy_warden_start(&s->warden, err) < 0)
         return -1;
-    s->routing = !t->has_upstream;
-    rebuild_routes(s);
+    if (hy_relay_init(&s->relay, s, err) < 0)
+        return -1;
     ev_init(&s->start_w, start_batch_cb);
     s->start_w.data = s;
     ev_child_init(&s->child_w, child_cb, 0, 0);
@@ -1074,6 +1067,7 @@ static void start_batch_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 void hy_sup_start_all(hy_sup *s)
 {
+    hy_relay_start(&s->relay);
     s->next_start = 0;
     ev_timer_set(&s->start_w, 0.0, 0.0);
     ev_timer_start(s->loop, &s->start_w);
@@ -1107,10 +1101,10 @@ void hy_sup_free(hy_sup *s)
         }
         hy_giveup_free(&in->giveup);
         hy_outq_free(&in->outq);
-        free(in->hello_subs);
+        free(in->subs);
         hy_tlv_decoder_free(&in->dec);
     }
-    free_routes(s);
+    hy_relay_free(&s->relay);
     free(s->inst);
     free(s->rbuf);
     memset(s, 0, sizeof *s);

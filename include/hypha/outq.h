@@ -47,6 +47,9 @@ static inline const uint8_t *hy_outq_data(const hy_outq *q) { return q->buf + q-
 static inline size_t hy_outq_bytes(const hy_outq *q) { return q->tail - q->head; }
 /* n bytes were written. */
 void hy_outq_consume(hy_outq *q, size_t n);
+/* The connection that was being written is gone: the first frame, if it was
+ * partly written, goes out again whole (the reader never got it). */
+static inline void hy_outq_rewind(hy_outq *q) { q->sent = 0; }
 /* True when the next byte to send starts a frame (safe to insert a frame). */
 static inline int hy_outq_at_boundary(const hy_outq *q) { return q->sent == 0; }
 

@@ -22,6 +22,7 @@
 
 #include "hypha/backoff.h"
 #include "hypha/outq.h"
+#include "hypha/relay.h"
 #include "hypha/tlv.h"
 #include "hypha/topology.h"
 #include "hypha/warden.h"
@@ -37,26 +38,6 @@ typedef enum hy_state {
 } hy_state;
 
 #define HY_ERRLINE_MAX 4096 /* worker stderr lines are cut past this */
-
-/* Why a frame from a worker was not routed, or a frame for it not delivered. */
-typedef enum hy_drop {
-    HY_DROP_UNKNOWN_TYPE,  /* type id not in the contracts */
-    HY_DROP_WRONG_SIZE,    /* payload size differs from the message's */
-    HY_DROP_NOT_ALLOWED,   /* type not in the worker's `publish` list */
-    HY_DROP_NOT_RUNNING,   /* for a subscriber that was not running */
-    HY_DROP_EXITED,        /* queued for a worker that exited first */
-    HY_DROP_NO_MEMORY,     /* its queue could not grow */
-    HY_DROP__COUNT,
-} hy_drop;
-
-const char *hy_drop_str(hy_drop d);
-
-/* Subscribers of one type id (embedded routing). */
-typedef struct hy_route {
-    uint16_t type_id;
-    uint32_t *inst;              /* instance indices (owned) */
-    size_t n;
-} hy_route;
 
 typedef struct hy_sup hy_sup;
 
@@ -92,8 +73,13 @@ typedef struct hy_instance {
     hy_outq outq;                /* frames waiting for its stdin */
     ev_io in_w;                  /* stdin writable */
     bool blocking;               /* its queue is over the limit (policy block) */
-    uint16_t *hello_subs;        /* types from its hello frame (owned) */
-    size_t nhello;
+    uint16_t *subs;              /* subscribed at run time: hello, subscribe (owned, sorted) */
+    size_t nsubs;
+    bool dirty;                  /* its queue was written to since the last flush */
+    uint16_t last_type;          /* one-entry cache of the outbound checks */
+    const hy_message *last_msg;
+    bool last_allowed;
+    double last_heartbeat;       /* ev_now() of its last heartbeat (or spawn) */
     uint64_t frames_in, bytes_in;
     uint64_t drops[HY_DROP__COUNT];
 } hy_instance;
@@ -109,13 +95,11 @@ struct hy_sup {
     bool shutting_down;
     void (*on_all_stopped)(hy_sup *); /* after hy_sup_stop_all, once idle */
     ev_timer start_w;            /* starts instances in batches */
-    bool routing;                /* embedded mode: hyphad is the bus */
-    hy_route *routes;            /* sorted by type id (owned) */
-    size_t nroutes;
     int blocked;                 /* destinations over their limit (block) */
     size_t next_start;           /* next instance hy_sup_start_all will spawn */
     uint8_t *rbuf;               /* shared read buffer (owned) */
     size_t rbuf_size;
+    hy_relay relay;
 };
 
 int hy_sup_init(hy_sup *s, struct ev_loop *loop, const hy_topology *t, hy_err *err);
@@ -127,6 +111,12 @@ void hy_sup_kill_all(hy_sup *s);
 /* Live processes (any state with a pid). */
 size_t hy_sup_live(const hy_sup *s);
 void hy_sup_free(hy_sup *s);
+
+/* For the relay: queue a whole frame for a worker's stdin (its queue policy
+ * applies); count a drop against a worker; write its queue now. */
+void hy_sup_deliver(hy_instance *dest, const uint8_t *frame, size_t len, uint16_t type_id);
+void hy_sup_count_drop(hy_instance *in, hy_drop why, uint16_t type_id, uint64_t n);
+void hy_sup_flush(hy_instance *in);
 
 const char *hy_state_str(hy_state st);
 
