@@ -42,13 +42,36 @@ static void usage(FILE *out)
 typedef struct daemon_state {
     hy_sup sup;
     ev_signal sigterm, sigint, sighup;
+    ev_timer drain;
+    double drain_until;
     int stop_requests;
 } daemon_state;
 
+#define DRAIN_SECONDS 5.0 /* after the workers stopped, for the bus to take what they wrote */
+
+static daemon_state the_daemon;
+
+static void drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    daemon_state *d = w->data;
+    const hy_relay *r = &d->sup.relay;
+    if (hy_relay_upstream_pending(r) == 0 || !hy_relay_upstream_connected(r) || ev_now(loop) >= d->drain_until ||
+        d->stop_requests > 1) {
+        ev_timer_stop(loop, w);
+        ev_break(loop, EVBREAK_ALL);
+    }
+}
+
 static void all_stopped(hy_sup *s)
 {
+    daemon_state *d = &the_daemon;
     hy_log(HY_INFO, "hyphad", "all workers stopped", NULL);
-    ev_break(s->loop, EVBREAK_ALL);
+    /* What the workers wrote before they stopped still goes to the bus. */
+    d->drain_until = ev_now(s->loop) + DRAIN_SECONDS;
+    ev_timer_init(&d->drain, drain_cb, 0.0, 0.01);
+    d->drain.data = d;
+    ev_timer_start(s->loop, &d->drain);
 }
 
 static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -111,33 +134,34 @@ static int run(const hy_topology *t, hy_log_format log_format)
         hy_log(HY_ERROR, "hyphad", "cannot initialise the event loop (libev)", NULL);
         return 1;
     }
-    static daemon_state d;
+    daemon_state *d = &the_daemon;
     hy_err err = {{0}};
-    if (hy_sup_init(&d.sup, loop, t, &err) < 0) {
+    if (hy_sup_init(&d->sup, loop, t, &err) < 0) {
         hy_log(HY_ERROR, "hyphad", "cannot start", "error", err.msg, NULL);
-        hy_sup_free(&d.sup);
+        hy_sup_free(&d->sup);
         return 1;
     }
-    ev_signal_init(&d.sigterm, stop_cb, SIGTERM);
-    ev_signal_init(&d.sigint, stop_cb, SIGINT);
-    ev_signal_init(&d.sighup, hup_cb, SIGHUP);
-    d.sigterm.data = d.sigint.data = d.sighup.data = &d;
-    ev_signal_start(loop, &d.sigterm);
-    ev_signal_start(loop, &d.sigint);
-    ev_signal_start(loop, &d.sighup);
+    ev_signal_init(&d->sigterm, stop_cb, SIGTERM);
+    ev_signal_init(&d->sigint, stop_cb, SIGINT);
+    ev_signal_init(&d->sighup, hup_cb, SIGHUP);
+    d->sigterm.data = d->sigint.data = d->sighup.data = d;
+    ev_signal_start(loop, &d->sigterm);
+    ev_signal_start(loop, &d->sigint);
+    ev_signal_start(loop, &d->sighup);
 
     char n[16], pid[16];
-    snprintf(n, sizeof n, "%zu", d.sup.ninst);
+    snprintf(n, sizeof n, "%zu", d->sup.ninst);
     snprintf(pid, sizeof pid, "%d", (int)getpid());
     hy_log(HY_INFO, "hyphad", "starting", "topology", t->path, "instances", n, "pid", pid,
            "schema", t->schema->digest_hex, NULL);
-    hy_sup_start_all(&d.sup);
+    hy_sup_start_all(&d->sup);
     ev_run(loop, 0);
 
-    ev_signal_stop(loop, &d.sigterm);
-    ev_signal_stop(loop, &d.sigint);
-    ev_signal_stop(loop, &d.sighup);
-    hy_sup_free(&d.sup);
+    ev_signal_stop(loop, &d->sigterm);
+    ev_signal_stop(loop, &d->sigint);
+    ev_signal_stop(loop, &d->sighup);
+    hy_relay_log_counters(&d->sup.relay);
+    hy_sup_free(&d->sup);
     hy_log(HY_INFO, "hyphad", "exiting", NULL);
     return 0;
 }

@@ -597,6 +597,44 @@ static void up_connect(hy_relay *r)
 
 size_t hy_relay_upstream_pending(const hy_relay *r) { return hy_outq_bytes(&r->up.q); }
 
+bool hy_relay_upstream_connected(const hy_relay *r) { return r->up_state == HY_UP_CONNECTED; }
+
+static void drops_str(const uint64_t *drops, char *out, size_t len)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (int d = 0; d < HY_DROP__COUNT && used < len; d++)
+        if (drops[d])
+            used += (size_t)snprintf(out + used, len - used, "%s%s=%" PRIu64, used ? "," : "",
+                                     hy_drop_str((hy_drop)d), drops[d]);
+    if (!used)
+        snprintf(out, len, "none");
+}
+
+void hy_relay_log_counters(const hy_relay *r)
+{
+    char a[24], b[24], c[24], d[24], e[24], dr[256];
+    if (r->topo->has_upstream) {
+        fmt_u(a, sizeof a, (unsigned long long)r->up.frames_out);
+        fmt_u(b, sizeof b, (unsigned long long)r->up.frames_in);
+        fmt_u(c, sizeof c, (unsigned long long)r->up_connects);
+        fmt_u(d, sizeof d, (unsigned long long)hy_outq_bytes(&r->up.q));
+        drops_str(r->up.drops, dr, sizeof dr);
+        hy_log(HY_INFO, COMP, "upstream counters", "upstream", r->up.name, "frames_out", a, "frames_in", b,
+               "connects", c, "dropped", dr, "buffered_bytes", d, NULL);
+        if (hy_outq_bytes(&r->up.q))
+            hy_log(HY_ERROR, COMP, "exiting with frames the bus never received", "upstream", r->up.name,
+                   "state", hy_up_state_str(r->up_state), "buffered_bytes", d, NULL);
+    }
+    if (r->nlisteners) {
+        fmt_u(a, sizeof a, (unsigned long long)r->clients_accepted);
+        fmt_u(b, sizeof b, (unsigned long long)r->clients_refused);
+        fmt_u(c, sizeof c, (unsigned long long)r->clients_slow);
+        fmt_u(e, sizeof e, (unsigned long long)r->nclients);
+        hy_log(HY_INFO, COMP, "listen counters", "accepted", a, "refused", b, "too_slow", c, "connected", e, NULL);
+    }
+}
+
 /* ---- listen clients ------------------------------------------------------ */
 
 static void client_free(hy_relay *r, hy_peer *c)

@@ -734,6 +734,30 @@ static void check_shutdown(hy_sup *s)
     }
 }
 
+/* What went through this instance so far (all its processes): one line at
+ * each exit, so the counts are in the log before hyphactl exists. */
+static void log_counters(const hy_instance *in)
+{
+    char fo[24], fi[24], drops[256] = "";
+    size_t used = 0;
+    for (int d = 0; d < HY_DROP__COUNT; d++) {
+        uint64_t n = in->drops[d];
+        if (n && used < sizeof drops)
+            used += (size_t)snprintf(drops + used, sizeof drops - used, "%s%s=%" PRIu64, used ? "," : "",
+                                     hy_drop_str((hy_drop)d), n);
+    }
+    if (in->outq.dropped_oldest && used < sizeof drops)
+        used += (size_t)snprintf(drops + used, sizeof drops - used, "%squeue-full-oldest=%" PRIu64, used ? "," : "",
+                                 in->outq.dropped_oldest);
+    if (in->outq.dropped_newest && used < sizeof drops)
+        used += (size_t)snprintf(drops + used, sizeof drops - used, "%squeue-full-newest=%" PRIu64, used ? "," : "",
+                                 in->outq.dropped_newest);
+    fmt_u(fo, sizeof fo, (unsigned long long)in->frames_out);
+    fmt_u(fi, sizeof fi, (unsigned long long)in->frames_in);
+    hy_log(HY_INFO, "router", "counters", "worker", in->spec->name, "instance", in->idx, "frames_out", fo,
+           "frames_in", fi, "dropped", used ? drops : "none", NULL);
+}
+
 /* wstatus -1: the spawn itself failed, no process. */
 static void handle_exit(hy_instance *in, int wstatus)
 {
@@ -797,6 +821,7 @@ static void handle_exit(hy_instance *in, int wstatus)
         in->last_code = WEXITSTATUS(wstatus);
     }
     snprintf(in->last_reason, sizeof in->last_reason, "%s", reason);
+    log_counters(in);
 
     char pid[16], status[32], up[32], delay[32], restarts[16];
     fmt_u(pid, sizeof pid, (unsigned long long)oldpid);

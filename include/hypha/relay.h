@@ -149,6 +149,9 @@ bool hy_relay_worker_may_read(const hy_relay *r, const struct hy_instance *in);
 
 /* Upstream bytes still queued (for a graceful exit). */
 size_t hy_relay_upstream_pending(const hy_relay *r);
+bool hy_relay_upstream_connected(const hy_relay *r);
+/* One log line each for the upstream and the listen endpoints. */
+void hy_relay_log_counters(const hy_relay *r);
 
 const char *hy_up_state_str(hy_up_state st);
 

@@ -289,9 +289,11 @@ class HyphadTest(TempDirTest):
     Each hyphad started is SIGKILLed at cleanup if still alive; then the test
     fails if any process it started (worker, grandchild, warden) is left."""
 
-    def start_hyphad(self, workers, defaults=None, log_format="json", env=None, pass_fds=()):
+    def start_hyphad(self, workers, defaults=None, log_format="json", env=None, pass_fds=(), extra=None):
+        """extra: more top-level keys for the topology (upstream, listen ...)."""
         doc = {"version": 1, "schema": "contracts.yaml", "control": {"socket": "ctl.sock"},
                "defaults": defaults or {}, "workers": workers}
+        doc.update(extra or {})
         path = self.write("topology.yaml", json.dumps(doc, indent=2))  # JSON is YAML flow syntax
         h = Hyphad(path, log_format, env, pass_fds)
         self.addCleanup(self._finish, h)
