@@ -466,12 +466,14 @@ static int on_frame(void *ud, const hy_frame *f)
     return 0;
 }
 
-/* Read until EAGAIN (or EOF). Returns 1 on EOF, 0 otherwise. */
-static int pump_stdout(hy_instance *in)
+/* Read until EAGAIN (or EOF). Returns 1 on EOF, 0 otherwise. `draining`:
+ * the worker exited; what it wrote is read whatever the back-pressure, or it
+ * would be lost with the pipe. */
+static int pump_stdout(hy_instance *in, bool draining)
 {
     hy_sup *s = in->sup;
     for (int rounds = 0; rounds < 16; rounds++) {
-        if (in->out_fd < 0 || !hy_relay_worker_may_read(&s->relay, in))
+        if (in->out_fd < 0 || (!draining && !hy_relay_worker_may_read(&s->relay, in)))
             return 0; /* back-pressure: it blocks in write until we resume */
         ssize_t n = read(in->out_fd, s->rbuf, s->rbuf_size);
         if (n < 0) {
@@ -510,7 +512,7 @@ static void out_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)loop;
     (void)revents;
     hy_instance *in = w->data;
-    if (pump_stdout(in))
+    if (pump_stdout(in, false))
         stop_io(in, &in->out_w, &in->out_fd);
 }
 
@@ -772,7 +774,7 @@ static void handle_exit(hy_instance *in, int wstatus)
     if (in->status_fd >= 0)
         stop_io(in, &in->status_w, &in->status_fd);
     if (in->out_fd >= 0) {
-        pump_stdout(in);
+        pump_stdout(in, true);
         stop_io(in, &in->out_w, &in->out_fd);
     }
     if (in->err_fd >= 0) {

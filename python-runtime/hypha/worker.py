@@ -23,6 +23,18 @@ READ_SIZE = 65536
 _os_write = os.write
 
 
+def _type_ref(t):
+    """A message class, name or id as the control protocol names types."""
+    if isinstance(t, bool):
+        raise TypeError(f"not a message type: {t!r}")
+    if isinstance(t, (int, str)):
+        return t
+    type_id = getattr(t, "TYPE_ID", None)
+    if isinstance(type_id, int):
+        return type_id
+    raise TypeError(f"subscribe() takes message classes, names or type ids, not {t!r}")
+
+
 class WorkerError(Exception):
     """Misuse or a situation the worker cannot run in, said plainly."""
 
@@ -95,6 +107,19 @@ class Worker:
             self._raw[int(type_id)] = fn
             return fn
         return register
+
+    # ---- run-time subscriptions -----------------------------------------
+
+    def subscribe(self, *types) -> None:
+        """From now on also receive these types: message classes, names or
+        type ids. Frames of a type with no handler are ignored (register one
+        with @on or @on_raw first). Safe to call from a handler or a thread."""
+        self._control(op="subscribe", types=[_type_ref(t) for t in types])
+
+    def unsubscribe(self, *types) -> None:
+        """Stop receiving these types (what the topology's `subscribe:` lists
+        stays: the operator's configuration wins)."""
+        self._control(op="unsubscribe", types=[_type_ref(t) for t in types])
 
     # ---- sending ------------------------------------------------------
 

@@ -131,6 +131,28 @@ class WorkerOverPipes(unittest.TestCase):
         self.assertIn("got 2", err)
         self.assertIn("clean exit", err)
 
+    def test_subscribe_and_unsubscribe_send_control_frames(self):
+        w = Fake("""
+            from hypha import Worker
+            from messages import CounterUpdate, TextMessage
+            worker = Worker()
+            @worker.on(TextMessage)
+            def on_text(t):
+                if t.content == "more":
+                    worker.subscribe(CounterUpdate, "TextMessage", 1002)
+                else:
+                    worker.unsubscribe(CounterUpdate)
+            worker.run()
+        """)
+        self.assertEqual(w.control()["subscribe"], [messages.TextMessage.TYPE_ID])
+        self.assertEqual(w.control(), {"op": "ready"})
+        w.send_msg(messages.TextMessage(sender="t", content="more", timestamp=1))
+        self.assertEqual(w.control(), {"op": "subscribe", "types": [1002, "TextMessage", 1002]})
+        w.send_msg(messages.TextMessage(sender="t", content="less", timestamp=2))
+        self.assertEqual(w.control(), {"op": "unsubscribe", "types": [1002]})
+        rc, rest, err = w.finish()
+        self.assertEqual((rc, rest), (0, b""), err)
+
     def test_raw_fd1_writes_go_to_stderr(self):
         w = Fake("""
             import os
