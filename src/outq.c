@@ -84,6 +84,10 @@ hy_outq_result hy_outq_push(hy_outq *q, const uint8_t *frame, size_t len, uint64
 
 void hy_outq_consume(hy_outq *q, size_t n)
 {
+    if (n >= hy_outq_pending(q)) { /* the common case: everything went out */
+        q->head = q->tail = q->sent = 0;
+        return;
+    }
     while (n > 0 && q->head < q->tail) {
         size_t rest = frame_len_at(q, q->head) - q->sent;
         if (n < rest) {

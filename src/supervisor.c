@@ -29,6 +29,7 @@ extern char **environ;
 #define COMP "supervisor"
 #define STOP_MOMENT_MS 200u /* after EOF, before the stop signal */
 #define RBUF_SIZE (256u * 1024)
+#define DIRECT_READ_MIN (16u * 1024) /* a frame's remainder read into its assembly buffer */
 
 const char *hy_state_str(hy_state st)
 {
@@ -475,7 +476,16 @@ static int pump_stdout(hy_instance *in, bool draining)
     for (int rounds = 0; rounds < 16; rounds++) {
         if (in->out_fd < 0 || (!draining && !hy_relay_worker_may_read(&s->relay, in)))
             return 0; /* back-pressure: it blocks in write until we resume */
-        ssize_t n = read(in->out_fd, s->rbuf, s->rbuf_size);
+        /* The rest of a large frame goes straight where it is assembled:
+         * one copy fewer than through the read buffer. */
+        uint8_t *dst;
+        size_t missing = hy_tlv_direct(&in->dec, &dst);
+        bool direct = missing >= DIRECT_READ_MIN;
+        ssize_t n = direct ? read(in->out_fd, dst, missing) : read(in->out_fd, s->rbuf, s->rbuf_size);
+        if (direct && n > 0) {
+            hy_tlv_direct_done(&in->dec, (size_t)n, on_frame, in);
+            continue;
+        }
         if (n < 0) {
             if (errno == EINTR)
                 continue;

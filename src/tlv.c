@@ -162,6 +162,27 @@ hy_tlv_status hy_tlv_feed(hy_tlv_decoder *d, const uint8_t *data, size_t n,
     return HY_TLV_OK;
 }
 
+size_t hy_tlv_direct(hy_tlv_decoder *d, uint8_t **dst)
+{
+    if (d->corrupt || d->have < HY_TLV_HEADER)
+        return 0;
+    size_t total = HY_TLV_HEADER + (size_t)get_u32(d->buf + 2); /* reserved by fill_pending */
+    *dst = d->buf + d->have;
+    return total - d->have;
+}
+
+hy_tlv_status hy_tlv_direct_done(hy_tlv_decoder *d, size_t n, hy_tlv_frame_cb cb, void *ud)
+{
+    d->have += n;
+    uint32_t len = get_u32(d->buf + 2);
+    if (d->have < HY_TLV_HEADER + (size_t)len)
+        return HY_TLV_OK;
+    hy_frame f = {.type = get_u16(d->buf), .len = len, .payload = d->buf + HY_TLV_HEADER};
+    d->have = 0;
+    d->frames++;
+    return cb(ud, &f) ? HY_TLV_STOPPED : HY_TLV_OK;
+}
+
 hy_tlv_status hy_tlv_finish(const hy_tlv_decoder *d)
 {
     if (d->corrupt)

@@ -36,13 +36,13 @@ static void argv_text(char **argv, char *out, size_t len)
 
 void hy_topology_print(FILE *out, const hy_topology *t)
 {
-    char a[64], b[64], c[64];
+    char a[64], b[64], c[64], ep[160];
     fprintf(out, "topology  %s\n", t->path);
     fprintf(out, "schema    %s\n", t->schema_path);
     fprintf(out, "digest    %s (%zu messages)\n", t->schema->digest_hex, t->schema->nmsgs);
     if (t->has_upstream) {
         fprintf(out, "upstream  %s  echo=%s buffer=%s reconnect=%s..%s\n",
-                hy_endpoint_str(&t->upstream, a, sizeof a), t->upstream_echo ? "true" : "false",
+                hy_endpoint_str(&t->upstream, ep, sizeof ep), t->upstream_echo ? "true" : "false",
                 hy_format_size(t->upstream_buffer, b, sizeof b),
                 hy_format_duration(t->reconnect_initial_ms, c, sizeof c),
                 hy_format_duration(t->reconnect_max_ms, a, sizeof a));
@@ -50,7 +50,7 @@ void hy_topology_print(FILE *out, const hy_topology *t)
         fprintf(out, "upstream  none (embedded: hyphad is the bus)\n");
     }
     for (size_t i = 0; i < t->nlisten; i++)
-        fprintf(out, "listen    %s\n", hy_endpoint_str(&t->listen[i], a, sizeof a));
+        fprintf(out, "listen    %s\n", hy_endpoint_str(&t->listen[i], ep, sizeof ep));
     fprintf(out, "control   %s (mode %04o)\n", t->control_socket, t->control_mode);
 
     fputc('\n', out);

@@ -58,6 +58,15 @@ hy_tlv_status hy_tlv_feed(hy_tlv_decoder *d, const uint8_t *data, size_t n,
  * otherwise, HY_TLV_CORRUPT if the stream was already corrupt. */
 hy_tlv_status hy_tlv_finish(const hy_tlv_decoder *d);
 
+/* Reading straight into the assembly buffer: when the decoder holds the
+ * header of a frame whose payload is still incomplete, sets *dst to where
+ * the rest goes and returns how many bytes are missing; 0 otherwise. A
+ * caller that reads a large frame's remainder there saves a copy. */
+size_t hy_tlv_direct(hy_tlv_decoder *d, uint8_t **dst);
+/* n (<= the bytes missing) were written at *dst: calls cb if the frame is
+ * now whole. */
+hy_tlv_status hy_tlv_direct_done(hy_tlv_decoder *d, size_t n, hy_tlv_frame_cb cb, void *ud);
+
 /* Bytes of a partially received frame held by the decoder. */
 static inline size_t hy_tlv_pending(const hy_tlv_decoder *d) { return d->have; }
 

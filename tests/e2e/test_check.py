@@ -42,6 +42,23 @@ class DemoTopology(unittest.TestCase):
         self.assertEqual(doc["control"], {"socket": "/tmp/hypha-demo/control.sock", "mode": "0600"})
 
 
+class UpstreamTopology(TempDirTest):
+    def test_upstream_and_listen_lines(self):
+        long_dir = os.path.join(self.dir, "a-rather-long-directory-name-for-sockets")
+        path = self.write("t.yaml", json.dumps({
+            "version": 1, "schema": "contracts.yaml",
+            "upstream": {"unix": long_dir + "/bus.sock", "echo": False, "buffer": "2MiB",
+                         "reconnect": {"initial": "50ms", "max": "3s"}},
+            "listen": [{"unix": long_dir + "/listen.sock"}, {"tcp": "127.0.0.1:9099"}],
+            "workers": {}}))
+        r = run([HYPHAD, "--check", path])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.splitlines()
+        self.assertIn(f"upstream  unix:{long_dir}/bus.sock  echo=false buffer=2MiB reconnect=50ms..3s", lines)
+        self.assertIn(f"listen    unix:{long_dir}/listen.sock", lines)
+        self.assertIn("listen    tcp:127.0.0.1:9099", lines)
+
+
 class BrokenTopology(TempDirTest):
     def test_broken_copy_of_demo_names_file_line_col(self):
         # The operator's typo: `instances: two` in a copy of the demo.

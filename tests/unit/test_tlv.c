@@ -216,6 +216,49 @@ static void test_stop(void **state)
     hy_tlv_decoder_free(&d);
 }
 
+/* A large frame's remainder read straight into the assembly buffer, in
+ * several pieces, then ordinary feeding goes on. */
+static void test_direct_fill(void **state)
+{
+    (void)state;
+    enum { LEN = 70000 };
+    uint8_t *stream = malloc(HY_TLV_HEADER + LEN + sizeof counter_frame);
+    hy_tlv_put_header(stream, 7, LEN);
+    for (size_t i = 0; i < LEN; i++)
+        stream[HY_TLV_HEADER + i] = (uint8_t)(i * 31);
+    memcpy(stream + HY_TLV_HEADER + LEN, counter_frame, sizeof counter_frame);
+    hy_tlv_decoder d;
+    hy_tlv_decoder_init(&d, 0);
+    got g = {0};
+    uint8_t *dst = NULL;
+    assert_int_equal(hy_tlv_direct(&d, &dst), 0); /* nothing pending */
+    assert_int_equal(hy_tlv_feed(&d, stream, 4, collect, &g), HY_TLV_OK);
+    assert_int_equal(hy_tlv_direct(&d, &dst), 0); /* header incomplete */
+    assert_int_equal(hy_tlv_feed(&d, stream + 4, 1000, collect, &g), HY_TLV_OK);
+    size_t off = 1004;
+    size_t missing = hy_tlv_direct(&d, &dst);
+    assert_int_equal(missing, HY_TLV_HEADER + LEN - off);
+    memcpy(dst, stream + off, 30000);
+    assert_int_equal(hy_tlv_direct_done(&d, 30000, collect, &g), HY_TLV_OK);
+    assert_int_equal(g.n, 0);
+    off += 30000;
+    missing = hy_tlv_direct(&d, &dst);
+    assert_int_equal(missing, HY_TLV_HEADER + LEN - off);
+    memcpy(dst, stream + off, missing);
+    assert_int_equal(hy_tlv_direct_done(&d, missing, collect, &g), HY_TLV_OK);
+    assert_int_equal(g.n, 1);
+    assert_int_equal(g.lens[0], LEN);
+    assert_memory_equal(g.payloads[0], stream + HY_TLV_HEADER, LEN);
+    assert_int_equal(hy_tlv_direct(&d, &dst), 0);
+    assert_int_equal(hy_tlv_feed(&d, counter_frame, sizeof counter_frame, collect, &g), HY_TLV_OK);
+    assert_int_equal(g.n, 2);
+    assert_int_equal(g.types[1], 1002);
+    assert_int_equal(hy_tlv_finish(&d), HY_TLV_OK);
+    got_free(&g);
+    hy_tlv_decoder_free(&d);
+    free(stream);
+}
+
 static void test_encode(void **state)
 {
     (void)state;
@@ -243,6 +286,7 @@ int main(void)
         cmocka_unit_test(test_custom_limit_and_reset),
         cmocka_unit_test(test_stop),
         cmocka_unit_test(test_encode),
+        cmocka_unit_test(test_direct_fill),
     };
     return cmocka_run_group_tests_name("tlv", tests, NULL, NULL);
 }

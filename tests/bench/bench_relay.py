@@ -1,0 +1,486 @@
+#!/usr/bin/env python3
+"""Relay benchmarks for hyphad, each against a baseline measured in the same run.
+
+  (a) throughput worker -> upstream, 64 B and 64 KiB payloads, 1 and 8
+      workers: N relay_producer processes as hyphad workers, upstream a
+      relay_sink; baseline: each producer piped through
+      `socat -b 65536 STDIO UNIX-CONNECT:sink.sock` into the same sink.
+      Producers wait at a gate until everything is connected, so the time
+      (sink: first frame byte to last frame) excludes process start-up.
+  (b) round-trip latency, 64 B frames: relay_ping writes a frame and waits for
+      its echo from relay_bus, K times after a warm-up; through hyphad
+      (stdout -> hyphad -> bus -> hyphad -> stdin), connected to the bus
+      directly, and through one socat hop on the ping's stdio (the script
+      puts the bus handshake ahead of the ping's frames on socat's stdin).
+      Every process is pinned to CPU 0 (taskset -c 0).
+  (c) fan-out: relay_bus sends F frames of 64 B to hyphad, which delivers them
+      to 100 relay_counter instances (queue: 8MiB, block); deliveries/s =
+      100*F / (first frame sent .. last counter done). Baseline: relay_fanout,
+      which reads the stream and writes every read to 100 pipes.
+
+Every benchmark checks that counts are exact (sequence numbers in every
+payload: nothing lost, duplicated or reordered) and fails loudly otherwise.
+
+usage: bench_relay.py [--build DIR] [--rounds R] [--quick] [--json]
+                      [--only throughput,latency,fanout]
+Rounds alternate baseline and hyphad (B H B H ...); medians over rounds are
+reported, with the ratio hyphad/baseline.
+"""
+import argparse
+import glob
+import hashlib
+import json
+import os
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.path.abspath(os.path.join(HERE, "..", ".."))
+CONTRACTS = os.path.join(HERE, "relay-contracts.yaml")
+SOCAT = shutil.which("socat") or "/usr/bin/socat"
+TASKSET = shutil.which("taskset") or "/usr/bin/taskset"
+SMALL, BIG = (1001, 64), (1002, 65536)
+PIN = [TASKSET, "-c", "0"]
+
+
+class BenchError(SystemExit):
+    pass
+
+
+def fail(msg):
+    raise BenchError(f"bench_relay: FAIL: {msg}")
+
+
+class Bins:
+    def __init__(self, build):
+        self.build = build
+        self.hyphad = os.path.join(build, "hyphad")
+        for name in ("relay_producer", "relay_sink", "relay_bus", "relay_ping", "relay_counter", "relay_fanout"):
+            path = os.path.join(build, "tests", name)
+            if not os.access(path, os.X_OK):
+                fail(f"{path} missing: build with `cmake --build {build} -j2`")
+            setattr(self, name.split("_", 1)[1], path)
+        if not os.access(self.hyphad, os.X_OK):
+            fail(f"{self.hyphad} missing")
+
+
+class Run:
+    """A scratch directory holding the contracts, sockets and flag files of one
+    measurement, and the processes started for it (stopped on exit)."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="hyrelay-")
+        shutil.copy(CONTRACTS, os.path.join(self.dir, "contracts.yaml"))
+        with open(CONTRACTS, "rb") as f:
+            self.digest = hashlib.sha256(f.read()).hexdigest()
+        self.procs = []
+        self.files = []
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def spawn(self, argv, **kw):
+        p = subprocess.Popen(argv, **kw)
+        self.procs.append(p)
+        return p
+
+    def logfile(self, name):
+        f = open(self.path(name), "w")
+        self.files.append(f)
+        return f
+
+    def hyphad(self, bins, upstream, workers, pin=False):
+        topo = {"version": 1, "schema": "contracts.yaml",
+                "control": {"socket": self.path("ctl.sock")},
+                "upstream": {"unix": upstream, "echo": True, "buffer": "8MiB"},
+                "workers": workers}
+        path = self.path("topology.yaml")
+        with open(path, "w") as f:
+            json.dump(topo, f, indent=1)  # JSON is YAML
+        argv = ([*PIN] if pin else []) + [bins.hyphad, path]
+        self.hy = self.spawn(argv, stdout=subprocess.DEVNULL, stderr=self.logfile("hyphad.log"))
+        return self.hy
+
+    def stop_hyphad(self):
+        p = self.hy
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for f in self.files:
+            f.flush()
+        with open(self.path("hyphad.log")) as f:
+            log = f.read()
+        # "frame dropped", "queue full: frames dropped", or counters at exit
+        # with anything but dropped=none.
+        bad = [line for line in log.splitlines()
+               if "frame dropped" in line or "frames dropped" in line
+               or ("dropped=" in line and "dropped=none" not in line)]
+        if bad:
+            fail("hyphad dropped frames:\n  " + "\n  ".join(bad[:5]))
+        return log
+
+    def close(self):
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    p.kill()
+                except ProcessLookupError:
+                    pass
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+            for s in (p.stdout, p.stdin):
+                if s:
+                    s.close()
+        for f in self.files:
+            f.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def readline(p, timeout, what):
+    """One line from a process's stdout pipe, within timeout seconds."""
+    fd = p.stdout.fileno()
+    r, _, _ = select.select([fd], [], [], timeout)
+    if not r:
+        fail(f"timed out waiting for {what}")
+    line = p.stdout.readline().decode()
+    if not line:
+        p.wait()
+        fail(f"{what}: the process exited ({p.returncode}) first")
+    return line.strip()
+
+
+def wait_files(pattern, n, timeout, what, proc=None, errors=None, log=None):
+    """Wait until n files match pattern. Fails at once if a file matches
+    `errors` or proc died, and after timeout seconds; the end of `log` is
+    shown with the failure."""
+    deadline = time.monotonic() + timeout
+    why = ""
+    while True:
+        have = len(glob.glob(pattern))
+        if have >= n:
+            return
+        if errors and glob.glob(errors):
+            with open(glob.glob(errors)[0]) as f:
+                why = f"{len(glob.glob(errors))} saw bad frames, e.g. {f.read().strip()}"
+        elif time.monotonic() > deadline:
+            why = f"timed out ({have} of {n})"
+        if why:
+            fail(f"{what}: {why}" + (f"\n--- {log}:\n{tail(log)}" if log else ""))
+        if proc is not None:
+            # WNOWAIT: look without reaping, so /proc still has its CPU time.
+            st = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            if st is not None and (st.si_code != os.CLD_EXITED or st.si_status != 0):
+                fail(f"{what}: {os.path.basename(str(proc.args[0]))} died first (status {st.si_status})")
+        time.sleep(0.002)
+
+
+def cpu_s(pid):
+    """utime + stime of a process (also readable while it is an unreaped zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        fail(f"process {pid} vanished before its CPU time was read")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def tail(path, n=15):
+    try:
+        with open(path) as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+# ---- (a) throughput ---------------------------------------------------------
+
+def throughput(bins, mode, nprod, msg, per):
+    """Frames/s and payload bytes/s from nprod producers to one sink."""
+    mtype, size = msg
+    with Run() as run:
+        sock = run.path("sink.sock")
+        nconn = 1 if mode == "hyphad" else nprod
+        argv = [bins.sink, sock, str(nconn), str(mtype), str(size), str(nprod), str(per), "--timeout", "120"]
+        if mode == "hyphad":
+            argv += ["--handshake", run.digest]
+        sink = run.spawn(argv, stdout=subprocess.PIPE, stderr=run.logfile("sink.err"))
+        readline(sink, 10, "the sink to listen")
+        gate = run.path("gate")
+        os.mkfifo(gate)
+        gfd = os.open(gate, os.O_RDWR)  # producers block reading one byte each
+        try:
+            prod = [bins.producer, str(mtype), str(size), str(per), "--gate", gate, "--ready", run.dir]
+            if mode == "hyphad":
+                relays = [run.hyphad(bins, sock, {"p": {"command": prod + ["--wait"], "instances": nprod,
+                                                        "restart": "never"}})]
+            else:
+                relays = []
+                for i in range(nprod):
+                    r, w = os.pipe()
+                    run.spawn(prod + ["--id", str(i)], stdout=w)
+                    relays.append(run.spawn([SOCAT, "-b", "65536", "STDIO", f"UNIX-CONNECT:{sock}"], stdin=r,
+                                            stdout=subprocess.DEVNULL))
+                    os.close(r)
+                    os.close(w)
+            readline(sink, 20, "connections to the sink")
+            wait_files(run.path("ready.*"), nprod, 20, "producers at the gate", relays[0] if mode == "hyphad" else None)
+            cpu0 = sum(cpu_s(p.pid) for p in relays)
+            os.write(gfd, b"g" * nprod)
+            line = readline(sink, 150, "the sink's result")
+            cpu = sum(cpu_s(p.pid) for p in relays) - cpu0
+            if sink.wait(30) != 0 or not line.startswith("{"):
+                fail(f"sink ({mode}, {nprod}x{size} B): {line}\n{tail(run.path('sink.err'))}")
+        finally:
+            os.close(gfd)
+        res = json.loads(line)
+        if mode == "hyphad":
+            run.stop_hyphad()
+        if res["frames"] != nprod * per:
+            fail(f"sink counted {res['frames']} frames, expected {nprod * per}")
+        if mode != "hyphad":
+            for p in run.procs[1:]:
+                p.wait(30)
+                if p.returncode != 0:
+                    fail(f"baseline process {p.args[0]} exited {p.returncode}")
+    s = res["elapsed_ns"] / 1e9
+    return {"seconds": s, "frames_per_s": res["frames"] / s, "mb_per_s": res["payload_bytes"] / s / 1e6,
+            "relay_cpu_s_per_gb": cpu / (res["payload_bytes"] / 1e9)}
+
+
+# ---- (b) latency ------------------------------------------------------------
+
+def latency(bins, mode, warm, k):
+    """Round-trip percentiles (ns) of 64 B frames echoed by relay_bus."""
+    with Run() as run:
+        sock = run.path("bus.sock")
+        bus = run.spawn(PIN + [bins.bus, sock, run.digest], stdout=subprocess.PIPE, stderr=run.logfile("bus.err"))
+        readline(bus, 10, "the bus to listen")
+        out = run.path("ping.json")
+        timeout = 60 + k / 1000
+        if mode == "direct":
+            p = run.spawn(PIN + [bins.ping, "connect", sock, run.digest, out, str(warm), str(k)])
+            if p.wait(timeout) != 0:
+                fail("direct ping failed")
+        elif mode == "socat":
+            a_r, a_w = os.pipe()  # ping -> socat
+            b_r, b_w = os.pipe()  # socat -> ping
+            s = run.spawn(PIN + [SOCAT, "STDIO", f"UNIX-CONNECT:{sock}"], stdin=a_r, stdout=b_w)
+            # socat does not send the handshake: the ping's first bytes would
+            # be taken for it, so send it ahead on socat's stdin.
+            os.write(a_w, b"\x20\x00" + bytes.fromhex(run.digest))
+            p = run.spawn(PIN + [bins.ping, "stdio", out, str(warm), str(k)], stdin=b_r, stdout=a_w)
+            for fd in (a_r, a_w, b_r, b_w):
+                os.close(fd)
+            if p.wait(timeout) != 0:
+                fail("ping through socat failed")
+            s.wait(10)
+        else:
+            run.hyphad(bins, sock, {"ping": {"command": [bins.ping, "stdio", out, str(warm), str(k), "--wait"],
+                                             "subscribe": ["Small"], "restart": "never"}}, pin=True)
+            wait_files(out, 1, timeout, "the ping under hyphad", run.hy, log=run.path("hyphad.log"))
+            run.stop_hyphad()
+        with open(out) as f:
+            res = json.load(f)
+        if res["n"] != k:
+            fail(f"ping measured {res['n']} round trips, expected {k}")
+        return res
+
+
+# ---- (c) fan-out ------------------------------------------------------------
+
+def fanout(bins, mode, n, frames):
+    """Deliveries/s of one bus stream of `frames` 64 B frames to n counters."""
+    mtype, size = SMALL
+    with Run() as run:
+        sock = run.path("bus.sock")
+        bus = run.spawn([bins.bus, sock, run.digest, "--fanout", str(frames)], stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE, stderr=run.logfile("bus.err"))
+        readline(bus, 10, "the bus to listen")
+        counter = [bins.counter, str(mtype), str(size), str(frames), run.dir]
+        if mode == "hyphad":
+            relay = run.hyphad(bins, sock, {"c": {"command": counter, "instances": n, "subscribe": ["Small"],
+                                                  "restart": "never",
+                                                  "queue": {"limit": "8MiB", "overflow": "block"}}})
+        else:
+            relay = run.spawn([bins.fanout, sock, run.digest, str(n), str(frames * (6 + size))] + counter)
+        readline(bus, 30, "the relay to connect to the bus")
+        log = run.path("hyphad.log") if mode == "hyphad" else None
+        errors = run.path("error.*")
+        wait_files(run.path("ready.*"), n, 60, "counters started", relay, errors, log)
+        cpu0 = cpu_s(relay.pid)
+        bus.stdin.write(b"go\n")
+        bus.stdin.flush()
+        t0 = int(readline(bus, 10, "the bus to start").split()[1])
+        wait_files(run.path("done.*"), n, 120, "every counter to count all frames", relay, errors, log)
+        cpu = cpu_s(relay.pid) - cpu0
+        rss = peak_rss_kib(relay.pid)
+        ends = []
+        for path in glob.glob(run.path("done.*")):
+            with open(path) as f:
+                c, t = f.read().split()
+            ends.append(int(t))
+        if mode == "hyphad":
+            run.stop_hyphad()
+        elif relay.wait(60) != 0:
+            fail("relay_fanout failed")
+        wait_files(run.path("eof.*"), n, 30, "counters to see EOF", None, errors, log)
+        for path in glob.glob(run.path("eof.*")):
+            with open(path) as f:
+                c = int(f.read())
+            if c != frames:
+                fail(f"counter {path.rsplit('.', 1)[1]} got {c} frames, expected exactly {frames}")
+    s = (max(ends) - t0) / 1e9
+    return {"seconds": s, "deliveries_per_s": n * frames / s, "relay_cpu_s": cpu, "relay_peak_rss_kib": rss}
+
+
+# ---- driver -----------------------------------------------------------------
+
+def med(runs, key):
+    return statistics.median(r[key] for r in runs)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--build", default=os.path.join(SOURCE, "build"))
+    ap.add_argument("--rounds", type=int, default=None, help="rounds per benchmark (default 7, --quick 2)")
+    ap.add_argument("--quick", action="store_true", help="fewer rounds and smaller counts (< 60 s)")
+    ap.add_argument("--only", default="throughput,latency,fanout",
+                    help="comma-separated subset of throughput,latency,fanout")
+    ap.add_argument("--json", action="store_true", help="print results as JSON")
+    a = ap.parse_args()
+    bins = Bins(os.path.abspath(a.build))
+    rounds = a.rounds or (2 if a.quick else 7)
+    only = set(a.only.split(","))
+    q = 5 if a.quick else 1  # counts divided by q
+    # (label, workers, message, frames per worker)
+    tp_cases = [("64 B, 1 worker", 1, SMALL, 5_000_000 // q),
+                ("64 B, 8 workers", 8, SMALL, 625_000 // q),
+                ("64 KiB, 1 worker", 1, BIG, 10_000 // q),
+                ("64 KiB, 8 workers", 8, BIG, 1_250 // q)]
+    warm, k = 2000, (20000 if not a.quick else 10000)
+    fan_n, fan_f = 100, 50_000 // q
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)
+
+    res = {"rounds": rounds, "quick": a.quick, "cpus": os.cpu_count()}
+    if "throughput" in only:
+        tp = {c[0]: {"baseline": [], "hyphad": []} for c in tp_cases}
+        for r in range(rounds):
+            for label, n, msg, per in tp_cases:
+                log(f"round {r + 1}/{rounds}: throughput {label} ({n * per} frames) ...")
+                for mode in ("baseline", "hyphad"):
+                    tp[label][mode].append(throughput(bins, mode, n, msg, per))
+        res["throughput"] = []
+        for label, n, msg, per in tp_cases:
+            h, b = tp[label]["hyphad"], tp[label]["baseline"]
+            row = {"case": label, "workers": n, "payload": msg[1], "frames": n * per,
+                   "hyphad_frames_per_s": med(h, "frames_per_s"), "hyphad_mb_per_s": med(h, "mb_per_s"),
+                   "socat_frames_per_s": med(b, "frames_per_s"), "socat_mb_per_s": med(b, "mb_per_s"),
+                   "hyphad_cpu_s_per_gb": med(h, "relay_cpu_s_per_gb"),
+                   "socat_cpu_s_per_gb": med(b, "relay_cpu_s_per_gb"),
+                   "hyphad_runs_mb_per_s": [round(x["mb_per_s"], 1) for x in h],
+                   "socat_runs_mb_per_s": [round(x["mb_per_s"], 1) for x in b]}
+            row["ratio"] = row["hyphad_frames_per_s"] / row["socat_frames_per_s"]
+            row["ratio_paired"] = statistics.median(x["frames_per_s"] / y["frames_per_s"] for x, y in zip(h, b))
+            res["throughput"].append(row)
+    if "latency" in only:
+        lat = {"direct": [], "socat": [], "hyphad": []}
+        for r in range(rounds):
+            log(f"round {r + 1}/{rounds}: latency ({k} round trips each, pinned to CPU 0) ...")
+            for mode in ("direct", "socat", "hyphad"):
+                lat[mode].append(latency(bins, mode, warm, k))
+        res["latency"] = {"round_trips": k, "warmup": warm}
+        for mode, runs in lat.items():
+            res["latency"][mode] = {p: med(runs, p + "_ns") / 1000 for p in ("p50", "p90", "p99", "p999")}
+            res["latency"][mode]["unit"] = "us"
+        L = res["latency"]
+        for p in ("p50", "p99"):
+            L[f"added_{p}_us"] = {"hyphad": L["hyphad"][p] - L["direct"][p], "socat": L["socat"][p] - L["direct"][p]}
+        L["ratio_p50"] = L["hyphad"]["p50"] / L["socat"]["p50"]
+        L["ratio_p99"] = L["hyphad"]["p99"] / L["socat"]["p99"]
+    if "fanout" in only:
+        fo = {"baseline": [], "hyphad": []}
+        for r in range(rounds):
+            log(f"round {r + 1}/{rounds}: fan-out ({fan_f} frames to {fan_n} workers) ...")
+            for mode in ("baseline", "hyphad"):
+                fo[mode].append(fanout(bins, mode, fan_n, fan_f))
+        res["fanout"] = {"workers": fan_n, "frames": fan_f,
+                         "hyphad_deliveries_per_s": med(fo["hyphad"], "deliveries_per_s"),
+                         "baseline_deliveries_per_s": med(fo["baseline"], "deliveries_per_s"),
+                         "hyphad_seconds": med(fo["hyphad"], "seconds"),
+                         "baseline_seconds": med(fo["baseline"], "seconds"),
+                         "hyphad_cpu_s": med(fo["hyphad"], "relay_cpu_s"),
+                         "baseline_cpu_s": med(fo["baseline"], "relay_cpu_s"),
+                         "hyphad_peak_rss_kib": max(r["relay_peak_rss_kib"] for r in fo["hyphad"])}
+        res["fanout"]["ratio"] = res["fanout"]["hyphad_deliveries_per_s"] / res["fanout"]["baseline_deliveries_per_s"]
+        res["fanout"]["ratio_paired"] = statistics.median(
+            x["deliveries_per_s"] / y["deliveries_per_s"] for x, y in zip(fo["hyphad"], fo["baseline"]))
+
+    if a.json:
+        print(json.dumps(res, indent=2))
+        return
+    print(f"\nrelay benchmarks: median of {rounds} rounds, {os.cpu_count()} CPUs"
+          f"{' (quick)' if a.quick else ''}; every count verified exact")
+    if "throughput" in res:
+        print(f"\n(a) throughput worker -> upstream (MB = 10^6 payload bytes)")
+        print(f"{'case':<19}{'hyphad frames/s':>16}{'MB/s':>7}{'socat frames/s':>16}{'MB/s':>7}{'ratio':>7}"
+              f"{'paired':>8}  target  {'CPU s/GB hyphad':>15}{'socat':>7}")
+        for row in res["throughput"]:
+            print(f"{row['case']:<19}{row['hyphad_frames_per_s']:>16,.0f}{row['hyphad_mb_per_s']:>7.0f}"
+                  f"{row['socat_frames_per_s']:>16,.0f}{row['socat_mb_per_s']:>7.0f}{row['ratio']:>7.2f}"
+                  f"{row['ratio_paired']:>8.2f}  >= 1.0  {row['hyphad_cpu_s_per_gb']:>15.2f}"
+                  f"{row['socat_cpu_s_per_gb']:>7.2f}")
+        print("ratio = median hyphad / median socat; paired = median of the per-round ratios;"
+              "\nCPU s/GB = CPU time of hyphad, or of all socat processes, per GB of payload")
+    if "latency" in res:
+        L = res["latency"]
+        print(f"\n(b) round-trip latency, 64 B, {L['round_trips']} round trips, all on CPU 0 (us)")
+        print(f"{'path':<30}{'p50':>9}{'p90':>9}{'p99':>9}{'p99.9':>9}")
+        for mode, label in (("direct", "ping <-> bus (direct)"), ("socat", "ping <-> socat <-> bus"),
+                            ("hyphad", "ping <-> hyphad <-> bus")):
+            m = L[mode]
+            print(f"{label:<30}{m['p50']:>9.1f}{m['p90']:>9.1f}{m['p99']:>9.1f}{m['p999']:>9.1f}")
+        print(f"{'added by hyphad (vs direct)':<30}{L['added_p50_us']['hyphad']:>9.1f}{'':>9}"
+              f"{L['added_p99_us']['hyphad']:>9.1f}")
+        print(f"{'added by socat (vs direct)':<30}{L['added_p50_us']['socat']:>9.1f}{'':>9}"
+              f"{L['added_p99_us']['socat']:>9.1f}")
+        print(f"{'ratio hyphad/socat':<30}{L['ratio_p50']:>9.2f}{'':>9}{L['ratio_p99']:>9.2f}")
+    if "fanout" in res:
+        F = res["fanout"]
+        print(f"\n(c) fan-out: {F['frames']} frames x 64 B from the bus to {F['workers']} workers")
+        print(f"{'':<20}{'deliveries/s':>15}{'seconds':>10}{'relay CPU s':>13}")
+        print(f"{'hyphad':<20}{F['hyphad_deliveries_per_s']:>15,.0f}{F['hyphad_seconds']:>10.3f}"
+              f"{F['hyphad_cpu_s']:>13.2f}   peak RSS {F['hyphad_peak_rss_kib'] / 1024:.0f} MiB")
+        print(f"{'tee to 100 pipes':<20}{F['baseline_deliveries_per_s']:>15,.0f}{F['baseline_seconds']:>10.3f}"
+              f"{F['baseline_cpu_s']:>13.2f}")
+        print(f"{'ratio':<20}{F['ratio']:>15.2f}   (paired {F['ratio_paired']:.2f})")
+
+
+if __name__ == "__main__":
+    main()
