@@ -31,17 +31,27 @@ size_t hy_outq_clear(hy_outq *q)
     return n;
 }
 
-/* Drop the oldest frame that has not started to go out. 0 if there is none. */
+/* Drop the oldest frame that has not started to go out. 0 if there is none.
+ * O(one frame), never O(queue): the first frame is skipped by moving head;
+ * when the first one is partly written, that one frame is moved forward
+ * over the second (the victim), header included, and head follows it. */
 static int drop_oldest(hy_outq *q)
 {
-    size_t victim = q->head;
-    if (q->sent > 0)
-        victim += frame_len_at(q, q->head); /* the first one is partly written */
-    if (victim >= q->tail)
+    if (q->head >= q->tail)
         return 0;
-    size_t len = frame_len_at(q, victim);
-    memmove(q->buf + victim, q->buf + victim + len, q->tail - victim - len);
-    q->tail -= len;
+    size_t first = frame_len_at(q, q->head);
+    if (q->sent == 0) {
+        q->head += first;
+    } else {
+        size_t victim = q->head + first;
+        if (victim >= q->tail)
+            return 0;
+        size_t len = frame_len_at(q, victim);
+        memmove(q->buf + q->head + len, q->buf + q->head, first);
+        q->head += len;
+    }
+    if (q->head == q->tail)
+        q->head = q->tail = q->sent = 0;
     q->dropped_oldest++;
     return 1;
 }
@@ -61,7 +71,10 @@ hy_outq_result hy_outq_push(hy_outq *q, const uint8_t *frame, size_t len, uint64
         }
     }
     if (q->tail + len > q->cap) {
-        if (q->head > 0) { /* compact first */
+        /* Compact only when that moves no more than it frees, so a queue
+         * that is written out a little at a time is not moved again and
+         * again (amortised O(1) per byte); otherwise grow. */
+        if (q->head > 0 && q->head >= q->tail - q->head) {
             memmove(q->buf, q->buf + q->head, q->tail - q->head);
             q->tail -= q->head;
             q->head = 0;

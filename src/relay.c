@@ -77,6 +77,8 @@ static void peer_drop(hy_peer *p, hy_drop why, uint16_t type_id)
     }
 }
 
+static void flush_local_run(hy_relay *r);
+
 /* ---- routes ---------------------------------------------------------------- */
 
 static int cmp_u64(const void *a, const void *b)
@@ -99,6 +101,7 @@ static void free_routes(hy_relay *r)
 void hy_relay_rebuild_routes(hy_relay *r)
 {
     hy_sup *s = r->sup;
+    flush_local_run(r); /* it points at a route; and earlier frames go by the old routes */
     free_routes(r);
     size_t n = 0;
     for (size_t i = 0; i < s->ninst; i++)
@@ -249,7 +252,7 @@ static void doom(hy_peer *c, const char *why)
 }
 
 /* Queue a frame for a listen client; one that cannot keep up is dropped. */
-static void to_client(hy_relay *r, hy_peer *c, const uint8_t *frame, size_t len)
+static void to_client(hy_relay *r, hy_peer *c, const uint8_t *frame, size_t len, size_t frames)
 {
     if (!c->ready || c->doomed)
         return;
@@ -259,20 +262,57 @@ static void to_client(hy_relay *r, hy_peer *c, const uint8_t *frame, size_t len)
         doom(c, res == HY_OUTQ_OVER ? "too slow: its queue passed queue.limit" : "out of memory");
         return;
     }
-    c->frames_out++;
-    c->bytes_out += len - HY_TLV_HEADER;
+    c->frames_out += frames;
+    c->bytes_out += len - frames * HY_TLV_HEADER;
     c->dirty = true;
 }
 
-/* Deliver a frame to every subscribed worker and every listen client. */
-static void deliver_local(hy_relay *r, const uint8_t *frame, size_t len, uint16_t type_id)
+/* Deliver frames to every subscribed worker and every listen client. */
+static void deliver_now(hy_relay *r, const hy_route *rt, const uint8_t *data, size_t len, size_t frames,
+                        uint16_t type_id)
 {
-    const hy_route *rt = find_route(r, type_id);
     if (rt)
         for (size_t i = 0; i < rt->n; i++)
-            hy_sup_deliver(&r->sup->inst[rt->inst[i]], frame, len, type_id);
+            hy_sup_deliver_run(&r->sup->inst[rt->inst[i]], data, len, frames, type_id);
     for (hy_peer *c = r->clients; c; c = c->next)
-        to_client(r, c, frame, len);
+        to_client(r, c, data, len, frames);
+}
+
+static void flush_local_run(hy_relay *r)
+{
+    if (!r->lrun_frames)
+        return;
+    size_t frames = r->lrun_frames;
+    r->lrun_frames = 0;
+    deliver_now(r, r->lrun_route, r->lrun, r->lrun_len, frames, r->lrun_type);
+}
+
+/* Consecutive frames of one read that go to the same destinations are
+ * queued as one run: one copy per destination instead of one per frame
+ * (fan-out to many workers is dominated by that). */
+static void deliver_local(hy_relay *r, const uint8_t *frame, size_t len, uint16_t type_id, bool in_place)
+{
+    const hy_route *rt = find_route(r, type_id);
+    if (in_place && r->lrun_frames && r->lrun + r->lrun_len == frame && r->lrun_route == rt) {
+        r->lrun_len += len;
+        r->lrun_frames++;
+        return;
+    }
+    flush_local_run(r);
+    if (!in_place) {
+        deliver_now(r, rt, frame, len, 1, type_id);
+        return;
+    }
+    r->lrun = frame;
+    r->lrun_len = len;
+    r->lrun_frames = 1;
+    r->lrun_route = rt;
+    r->lrun_type = type_id;
+}
+
+static bool in_rbuf(const hy_relay *r, const uint8_t *p)
+{
+    return p >= r->sup->rbuf && p < r->sup->rbuf + r->sup->rbuf_size;
 }
 
 /* Queue bytes (whole frames) for the bus; never drops. */
@@ -297,6 +337,7 @@ static void to_upstream(hy_relay *r, const uint8_t *data, size_t len, size_t fra
 
 void hy_relay_end_batch(hy_relay *r)
 {
+    flush_local_run(r);
     if (r->run_len)
         to_upstream(r, r->run, r->run_len, r->run_frames, r->run_src, NULL);
     r->run = NULL;
@@ -324,7 +365,7 @@ void hy_relay_from_worker(hy_relay *r, hy_instance *src, const uint8_t *frame, s
         }
     }
     if (r->local_feed)
-        deliver_local(r, frame, len, type_id);
+        deliver_local(r, frame, len, type_id, in_place);
 }
 
 /* ---- peers: common I/O --------------------------------------------------- */
@@ -517,7 +558,8 @@ static int up_frame(void *ud, const hy_frame *f)
     }
     p->frames_in++;
     p->bytes_in += f->len;
-    deliver_local(r, f->payload - HY_TLV_HEADER, HY_TLV_HEADER + f->len, f->type);
+    const uint8_t *frame = f->payload - HY_TLV_HEADER;
+    deliver_local(r, frame, HY_TLV_HEADER + f->len, f->type, in_rbuf(r, frame));
     return 0;
 }
 
@@ -541,6 +583,7 @@ static void up_read_cb(struct ev_loop *loop, ev_io *w, int revents)
             return;
         }
         hy_tlv_status st = hy_tlv_feed(&r->up.dec, s->rbuf, (size_t)n, up_frame, r);
+        hy_relay_end_batch(r); /* s->rbuf is reused next round */
         if (st == HY_TLV_CORRUPT || st == HY_TLV_NOMEM) {
             char why[96];
             snprintf(why, sizeof why, "corrupt stream from the bus (frame length %" PRIu32 ")", r->up.dec.bad_len);
@@ -701,7 +744,7 @@ static int client_frame(void *ud, const hy_frame *f)
     if (r->topo->has_upstream)
         to_upstream(r, frame, len, 1, NULL, c);
     if (r->local_feed)
-        deliver_local(r, frame, len, f->type);
+        deliver_local(r, frame, len, f->type, in_rbuf(r, frame));
     return 0;
 }
 
@@ -772,6 +815,7 @@ static void client_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         if (len == 0)
             continue;
         hy_tlv_status st = hy_tlv_feed(&c->dec, p, len, client_frame, c);
+        hy_relay_end_batch(r);
         if (st == HY_TLV_CORRUPT || st == HY_TLV_NOMEM) {
             doom(c, st == HY_TLV_CORRUPT ? "corrupt stream (frame length over the limit)" : "out of memory");
             return;

@@ -234,6 +234,36 @@ void hy_sup_deliver(hy_instance *dest, const uint8_t *frame, size_t len, uint16_
     hy_relay_mark_dirty(&dest->sup->relay, dest);
 }
 
+void hy_sup_deliver_run(hy_instance *dest, const uint8_t *data, size_t len, size_t frames, uint16_t type_id)
+{
+    if (frames == 1) {
+        hy_sup_deliver(dest, data, len, type_id);
+        return;
+    }
+    if (dest->in_fd < 0 || (dest->state != HY_ST_STARTING && dest->state != HY_ST_RUNNING)) {
+        hy_sup_count_drop(dest, HY_DROP_NOT_RUNNING, type_id, frames);
+        return;
+    }
+    if (hy_outq_bytes(&dest->outq) + len > dest->spec->policy.queue_limit) {
+        /* Near the limit the policy decides frame by frame. */
+        for (size_t off = 0; off < len;) {
+            uint32_t plen = (uint32_t)data[off + 2] | (uint32_t)data[off + 3] << 8 | (uint32_t)data[off + 4] << 16 |
+                            (uint32_t)data[off + 5] << 24;
+            uint16_t t = (uint16_t)(data[off] | data[off + 1] << 8);
+            hy_sup_deliver(dest, data + off, HY_TLV_HEADER + plen, t);
+            off += HY_TLV_HEADER + plen;
+        }
+        return;
+    }
+    if (hy_outq_push(&dest->outq, data, len, UINT64_MAX, HY_OVERFLOW_BLOCK) == HY_OUTQ_NOMEM) {
+        hy_sup_count_drop(dest, HY_DROP_NO_MEMORY, type_id, frames);
+        return;
+    }
+    dest->frames_in += frames;
+    dest->bytes_in += len - frames * HY_TLV_HEADER;
+    hy_relay_mark_dirty(&dest->sup->relay, dest);
+}
+
 /* ---- worker stdout: frames ------------------------------------------------ */
 
 static void kill_group(hy_instance *in, int sig)

@@ -115,6 +115,10 @@ typedef struct hy_relay {
     const uint8_t *run;          /* worker frames not yet copied upstream */
     size_t run_len, run_frames;
     struct hy_instance *run_src;
+    const uint8_t *lrun;         /* frames not yet delivered locally: same destinations */
+    size_t lrun_len, lrun_frames;
+    const hy_route *lrun_route;
+    uint16_t lrun_type;
 
     /* listen */
     hy_listener *listeners;      /* owned, topo->nlisten */

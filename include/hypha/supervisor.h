@@ -115,6 +115,8 @@ void hy_sup_free(hy_sup *s);
 /* For the relay: queue a whole frame for a worker's stdin (its queue policy
  * applies); count a drop against a worker; write its queue now. */
 void hy_sup_deliver(hy_instance *dest, const uint8_t *frame, size_t len, uint16_t type_id);
+/* `frames` whole frames back to back (type_id: the first one's, for logs). */
+void hy_sup_deliver_run(hy_instance *dest, const uint8_t *data, size_t len, size_t frames, uint16_t type_id);
 void hy_sup_count_drop(hy_instance *in, hy_drop why, uint16_t type_id, uint64_t n);
 void hy_sup_flush(hy_instance *in);
 

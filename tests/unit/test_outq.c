@@ -103,6 +103,89 @@ static void test_grows_and_compacts(void **state)
     hy_outq_free(&q);
 }
 
+/* Random pushes (drop-oldest, small limit), partial writes and rewinds: the
+ * bytes that come out must decode to whole frames, in push order, each
+ * intact, and pushed = delivered + dropped. */
+static void test_random_against_the_stream(void **state)
+{
+    (void)state;
+    hy_outq q;
+    hy_outq_init(&q);
+    uint64_t rng = 88172645463325252ull;
+    uint8_t out[1 << 16];
+    size_t outlen = 0;
+    uint32_t next_id = 0, delivered = 0, last_seen = 0;
+    for (int step = 0; step < 200000; step++) {
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        if (rng % 3 != 0) {
+            uint8_t f[512];
+            uint32_t len = 4 + (uint32_t)(rng >> 8) % 60;
+            uint8_t payload[64];
+            memcpy(payload, &next_id, 4);
+            memset(payload + 4, (uint8_t)next_id, len - 4);
+            size_t n = hy_tlv_encode(f, sizeof f, 9, payload, len);
+            next_id++;
+            hy_outq_result r = hy_outq_push(&q, f, n, 300, HY_OVERFLOW_DROP_OLDEST);
+            assert_true(r == HY_OUTQ_QUEUED || r == HY_OUTQ_DROPPED);
+        } else if ((rng >> 20) % 17 == 0) {
+            /* the reader vanished: bytes of a partly written frame are lost
+             * with it, and the frame goes out again whole */
+            size_t keep = outlen;
+            while (keep > 0) { /* cut back to the last whole frame written */
+                size_t off = 0, good = 0;
+                while (off + 6 <= keep) {
+                    uint32_t l = (uint32_t)out[off + 2] | (uint32_t)out[off + 3] << 8;
+                    if (off + 6 + l > keep)
+                        break;
+                    off += 6 + l;
+                    good = off;
+                }
+                keep = good;
+                break;
+            }
+            outlen = keep;
+            hy_outq_rewind(&q);
+        } else {
+            size_t n = (size_t)(rng >> 24) % 97;
+            if (n > hy_outq_pending(&q))
+                n = hy_outq_pending(&q);
+            memcpy(out + outlen, hy_outq_data(&q), n);
+            outlen += n;
+            hy_outq_consume(&q, n);
+        }
+        /* decode and drop whole frames from the front of `out` */
+        size_t off = 0;
+        while (off + 6 <= outlen) {
+            uint32_t l = (uint32_t)out[off + 2] | (uint32_t)out[off + 3] << 8;
+            if (off + 6 + l > outlen)
+                break;
+            uint32_t id;
+            memcpy(&id, out + off + 6, 4);
+            assert_true(delivered == 0 || id > last_seen); /* order kept, no duplicate */
+            for (uint32_t i = 4; i < l; i++)
+                assert_int_equal(out[off + 6 + i], (uint8_t)id);
+            last_seen = id;
+            delivered++;
+            off += 6 + l;
+        }
+        memmove(out, out + off, outlen - off);
+        outlen -= off;
+    }
+    /* drain */
+    memcpy(out + outlen, hy_outq_data(&q), hy_outq_pending(&q));
+    outlen += hy_outq_pending(&q);
+    hy_outq_consume(&q, hy_outq_pending(&q));
+    size_t off = 0;
+    while (off + 6 <= outlen) {
+        uint32_t l = (uint32_t)out[off + 2] | (uint32_t)out[off + 3] << 8;
+        off += 6 + l;
+        delivered++;
+    }
+    assert_int_equal(off, outlen);
+    assert_int_equal(delivered + q.dropped_oldest + q.dropped_newest, next_id);
+    hy_outq_free(&q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -110,6 +193,7 @@ int main(void)
         cmocka_unit_test(test_drop_oldest_spares_the_frame_being_written),
         cmocka_unit_test(test_drop_newest_and_block),
         cmocka_unit_test(test_grows_and_compacts),
+        cmocka_unit_test(test_random_against_the_stream),
     };
     return cmocka_run_group_tests_name("outq", tests, NULL, NULL);
 }
