@@ -25,7 +25,8 @@
 #define COMP "relay"
 #define HANDSHAKE_TIMEOUT_S 5.0
 #define CONNECT_TIMEOUT_S 5.0
-#define MISMATCH_WINDOW_S 2.0 /* a close this soon after connecting, with nothing received */
+#define PROBATION_S 0.25      /* after the handshake, before the first frame: a refusing bus
+                                 closes in that time, and then no frame was written to it */
 #define ACCEPT_PAUSE_S 1.0
 #define PEER_READ_ROUNDS 16
 #define UP_SNDBUF_MAX (4u << 20) /* kernel send buffer asked for the upstream socket */
@@ -423,7 +424,6 @@ static void up_schedule(hy_relay *r)
 static void up_lost(hy_relay *r, const char *why, int err)
 {
     bool was_up = r->up_state == HY_UP_CONNECTED;
-    double lived = ev_now(r->loop) - r->up_since;
     close_peer_fd(r, &r->up);
     ev_timer_stop(r->loop, &r->up_timer);
     /* The bus never got a frame that was partly written: send it whole again. */
@@ -433,10 +433,12 @@ static void up_lost(hy_relay *r, const char *why, int err)
     fmt_u(b, sizeof b, (unsigned long long)hy_outq_bytes(&r->up.q));
     if (was_up) {
         r->up_disconnects++;
-        /* A Mycelium bus closes on a bad digest before reading a frame: so
-         * not if it sent us something, or took more than its socket holds. */
-        bool suspect = r->up.hs_len == HY_HANDSHAKE_LEN && r->up.frames_in == r->up_since_frames &&
-                       lived < MISMATCH_WINDOW_S && r->up_conn_written <= r->up_sndbuf;
+        /* A Mycelium bus closes on a bad digest right after reading the
+         * handshake: during the probation, before any frame was written. A
+         * close after it is an ordinary loss (frames in the socket then go
+         * with the bus, as for any socket client). */
+        bool suspect = r->up_probation;
+        r->up_probation = false;
         if (suspect) {
             r->up_failures++;
             hy_log(HY_ERROR, COMP,
@@ -464,11 +466,10 @@ static void up_connected(hy_relay *r)
 {
     ev_timer_stop(r->loop, &r->up_timer);
     r->up_state = HY_UP_CONNECTED;
+    r->up_probation = false;
     r->up_since = ev_now(r->loop);
-    r->up_since_frames = r->up.frames_in;
     r->up_connects++;
     r->up.hs_len = 0;
-    r->up_conn_written = 0;
     hy_tlv_decoder_reset(&r->up.dec);
     char ep[160], b[24], n[16];
     hy_endpoint_str(&r->topo->upstream, ep, sizeof ep);
@@ -477,7 +478,10 @@ static void up_connected(hy_relay *r)
     hy_log(HY_INFO, COMP, "upstream connected", "upstream", ep, "failed_attempts", n, "buffered_bytes", b, NULL);
     ev_io_set(&r->up.rw, r->up.fd, EV_READ);
     ev_io_set(&r->up.ww, r->up.fd, EV_WRITE);
-    r->up.dirty = true; /* handshake, then the buffer */
+    r->up.dirty = true; /* the handshake now; frames after the probation */
+    r->up_probation = true;
+    ev_timer_set(&r->up_timer, PROBATION_S, 0.0);
+    ev_timer_start(r->loop, &r->up_timer);
     hy_relay_update_reading(r);
 }
 
@@ -498,16 +502,20 @@ static int up_flush(hy_relay *r)
         }
         p->hs_len += (size_t)n;
     }
-    size_t before = hy_outq_pending(&p->q);
-    int rc = peer_write(r, p);
-    size_t after = hy_outq_pending(&p->q);
-    if (after < before)
-        r->up_conn_written += before - after;
-    if (rc < 0)
+    if (r->up_probation)
+        return 0;
+    if (peer_write(r, p) < 0)
         return -1;
     if (r->up_full && hy_outq_bytes(&p->q) <= r->topo->upstream_buffer)
         set_up_full(r, false);
     return 0;
+}
+
+static void up_probation_end(hy_relay *r)
+{
+    r->up_probation = false;
+    ev_timer_stop(r->loop, &r->up_timer);
+    r->up.dirty = true;
 }
 
 static void up_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -515,7 +523,9 @@ static void up_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     hy_relay *r = w->data;
-    if (r->up_state == HY_UP_CONNECTING)
+    if (r->up_state == HY_UP_CONNECTED && r->up_probation)
+        up_probation_end(r); /* still open: the bus took the handshake */
+    else if (r->up_state == HY_UP_CONNECTING)
         up_lost(r, "connect timed out", ETIMEDOUT);
     else if (r->up_state == HY_UP_DOWN)
         up_connect(r);
@@ -582,6 +592,8 @@ static void up_read_cb(struct ev_loop *loop, ev_io *w, int revents)
             up_lost(r, "closed by the bus", 0);
             return;
         }
+        if (r->up_probation) /* it talks to us: it took the handshake */
+            up_probation_end(r);
         hy_tlv_status st = hy_tlv_feed(&r->up.dec, s->rbuf, (size_t)n, up_frame, r);
         hy_relay_end_batch(r); /* s->rbuf is reused next round */
         if (st == HY_TLV_CORRUPT || st == HY_TLV_NOMEM) {
@@ -643,9 +655,6 @@ static void up_connect(hy_relay *r)
     int want = (int)(r->topo->upstream_buffer < UP_SNDBUF_MAX ? r->topo->upstream_buffer : UP_SNDBUF_MAX);
     if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &want, sizeof want) < 0)
         (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &want, sizeof want);
-    int got = 0;
-    socklen_t gl = sizeof got;
-    r->up_sndbuf = getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &got, &gl) == 0 && got > 0 ? (size_t)got : 212992;
     r->up.fd = fd;
     r->up_state = HY_UP_CONNECTING;
     ev_io_set(&r->up.ww, fd, EV_WRITE);

@@ -107,9 +107,7 @@ typedef struct hy_relay {
     ev_timer up_timer;           /* reconnect delay, or connect deadline */
     uint32_t up_failures;        /* consecutive failed attempts */
     double up_since;             /* ev_now() at connect */
-    uint64_t up_since_frames;    /* up.frames_in at connect */
-    uint64_t up_conn_written;    /* bytes of frames written on this connection */
-    size_t up_sndbuf;            /* its kernel send buffer */
+    bool up_probation;           /* connected, handshake sent, frames held back */
     uint64_t up_connects, up_disconnects;
     bool up_full;                /* queue over upstream.buffer */
     const uint8_t *run;          /* worker frames not yet copied upstream */
