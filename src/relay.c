@@ -553,21 +553,29 @@ static void up_write_cb(struct ev_loop *loop, ev_io *w, int revents)
         up_lost(r, "write failed", errno);
 }
 
-static int up_frame(void *ud, const hy_frame *f)
+/* A frame from the bus or a client: a known type (never a control frame)
+ * of exactly its size; anything else is dropped and counted against it. */
+static bool peer_accepts(hy_peer *p, const hy_frame *f)
 {
-    hy_relay *r = ud;
-    hy_peer *p = &r->up;
-    const hy_message *m = hy_schema_find(r->topo->schema, f->type);
+    const hy_message *m = hy_schema_find(p->relay->topo->schema, f->type);
     if (f->type == HY_TLV_CONTROL_TYPE || !m) {
         peer_drop(p, HY_DROP_UNKNOWN_TYPE, f->type);
-        return 0;
+        return false;
     }
     if (f->len != m->size) {
         peer_drop(p, HY_DROP_WRONG_SIZE, f->type);
-        return 0;
+        return false;
     }
     p->frames_in++;
     p->bytes_in += f->len;
+    return true;
+}
+
+static int up_frame(void *ud, const hy_frame *f)
+{
+    hy_relay *r = ud;
+    if (!peer_accepts(&r->up, f))
+        return 0;
     const uint8_t *frame = f->payload - HY_TLV_HEADER;
     deliver_local(r, frame, HY_TLV_HEADER + f->len, f->type, in_rbuf(r, frame));
     return 0;
@@ -737,17 +745,8 @@ static int client_frame(void *ud, const hy_frame *f)
 {
     hy_peer *c = ud;
     hy_relay *r = c->relay;
-    const hy_message *m = hy_schema_find(r->topo->schema, f->type);
-    if (f->type == HY_TLV_CONTROL_TYPE || !m) {
-        peer_drop(c, HY_DROP_UNKNOWN_TYPE, f->type);
+    if (!peer_accepts(c, f))
         return 0;
-    }
-    if (f->len != m->size) {
-        peer_drop(c, HY_DROP_WRONG_SIZE, f->type);
-        return 0;
-    }
-    c->frames_in++;
-    c->bytes_in += f->len;
     const uint8_t *frame = f->payload - HY_TLV_HEADER;
     size_t len = HY_TLV_HEADER + f->len;
     if (r->topo->has_upstream)
