@@ -7,7 +7,9 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 uint8_t *hy_read_file(const char *path, size_t *len, size_t limit, hy_err *err)
@@ -182,4 +184,45 @@ int hy_mkdir_parents(const char *path, unsigned mode)
     }
     free(copy);
     return 0;
+}
+
+int hy_unix_listen(const char *path, const char *what, hy_err *err)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path)
+        return hy_err_set(err, "%s %s: socket path too long (%zu bytes, at most %zu)", what, path, strlen(path),
+                          sizeof sa.sun_path - 1);
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    if (hy_mkdir_parents(path, 0755) < 0)
+        return hy_err_set(err, "%s %s: cannot create its directory: %s", what, path, strerror(errno));
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode))
+            return hy_err_set(err, "%s %s: exists and is not a socket; not removing it", what, path);
+        /* A socket file: in use if something answers, else a stale leftover. */
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe < 0)
+            return hy_err_set(err, "%s %s: socket: %s", what, path, strerror(errno));
+        int in_use = connect(probe, (struct sockaddr *)&sa, sizeof sa) == 0;
+        close(probe);
+        if (in_use)
+            return hy_err_set(err, "%s %s: another process is serving this socket", what, path);
+        if (unlink(path) < 0)
+            return hy_err_set(err, "%s %s: cannot remove the stale socket: %s", what, path, strerror(errno));
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return hy_err_set(err, "%s %s: socket: %s", what, path, strerror(errno));
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        hy_err_set(err, "%s %s: bind: %s", what, path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (listen(fd, 128) < 0) {
+        hy_err_set(err, "%s %s: %s", what, path, strerror(errno));
+        close(fd);
+        (void)unlink(path);
+        return -1;
+    }
+    return fd;
 }

@@ -23,4 +23,10 @@ char *hy_path_join(const char *base, const char *rel);
  * `mode`, like `mkdir -p "$(dirname path)"`. 0, or -1 with errno. */
 int hy_mkdir_parents(const char *path, unsigned mode);
 
+/* A listening Unix stream socket at `path` (non-blocking, close-on-exec):
+ * missing parent directories are made (0755), a stale socket file left by
+ * a dead process is replaced, a live one or a non-socket is an error.
+ * `what` starts error messages ("listen", "control socket"). fd, or -1. */
+int hy_unix_listen(const char *path, const char *what, hy_err *err);
+
 #endif

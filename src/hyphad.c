@@ -12,7 +12,12 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include "hypha/control.h"
+#include "hypha/health.h"
 #include "hypha/log.h"
+#include "hypha/metrics.h"
+#include "hypha/notify.h"
+#include "hypha/reload.h"
 #include "hypha/spawn.h"
 #include "hypha/supervisor.h"
 
@@ -41,8 +46,13 @@ static void usage(FILE *out)
 
 typedef struct daemon_state {
     hy_sup sup;
+    hy_ctl ctl;
+    hy_notify notify;
+    hy_metrics_http http;
+    bool ready_sent;             /* systemd READY=1 */
     ev_signal sigterm, sigint, sighup;
     ev_timer drain;
+    ev_timer status_w;           /* systemd STATUS= and READY=1, checked a moment after changes */
     double drain_until;
     int stop_requests;
 } daemon_state;
@@ -81,6 +91,7 @@ static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
     daemon_state *d = w->data;
     const char *sig = w->signum == SIGINT ? "INT" : "TERM";
     if (d->stop_requests++ == 0) {
+        hy_notify_send(&d->notify, "STOPPING=1");
         char n[16];
         snprintf(n, sizeof n, "%zu", hy_sup_live(&d->sup));
         hy_log(HY_INFO, "hyphad", "stopping", "signal", sig, "live_workers", n, NULL);
@@ -92,12 +103,100 @@ static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
     }
 }
 
+/* Reload: the file hyphad was started with, read again and applied to the
+ * workers; anything else that changed is refused (hypha/reload.h). */
+static int reload(void *ud, json_t *reply, hy_err *err)
+{
+    daemon_state *d = ud;
+    hy_sup *s = &d->sup;
+    if (s->shutting_down)
+        return hy_err_set(err, "hyphad is shutting down");
+    hy_notify_send(&d->notify, "RELOADING=1");
+    hy_topology *next = hy_topology_load(s->topo->path, err);
+    if (!next || hy_reload_check(s->topo, next, err) < 0) {
+        hy_topology_free(next);
+        hy_log(HY_ERROR, "hyphad", "reload refused: nothing changed", "error", err->msg, NULL);
+        hy_notify_send(&d->notify, "READY=1");
+        return -1;
+    }
+    json_t *started = json_array(), *stopped = json_array(), *restarted = json_array(), *unchanged = json_array();
+    if (hy_sup_reload(s, next, started, stopped, restarted, unchanged, err) < 0) {
+        hy_topology_free(next);
+        json_decref(started);
+        json_decref(stopped);
+        json_decref(restarted);
+        json_decref(unchanged);
+        hy_log(HY_ERROR, "hyphad", "reload failed: nothing changed", "error", err->msg, NULL);
+        hy_notify_send(&d->notify, "READY=1");
+        return -1;
+    }
+    /* The old topology now belongs to the supervisor until its last
+     * retiring instance is gone; `next` is the current one, ours. */
+    char *a = json_dumps(started, JSON_COMPACT), *b = json_dumps(stopped, JSON_COMPACT),
+         *c = json_dumps(restarted, JSON_COMPACT), *u = json_dumps(unchanged, JSON_COMPACT);
+    hy_log(HY_INFO, "hyphad", "reloaded", "topology", next->path, "started", a ? a : "?", "stopped", b ? b : "?",
+           "restarted", c ? c : "?", "unchanged", u ? u : "?", NULL);
+    free(a);
+    free(b);
+    free(c);
+    free(u);
+    if (reply) {
+        json_object_set_new(reply, "started", started);
+        json_object_set_new(reply, "stopped", stopped);
+        json_object_set_new(reply, "restarted", restarted);
+        json_object_set_new(reply, "unchanged", unchanged);
+    } else {
+        json_decref(started);
+        json_decref(stopped);
+        json_decref(restarted);
+        json_decref(unchanged);
+    }
+    hy_notify_send(&d->notify, "READY=1");
+    return 0;
+}
+
 static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop;
-    (void)w;
     (void)revents;
-    hy_log(HY_WARN, "hyphad", "SIGHUP: reload is not built yet; nothing changed", NULL);
+    daemon_state *d = w->data;
+    hy_err err = {{0}};
+    hy_log(HY_INFO, "hyphad", "SIGHUP: reloading the topology", NULL);
+    (void)reload(d, NULL, &err); /* logged either way */
+}
+
+/* systemd: READY=1 once every instance was started once and the upstream is
+ * connected (or embedded); STATUS= with the health line. Coalesced: state
+ * changes only arm a short timer. */
+static void status_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    daemon_state *d = w->data;
+    hy_sup *s = &d->sup;
+    char reason[512], line[600];
+    hy_health h = hy_health_eval(s, ev_now(loop), reason, sizeof reason);
+    if (!d->ready_sent && !s->shutting_down) {
+        bool all = true;
+        for (size_t i = 0; i < s->ninst && all; i++)
+            all = s->inst[i]->ever_started || s->inst[i]->pending;
+        if (all && (!s->topo->has_upstream || hy_relay_upstream_connected(&s->relay))) {
+            d->ready_sent = true;
+            hy_notify_send(&d->notify, "READY=1");
+            hy_log(HY_INFO, "hyphad", "ready", "health", hy_health_str(h), NULL);
+        }
+    }
+    snprintf(line, sizeof line, "%s: %s", hy_health_str(h), reason);
+    hy_notify_status(&d->notify, line);
+}
+
+static void on_change(hy_sup *s)
+{
+    (void)s;
+    daemon_state *d = &the_daemon;
+    if (hy_notify_active(&d->notify) && !ev_is_active(&d->status_w)) {
+        ev_timer_set(&d->status_w, 0.05, 1.0); /* and every second: upstream state and timers move too */
+        ev_timer_start(s->loop, &d->status_w);
+    }
 }
 
 /* tini's rule: never run with fds 0-2 closed, or the first pipe we open
@@ -116,11 +215,14 @@ static int ensure_std_fds(void)
     return 0;
 }
 
-static int run(const hy_topology *t, hy_log_format log_format)
+/* Runs the topology until SIGTERM/SIGINT; takes ownership of t (a reload
+ * replaces it). */
+static int run(hy_topology *t, hy_log_format log_format)
 {
     hy_log_init(stderr, log_format, HY_INFO);
     if (ensure_std_fds() < 0) {
         hy_log(HY_ERROR, "hyphad", "cannot open /dev/null for closed standard fds", NULL);
+        hy_topology_free(t);
         return 1;
     }
     /* Orphaned grandchildren are reparented to us and reaped (like PID 1). */
@@ -128,18 +230,32 @@ static int run(const hy_topology *t, hy_log_format log_format)
         hy_log(HY_WARN, "hyphad", "cannot become a subreaper; orphans go to init", NULL);
     signal(SIGPIPE, SIG_IGN);
     hy_spawn_init_limits();
+    daemon_state *d = &the_daemon;
+    /* Before the workers' environments are built: they must not inherit it. */
+    hy_notify_init(&d->notify);
 
     struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
     if (!loop) {
         hy_log(HY_ERROR, "hyphad", "cannot initialise the event loop (libev)", NULL);
+        hy_notify_free(&d->notify);
+        hy_topology_free(t);
         return 1;
     }
-    daemon_state *d = &the_daemon;
     hy_err err = {{0}};
+    int rc = 1;
     if (hy_sup_init(&d->sup, loop, t, &err) < 0) {
         hy_log(HY_ERROR, "hyphad", "cannot start", "error", err.msg, NULL);
-        hy_sup_free(&d->sup);
-        return 1;
+        goto out;
+    }
+    if (hy_ctl_start(&d->ctl, &d->sup, &err) < 0) {
+        hy_log(HY_ERROR, "hyphad", "cannot start", "error", err.msg, NULL);
+        goto out;
+    }
+    d->ctl.reload = reload;
+    d->ctl.reload_ud = d;
+    if (t->has_metrics && hy_metrics_http_start(&d->http, &d->sup, &err) < 0) {
+        hy_log(HY_ERROR, "hyphad", "cannot start", "error", err.msg, NULL);
+        goto out;
     }
     ev_signal_init(&d->sigterm, stop_cb, SIGTERM);
     ev_signal_init(&d->sigint, stop_cb, SIGINT);
@@ -148,6 +264,10 @@ static int run(const hy_topology *t, hy_log_format log_format)
     ev_signal_start(loop, &d->sigterm);
     ev_signal_start(loop, &d->sigint);
     ev_signal_start(loop, &d->sighup);
+    ev_init(&d->status_w, status_cb);
+    d->status_w.data = d;
+    d->sup.on_change = on_change;
+    hy_notify_start(&d->notify, loop);
 
     char n[16], pid[16];
     snprintf(n, sizeof n, "%zu", d->sup.ninst);
@@ -155,15 +275,25 @@ static int run(const hy_topology *t, hy_log_format log_format)
     hy_log(HY_INFO, "hyphad", "starting", "topology", t->path, "instances", n, "pid", pid,
            "schema", t->schema->digest_hex, NULL);
     hy_sup_start_all(&d->sup);
+    on_change(&d->sup);
     ev_run(loop, 0);
 
     ev_signal_stop(loop, &d->sigterm);
     ev_signal_stop(loop, &d->sigint);
     ev_signal_stop(loop, &d->sighup);
+    ev_timer_stop(loop, &d->status_w);
     hy_relay_log_counters(&d->sup.relay);
+    rc = 0;
+out:
+    hy_metrics_http_stop(&d->http);
+    hy_ctl_stop(&d->ctl);
+    t = (hy_topology *)d->sup.topo; /* the current one, after any reload */
     hy_sup_free(&d->sup);
-    hy_log(HY_INFO, "hyphad", "exiting", NULL);
-    return 0;
+    hy_topology_free(t);
+    hy_notify_free(&d->notify);
+    if (rc == 0)
+        hy_log(HY_INFO, "hyphad", "exiting", NULL);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -227,7 +357,5 @@ int main(int argc, char **argv)
         hy_topology_free(t);
         return 0;
     }
-    int rc = run(t, log_format);
-    hy_topology_free(t);
-    return rc;
+    return run(t, log_format);
 }

@@ -114,3 +114,12 @@ void hy_outq_consume(hy_outq *q, size_t n)
     if (q->head == q->tail)
         q->head = q->tail = q->sent = 0;
 }
+
+size_t hy_outq_frames(const hy_outq *q)
+{
+    size_t n = 0;
+    for (size_t off = q->head; off + HY_TLV_HEADER <= q->tail; n++)
+        off += HY_TLV_HEADER + ((size_t)q->buf[off + 2] | (size_t)q->buf[off + 3] << 8 |
+                                (size_t)q->buf[off + 4] << 16 | (size_t)q->buf[off + 5] << 24);
+    return n;
+}

@@ -106,7 +106,7 @@ void hy_relay_rebuild_routes(hy_relay *r)
     free_routes(r);
     size_t n = 0;
     for (size_t i = 0; i < s->ninst; i++)
-        n += s->inst[i].spec->nsubscribe + s->inst[i].nsubs;
+        n += s->inst[i]->spec->nsubscribe + s->inst[i]->nsubs;
     if (n == 0)
         return;
     uint64_t *pairs = malloc(n * sizeof *pairs); /* type << 32 | instance */
@@ -114,7 +114,7 @@ void hy_relay_rebuild_routes(hy_relay *r)
         goto oom;
     size_t k = 0;
     for (size_t i = 0; i < s->ninst; i++) {
-        const hy_instance *in = &s->inst[i];
+        const hy_instance *in = s->inst[i];
         for (size_t j = 0; j < in->spec->nsubscribe; j++)
             pairs[k++] = (uint64_t)in->spec->subscribe[j] << 32 | i;
         for (size_t j = 0; j < in->nsubs; j++)
@@ -201,7 +201,7 @@ void hy_relay_update_reading(hy_relay *r)
 {
     hy_sup *s = r->sup;
     for (size_t i = 0; i < s->ninst; i++) {
-        hy_instance *in = &s->inst[i];
+        hy_instance *in = s->inst[i];
         if (in->out_fd < 0)
             continue;
         if (hy_relay_worker_may_read(r, in))
@@ -274,7 +274,7 @@ static void deliver_now(hy_relay *r, const hy_route *rt, const uint8_t *data, si
 {
     if (rt)
         for (size_t i = 0; i < rt->n; i++)
-            hy_sup_deliver_run(&r->sup->inst[rt->inst[i]], data, len, frames, type_id);
+            hy_sup_deliver_run(r->sup->inst[rt->inst[i]], data, len, frames, type_id);
     for (hy_peer *c = r->clients; c; c = c->next)
         to_client(r, c, data, len, frames);
 }
@@ -349,6 +349,8 @@ void hy_relay_end_batch(hy_relay *r)
 void hy_relay_from_worker(hy_relay *r, hy_instance *src, const uint8_t *frame, size_t len,
                           uint16_t type_id, bool in_place)
 {
+    if (hy_relay_tapped(r, type_id))
+        r->tap_fn(r->tap_ud, src->label, type_id, frame + HY_TLV_HEADER, (uint32_t)(len - HY_TLV_HEADER));
     if (r->topo->has_upstream) {
         if (in_place && r->run_src == src && r->run + r->run_len == frame) {
             r->run_len += len;
@@ -447,6 +449,7 @@ static void up_lost(hy_relay *r, const char *why, int err)
                    "upstream", ep, "schema", r->topo->schema->digest_hex, "buffered_bytes", b, NULL);
         } else {
             r->up_failures = 1;
+            r->up_down_since = ev_now(r->loop);
             hy_log(HY_WARN, COMP, "upstream connection lost: reconnecting", "upstream", ep, "error",
                    err ? strerror(err) : why, "buffered_bytes", b, NULL);
         }
@@ -568,6 +571,8 @@ static bool peer_accepts(hy_peer *p, const hy_frame *f)
     }
     p->frames_in++;
     p->bytes_in += f->len;
+    if (hy_relay_tapped(p->relay, f->type))
+        p->relay->tap_fn(p->relay->tap_ud, p->name, f->type, f->payload, f->len);
     return true;
 }
 
@@ -882,6 +887,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
         c->relay = r;
         c->fd = fd;
+        c->listener = l;
         hy_outq_init(&c->q);
         hy_tlv_decoder_init(&c->dec, 0);
         snprintf(c->name, sizeof c->name, "%s#%" PRIu64, l->name, ++r->next_client_id);
@@ -907,37 +913,10 @@ static void accept_pause_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 static int listen_unix(hy_listener *l, hy_err *err)
 {
-    const char *path = l->ep->path;
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof sa.sun_path)
-        return hy_err_set(err, "listen %s: socket path too long (%zu bytes, at most %zu)", path, strlen(path),
-                          sizeof sa.sun_path - 1);
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    if (hy_mkdir_parents(path, 0755) < 0)
-        return hy_err_set(err, "listen %s: cannot create its directory: %s", path, strerror(errno));
-    struct stat st;
-    if (lstat(path, &st) == 0) {
-        if (!S_ISSOCK(st.st_mode))
-            return hy_err_set(err, "listen %s: exists and is not a socket; not removing it", path);
-        /* A socket file: in use if something answers, else a stale leftover. */
-        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (probe < 0)
-            return hy_err_set(err, "socket: %s", strerror(errno));
-        int in_use = connect(probe, (struct sockaddr *)&sa, sizeof sa) == 0;
-        close(probe);
-        if (in_use)
-            return hy_err_set(err, "listen %s: another process is serving this socket", path);
-        if (unlink(path) < 0)
-            return hy_err_set(err, "listen %s: cannot remove the stale socket: %s", path, strerror(errno));
-    }
-    l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    l->fd = hy_unix_listen(l->ep->path, "listen", err);
     if (l->fd < 0)
-        return hy_err_set(err, "socket: %s", strerror(errno));
-    if (bind(l->fd, (struct sockaddr *)&sa, sizeof sa) < 0)
-        return hy_err_set(err, "listen %s: bind: %s", path, strerror(errno));
+        return -1;
     l->unlink_on_close = true;
-    if (listen(l->fd, 128) < 0)
-        return hy_err_set(err, "listen %s: %s", path, strerror(errno));
     return 0;
 }
 
@@ -1030,8 +1009,9 @@ int hy_relay_init(hy_relay *r, hy_sup *s, hy_err *err)
     r->up_timer.data = r;
     ev_prepare_init(&r->flush_w, flush_cb);
     r->flush_w.data = r;
-    if (s->ninst && !(r->dirty = calloc(s->ninst, sizeof *r->dirty)))
-        return hy_err_set(err, "out of memory");
+    if (hy_relay_reserve(r, s->ninst, err) < 0)
+        return -1;
+    r->up_down_since = ev_now(r->loop);
     if (t->nlisten && !(r->listeners = calloc(t->nlisten, sizeof *r->listeners)))
         return hy_err_set(err, "out of memory");
     for (size_t i = 0; i < t->nlisten; i++) {
@@ -1062,6 +1042,37 @@ void hy_relay_start(hy_relay *r)
         up_connect(r);
 }
 
+int hy_relay_reserve(hy_relay *r, size_t n, hy_err *err)
+{
+    if (n <= r->ndirty_cap)
+        return 0;
+    hy_instance **d = realloc(r->dirty, n * sizeof *d);
+    if (!d)
+        return hy_err_set(err, "out of memory");
+    r->dirty = d;
+    r->ndirty_cap = n;
+    return 0;
+}
+
+void hy_relay_forget(hy_relay *r, hy_instance *in)
+{
+    if (r->run_src == in)
+        hy_relay_end_batch(r);
+    for (size_t i = 0; i < r->ndirty; i++)
+        if (r->dirty[i] == in) {
+            r->dirty[i] = r->dirty[--r->ndirty];
+            break;
+        }
+    in->dirty = false;
+}
+
+void hy_relay_retopo(hy_relay *r, const hy_topology *t)
+{
+    r->topo = t;
+    for (size_t i = 0; i < r->nlisteners; i++)
+        r->listeners[i].ep = &t->listen[i];
+}
+
 void hy_relay_free(hy_relay *r)
 {
     if (!r->sup)
@@ -1089,6 +1100,7 @@ void hy_relay_free(hy_relay *r)
     }
     free(r->listeners);
     free(r->dirty);
+    free(r->tap_bits);
     free_routes(r);
     memset(r, 0, sizeof *r);
 }

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "hypha/log.h"
+#include "hypha/reload.h"
 #include "hypha/spawn.h"
 #include "hypha/units.h"
 
@@ -103,6 +104,12 @@ oom:
 
 static double now_s(hy_sup *s) { return ev_now(s->loop); }
 
+static void notify_change(hy_sup *s)
+{
+    if (s->on_change)
+        s->on_change(s);
+}
+
 static void set_timer(hy_instance *in, ev_timer *t, uint64_t ms)
 {
     ev_timer_stop(in->sup->loop, t);
@@ -113,6 +120,10 @@ static void set_timer(hy_instance *in, ev_timer *t, uint64_t ms)
 static void spawn_instance(hy_instance *in);
 static void start_batch_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void handle_exit(hy_instance *in, int wstatus);
+static void instance_free(hy_instance *in);
+static hy_instance *instance_new(hy_sup *s, const hy_worker_spec *w, unsigned j, hy_err *err);
+static void gc_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void hb_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 /* ---- worker stdin: frames for it ----------------------------------------- */
 
@@ -288,7 +299,7 @@ static void protocol_kill(hy_instance *in, const char *why)
 
 static void send_control(hy_instance *in, const char *json)
 {
-    uint8_t frame[HY_TLV_HEADER + 512];
+    uint8_t frame[HY_TLV_HEADER + 1024];
     size_t n = strlen(json);
     size_t len = hy_tlv_encode(frame, sizeof frame, HY_TLV_CONTROL_TYPE, json, (uint32_t)n);
     if (!len || hy_outq_push(&in->outq, frame, len, UINT64_MAX, HY_OVERFLOW_BLOCK) < 0)
@@ -408,10 +419,17 @@ static void on_hello(hy_instance *in, json_t *j)
         change_subs(in, ids, n, true);
         free(ids);
     }
-    char welcome[256];
-    snprintf(welcome, sizeof welcome, "{\"op\":\"welcome\",\"worker\":\"%s\",\"instance\":%u,\"schema\":\"%s\"}",
-             in->spec->name, in->index, schema->digest_hex);
-    send_control(in, welcome);
+    /* The worker's name is a YAML key: jansson escapes it. */
+    json_t *w = json_pack("{s:s, s:s, s:i, s:s}", "op", "welcome", "worker", in->spec->name, "instance",
+                          (json_int_t)in->index, "schema", schema->digest_hex);
+    uint64_t hb = in->spec->policy.heartbeat_timeout_ms;
+    if (w && hb)
+        json_object_set_new(w, "heartbeat_ms", json_integer((json_int_t)(hb / 3 ? hb / 3 : 1)));
+    char *text = w ? json_dumps(w, JSON_COMPACT) : NULL;
+    if (text)
+        send_control(in, text);
+    free(text);
+    json_decref(w);
 }
 
 static void on_control(hy_instance *in, const hy_frame *f)
@@ -433,6 +451,7 @@ static void on_control(hy_instance *in, const hy_frame *f)
             fmt_u(pid, sizeof pid, (unsigned long long)in->pid);
             hy_log(HY_INFO, COMP, "ready", "worker", in->spec->name, "instance", in->idx, "pid", pid,
                    "by", "ready frame", NULL);
+            notify_change(in->sup);
         }
     } else if (strcmp(op, "heartbeat") == 0) {
         in->last_heartbeat = ev_now(in->sup->loop);
@@ -558,10 +577,48 @@ static void out_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 /* ---- worker stderr: log lines ------------------------------------------ */
 
+const hy_tail_line *hy_tail_get(const hy_tail *t, size_t i)
+{
+    return i < t->n ? &t->slot[(t->head + i) % HY_TAIL_LINES] : NULL;
+}
+
+static void tail_drop_oldest(hy_tail *t)
+{
+    hy_tail_line *old = &t->slot[t->head];
+    t->bytes -= old->len;
+    free(old->text);
+    old->text = NULL;
+    t->head = (t->head + 1) % HY_TAIL_LINES;
+    t->n--;
+}
+
+/* Keep a line for `hyphactl tail`; out of memory only loses the line. */
+static void tail_push(hy_tail *t, const char *line, size_t len)
+{
+    if (!t->slot && !(t->slot = calloc(HY_TAIL_LINES, sizeof *t->slot)))
+        return;
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return;
+    memcpy(copy, line, len);
+    copy[len] = '\0';
+    while (t->n > 0 && (t->n == HY_TAIL_LINES || t->bytes + len > HY_TAIL_BYTES))
+        tail_drop_oldest(t);
+    hy_tail_line *slot = &t->slot[(t->head + t->n) % HY_TAIL_LINES];
+    slot->text = copy;
+    slot->len = len;
+    t->n++;
+    t->bytes += len;
+}
+
 static void flush_errline(hy_instance *in)
 {
-    if (in->errlen || in->errcut)
+    if (in->errlen || in->errcut) {
         hy_log_worker_line(in->spec->name, in->index, in->errline, in->errlen, in->errcut);
+        tail_push(&in->tail, in->errline, in->errlen);
+        if (in->sup->on_line)
+            in->sup->on_line(in->sup, in, in->errline, in->errlen);
+    }
     in->errlen = 0;
     in->errcut = 0;
 }
@@ -659,6 +716,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         fmt_u(pid, sizeof pid, (unsigned long long)in->pid);
         hy_log(HY_INFO, COMP, "ready", "worker", in->spec->name, "instance",
                in->idx, "pid", pid, "by", "start_timeout", NULL);
+        notify_change(in->sup);
         break;
     case HY_ST_BACKOFF:
         spawn_instance(in);
@@ -699,6 +757,34 @@ static void stop_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         kill_group(in, SIGKILL);
         in->stop_stage = 3;
     }
+}
+
+/* Liveness: a heartbeat control frame only updates last_heartbeat; this
+ * timer wakes at the deadline and either re-arms for the time left or
+ * kills (libev's "ev_timer again" pattern: no timer work per heartbeat). */
+static void hb_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    hy_instance *in = w->data;
+    uint64_t timeout = in->spec->policy.heartbeat_timeout_ms;
+    if (in->pid <= 0 || timeout == 0 || (in->state != HY_ST_STARTING && in->state != HY_ST_RUNNING))
+        return;
+    double left = in->last_heartbeat + (double)timeout / 1000.0 - ev_now(loop);
+    if (left > 0.0005) {
+        ev_timer_set(w, left, 0.0);
+        ev_timer_start(loop, w);
+        return;
+    }
+    if (in->kill_reason)
+        return;
+    in->kill_reason = "heartbeat";
+    char pid[16], t[24], age[32];
+    fmt_u(pid, sizeof pid, (unsigned long long)in->pid);
+    snprintf(age, sizeof age, "%.3fs", ev_now(loop) - in->last_heartbeat);
+    hy_log(HY_ERROR, COMP, "no heartbeat within heartbeat.timeout: killing it", "worker", in->spec->name,
+           "instance", in->idx, "pid", pid, "timeout", hy_format_duration(timeout, t, sizeof t), "since_last", age,
+           NULL);
+    kill_group(in, SIGKILL);
 }
 
 /* ---- spawn ---------------------------------------------------------------- */
@@ -755,6 +841,10 @@ static void spawn_instance(hy_instance *in)
         in->state = HY_ST_STARTING;
         set_timer(in, &in->timer, w->policy.start_timeout_ms);
     }
+    if (w->policy.heartbeat_timeout_ms)
+        set_timer(in, &in->hb_timer, w->policy.heartbeat_timeout_ms);
+    in->ever_started = true;
+    notify_change(s);
 }
 
 /* ---- exits --------------------------------------------------------------- */
@@ -762,7 +852,7 @@ static void spawn_instance(hy_instance *in)
 static bool all_stopped(const hy_sup *s)
 {
     for (size_t i = 0; i < s->ninst; i++)
-        if (s->inst[i].pid > 0)
+        if (s->inst[i]->pid > 0)
             return false;
     return true;
 }
@@ -827,6 +917,8 @@ static void handle_exit(hy_instance *in, int wstatus)
     clear_subs(in);
     ev_timer_stop(s->loop, &in->timer);
     ev_timer_stop(s->loop, &in->stop_timer);
+    ev_timer_stop(s->loop, &in->hb_timer);
+    in->last_exit_at = now_s(s);
     /* The worker is its process group: what it left running there goes
      * with it (as systemd does with a unit's leftovers), so a restart never
      * runs beside its predecessor's children. */
@@ -888,10 +980,14 @@ static void handle_exit(hy_instance *in, int wstatus)
                "status", status, "uptime", up, NULL);
         if (again)
             spawn_instance(in);
+        if (in->retiring)
+            ev_feed_event(s->loop, &s->gc_w, EV_TIMER); /* freed outside the child callback */
+        notify_change(s);
         check_shutdown(s);
         return;
     }
 
+    notify_change(s);
     bool clean = strcmp(reason, "exit") == 0 && in->last_code == 0;
     if (p->restart == HY_RESTART_NEVER || (p->restart == HY_RESTART_ON_FAILURE && clean)) {
         in->state = HY_ST_EXITED;
@@ -962,14 +1058,14 @@ static void child_cb(struct ev_loop *loop, ev_child *w, int revents)
         hy_log(HY_ERROR, COMP, "the warden process died: restarting it", NULL);
         if (!s->shutting_down && hy_warden_start(&s->warden, &err) == 0) {
             for (size_t i = 0; i < s->ninst; i++)
-                if (s->inst[i].pid > 0)
-                    (void)hy_warden_add(&s->warden, s->inst[i].pid, &err);
+                if (s->inst[i]->pid > 0)
+                    (void)hy_warden_add(&s->warden, s->inst[i]->pid, &err);
         }
         return;
     }
     for (size_t i = 0; i < s->ninst; i++) {
-        if (s->inst[i].pid == pid) {
-            handle_exit(&s->inst[i], st);
+        if (s->inst[i]->pid == pid) {
+            handle_exit(s->inst[i], st);
             return;
         }
     }
@@ -1032,14 +1128,14 @@ void hy_sup_stop_all(hy_sup *s)
 {
     s->shutting_down = true;
     for (size_t i = 0; i < s->ninst; i++)
-        stop_instance(&s->inst[i]);
+        stop_instance(s->inst[i]);
     check_shutdown(s);
 }
 
 void hy_sup_kill_all(hy_sup *s)
 {
     for (size_t i = 0; i < s->ninst; i++) {
-        hy_instance *in = &s->inst[i];
+        hy_instance *in = s->inst[i];
         if (in->pid > 0) {
             kill_group(in, SIGKILL);
             in->stop_stage = 3;
@@ -1051,11 +1147,303 @@ size_t hy_sup_live(const hy_sup *s)
 {
     size_t n = 0;
     for (size_t i = 0; i < s->ninst; i++)
-        n += s->inst[i].pid > 0;
+        n += s->inst[i]->pid > 0;
     return n;
 }
 
+static void tail_free(hy_tail *t)
+{
+    if (t->slot)
+        for (size_t i = 0; i < t->n; i++)
+            free(t->slot[(t->head + i) % HY_TAIL_LINES].text);
+    free(t->slot);
+    memset(t, 0, sizeof *t);
+}
+
+/* Watchers stopped, fds closed, memory freed. The process, if any, is the
+ * caller's business (hyphad exits, or the instance was stopped first). */
+static void instance_free(hy_instance *in)
+{
+    if (!in)
+        return;
+    struct ev_loop *loop = in->sup->loop;
+    if (loop) {
+        ev_io_stop(loop, &in->out_w);
+        ev_io_stop(loop, &in->err_w);
+        ev_io_stop(loop, &in->status_w);
+        ev_io_stop(loop, &in->in_w);
+        ev_timer_stop(loop, &in->timer);
+        ev_timer_stop(loop, &in->stop_timer);
+        ev_timer_stop(loop, &in->hb_timer);
+    }
+    close_fd(&in->in_fd);
+    close_fd(&in->out_fd);
+    close_fd(&in->err_fd);
+    close_fd(&in->status_fd);
+    if (in->envp) {
+        for (char **e = in->envp; *e; e++)
+            free(*e);
+        free(in->envp);
+    }
+    hy_giveup_free(&in->giveup);
+    hy_outq_free(&in->outq);
+    free(in->subs);
+    hy_tlv_decoder_free(&in->dec);
+    tail_free(&in->tail);
+    free(in);
+}
+
+/* ---- operator commands ------------------------------------------------ */
+
+/* An operator's start is a fresh story: no backoff, no give-up count. */
+static void clear_failures(hy_instance *in)
+{
+    in->n = 0;
+    in->retrying = false;
+    hy_giveup_clear(&in->giveup);
+}
+
+void hy_sup_start_instance(hy_instance *in)
+{
+    hy_sup *s = in->sup;
+    if (s->shutting_down || in->retiring)
+        return;
+    clear_failures(in);
+    in->pending = false;
+    switch (in->state) {
+    case HY_ST_STOPPING:
+        in->start_after_stop = true;
+        break;
+    case HY_ST_STARTING:
+    case HY_ST_RUNNING:
+        break;
+    default: /* exited, backoff, failed, stopped: no process */
+        ev_timer_stop(s->loop, &in->timer);
+        hy_log(HY_INFO, COMP, "starting on request", "worker", in->spec->name, "instance", in->idx, "was",
+               hy_state_str(in->state), NULL);
+        spawn_instance(in);
+        break;
+    }
+}
+
+void hy_sup_stop_instance(hy_instance *in)
+{
+    in->start_after_stop = false;
+    in->pending = false;
+    bool had = in->pid > 0;
+    stop_instance(in);
+    if (!had)
+        notify_change(in->sup);
+}
+
+void hy_sup_restart_instance(hy_instance *in)
+{
+    if (in->sup->shutting_down || in->retiring)
+        return;
+    clear_failures(in);
+    if (in->state == HY_ST_STARTING || in->state == HY_ST_RUNNING || in->state == HY_ST_STOPPING) {
+        stop_instance(in);
+        in->start_after_stop = true;
+    } else {
+        hy_sup_start_instance(in);
+    }
+}
+
+/* ---- reload --------------------------------------------------------------- */
+
+static bool spec_in(const hy_worker_spec *w, const hy_topology *t)
+{
+    return t->nworkers && w >= t->workers && w < t->workers + t->nworkers;
+}
+
+static bool retiring_twin(const hy_sup *s, const hy_instance *in)
+{
+    for (size_t i = 0; i < s->ninst; i++) {
+        const hy_instance *o = s->inst[i];
+        if (o->retiring && o->index == in->index && strcmp(o->spec->name, in->spec->name) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Free retired instances that have stopped, free topologies nobody uses any
+ * more, start instances whose predecessor is gone. Runs from its own
+ * watcher so no caller is iterating s->inst meanwhile. */
+static void gc_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    hy_sup *s = w->data;
+    size_t k = 0;
+    bool freed = false;
+    hy_relay_end_batch(&s->relay);
+    for (size_t i = 0; i < s->ninst; i++) {
+        hy_instance *in = s->inst[i];
+        if (in->retiring && in->pid == 0 && in->state != HY_ST_STOPPING) {
+            hy_relay_forget(&s->relay, in);
+            instance_free(in);
+            freed = true;
+        } else {
+            s->inst[k++] = in;
+        }
+    }
+    s->ninst = k;
+    if (freed)
+        hy_relay_rebuild_routes(&s->relay);
+    for (size_t r = 0; r < s->nretired;) {
+        bool used = false;
+        for (size_t i = 0; i < s->ninst && !used; i++)
+            used = spec_in(s->inst[i]->spec, s->retired[r]);
+        if (used) {
+            r++;
+            continue;
+        }
+        hy_topology_free(s->retired[r]);
+        s->retired[r] = s->retired[--s->nretired];
+    }
+    for (size_t i = 0; i < s->ninst; i++) {
+        hy_instance *in = s->inst[i];
+        if (in->pending && !s->shutting_down && !retiring_twin(s, in)) {
+            in->pending = false;
+            spawn_instance(in);
+        }
+    }
+    if (freed)
+        notify_change(s);
+}
+
+static void retire(hy_instance *in)
+{
+    in->retiring = true;
+    in->pending = false;
+    in->start_after_stop = false;
+    stop_instance(in);
+}
+
+static int add_name(json_t *list, const char *name)
+{
+    return list ? json_array_append_new(list, json_string(name)) : 0;
+}
+
+int hy_sup_reload(hy_sup *s, const hy_topology *t, json_t *started, json_t *stopped, json_t *restarted,
+                  json_t *unchanged, hy_err *err)
+{
+    const hy_topology *old = s->topo;
+    /* Room first, so that nothing changes when memory is short. */
+    size_t extra = 0;
+    for (size_t i = 0; i < t->nworkers; i++)
+        extra += t->workers[i].instances;
+    hy_instance **grown = realloc(s->inst, (s->ninst + extra + 1) * sizeof *grown);
+    if (!grown)
+        return hy_err_set(err, "out of memory");
+    s->inst = grown;
+    hy_topology **ret = realloc(s->retired, (s->nretired + 1) * sizeof *ret);
+    if (!ret)
+        return hy_err_set(err, "out of memory");
+    s->retired = ret;
+    if (hy_relay_reserve(&s->relay, s->ninst + extra, err) < 0)
+        return -1;
+    hy_instance **fresh = extra ? calloc(extra, sizeof *fresh) : NULL;
+    if (extra && !fresh)
+        return hy_err_set(err, "out of memory");
+    size_t nfresh = 0;
+    /* Instances of new and changed workers. */
+    for (size_t i = 0; i < t->nworkers; i++) {
+        const hy_worker_spec *nw = &t->workers[i];
+        const hy_worker_spec *ow = hy_topology_find_worker(old, nw->name);
+        if (ow && hy_worker_spec_equal(ow, nw))
+            continue;
+        for (unsigned j = 0; j < nw->instances; j++) {
+            hy_instance *in = instance_new(s, nw, j, err);
+            if (!in) {
+                for (size_t f = 0; f < nfresh; f++)
+                    instance_free(fresh[f]);
+                free(fresh);
+                return -1;
+            }
+            in->pending = true;
+            fresh[nfresh++] = in;
+        }
+    }
+    /* Nothing can fail from here on. */
+    for (size_t i = 0; i < old->nworkers; i++) {
+        const hy_worker_spec *ow = &old->workers[i];
+        const hy_worker_spec *nw = hy_topology_find_worker(t, ow->name);
+        if (!nw)
+            add_name(stopped, ow->name);
+        else if (hy_worker_spec_equal(ow, nw))
+            add_name(unchanged, ow->name);
+        else
+            add_name(restarted, ow->name);
+    }
+    for (size_t i = 0; i < t->nworkers; i++)
+        if (!hy_topology_find_worker(old, t->workers[i].name))
+            add_name(started, t->workers[i].name);
+    s->retired[s->nretired++] = (hy_topology *)old;
+    s->topo = t;
+    hy_relay_retopo(&s->relay, t);
+    size_t n = s->ninst;
+    for (size_t i = 0; i < n; i++) {
+        hy_instance *in = s->inst[i];
+        in->last_msg = NULL; /* it points into the old schema */
+        if (in->retiring || !spec_in(in->spec, old))
+            continue; /* retiring since an earlier reload: stays on its own topology */
+        const hy_worker_spec *nw = hy_topology_find_worker(t, in->spec->name);
+        if (nw && hy_worker_spec_equal(in->spec, nw)) {
+            in->spec = nw; /* unchanged: the same process goes on */
+            continue;
+        }
+        char pid[16];
+        fmt_u(pid, sizeof pid, (unsigned long long)in->pid);
+        hy_log(HY_INFO, COMP, nw ? "reload: definition changed, restarting" : "reload: removed, stopping", "worker",
+               in->spec->name, "instance", in->idx, "pid", pid, NULL);
+        retire(in);
+    }
+    for (size_t f = 0; f < nfresh; f++)
+        s->inst[s->ninst++] = fresh[f];
+    free(fresh);
+    hy_relay_rebuild_routes(&s->relay);
+    ev_feed_event(s->loop, &s->gc_w, EV_TIMER);
+    notify_change(s);
+    return 0;
+}
+
 /* ---- setup ------------------------------------------------------------ */
+
+/* One instance of worker `w`, stopped, with its watchers ready. NULL on ENOMEM. */
+static hy_instance *instance_new(hy_sup *s, const hy_worker_spec *w, unsigned j, hy_err *err)
+{
+    hy_instance *in = calloc(1, sizeof *in);
+    if (!in) {
+        hy_err_set(err, "out of memory for %s[%u]", w->name, j);
+        return NULL;
+    }
+    in->sup = s;
+    in->spec = w;
+    in->index = j;
+    in->state = HY_ST_STOPPED;
+    in->in_fd = in->out_fd = in->err_fd = in->status_fd = -1;
+    snprintf(in->label, sizeof in->label, "%s[%u]", w->name, j);
+    snprintf(in->idx, sizeof in->idx, "%u", j);
+    hy_tlv_decoder_init(&in->dec, 0);
+    hy_outq_init(&in->outq);
+    if (!(in->envp = build_env(w, j, s->topo->schema->digest_hex)) ||
+        hy_giveup_init(&in->giveup, w->policy.give_up_failures) < 0) {
+        hy_err_set(err, "out of memory building %s", in->label);
+        instance_free(in);
+        return NULL;
+    }
+    ev_io_init(&in->out_w, out_cb, -1, EV_READ);
+    ev_io_init(&in->err_w, err_cb, -1, EV_READ);
+    ev_io_init(&in->status_w, status_cb, -1, EV_READ);
+    ev_io_init(&in->in_w, in_cb, -1, EV_WRITE);
+    ev_init(&in->timer, timer_cb);
+    ev_init(&in->stop_timer, stop_timer_cb);
+    ev_init(&in->hb_timer, hb_timer_cb);
+    in->out_w.data = in->err_w.data = in->status_w.data = in->in_w.data = in;
+    in->timer.data = in->stop_timer.data = in->hb_timer.data = in;
+    return in;
+}
 
 int hy_sup_init(hy_sup *s, struct ev_loop *loop, const hy_topology *t, hy_err *err)
 {
@@ -1063,42 +1451,24 @@ int hy_sup_init(hy_sup *s, struct ev_loop *loop, const hy_topology *t, hy_err *e
     s->loop = loop;
     s->topo = t;
     s->warden.fd = -1;
+    s->started_at = ev_now(loop);
     if (getrandom(&s->rng, sizeof s->rng, 0) != (ssize_t)sizeof s->rng)
         s->rng = (uint64_t)getpid() * 0x9E3779B97F4A7C15ull ^ (uint64_t)time(NULL);
     s->rbuf_size = RBUF_SIZE;
     if (!(s->rbuf = malloc(s->rbuf_size)))
         return hy_err_set(err, "out of memory");
+    size_t total = 0;
     for (size_t i = 0; i < t->nworkers; i++)
-        s->ninst += t->workers[i].instances;
-    if (s->ninst && !(s->inst = calloc(s->ninst, sizeof *s->inst)))
-        return hy_err_set(err, "out of memory for %zu worker instances", s->ninst);
-    size_t k = 0;
+        total += t->workers[i].instances;
+    if (total && !(s->inst = calloc(total, sizeof *s->inst)))
+        return hy_err_set(err, "out of memory for %zu worker instances", total);
     for (size_t i = 0; i < t->nworkers; i++) {
         const hy_worker_spec *w = &t->workers[i];
-        for (unsigned j = 0; j < w->instances; j++, k++) {
-            hy_instance *in = &s->inst[k];
-            in->sup = s;
-            in->spec = w;
-            in->index = j;
-            in->state = HY_ST_STOPPED;
-            in->in_fd = in->out_fd = in->err_fd = in->status_fd = -1;
-            snprintf(in->label, sizeof in->label, "%s[%u]", w->name, j);
-            snprintf(in->idx, sizeof in->idx, "%u", j);
-            if (!(in->envp = build_env(w, j, t->schema->digest_hex)))
-                return hy_err_set(err, "out of memory building the environment of %s", in->label);
-            if (hy_giveup_init(&in->giveup, w->policy.give_up_failures) < 0)
-                return hy_err_set(err, "out of memory for %s", in->label);
-            hy_tlv_decoder_init(&in->dec, 0);
-            ev_io_init(&in->out_w, out_cb, -1, EV_READ);
-            ev_io_init(&in->err_w, err_cb, -1, EV_READ);
-            ev_io_init(&in->status_w, status_cb, -1, EV_READ);
-            ev_io_init(&in->in_w, in_cb, -1, EV_WRITE);
-            in->in_w.data = in;
-            hy_outq_init(&in->outq);
-            ev_init(&in->timer, timer_cb);
-            ev_init(&in->stop_timer, stop_timer_cb);
-            in->out_w.data = in->err_w.data = in->status_w.data = in;
-            in->timer.data = in->stop_timer.data = in;
+        for (unsigned j = 0; j < w->instances; j++) {
+            hy_instance *in = instance_new(s, w, j, err);
+            if (!in)
+                return -1;
+            s->inst[s->ninst++] = in;
         }
     }
     if (hy_warden_start(&s->warden, err) < 0)
@@ -1107,6 +1477,8 @@ int hy_sup_init(hy_sup *s, struct ev_loop *loop, const hy_topology *t, hy_err *e
         return -1;
     ev_init(&s->start_w, start_batch_cb);
     s->start_w.data = s;
+    ev_init(&s->gc_w, gc_cb);
+    s->gc_w.data = s;
     ev_child_init(&s->child_w, child_cb, 0, 0);
     s->child_w.data = s;
     ev_child_start(loop, &s->child_w);
@@ -1122,8 +1494,8 @@ static void start_batch_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     hy_sup *s = w->data;
     for (int k = 0; k < START_BATCH && s->next_start < s->ninst; k++) {
-        hy_instance *in = &s->inst[s->next_start++];
-        if (in->state == HY_ST_STOPPED && in->pid == 0 && !s->shutting_down)
+        hy_instance *in = s->inst[s->next_start++];
+        if (in->state == HY_ST_STOPPED && in->pid == 0 && !in->pending && !in->retiring && !s->shutting_down)
             spawn_instance(in);
     }
     if (s->next_start < s->ninst && !s->shutting_down) {
@@ -1145,34 +1517,16 @@ void hy_sup_free(hy_sup *s)
     if (s->loop) {
         ev_child_stop(s->loop, &s->child_w);
         ev_timer_stop(s->loop, &s->start_w);
+        ev_timer_stop(s->loop, &s->gc_w);
     }
     hy_warden_quit(&s->warden);
-    for (size_t i = 0; i < s->ninst; i++) {
-        hy_instance *in = &s->inst[i];
-        if (s->loop) {
-            ev_io_stop(s->loop, &in->out_w);
-            ev_io_stop(s->loop, &in->err_w);
-            ev_io_stop(s->loop, &in->status_w);
-            ev_io_stop(s->loop, &in->in_w);
-            ev_timer_stop(s->loop, &in->timer);
-            ev_timer_stop(s->loop, &in->stop_timer);
-        }
-        close_fd(&in->in_fd);
-        close_fd(&in->out_fd);
-        close_fd(&in->err_fd);
-        close_fd(&in->status_fd);
-        if (in->envp) {
-            for (char **e = in->envp; *e; e++)
-                free(*e);
-            free(in->envp);
-        }
-        hy_giveup_free(&in->giveup);
-        hy_outq_free(&in->outq);
-        free(in->subs);
-        hy_tlv_decoder_free(&in->dec);
-    }
+    for (size_t i = 0; i < s->ninst; i++)
+        instance_free(s->inst[i]);
     hy_relay_free(&s->relay);
     free(s->inst);
+    for (size_t i = 0; i < s->nretired; i++)
+        hy_topology_free(s->retired[i]);
+    free(s->retired);
     free(s->rbuf);
     memset(s, 0, sizeof *s);
 }

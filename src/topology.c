@@ -153,6 +153,7 @@ void hy_topology_free(hy_topology *t)
     free(t->workers);
     for (size_t i = 0; i < t->nlisten; i++)
         free_endpoint(&t->listen[i]);
+    free_endpoint(&t->metrics);
     free(t->listen);
     free_endpoint(&t->upstream);
     free(t->control_socket);
@@ -828,6 +829,25 @@ static char *default_control_socket(void)
     return strdup(buf);
 }
 
+/* metrics: {listen: HOST:PORT}: an HTTP endpoint serving /metrics. */
+static int parse_metrics(loader *L, const yaml_node_t *n)
+{
+    static const char *const keys[] = {"listen", NULL};
+    hy_topology *t = L->t;
+    if (hy_yexpect_map(&L->y, n, "metrics") < 0 || hy_ymap_check(&L->y, n, "metrics", keys) < 0)
+        return -1;
+    yaml_node_t *v = hy_ymap_get(&L->y, n, "listen");
+    if (!v)
+        return hy_yerr(&L->y, n, "metrics: needs 'listen: HOST:PORT' (e.g. 127.0.0.1:9464)");
+    if (parse_hostport(L, v, "metrics.listen", &t->metrics) < 0)
+        return -1;
+    t->has_metrics = true;
+    for (size_t i = 0; i < t->nlisten; i++)
+        if (same_endpoint(&t->listen[i], &t->metrics))
+            return hy_yerr(&L->y, v, "metrics.listen is also a listen endpoint");
+    return 0;
+}
+
 static int parse_control(loader *L, const yaml_node_t *n)
 {
     static const char *const keys[] = {"socket", "mode", NULL};
@@ -880,7 +900,7 @@ static int parse_workers(loader *L, const yaml_node_t *n)
 static int parse_root(loader *L)
 {
     static const char *const keys[] = {"version", "schema", "upstream", "listen", "control",
-                                       "defaults", "workers", NULL};
+                                       "metrics", "defaults", "workers", NULL};
     hy_topology *t = L->t;
     yaml_node_t *root = hy_ydoc_root(&L->y);
     if (hy_yexpect_map(&L->y, root, "a topology file") < 0 ||
@@ -933,6 +953,8 @@ static int parse_root(loader *L)
             return hy_yerr(&L->y, v ? v : root, "control.socket %s is also used by %s", t->control_socket,
                            i < t->nlisten ? "a listen endpoint" : "the upstream");
     }
+    if ((v = hy_ymap_get(&L->y, root, "metrics")) && !hy_yis_null(v) && parse_metrics(L, v) < 0)
+        return -1;
     hy_policy_builtin(&t->defaults);
     v = hy_ymap_get(&L->y, root, "defaults");
     if (parse_defaults(L, v && !hy_yis_null(v) ? v : NULL, root) < 0)

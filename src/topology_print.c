@@ -52,6 +52,8 @@ void hy_topology_print(FILE *out, const hy_topology *t)
     for (size_t i = 0; i < t->nlisten; i++)
         fprintf(out, "listen    %s\n", hy_endpoint_str(&t->listen[i], ep, sizeof ep));
     fprintf(out, "control   %s (mode %04o)\n", t->control_socket, t->control_mode);
+    if (t->has_metrics)
+        fprintf(out, "metrics   http://%s/metrics\n", hy_endpoint_str(&t->metrics, ep, sizeof ep) + 4);
 
     fputc('\n', out);
     hy_table tb;
@@ -177,6 +179,8 @@ json_t *hy_topology_to_json(const hy_topology *t)
     snprintf(mode, sizeof mode, "%04o", t->control_mode);
     json_object_set_new(root, "control", json_pack("{s:s,s:s}", "socket", t->control_socket,
                                                    "mode", mode));
+    json_object_set_new(root, "metrics",
+                        t->has_metrics ? json_pack("{s:o}", "listen", endpoint_json(&t->metrics)) : json_null());
     json_object_set_new(root, "defaults", policy_json(&t->defaults));
     json_t *workers = json_array();
     for (size_t i = 0; i < t->nworkers; i++) {

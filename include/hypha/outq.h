@@ -45,6 +45,9 @@ static inline size_t hy_outq_pending(const hy_outq *q) { return q->tail - q->hea
 static inline const uint8_t *hy_outq_data(const hy_outq *q) { return q->buf + q->head + q->sent; }
 /* Bytes held (counting the part of the first frame already written). */
 static inline size_t hy_outq_bytes(const hy_outq *q) { return q->tail - q->head; }
+/* Whole or partly written frames held: walks the headers (for status, not
+ * the hot path). */
+size_t hy_outq_frames(const hy_outq *q);
 /* n bytes were written. */
 void hy_outq_consume(hy_outq *q, size_t n);
 /* The connection that was being written is gone: the first frame, if it was

@@ -73,6 +73,7 @@ typedef struct hy_peer {
     uint64_t frames_in, bytes_in;   /* received from it */
     uint64_t frames_out, bytes_out; /* queued for it */
     uint64_t drops[HY_DROP__COUNT];
+    const struct hy_listener *listener; /* client: where it connected */
     struct hy_peer *next;
 } hy_peer;
 
@@ -87,6 +88,10 @@ typedef struct hy_listener {
 } hy_listener;
 
 typedef enum hy_up_state { HY_UP_DOWN, HY_UP_CONNECTING, HY_UP_CONNECTED } hy_up_state;
+
+/* An observer of accepted frames (`hyphactl tap`): `from` names the source
+ * ("risk[0]", the upstream endpoint, a listen client). */
+typedef void (*hy_tap_fn)(void *ud, const char *from, uint16_t type_id, const uint8_t *payload, uint32_t len);
 
 typedef struct hy_relay {
     struct hy_sup *sup;
@@ -125,6 +130,15 @@ typedef struct hy_relay {
     size_t nclients;
     uint64_t next_client_id;
     uint64_t clients_accepted, clients_refused, clients_slow;
+
+    /* tap: one bit per type id; NULL when nobody taps, so the relay pays one
+     * pointer test per frame for the feature. */
+    uint8_t *tap_bits;
+    hy_tap_fn tap_fn;
+    void *tap_ud;
+    double up_down_since;        /* ev_now() when the bus was last lost (or hyphad started);
+                                    a close during probation does not count as up */
+    size_t ndirty_cap;           /* slots in `dirty` */
 } hy_relay;
 
 /* Binds the listen endpoints (an error if one cannot be served) and prepares
@@ -158,5 +172,16 @@ bool hy_relay_upstream_connected(const hy_relay *r);
 void hy_relay_log_counters(const hy_relay *r);
 
 const char *hy_up_state_str(hy_up_state st);
+
+/* Reload support: room for `n` worker instances; a retired instance is about
+ * to be freed; the topology was replaced (same schema and endpoints). */
+int hy_relay_reserve(hy_relay *r, size_t n, hy_err *err);
+void hy_relay_forget(hy_relay *r, struct hy_instance *in);
+void hy_relay_retopo(hy_relay *r, const hy_topology *t);
+
+static inline bool hy_relay_tapped(const hy_relay *r, uint16_t type_id)
+{
+    return r->tap_bits && (r->tap_bits[type_id >> 3] & (1u << (type_id & 7)));
+}
 
 #endif

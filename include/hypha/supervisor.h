@@ -41,6 +41,22 @@ typedef enum hy_state {
 
 typedef struct hy_sup hy_sup;
 
+/* The last lines a worker wrote to stderr, for `hyphactl tail`: a ring of at
+ * most HY_TAIL_LINES lines and HY_TAIL_BYTES bytes; oldest go first. */
+#define HY_TAIL_LINES 1000u
+#define HY_TAIL_BYTES (256u * 1024)
+
+typedef struct hy_tail_line {
+    char *text;                  /* owned, NUL-terminated */
+    size_t len;
+} hy_tail_line;
+
+typedef struct hy_tail {
+    hy_tail_line *slot;          /* HY_TAIL_LINES slots, allocated on first use (owned) */
+    size_t head, n;              /* oldest slot, lines held */
+    size_t bytes;
+} hy_tail;
+
 typedef struct hy_instance {
     hy_sup *sup;
     const hy_worker_spec *spec;  /* owned by the topology */
@@ -82,13 +98,27 @@ typedef struct hy_instance {
     double last_heartbeat;       /* ev_now() of its last heartbeat (or spawn) */
     uint64_t frames_in, bytes_in;
     uint64_t drops[HY_DROP__COUNT];
+    ev_timer hb_timer;           /* heartbeat watchdog (heartbeat.timeout > 0) */
+    double last_exit_at;         /* ev_now() of the last exit, 0 before any */
+    bool ever_started;           /* spawned at least once (systemd readiness) */
+    bool retiring;               /* removed or changed by a reload: freed once stopped */
+    bool pending;                /* made by a reload: starts once its predecessor is gone */
+    hy_tail tail;                /* recent stderr lines */
 } hy_instance;
 
 struct hy_sup {
     struct ev_loop *loop;
     const hy_topology *topo;     /* not owned */
-    hy_instance *inst;           /* owned */
+    hy_instance **inst;          /* owned, each allocated alone: watchers never move */
     size_t ninst;
+    struct hy_topology **retired; /* replaced by a reload, still used by retiring instances (owned) */
+    size_t nretired;
+    ev_timer gc_w;               /* frees retired instances outside any iteration */
+    double started_at;           /* ev_now() when hyphad started */
+    /* Observers (the control plane): a worker stderr line; state changes. */
+    void (*on_line)(hy_sup *, hy_instance *, const char *line, size_t len);
+    void (*on_change)(hy_sup *);
+    void *line_ud;               /* for on_line */
     ev_child child_w;
     hy_warden warden;
     uint64_t rng;
@@ -121,5 +151,24 @@ void hy_sup_count_drop(hy_instance *in, hy_drop why, uint16_t type_id, uint64_t 
 void hy_sup_flush(hy_instance *in);
 
 const char *hy_state_str(hy_state st);
+
+/* Operator commands (hyphactl). start: run it now if it is not running,
+ * clearing backoff, give-up and `failed`; stop: graceful stop, stays stopped;
+ * restart: stop if running, then start (as start). */
+void hy_sup_start_instance(hy_instance *in);
+void hy_sup_stop_instance(hy_instance *in);
+void hy_sup_restart_instance(hy_instance *in);
+
+/* Reload: apply `t` (a newly loaded topology; ownership passes to the
+ * supervisor's caller as the current one, the old one is kept until no
+ * instance uses it). The caller has checked that only workers differ.
+ * Fills the names of workers started/stopped/restarted/unchanged into the
+ * four arrays (jansson arrays, appended to). */
+struct json_t;
+int hy_sup_reload(hy_sup *s, const hy_topology *t, struct json_t *started, struct json_t *stopped,
+                  struct json_t *restarted, struct json_t *unchanged, hy_err *err);
+
+/* The ring of recent stderr lines: iterate from oldest (0) to newest (n-1). */
+const hy_tail_line *hy_tail_get(const hy_tail *t, size_t i);
 
 #endif

@@ -95,6 +95,9 @@ typedef struct hy_topology {
     char *control_socket;    /* absolute (owned) */
     uint32_t control_mode;   /* e.g. 0600 */
 
+    bool has_metrics;        /* `metrics: {listen: HOST:PORT}`: Prometheus over HTTP */
+    hy_endpoint metrics;     /* HY_EP_TCP */
+
     hy_policy defaults;      /* after merging `defaults` into built-ins */
     hy_worker_spec *workers; /* in file order (owned) */
     size_t nworkers;

@@ -1,0 +1,22 @@
+/* decode.h - a message payload as JSON, for people (`hyphactl tap`).
+ *
+ * Values follow the wire vectors' convention: numbers for scalars, text for
+ * String, lowercase hex for [u8; N] and U256, a list of hex rows for
+ * [[u8; N]; M], hex for Vec<u8>, a list of hex for Vec<[u8; N]>. A u64 above
+ * 2^63-1 (JSON integers here are signed 64-bit) is given as decimal text. A
+ * String that is not valid UTF-8 has its bad bytes replaced by U+FFFD; a
+ * length or count over the capacity is cut to it. Padding is ignored.
+ */
+#ifndef HYPHA_DECODE_H
+#define HYPHA_DECODE_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "hypha/schema.h"
+
+/* A new JSON object {field: value, ...}, or NULL if len is not the
+ * message's size or memory runs out. */
+json_t *hy_decode_json(const hy_message *m, const uint8_t *payload, uint32_t len);
+
+#endif

@@ -1,0 +1,23 @@
+/* health.h - one word and one line for "is hypha all right?".
+ *
+ * The rules (docs/control.md): unhealthy when a worker failed (gave up), one
+ * exited with a failure and will not be restarted, or the upstream has been
+ * down longer than reconnect.max; degraded when a worker is starting, in
+ * backoff or stopping, or the upstream is down for less; healthy otherwise.
+ * Operator-stopped workers and clean exits that were not to be restarted
+ * count for nothing. The reason names the first instance or link at fault.
+ */
+#ifndef HYPHA_HEALTH_H
+#define HYPHA_HEALTH_H
+
+#include <stddef.h>
+
+struct hy_sup;
+
+typedef enum hy_health { HY_HEALTHY = 0, HY_DEGRADED = 1, HY_UNHEALTHY = 2 } hy_health;
+
+const char *hy_health_str(hy_health h);
+/* Evaluates at `now` (ev_now); writes one line into reason. */
+hy_health hy_health_eval(const struct hy_sup *s, double now, char *reason, size_t len);
+
+#endif

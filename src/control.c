@@ -1,0 +1,843 @@
+/* control.c - the control socket (see hypha/control.h and docs/control.md).
+ *
+ * Each client is a small state machine: it sends request lines; each is
+ * answered by one reply line appended to its output buffer. `tail -f` and
+ * `tap` turn the client into a stream: lines are appended as workers write
+ * to stderr or frames pass, and skipped (counted) while the client is not
+ * reading. A client is freed only from its own callbacks or at the end of a
+ * loop iteration, never while a stream is being fed.
+ */
+#define _GNU_SOURCE
+#include "hypha/control.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fsutil.h"
+#include "hypha/decode.h"
+#include "hypha/health.h"
+#include "hypha/log.h"
+#include "hypha/metrics.h"
+#include "hypha/status.h"
+#include "hypha/supervisor.h"
+
+#define COMP "control"
+#define TAIL_DEFAULT 10
+#define TAP_BITS_BYTES 8192 /* one bit per type id */
+
+typedef enum { CL_REQUESTS, CL_TAIL, CL_TAP } cl_mode;
+
+typedef struct hy_ctl_client {
+    hy_ctl *ctl;
+    int fd;
+    ev_io rw, ww;
+    ev_timer idle;
+    char in[HY_CTL_MAX_REQUEST + 1];
+    size_t inlen;
+    char *out;                   /* replies not yet written (owned) */
+    size_t outlen, outoff, outcap;
+    cl_mode mode;
+    bool closing;                /* close once the output is written */
+    bool paused;                 /* not reading: too much unread output */
+    bool dead;                   /* to be freed at the next sweep */
+    /* tail -f */
+    char *follow;                /* worker name (owned) */
+    int follow_inst;             /* -1: every instance */
+    /* tap */
+    uint8_t *tap_bits;           /* owned */
+    uint64_t tap_left;           /* frames still to send; 0 with tap_count: done */
+    bool tap_count;
+    uint64_t skipped;            /* stream lines skipped while it did not read */
+    unsigned uid, pid;
+    struct hy_ctl_client *next;
+} hy_ctl_client;
+
+static void client_free(hy_ctl_client *cl);
+static void client_write(hy_ctl_client *cl);
+static void tap_recompute(hy_ctl *c);
+
+/* ---- output ------------------------------------------------------------- */
+
+static size_t pending(const hy_ctl_client *cl) { return cl->outlen - cl->outoff; }
+
+/* Append one line (text + '\n'). Returns false on ENOMEM (the client is then
+ * closed: a reply cannot be half sent). */
+static bool append(hy_ctl_client *cl, const char *text, size_t len)
+{
+    if (cl->outoff && cl->outoff == cl->outlen)
+        cl->outoff = cl->outlen = 0;
+    if (cl->outlen + len + 1 > cl->outcap) {
+        if (cl->outoff) { /* reclaim what was written */
+            memmove(cl->out, cl->out + cl->outoff, cl->outlen - cl->outoff);
+            cl->outlen -= cl->outoff;
+            cl->outoff = 0;
+        }
+        size_t cap = cl->outcap ? cl->outcap : 4096;
+        while (cap < cl->outlen + len + 1)
+            cap *= 2;
+        if (cap != cl->outcap) {
+            char *p = realloc(cl->out, cap);
+            if (!p) {
+                cl->closing = true;
+                cl->dead = true;
+                return false;
+            }
+            cl->out = p;
+            cl->outcap = cap;
+        }
+    }
+    memcpy(cl->out + cl->outlen, text, len);
+    cl->outlen += len;
+    cl->out[cl->outlen++] = '\n';
+    return true;
+}
+
+/* Takes the reference to j. */
+static void send_json(hy_ctl_client *cl, json_t *j)
+{
+    char *text = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
+    json_decref(j);
+    if (!text) {
+        static const char oom[] = "{\"ok\":false,\"error\":\"out of memory\"}";
+        append(cl, oom, sizeof oom - 1);
+    } else {
+        append(cl, text, strlen(text));
+        free(text);
+    }
+    client_write(cl);
+}
+
+static void send_error(hy_ctl_client *cl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void send_error(hy_ctl_client *cl, const char *fmt, ...)
+{
+    char msg[HY_ERR_MAX + 256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    send_json(cl, json_pack("{s:b,s:s}", "ok", 0, "error", msg));
+}
+
+/* A line of a stream (tail -f, tap): skipped and counted while the client
+ * has more than HY_CTL_MAX_PENDING unread. */
+static void stream_line(hy_ctl_client *cl, json_t *j)
+{
+    if (cl->dead || cl->closing) {
+        json_decref(j);
+        return;
+    }
+    if (pending(cl) > HY_CTL_MAX_PENDING) {
+        cl->skipped++;
+        json_decref(j);
+        return;
+    }
+    if (cl->skipped) {
+        char note[64];
+        int n = snprintf(note, sizeof note, "{\"skipped\":%" PRIu64 "}", cl->skipped);
+        cl->skipped = 0;
+        append(cl, note, (size_t)n);
+    }
+    send_json(cl, j);
+}
+
+static void client_write(hy_ctl_client *cl)
+{
+    hy_ctl *c = cl->ctl;
+    while (pending(cl) > 0) {
+        ssize_t n = send(cl->fd, cl->out + cl->outoff, pending(cl), MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN) {
+                ev_io_start(c->loop, &cl->ww);
+                break;
+            }
+            cl->dead = true; /* EPIPE, ECONNRESET: it went away */
+            break;
+        }
+        cl->outoff += (size_t)n;
+    }
+    if (pending(cl) == 0) {
+        ev_io_stop(c->loop, &cl->ww);
+        if (cl->closing)
+            cl->dead = true;
+    }
+    /* Its requests are read again once it has read most of its replies. */
+    bool over = pending(cl) > HY_CTL_MAX_PENDING;
+    if (cl->mode == CL_REQUESTS && !cl->dead && !cl->closing && over != cl->paused) {
+        cl->paused = over;
+        if (over)
+            ev_io_stop(c->loop, &cl->rw);
+        else
+            ev_io_start(c->loop, &cl->rw);
+    }
+    if (cl->dead)
+        ev_feed_event(c->loop, &cl->idle, EV_TIMER); /* freed from its own callback */
+}
+
+static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    client_write(w->data);
+}
+
+/* ---- names ------------------------------------------------------------- */
+
+/* "risk" (every instance) or "risk[1]". Fills a malloc'd array. */
+static int resolve(hy_ctl *c, const char *name, hy_instance ***out, size_t *nout, char *why, size_t whylen)
+{
+    hy_sup *s = c->sup;
+    char base[256];
+    long want = -1;
+    const char *br = strchr(name, '[');
+    size_t blen = br ? (size_t)(br - name) : strlen(name);
+    if (blen >= sizeof base || blen == 0) {
+        snprintf(why, whylen, "'%s' is not a worker name", name);
+        return -1;
+    }
+    memcpy(base, name, blen);
+    base[blen] = '\0';
+    if (br) {
+        char *end;
+        errno = 0;
+        want = strtol(br + 1, &end, 10);
+        if (errno || end == br + 1 || *end != ']' || end[1] != '\0' || want < 0) {
+            snprintf(why, whylen, "'%s': an instance is written name[N], e.g. %s[0]", name, base);
+            return -1;
+        }
+    }
+    hy_instance **sel = calloc(s->ninst ? s->ninst : 1, sizeof *sel);
+    if (!sel) {
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    size_t n = 0;
+    bool worker_known = false;
+    for (size_t i = 0; i < s->ninst; i++) {
+        hy_instance *in = s->inst[i];
+        if (in->retiring || strcmp(in->spec->name, base) != 0)
+            continue;
+        worker_known = true;
+        if (want < 0 || (long)in->index == want)
+            sel[n++] = in;
+    }
+    if (n == 0) {
+        free(sel);
+        if (worker_known) {
+            const hy_worker_spec *w = hy_topology_find_worker(s->topo, base);
+            snprintf(why, whylen, "%s has no instance %ld (it has %u: %s[0] to %s[%u])", base, want,
+                     w ? w->instances : 0, base, base, w && w->instances ? w->instances - 1 : 0);
+            return -1;
+        }
+        int k = snprintf(why, whylen, "no worker named '%s' (workers:", base);
+        const hy_topology *t = s->topo;
+        for (size_t i = 0; i < t->nworkers && k > 0 && (size_t)k < whylen; i++)
+            k += snprintf(why + k, whylen - (size_t)k, "%s %s", i ? "," : "", t->workers[i].name);
+        if (k > 0 && (size_t)k < whylen)
+            snprintf(why + k, whylen - (size_t)k, "%s)", t->nworkers ? "" : " none");
+        return -1;
+    }
+    *out = sel;
+    *nout = n;
+    return 0;
+}
+
+static const char *str_arg(json_t *req, const char *key) { return json_string_value(json_object_get(req, key)); }
+
+/* ---- commands ------------------------------------------------------------ */
+
+static void cmd_status(hy_ctl_client *cl, json_t *req)
+{
+    hy_ctl *c = cl->ctl;
+    json_t *jn = json_object_get(req, "name");
+    hy_instance **sel = NULL;
+    size_t n = 0;
+    if (jn && !json_is_null(jn)) {
+        char why[1024];
+        if (!json_is_string(jn)) {
+            send_error(cl, "status: 'name' must be a string");
+            return;
+        }
+        if (resolve(c, json_string_value(jn), &sel, &n, why, sizeof why) < 0) {
+            send_error(cl, "%s", why);
+            return;
+        }
+    }
+    json_t *j = hy_status_json(c->sup, ev_now(c->loop), sel, n);
+    free(sel);
+    char reason[512];
+    hy_health h = hy_health_eval(c->sup, ev_now(c->loop), reason, sizeof reason);
+    json_object_set_new(j, "health", json_pack("{s:s,s:i,s:s}", "health", hy_health_str(h), "code", (int)h, "reason", reason));
+    send_json(cl, j);
+}
+
+static void cmd_health(hy_ctl_client *cl)
+{
+    hy_ctl *c = cl->ctl;
+    char reason[512];
+    hy_health h = hy_health_eval(c->sup, ev_now(c->loop), reason, sizeof reason);
+    send_json(cl, json_pack("{s:b,s:s,s:i,s:s}", "ok", 1, "health", hy_health_str(h), "code", (int)h, "reason", reason));
+}
+
+static void cmd_operate(hy_ctl_client *cl, json_t *req, const char *cmd)
+{
+    hy_ctl *c = cl->ctl;
+    const char *name = str_arg(req, "name");
+    if (!name) {
+        send_error(cl, "%s needs a worker: {\"cmd\":\"%s\",\"name\":\"NAME\"} (NAME or NAME[i])", cmd, cmd);
+        return;
+    }
+    if (c->sup->shutting_down) {
+        send_error(cl, "hyphad is shutting down");
+        return;
+    }
+    hy_instance **sel;
+    size_t n;
+    char why[1024];
+    if (resolve(c, name, &sel, &n, why, sizeof why) < 0) {
+        send_error(cl, "%s", why);
+        return;
+    }
+    char uid[16];
+    snprintf(uid, sizeof uid, "%u", cl->uid);
+    hy_log(HY_INFO, COMP, "operator command", "command", cmd, "name", name, "uid", uid, NULL);
+    json_t *list = json_array();
+    for (size_t i = 0; i < n; i++) {
+        if (cmd[2] == 'o') /* stop */
+            hy_sup_stop_instance(sel[i]);
+        else if (cmd[0] == 'r')
+            hy_sup_restart_instance(sel[i]);
+        else
+            hy_sup_start_instance(sel[i]);
+        json_array_append_new(list, json_pack("{s:s,s:i,s:s,s:o}", "worker", sel[i]->spec->name, "instance",
+                                              (int)sel[i]->index, "state", hy_state_str(sel[i]->state), "pid",
+                                              sel[i]->pid > 0 ? json_integer(sel[i]->pid) : json_null()));
+    }
+    free(sel);
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s: %s (%zu instance%s)",
+             cmd[2] == 'o' ? "stopping" : cmd[0] == 'r' ? "restarting" : "starting", name, n, n == 1 ? "" : "s");
+    send_json(cl, json_pack("{s:b,s:o,s:s}", "ok", 1, "instances", list, "message", msg));
+}
+
+static void cmd_reload(hy_ctl_client *cl)
+{
+    hy_ctl *c = cl->ctl;
+    if (!c->reload) {
+        send_error(cl, "reload is not available");
+        return;
+    }
+    json_t *reply = json_object();
+    hy_err err = {{0}};
+    if (!reply || c->reload(c->reload_ud, reply, &err) < 0) {
+        json_decref(reply);
+        send_error(cl, "%s", err.msg[0] ? err.msg : "out of memory");
+        return;
+    }
+    json_object_set_new(reply, "ok", json_true());
+    send_json(cl, reply);
+}
+
+static json_t *line_json(const hy_instance *in, const char *text, size_t len)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "worker", json_string(in->spec->name));
+    json_object_set_new(o, "instance", json_integer(in->index));
+    /* Worker output may be any bytes: jansson wants UTF-8. */
+    json_t *l = json_stringn(text, len);
+    if (!l) {
+        char *fixed = malloc(len + 1);
+        if (fixed) {
+            for (size_t i = 0; i < len; i++)
+                fixed[i] = (unsigned char)text[i] < 0x80 && text[i] ? text[i] : '?';
+            l = json_stringn(fixed, len);
+            free(fixed);
+        }
+    }
+    json_object_set_new(o, "line", l ? l : json_string(""));
+    return o;
+}
+
+typedef struct tail_pick {
+    const hy_instance *in;
+    size_t next; /* index in its ring */
+} tail_pick;
+
+static void cmd_tail(hy_ctl_client *cl, json_t *req)
+{
+    hy_ctl *c = cl->ctl;
+    const char *name = str_arg(req, "name");
+    json_t *jl = json_object_get(req, "lines");
+    json_t *jf = json_object_get(req, "follow");
+    if (!name) {
+        send_error(cl, "tail needs a worker: {\"cmd\":\"tail\",\"name\":\"NAME\",\"lines\":10}");
+        return;
+    }
+    if ((jl && !json_is_integer(jl)) || (jf && !json_is_boolean(jf))) {
+        send_error(cl, "tail: 'lines' is a number and 'follow' true or false");
+        return;
+    }
+    json_int_t want = jl ? json_integer_value(jl) : TAIL_DEFAULT;
+    if (want < 0)
+        want = 0;
+    hy_instance **sel;
+    size_t n;
+    char why[1024];
+    if (resolve(c, name, &sel, &n, why, sizeof why) < 0) {
+        send_error(cl, "%s", why);
+        return;
+    }
+    /* The instances' rings hold lines oldest first; lines of one worker's
+     * instances are interleaved by instance order within equal age, which
+     * is the best we can do without timestamps: take the last `want` lines
+     * counting back over the instances' rings round-robin from the newest. */
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += sel[i]->tail.n;
+    size_t take = (size_t)want < total ? (size_t)want : total;
+    json_t *lines = json_array();
+    if (lines) {
+        /* how many to take from each: newest-first round robin */
+        size_t *cnt = calloc(n, sizeof *cnt);
+        if (cnt) {
+            size_t got = 0;
+            while (got < take)
+                for (size_t i = 0; i < n && got < take; i++)
+                    if (cnt[i] < sel[i]->tail.n) {
+                        cnt[i]++;
+                        got++;
+                    }
+            for (size_t i = 0; i < n; i++)
+                for (size_t k = sel[i]->tail.n - cnt[i]; k < sel[i]->tail.n; k++) {
+                    const hy_tail_line *tl = hy_tail_get(&sel[i]->tail, k);
+                    json_array_append_new(lines, line_json(sel[i], tl->text, tl->len));
+                }
+            free(cnt);
+        }
+    }
+    bool follow = jf && json_is_true(jf);
+    if (follow) {
+        char base[256];
+        const char *br = strchr(name, '[');
+        snprintf(base, sizeof base, "%.*s", br ? (int)(br - name) : (int)strlen(name), name);
+        cl->follow = strdup(base);
+        cl->follow_inst = br ? (int)sel[0]->index : -1;
+        if (cl->follow) {
+            cl->mode = CL_TAIL;
+            ev_timer_stop(c->loop, &cl->idle);
+        }
+    }
+    free(sel);
+    send_json(cl, json_pack("{s:b,s:o,s:b}", "ok", 1, "lines", lines ? lines : json_array(), "follow", follow));
+}
+
+static void on_line(hy_sup *s, hy_instance *in, const char *line, size_t len)
+{
+    hy_ctl *c = s->line_ud;
+    for (hy_ctl_client *cl = c->clients; cl; cl = cl->next) {
+        if (cl->mode != CL_TAIL || strcmp(cl->follow, in->spec->name) != 0 ||
+            (cl->follow_inst >= 0 && (unsigned)cl->follow_inst != in->index))
+            continue;
+        stream_line(cl, line_json(in, line, len));
+    }
+}
+
+static void on_frame(void *ud, const char *from, uint16_t type_id, const uint8_t *payload, uint32_t len)
+{
+    hy_ctl *c = ud;
+    const hy_message *m = hy_schema_find(c->sup->topo->schema, type_id);
+    json_t *fields = NULL;
+    for (hy_ctl_client *cl = c->clients; cl; cl = cl->next) {
+        if (cl->mode != CL_TAP || !(cl->tap_bits[type_id >> 3] & (1u << (type_id & 7))))
+            continue;
+        if (cl->tap_count && cl->tap_left == 0)
+            continue;
+        if (!fields && !(fields = hy_decode_json(m, payload, len)))
+            fields = json_null();
+        json_t *o = json_pack("{s:s,s:i,s:s,s:I,s:O}", "type", m ? m->name : "?", "type_id", (int)type_id, "from",
+                              from, "size", (json_int_t)len, "fields", fields);
+        stream_line(cl, o);
+        if (cl->tap_count && --cl->tap_left == 0) {
+            cl->closing = true; /* its last frame: closed once written */
+            if (pending(cl) == 0) {
+                cl->dead = true;
+                ev_feed_event(c->loop, &cl->idle, EV_TIMER);
+            } else { /* one that never reads it is dropped at the deadline */
+                ev_timer_again(c->loop, &cl->idle);
+            }
+        }
+    }
+    json_decref(fields);
+}
+
+static void cmd_tap(hy_ctl_client *cl, json_t *req)
+{
+    hy_ctl *c = cl->ctl;
+    const hy_schema *schema = c->sup->topo->schema;
+    json_t *types = json_object_get(req, "types");
+    json_t *jc = json_object_get(req, "count");
+    if (!json_is_array(types) || json_array_size(types) == 0) {
+        send_error(cl, "tap needs types: {\"cmd\":\"tap\",\"types\":[\"TypeName\" or id, ...]}");
+        return;
+    }
+    if (jc && !json_is_null(jc) && (!json_is_integer(jc) || json_integer_value(jc) <= 0)) {
+        send_error(cl, "tap: 'count' must be a number above 0");
+        return;
+    }
+    uint8_t *bits = calloc(TAP_BITS_BYTES, 1);
+    json_t *names = json_array();
+    if (!bits || !names) {
+        free(bits);
+        json_decref(names);
+        send_error(cl, "out of memory");
+        return;
+    }
+    size_t i;
+    json_t *v;
+    json_array_foreach(types, i, v)
+    {
+        const hy_message *m = NULL;
+        if (json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) <= 65535)
+            m = hy_schema_find(schema, (uint16_t)json_integer_value(v));
+        else if (json_is_string(v)) {
+            m = hy_schema_find_name(schema, json_string_value(v));
+            if (!m) { /* a number written as text, as a shell passes it */
+                char *end;
+                long id = strtol(json_string_value(v), &end, 10);
+                if (*json_string_value(v) && !*end && id > 0 && id <= 65535)
+                    m = hy_schema_find(schema, (uint16_t)id);
+            }
+        }
+        if (!m) {
+            char *txt = json_dumps(v, JSON_ENCODE_ANY);
+            char known[512] = "";
+            size_t k = 0;
+            for (size_t j = 0; j < schema->nmsgs && k < sizeof known; j++)
+                k += (size_t)snprintf(known + k, sizeof known - k, "%s%s (%u)", j ? ", " : "", schema->msgs[j].name,
+                                      schema->msgs[j].type_id);
+            send_error(cl, "tap: the schema has no message %s (it has: %s)", txt ? txt : "?", known);
+            free(txt);
+            free(bits);
+            json_decref(names);
+            return;
+        }
+        bits[m->type_id >> 3] |= (uint8_t)(1u << (m->type_id & 7));
+        json_array_append_new(names, json_string(m->name));
+    }
+    free(cl->tap_bits);
+    cl->tap_bits = bits;
+    cl->tap_count = jc && json_is_integer(jc);
+    cl->tap_left = cl->tap_count ? (uint64_t)json_integer_value(jc) : 0;
+    cl->mode = CL_TAP;
+    ev_timer_stop(c->loop, &cl->idle);
+    send_json(cl, json_pack("{s:b,s:o}", "ok", 1, "types", names));
+    tap_recompute(c);
+}
+
+static void cmd_metrics(hy_ctl_client *cl)
+{
+    hy_ctl *c = cl->ctl;
+    size_t len;
+    char *text = hy_metrics_render(c->sup, ev_now(c->loop), &len);
+    if (!text) {
+        send_error(cl, "out of memory");
+        return;
+    }
+    send_json(cl, json_pack("{s:b,s:s%}", "ok", 1, "text", text, len));
+    free(text);
+}
+
+static void dispatch(hy_ctl_client *cl, const char *line, size_t len)
+{
+    json_error_t jerr;
+    json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!req) {
+        send_error(cl, "not JSON: %s (line %d, column %d)", jerr.text, jerr.line, jerr.column);
+        return;
+    }
+    const char *cmd = json_is_object(req) ? str_arg(req, "cmd") : NULL;
+    if (!json_is_object(req))
+        send_error(cl, "a request is a JSON object: {\"cmd\": \"status\"}");
+    else if (!cmd)
+        send_error(cl, "the request has no \"cmd\" (status, health, restart, stop, start, reload, tail, tap, metrics)");
+    else if (cl->mode != CL_REQUESTS)
+        send_error(cl, "this connection is streaming (tail -f or tap): open another one");
+    else if (strcmp(cmd, "status") == 0)
+        cmd_status(cl, req);
+    else if (strcmp(cmd, "health") == 0)
+        cmd_health(cl);
+    else if (strcmp(cmd, "restart") == 0 || strcmp(cmd, "stop") == 0 || strcmp(cmd, "start") == 0)
+        cmd_operate(cl, req, cmd);
+    else if (strcmp(cmd, "reload") == 0)
+        cmd_reload(cl);
+    else if (strcmp(cmd, "tail") == 0)
+        cmd_tail(cl, req);
+    else if (strcmp(cmd, "tap") == 0)
+        cmd_tap(cl, req);
+    else if (strcmp(cmd, "metrics") == 0)
+        cmd_metrics(cl);
+    else
+        send_error(cl, "unknown command '%s' (status, health, restart, stop, start, reload, tail, tap, metrics)", cmd);
+    json_decref(req);
+}
+
+/* ---- input -------------------------------------------------------------- */
+
+static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    hy_ctl_client *cl = w->data;
+    for (int rounds = 0; rounds < 4 && !cl->dead && !cl->closing && !cl->paused; rounds++) {
+        ssize_t n = recv(cl->fd, cl->in + cl->inlen, HY_CTL_MAX_REQUEST + 1 - cl->inlen, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN)
+                cl->dead = true;
+            break;
+        }
+        if (n == 0) { /* it closed its side: answer what came, then close */
+            ev_io_stop(loop, &cl->rw);
+            cl->closing = true;
+            if (pending(cl) == 0)
+                cl->dead = true;
+            break;
+        }
+        cl->inlen += (size_t)n;
+        size_t start = 0;
+        for (;;) {
+            char *nl = memchr(cl->in + start, '\n', cl->inlen - start);
+            if (!nl)
+                break;
+            size_t len = (size_t)(nl - (cl->in + start));
+            if (len && cl->in[start + len - 1] == '\r')
+                len--;
+            if (len) {
+                dispatch(cl, cl->in + start, len);
+                if (cl->mode == CL_REQUESTS)
+                    ev_timer_again(loop, &cl->idle);
+            }
+            start = (size_t)(nl - cl->in) + 1;
+            if (cl->dead || cl->paused || cl->closing)
+                break;
+        }
+        memmove(cl->in, cl->in + start, cl->inlen - start);
+        cl->inlen -= start;
+        if (cl->inlen > HY_CTL_MAX_REQUEST) {
+            char uid[16];
+            snprintf(uid, sizeof uid, "%u", cl->uid);
+            hy_log(HY_WARN, COMP, "request too long: closing the connection", "uid", uid, NULL);
+            send_error(cl, "request too long (over %u bytes)", HY_CTL_MAX_REQUEST);
+            cl->inlen = 0;
+            cl->closing = true;
+            ev_io_stop(loop, &cl->rw);
+            if (pending(cl) == 0)
+                cl->dead = true;
+        }
+    }
+    if (cl->dead)
+        client_free(cl);
+}
+
+/* Idle deadline, and the one place a client is freed from outside its
+ * read callback (fed as an event when a write finished it). */
+static void idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    hy_ctl_client *cl = w->data;
+    if (!cl->dead) /* the real deadline: no complete request (or unread replies) in time */
+        hy_log(HY_DEBUG, COMP, "idle control connection closed", NULL);
+    client_free(cl);
+}
+
+static void client_free(hy_ctl_client *cl)
+{
+    hy_ctl *c = cl->ctl;
+    ev_io_stop(c->loop, &cl->rw);
+    ev_io_stop(c->loop, &cl->ww);
+    ev_timer_stop(c->loop, &cl->idle);
+    ev_clear_pending(c->loop, &cl->idle);
+    ev_clear_pending(c->loop, &cl->rw);
+    ev_clear_pending(c->loop, &cl->ww);
+    close(cl->fd);
+    for (hy_ctl_client **pp = &c->clients; *pp; pp = &(*pp)->next)
+        if (*pp == cl) {
+            *pp = cl->next;
+            break;
+        }
+    c->nclients--;
+    bool tapped = cl->mode == CL_TAP;
+    free(cl->out);
+    free(cl->follow);
+    free(cl->tap_bits);
+    free(cl);
+    if (tapped)
+        tap_recompute(c);
+}
+
+/* The relay's tap bits: the union of every tapping client's. */
+static void tap_recompute(hy_ctl *c)
+{
+    hy_relay *r = &c->sup->relay;
+    uint8_t *bits = NULL;
+    for (hy_ctl_client *cl = c->clients; cl; cl = cl->next) {
+        if (cl->mode != CL_TAP || cl->dead)
+            continue;
+        if (!bits && !(bits = calloc(TAP_BITS_BYTES, 1)))
+            break;
+        for (size_t i = 0; i < TAP_BITS_BYTES; i++)
+            bits[i] |= cl->tap_bits[i];
+    }
+    free(r->tap_bits);
+    r->tap_bits = bits;
+    r->tap_fn = on_frame;
+    r->tap_ud = c;
+}
+
+/* ---- accept ------------------------------------------------------------- */
+
+static void refuse_now(int fd, const char *json_line)
+{
+    ssize_t w = send(fd, json_line, strlen(json_line), MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)w;
+    close(fd);
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    hy_ctl *c = w->data;
+    for (;;) {
+        int fd = accept4(c->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno != EAGAIN) {
+                hy_log(HY_ERROR, COMP, "accept failed: pausing the control socket for 1s", "socket", c->path, "error",
+                       strerror(errno), NULL);
+                ev_io_stop(loop, &c->w);
+                ev_timer_set(&c->pause, 1.0, 0.0);
+                ev_timer_start(loop, &c->pause);
+            }
+            return;
+        }
+        struct ucred cred;
+        socklen_t clen = sizeof cred;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
+            hy_log(HY_WARN, COMP, "cannot learn a control client's uid (SO_PEERCRED): refused", "error",
+                   strerror(errno), NULL);
+            close(fd);
+            continue;
+        }
+        if (cred.uid != geteuid() && cred.uid != 0) {
+            char line[256], uid[16], pid[16];
+            c->refused++;
+            snprintf(uid, sizeof uid, "%u", (unsigned)cred.uid);
+            snprintf(pid, sizeof pid, "%d", (int)cred.pid);
+            hy_log(HY_WARN, COMP, "control connection refused: not hyphad's uid nor root", "uid", uid, "pid", pid,
+                   NULL);
+            snprintf(line, sizeof line,
+                     "{\"ok\":false,\"refused\":true,\"error\":\"permission denied: uid %u is not hyphad's uid (%u) nor "
+                     "root\"}\n",
+                     (unsigned)cred.uid, (unsigned)geteuid());
+            refuse_now(fd, line);
+            continue;
+        }
+        if (c->nclients >= HY_CTL_MAX_CLIENTS) {
+            char line[128];
+            snprintf(line, sizeof line, "{\"ok\":false,\"error\":\"too many control connections (%u)\"}\n",
+                     HY_CTL_MAX_CLIENTS);
+            refuse_now(fd, line);
+            continue;
+        }
+        hy_ctl_client *cl = calloc(1, sizeof *cl);
+        if (!cl) {
+            refuse_now(fd, "{\"ok\":false,\"error\":\"out of memory\"}\n");
+            continue;
+        }
+        cl->ctl = c;
+        cl->fd = fd;
+        cl->uid = (unsigned)cred.uid;
+        cl->pid = (unsigned)cred.pid;
+        cl->follow_inst = -1;
+        ev_io_init(&cl->rw, read_cb, fd, EV_READ);
+        ev_io_init(&cl->ww, write_cb, fd, EV_WRITE);
+        ev_init(&cl->idle, idle_cb);
+        cl->idle.repeat = HY_CTL_IDLE_S;
+        cl->rw.data = cl->ww.data = cl->idle.data = cl;
+        cl->next = c->clients;
+        c->clients = cl;
+        c->nclients++;
+        ev_io_start(loop, &cl->rw);
+        ev_timer_again(loop, &cl->idle);
+    }
+}
+
+static void pause_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    hy_ctl *c = w->data;
+    ev_io_start(loop, &c->w);
+}
+
+int hy_ctl_start(hy_ctl *c, hy_sup *s, hy_err *err)
+{
+    memset(c, 0, sizeof *c);
+    c->sup = s;
+    c->loop = s->loop;
+    c->fd = -1;
+    const hy_topology *t = s->topo;
+    if (!(c->path = strdup(t->control_socket)))
+        return hy_err_set(err, "out of memory");
+    if ((c->fd = hy_unix_listen(c->path, "control socket", err)) < 0) {
+        free(c->path);
+        c->path = NULL;
+        return -1;
+    }
+    if (chmod(c->path, t->control_mode) < 0) {
+        hy_err_set(err, "control socket %s: chmod %04o: %s", c->path, t->control_mode, strerror(errno));
+        hy_ctl_stop(c);
+        return -1;
+    }
+    ev_io_init(&c->w, accept_cb, c->fd, EV_READ);
+    ev_init(&c->pause, pause_cb);
+    c->w.data = c->pause.data = c;
+    ev_io_start(c->loop, &c->w);
+    s->on_line = on_line;
+    s->line_ud = c;
+    char mode[8];
+    snprintf(mode, sizeof mode, "%04o", t->control_mode);
+    hy_log(HY_INFO, COMP, "control socket ready", "socket", c->path, "mode", mode, NULL);
+    return 0;
+}
+
+void hy_ctl_stop(hy_ctl *c)
+{
+    if (!c->loop)
+        return;
+    while (c->clients)
+        client_free(c->clients);
+    if (c->sup && c->sup->line_ud == c) {
+        c->sup->on_line = NULL;
+        c->sup->line_ud = NULL;
+    }
+    ev_io_stop(c->loop, &c->w);
+    ev_timer_stop(c->loop, &c->pause);
+    if (c->fd >= 0) {
+        close(c->fd);
+        (void)unlink(c->path);
+    }
+    c->fd = -1;
+    free(c->path);
+    c->path = NULL;
+    c->loop = NULL;
+}

@@ -1,0 +1,116 @@
+/* health.c - healthy, degraded or unhealthy, and why (see hypha/health.h).
+ * Reads the supervisor and relay state; changes nothing. */
+#include "hypha/health.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "hypha/supervisor.h"
+#include "hypha/units.h"
+
+const char *hy_health_str(hy_health h)
+{
+    switch (h) {
+    case HY_HEALTHY: return "healthy";
+    case HY_DEGRADED: return "degraded";
+    case HY_UNHEALTHY: return "unhealthy";
+    }
+    return "?";
+}
+
+/* "exit status 3", "signal KILL", "heartbeat (signal KILL)". */
+static void last_exit(const hy_instance *in, char *out, size_t len)
+{
+    char how[48];
+    if (in->last_signal) {
+        const char *sn = hy_signal_name(in->last_signal);
+        if (sn)
+            snprintf(how, sizeof how, "signal %s", sn);
+        else
+            snprintf(how, sizeof how, "signal %d", in->last_signal);
+    } else {
+        snprintf(how, sizeof how, "exit status %d", in->last_code);
+    }
+    if (strcmp(in->last_reason, "exit") == 0 || strcmp(in->last_reason, "signal") == 0)
+        snprintf(out, len, "%s", how);
+    else if (strcmp(in->last_reason, "spawn") == 0)
+        snprintf(out, len, "spawn failed: %s", in->spawn_error[0] ? in->spawn_error : how);
+    else
+        snprintf(out, len, "%s (%s)", in->last_reason, how);
+}
+
+static bool clean_exit(const hy_instance *in)
+{
+    return strcmp(in->last_reason, "exit") == 0 && in->last_code == 0;
+}
+
+hy_health hy_health_eval(const hy_sup *s, double now, char *reason, size_t len)
+{
+    const hy_relay *r = &s->relay;
+    const hy_topology *t = s->topo;
+    char a[64], b[32], c[32];
+    /* unhealthy */
+    for (size_t i = 0; i < s->ninst; i++) {
+        const hy_instance *in = s->inst[i];
+        if (in->retiring)
+            continue;
+        if (in->state == HY_ST_FAILED) {
+            const hy_policy *p = &in->spec->policy;
+            last_exit(in, a, sizeof a);
+            hy_format_duration(p->give_up_within_ms, b, sizeof b);
+            if (p->give_up_retry_after_ms && ev_is_active(&in->timer)) {
+                double left = ev_timer_remaining(s->loop, (ev_timer *)&in->timer);
+                hy_format_duration(left > 0 ? (uint64_t)(left * 1000.0) : 0, c, sizeof c);
+                snprintf(reason, len, "%s failed: %u exits within %s (last: %s); retry in %s", in->label,
+                         p->give_up_failures, b, a, c);
+            } else {
+                snprintf(reason, len, "%s failed: %u exits within %s (last: %s); not retried: hyphactl restart %s",
+                         in->label, p->give_up_failures, b, a, in->spec->name);
+            }
+            return HY_UNHEALTHY;
+        }
+        if (in->state == HY_ST_EXITED && !clean_exit(in)) {
+            last_exit(in, a, sizeof a);
+            snprintf(reason, len, "%s exited (%s) and will not be restarted (restart: %s)", in->label, a,
+                     hy_restart_policy_str(in->spec->policy.restart));
+            return HY_UNHEALTHY;
+        }
+    }
+    bool up_ok = !t->has_upstream || (r->up_state == HY_UP_CONNECTED && !r->up_probation);
+    double down_for = now - r->up_down_since;
+    if (!up_ok && down_for * 1000.0 > (double)t->reconnect_max_ms) {
+        hy_format_duration((uint64_t)(down_for * 1000.0), b, sizeof b);
+        snprintf(reason, len, "upstream %s down for %s (longer than reconnect.max)", r->up.name, b);
+        return HY_UNHEALTHY;
+    }
+    /* degraded */
+    for (size_t i = 0; i < s->ninst; i++) {
+        const hy_instance *in = s->inst[i];
+        if (in->state == HY_ST_BACKOFF) {
+            last_exit(in, a, sizeof a);
+            snprintf(reason, len, "%s in backoff after %s (restarts: %u)", in->label, a, in->restarts);
+            return HY_DEGRADED;
+        }
+        if (in->state == HY_ST_STARTING || in->state == HY_ST_STOPPING || in->pending) {
+            snprintf(reason, len, "%s %s", in->label, in->pending ? "waiting to start (reload)" : hy_state_str(in->state));
+            return HY_DEGRADED;
+        }
+    }
+    if (!up_ok) {
+        hy_format_duration((uint64_t)(down_for * 1000.0), b, sizeof b);
+        snprintf(reason, len, "upstream %s %s for %s", r->up.name,
+                 r->up_state == HY_UP_CONNECTED ? "connecting (handshake)" : "down", b);
+        return HY_DEGRADED;
+    }
+    size_t running = 0, stopped = 0;
+    for (size_t i = 0; i < s->ninst; i++) {
+        running += s->inst[i]->state == HY_ST_RUNNING;
+        stopped += s->inst[i]->state == HY_ST_STOPPED || s->inst[i]->state == HY_ST_EXITED;
+    }
+    int n = snprintf(reason, len, "%zu of %zu instances running", running, s->ninst);
+    if (stopped && n > 0 && (size_t)n < len)
+        n += snprintf(reason + n, len - (size_t)n, " (%zu stopped or exited as asked)", stopped);
+    if (n > 0 && (size_t)n < len)
+        snprintf(reason + n, len - (size_t)n, t->has_upstream ? ", upstream connected" : ", embedded bus");
+    return HY_HEALTHY;
+}

@@ -1,0 +1,588 @@
+/* hyphactl.c - the on-call CLI: one request to hyphad's control socket, the
+ * reply printed as a table for people or as JSON for scripts
+ * (docs/control.md).
+ *
+ * Exit codes: 0 done, 1 hyphad answered with an error, 2 usage, 3 hyphad
+ * unreachable. `health` exits 0 healthy, 1 degraded, 2 unhealthy, 3
+ * unreachable, so it works as a Kubernetes exec probe.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hypha/table.h"
+#include "hypha/topology.h"
+#include "hypha/version.h"
+
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
+
+#define REPLY_TIMEOUT_MS 5000
+#define MAX_LINE (64u << 20)
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: hyphactl [--socket PATH | --config TOPOLOGY.yaml] [--json] COMMAND [ARGS]\n"
+            "\n"
+            "  status [NAME]            state of every instance (or of NAME / NAME[i])\n"
+            "  health                   one line; exit 0 healthy, 1 degraded, 2 unhealthy, 3 unreachable\n"
+            "  restart NAME             stop (gracefully) and start again; clears failed\n"
+            "  stop NAME                stop gracefully; it stays stopped\n"
+            "  start NAME               start now; clears backoff and failed\n"
+            "  reload                   re-read the topology (as SIGHUP)\n"
+            "  tail NAME [-n N] [-f]    the last N (10) stderr lines; -f: keep following\n"
+            "  tap TYPE... [--count N]  live frames of those types, decoded, one JSON object a line\n"
+            "  metrics                  Prometheus text\n"
+            "\n"
+            "  --socket PATH   hyphad's control socket\n"
+            "  --config FILE   read the socket path from the topology\n"
+            "                  (default: $HYPHA_CONTROL_SOCKET, else hyphad's default path)\n"
+            "  --json          print hyphad's reply as JSON, for scripts\n"
+            "\n"
+            "exit: 0 done, 1 hyphad said no, 2 usage, 3 hyphad unreachable\n");
+}
+
+static char *default_socket(void)
+{
+    static char buf[256];
+    const char *env = getenv("HYPHA_CONTROL_SOCKET");
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    if (env && *env)
+        snprintf(buf, sizeof buf, "%s", env);
+    else if (geteuid() == 0)
+        snprintf(buf, sizeof buf, "/run/hypha/control.sock");
+    else if (xdg && *xdg == '/')
+        snprintf(buf, sizeof buf, "%s/hypha/control.sock", xdg);
+    else
+        snprintf(buf, sizeof buf, "/tmp/hypha-%u/control.sock", (unsigned)geteuid());
+    return buf;
+}
+
+/* ---- the connection ------------------------------------------------------ */
+
+typedef struct conn {
+    int fd;
+    const char *path;
+    char *buf;
+    size_t len, cap;
+} conn;
+
+static int unreachable(const char *path, const char *what, int e)
+{
+    fprintf(stderr, "hyphactl: cannot reach hyphad at %s: %s%s%s\n", path, what, e ? ": " : "", e ? strerror(e) : "");
+    if (e == ENOENT || e == ECONNREFUSED)
+        fprintf(stderr, "hyphactl: is hyphad running with this control socket? (--socket or --config)\n");
+    return EXIT_UNREACHABLE;
+}
+
+static int conn_open(conn *c, const char *path)
+{
+    memset(c, 0, sizeof *c);
+    c->path = path;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path) {
+        fprintf(stderr, "hyphactl: socket path too long: %s\n", path);
+        return EXIT_USAGE;
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    if ((c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+        return unreachable(path, "socket", errno);
+    if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        int e = errno;
+        close(c->fd);
+        c->fd = -1;
+        return unreachable(path, "connect", e);
+    }
+    return EXIT_OK;
+}
+
+static int conn_send(conn *c, json_t *req)
+{
+    char *text = json_dumps(req, JSON_COMPACT);
+    if (!text) {
+        fprintf(stderr, "hyphactl: out of memory\n");
+        return EXIT_FAIL;
+    }
+    size_t len = strlen(text);
+    text[len] = '\0';
+    size_t off = 0;
+    int rc = EXIT_OK;
+    while (off <= len) { /* the text, then the newline */
+        const char *p = off < len ? text + off : "\n";
+        size_t n = off < len ? len - off : 1;
+        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = unreachable(c->path, "send", errno);
+            break;
+        }
+        off += (size_t)w;
+        if (off == len + 1)
+            break;
+    }
+    free(text);
+    return rc;
+}
+
+/* The next line, without its newline (valid until the next call). timeout_ms
+ * < 0: wait forever. Returns NULL at EOF/timeout/error with *why set. */
+static char *conn_line(conn *c, int timeout_ms, const char **why)
+{
+    static size_t consumed;
+    if (consumed) {
+        memmove(c->buf, c->buf + consumed, c->len - consumed);
+        c->len -= consumed;
+        consumed = 0;
+    }
+    for (;;) {
+        char *nl = c->len ? memchr(c->buf, '\n', c->len) : NULL;
+        if (nl) {
+            *nl = '\0';
+            consumed = (size_t)(nl - c->buf) + 1;
+            return c->buf;
+        }
+        if (c->len + 65536 > c->cap) {
+            size_t cap = c->cap ? c->cap * 2 : 131072;
+            if (cap > MAX_LINE) {
+                *why = "reply too long";
+                return NULL;
+            }
+            char *p = realloc(c->buf, cap);
+            if (!p) {
+                *why = "out of memory";
+                return NULL;
+            }
+            c->buf = p;
+            c->cap = cap;
+        }
+        struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+        int pr = poll(&pfd, 1, timeout_ms);
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr == 0) {
+            *why = "no answer within 5 s";
+            return NULL;
+        }
+        ssize_t n = recv(c->fd, c->buf + c->len, c->cap - c->len - 1, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            *why = n == 0 ? "hyphad closed the connection" : strerror(errno);
+            return NULL;
+        }
+        c->len += (size_t)n;
+    }
+}
+
+static void conn_close(conn *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    free(c->buf);
+}
+
+/* ---- formatting ----------------------------------------------------------- */
+
+static const char *dur(json_t *v, char *out, size_t len)
+{
+    if (!json_is_number(v)) {
+        snprintf(out, len, "-");
+        return out;
+    }
+    double s = json_number_value(v);
+    if (s < 0)
+        s = 0;
+    if (s < 60)
+        snprintf(out, len, "%.1fs", s);
+    else if (s < 3600)
+        snprintf(out, len, "%dm%02ds", (int)s / 60, (int)s % 60);
+    else if (s < 86400)
+        snprintf(out, len, "%dh%02dm", (int)s / 3600, (int)s % 3600 / 60);
+    else
+        snprintf(out, len, "%dd%02dh", (int)(s / 86400), (int)s % 86400 / 3600);
+    return out;
+}
+
+static const char *num(json_t *v, char *out, size_t len)
+{
+    if (json_is_integer(v))
+        snprintf(out, len, "%lld", (long long)json_integer_value(v));
+    else
+        snprintf(out, len, "-");
+    return out;
+}
+
+static const char *bytes(json_t *v, char *out, size_t len)
+{
+    double b = json_is_integer(v) ? (double)json_integer_value(v) : 0;
+    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int i = 0;
+    while (b >= 1024 && i < 4) {
+        b /= 1024;
+        i++;
+    }
+    if (i == 0)
+        snprintf(out, len, "%.0f %s", b, u[i]);
+    else
+        snprintf(out, len, "%.1f %s", b, u[i]);
+    return out;
+}
+
+static const char *last_exit(json_t *le, char *out, size_t len)
+{
+    if (!json_is_object(le)) {
+        snprintf(out, len, "-");
+        return out;
+    }
+    const char *reason = json_string_value(json_object_get(le, "reason"));
+    json_t *code = json_object_get(le, "code"), *sig = json_object_get(le, "signal");
+    char how[48], ago[32];
+    if (json_is_string(sig))
+        snprintf(how, sizeof how, "SIG%s", json_string_value(sig));
+    else if (json_is_integer(sig))
+        snprintf(how, sizeof how, "signal %lld", (long long)json_integer_value(sig));
+    else if (json_is_integer(code))
+        snprintf(how, sizeof how, "status %lld", (long long)json_integer_value(code));
+    else
+        snprintf(how, sizeof how, "?");
+    snprintf(out, len, "%s %s, %s ago", reason ? reason : "?", how, dur(json_object_get(le, "ago_s"), ago, sizeof ago));
+    return out;
+}
+
+static void print_status(json_t *r)
+{
+    json_t *h = json_object_get(r, "hyphad"), *up = json_object_get(r, "upstream"), *hl = json_object_get(r, "health");
+    char a[64], b[64], c[64];
+    printf("hyphad %s  pid %s  up %s  %s  schema %.12s\n", json_string_value(json_object_get(h, "version")),
+           num(json_object_get(h, "pid"), a, sizeof a), dur(json_object_get(h, "uptime_s"), b, sizeof b),
+           json_is_object(up) ? "upstream" : "embedded bus", json_string_value(json_object_get(h, "schema")));
+    if (json_is_object(hl))
+        printf("health %s: %s\n", json_string_value(json_object_get(hl, "health")),
+               json_string_value(json_object_get(hl, "reason")));
+    if (json_is_object(up))
+        printf("upstream %s  %s for %s  buffered %s%s  out %s frames  in %s frames\n",
+               json_string_value(json_object_get(up, "endpoint")), json_string_value(json_object_get(up, "state")),
+               dur(json_object_get(up, "state_for_s"), a, sizeof a), bytes(json_object_get(up, "buffered_bytes"), b, sizeof b),
+               json_is_true(json_object_get(up, "back_pressure")) ? " (full: workers paused)" : "",
+               num(json_object_get(up, "frames_out"), c, sizeof c),
+               num(json_object_get(up, "frames_in"), a, sizeof a));
+    size_t i;
+    json_t *l;
+    json_array_foreach(json_object_get(r, "listen"), i, l)
+        printf("listen %s  %s clients\n", json_string_value(json_object_get(l, "endpoint")),
+               num(json_object_get(l, "clients"), a, sizeof a));
+    putchar('\n');
+    hy_table t;
+    hy_table_init(&t, 10);
+    hy_table_add(&t, (const char *const[]){"INSTANCE", "STATE", "PID", "UPTIME", "RESTARTS", "LAST EXIT", "FRAMES IN",
+                                           "FRAMES OUT", "DROPPED", "QUEUE"});
+    json_t *w;
+    json_array_foreach(json_object_get(r, "workers"), i, w)
+    {
+        char name[160], pid[24], upt[32], rs[24], le[96], fi[24], fo[24], dr[24], q[32];
+        snprintf(name, sizeof name, "%s[%lld]", json_string_value(json_object_get(w, "worker")),
+                 (long long)json_integer_value(json_object_get(w, "instance")));
+        const char *state = json_string_value(json_object_get(w, "state"));
+        char st[48];
+        snprintf(st, sizeof st, "%s%s", state ? state : "?", json_is_true(json_object_get(w, "retiring")) ? " (reload)" : "");
+        hy_table_add(&t, (const char *const[]){name, st, num(json_object_get(w, "pid"), pid, sizeof pid),
+                                               dur(json_object_get(w, "uptime_s"), upt, sizeof upt),
+                                               num(json_object_get(w, "restarts"), rs, sizeof rs),
+                                               last_exit(json_object_get(w, "last_exit"), le, sizeof le),
+                                               num(json_object_get(w, "frames_in"), fi, sizeof fi),
+                                               num(json_object_get(w, "frames_out"), fo, sizeof fo),
+                                               num(json_object_get(w, "dropped"), dr, sizeof dr),
+                                               bytes(json_object_get(w, "queue_bytes"), q, sizeof q)});
+    }
+    hy_table_print(&t, stdout);
+    hy_table_free(&t);
+    /* Drops by reason, only where there are some: the table stays narrow. */
+    json_array_foreach(json_object_get(r, "workers"), i, w)
+    {
+        if (json_integer_value(json_object_get(w, "dropped")) == 0)
+            continue;
+        printf("%s[%lld] dropped:", json_string_value(json_object_get(w, "worker")),
+               (long long)json_integer_value(json_object_get(w, "instance")));
+        const char *k;
+        json_t *v;
+        json_object_foreach(json_object_get(w, "drops"), k, v) if (json_integer_value(v))
+            printf(" %s=%lld", k, (long long)json_integer_value(v));
+        putchar('\n');
+    }
+}
+
+static void print_names(const char *label, json_t *list)
+{
+    printf("%-10s", label);
+    if (json_array_size(list) == 0)
+        printf(" -");
+    size_t i;
+    json_t *v;
+    json_array_foreach(list, i, v) printf(" %s", json_string_value(v));
+    putchar('\n');
+}
+
+static void print_instances(json_t *r)
+{
+    printf("%s\n", json_string_value(json_object_get(r, "message")));
+    hy_table t;
+    hy_table_init(&t, 3);
+    hy_table_add(&t, (const char *const[]){"INSTANCE", "STATE", "PID"});
+    size_t i;
+    json_t *w;
+    json_array_foreach(json_object_get(r, "instances"), i, w)
+    {
+        char name[160], pid[24];
+        snprintf(name, sizeof name, "%s[%lld]", json_string_value(json_object_get(w, "worker")),
+                 (long long)json_integer_value(json_object_get(w, "instance")));
+        hy_table_add(&t, (const char *const[]){name, json_string_value(json_object_get(w, "state")),
+                                               num(json_object_get(w, "pid"), pid, sizeof pid)});
+    }
+    hy_table_print(&t, stdout);
+    hy_table_free(&t);
+}
+
+static void print_tail_line(json_t *l)
+{
+    printf("%s[%lld] %s\n", json_string_value(json_object_get(l, "worker")),
+           (long long)json_integer_value(json_object_get(l, "instance")), json_string_value(json_object_get(l, "line")));
+}
+
+/* ---- main ------------------------------------------------------------------ */
+
+static int parse_count(const char *s, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < 0)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"socket", required_argument, NULL, 's'}, {"config", required_argument, NULL, 'c'},
+        {"json", no_argument, NULL, 'j'},         {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+    };
+    const char *sock = NULL, *config = NULL;
+    int json = 0, c;
+    /* Options stop at the command: its own (-n, -f, --count) follow it. */
+    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+        switch (c) {
+        case 's': sock = optarg; break;
+        case 'c': config = optarg; break;
+        case 'j': json = 1; break;
+        case 'V': printf("hyphactl %s\n", HYPHA_VERSION); return EXIT_OK;
+        case 'h': usage(stdout); return EXIT_OK;
+        default: usage(stderr); return EXIT_USAGE;
+        }
+    }
+    if (optind >= argc) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[optind++];
+    json_t *req = json_pack("{s:s}", "cmd", cmd);
+    bool stream = false;
+    if (strcmp(cmd, "status") == 0) {
+        if (optind < argc)
+            json_object_set_new(req, "name", json_string(argv[optind++]));
+    } else if (strcmp(cmd, "health") == 0 || strcmp(cmd, "reload") == 0 || strcmp(cmd, "metrics") == 0) {
+    } else if (strcmp(cmd, "restart") == 0 || strcmp(cmd, "stop") == 0 || strcmp(cmd, "start") == 0) {
+        if (optind >= argc) {
+            fprintf(stderr, "hyphactl: %s needs a worker name (NAME or NAME[i])\n", cmd);
+            json_decref(req);
+            return EXIT_USAGE;
+        }
+        json_object_set_new(req, "name", json_string(argv[optind++]));
+    } else if (strcmp(cmd, "tail") == 0) {
+        long n = 10;
+        bool follow = false;
+        const char *name = NULL;
+        for (; optind < argc; optind++) {
+            const char *a = argv[optind];
+            if (strcmp(a, "-f") == 0 || strcmp(a, "--follow") == 0) {
+                follow = true;
+            } else if (strcmp(a, "-n") == 0 || strcmp(a, "--lines") == 0) {
+                if (++optind >= argc || parse_count(argv[optind], &n) < 0) {
+                    fprintf(stderr, "hyphactl: tail -n takes a number of lines\n");
+                    json_decref(req);
+                    return EXIT_USAGE;
+                }
+            } else if (strncmp(a, "-n", 2) == 0 && parse_count(a + 2, &n) == 0) {
+            } else if (a[0] == '-' || name) {
+                fprintf(stderr, "hyphactl: tail: unexpected '%s'\n", a);
+                json_decref(req);
+                return EXIT_USAGE;
+            } else {
+                name = a;
+            }
+        }
+        if (!name) {
+            fprintf(stderr, "hyphactl: tail needs a worker name (NAME or NAME[i])\n");
+            json_decref(req);
+            return EXIT_USAGE;
+        }
+        json_object_set_new(req, "name", json_string(name));
+        json_object_set_new(req, "lines", json_integer(n));
+        json_object_set_new(req, "follow", json_boolean(follow));
+        stream = follow;
+    } else if (strcmp(cmd, "tap") == 0) {
+        json_t *types = json_array();
+        long count = 0;
+        for (; optind < argc; optind++) {
+            const char *a = argv[optind];
+            if (strcmp(a, "--count") == 0 || strcmp(a, "-c") == 0) {
+                if (++optind >= argc || parse_count(argv[optind], &count) < 0 || count == 0) {
+                    fprintf(stderr, "hyphactl: tap --count takes a number above 0\n");
+                    json_decref(types);
+                    json_decref(req);
+                    return EXIT_USAGE;
+                }
+            } else if (strncmp(a, "--count=", 8) == 0) {
+                if (parse_count(a + 8, &count) < 0 || count == 0) {
+                    fprintf(stderr, "hyphactl: tap --count takes a number above 0\n");
+                    json_decref(types);
+                    json_decref(req);
+                    return EXIT_USAGE;
+                }
+            } else {
+                json_array_append_new(types, json_string(a));
+            }
+        }
+        if (json_array_size(types) == 0) {
+            fprintf(stderr, "hyphactl: tap needs at least one message type (name or id)\n");
+            json_decref(types);
+            json_decref(req);
+            return EXIT_USAGE;
+        }
+        json_object_set_new(req, "types", types);
+        if (count)
+            json_object_set_new(req, "count", json_integer(count));
+        stream = true;
+    } else {
+        fprintf(stderr, "hyphactl: unknown command '%s'\n", cmd);
+        usage(stderr);
+        json_decref(req);
+        return EXIT_USAGE;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "hyphactl: %s: unexpected '%s'\n", cmd, argv[optind]);
+        json_decref(req);
+        return EXIT_USAGE;
+    }
+
+    if (!sock && config) {
+        hy_err err = {{0}};
+        hy_topology *t = hy_topology_load(config, &err);
+        if (!t) {
+            fprintf(stderr, "hyphactl: %s\n", err.msg);
+            json_decref(req);
+            return EXIT_USAGE;
+        }
+        static char path[256];
+        snprintf(path, sizeof path, "%s", t->control_socket);
+        hy_topology_free(t);
+        sock = path;
+    }
+    if (!sock)
+        sock = default_socket();
+    signal(SIGPIPE, SIG_IGN);
+
+    conn cn;
+    int rc = conn_open(&cn, sock);
+    if (rc == EXIT_OK)
+        rc = conn_send(&cn, req);
+    json_decref(req);
+    if (rc != EXIT_OK) {
+        conn_close(&cn);
+        return strcmp(cmd, "health") == 0 && rc != EXIT_USAGE ? EXIT_UNREACHABLE : rc;
+    }
+    const char *why = NULL;
+    char *line = conn_line(&cn, REPLY_TIMEOUT_MS, &why);
+    if (!line) {
+        rc = unreachable(sock, why, 0);
+        conn_close(&cn);
+        return rc;
+    }
+    json_error_t jerr;
+    json_t *r = json_loads(line, 0, &jerr);
+    if (!json_is_object(r)) {
+        fprintf(stderr, "hyphactl: hyphad's reply is not a JSON object: %s\n", jerr.text);
+        json_decref(r);
+        conn_close(&cn);
+        return EXIT_FAIL;
+    }
+    bool ok = json_is_true(json_object_get(r, "ok"));
+    if (json)
+        printf("%s\n", line);
+    if (!ok) {
+        if (!json)
+            fprintf(stderr, "hyphactl: %s\n", json_string_value(json_object_get(r, "error")));
+        rc = json_is_true(json_object_get(r, "refused")) ? EXIT_UNREACHABLE : EXIT_FAIL;
+        json_decref(r);
+        conn_close(&cn);
+        return rc;
+    }
+    rc = EXIT_OK;
+    if (strcmp(cmd, "health") == 0) {
+        rc = (int)json_integer_value(json_object_get(r, "code"));
+        if (!json)
+            printf("%s: %s\n", json_string_value(json_object_get(r, "health")),
+                   json_string_value(json_object_get(r, "reason")));
+    } else if (!json) {
+        if (strcmp(cmd, "status") == 0) {
+            print_status(r);
+        } else if (strcmp(cmd, "metrics") == 0) {
+            fputs(json_string_value(json_object_get(r, "text")), stdout);
+        } else if (strcmp(cmd, "reload") == 0) {
+            printf("reloaded\n");
+            print_names("started", json_object_get(r, "started"));
+            print_names("stopped", json_object_get(r, "stopped"));
+            print_names("restarted", json_object_get(r, "restarted"));
+            print_names("unchanged", json_object_get(r, "unchanged"));
+        } else if (strcmp(cmd, "tail") == 0) {
+            size_t i;
+            json_t *l;
+            json_array_foreach(json_object_get(r, "lines"), i, l) print_tail_line(l);
+        } else if (strcmp(cmd, "tap") != 0) {
+            print_instances(r);
+        }
+    }
+    json_decref(r);
+    fflush(stdout);
+    while (stream) { /* tail -f, tap: until hyphad or the user ends it */
+        line = conn_line(&cn, -1, &why);
+        if (!line)
+            break;
+        if (json || strcmp(cmd, "tap") == 0) {
+            printf("%s\n", line);
+        } else {
+            json_t *l = json_loads(line, 0, NULL);
+            if (json_is_object(l) && json_object_get(l, "skipped"))
+                printf("... %lld lines skipped (hyphactl was not reading fast enough)\n",
+                       (long long)json_integer_value(json_object_get(l, "skipped")));
+            else if (json_is_object(l))
+                print_tail_line(l);
+            json_decref(l);
+        }
+        fflush(stdout);
+    }
+    conn_close(&cn);
+    return rc;
+}

@@ -1,0 +1,156 @@
+/* status.c - the status reply as JSON (see hypha/status.h). */
+#include "hypha/status.h"
+
+#include <unistd.h>
+
+#include "hypha/version.h"
+
+static json_t *u64(uint64_t v) { return json_integer((json_int_t)v); }
+
+json_t *hy_status_last_exit(const hy_instance *in, double now)
+{
+    if (!in->last_reason[0])
+        return json_null();
+    json_t *o = json_object();
+    json_object_set_new(o, "reason", json_string(in->last_reason));
+    json_object_set_new(o, "code", in->last_code >= 0 ? json_integer(in->last_code) : json_null());
+    const char *sn = in->last_signal ? hy_signal_name(in->last_signal) : NULL;
+    json_object_set_new(o, "signal", !in->last_signal ? json_null() : sn ? json_string(sn) : json_integer(in->last_signal));
+    json_object_set_new(o, "ago_s", json_real(in->last_exit_at > 0 ? now - in->last_exit_at : 0));
+    if (in->spawn_error[0])
+        json_object_set_new(o, "error", json_string(in->spawn_error));
+    return o;
+}
+
+static json_t *drops_json(const uint64_t *drops, const hy_outq *q)
+{
+    json_t *o = json_object();
+    for (int d = 0; d < HY_DROP__COUNT; d++)
+        json_object_set_new(o, hy_drop_str((hy_drop)d), u64(drops[d]));
+    if (q) {
+        json_object_set_new(o, "queue-full-oldest", u64(q->dropped_oldest));
+        json_object_set_new(o, "queue-full-newest", u64(q->dropped_newest));
+    }
+    return o;
+}
+
+static uint64_t drops_total(const hy_instance *in)
+{
+    uint64_t n = in->outq.dropped_oldest + in->outq.dropped_newest;
+    for (int d = 0; d < HY_DROP__COUNT; d++)
+        n += in->drops[d];
+    return n;
+}
+
+json_t *hy_status_instance(const hy_instance *in, double now)
+{
+    const hy_schema *schema = in->sup->topo->schema;
+    json_t *o = json_object();
+    json_object_set_new(o, "worker", json_string(in->spec->name));
+    json_object_set_new(o, "instance", json_integer(in->index));
+    json_object_set_new(o, "state", json_string(in->pending ? "pending" : hy_state_str(in->state)));
+    json_object_set_new(o, "ready", json_boolean(in->state == HY_ST_RUNNING));
+    json_object_set_new(o, "pid", in->pid > 0 ? json_integer(in->pid) : json_null());
+    json_object_set_new(o, "uptime_s", in->pid > 0 ? json_real(now - in->started_at) : json_null());
+    json_object_set_new(o, "restarts", json_integer(in->restarts));
+    json_object_set_new(o, "last_exit", hy_status_last_exit(in, now));
+    json_object_set_new(o, "frames_in", u64(in->frames_in));
+    json_object_set_new(o, "bytes_in", u64(in->bytes_in));
+    json_object_set_new(o, "frames_out", u64(in->frames_out));
+    json_object_set_new(o, "bytes_out", u64(in->bytes_out));
+    json_object_set_new(o, "drops", drops_json(in->drops, &in->outq));
+    json_object_set_new(o, "dropped", u64(drops_total(in)));
+    json_object_set_new(o, "protocol_errors", u64(in->protocol_errors));
+    json_object_set_new(o, "queue_bytes", u64(hy_outq_bytes(&in->outq)));
+    json_object_set_new(o, "queue_frames", u64(hy_outq_frames(&in->outq)));
+    json_t *subs = json_array();
+    /* topology subscriptions, then run-time ones not already listed */
+    for (size_t i = 0; i < in->spec->nsubscribe; i++) {
+        const hy_message *m = hy_schema_find(schema, in->spec->subscribe[i]);
+        json_array_append_new(subs, m ? json_string(m->name) : json_integer(in->spec->subscribe[i]));
+    }
+    for (size_t i = 0; i < in->nsubs; i++) {
+        bool dup = false;
+        for (size_t j = 0; j < in->spec->nsubscribe && !dup; j++)
+            dup = in->spec->subscribe[j] == in->subs[i];
+        if (dup)
+            continue;
+        const hy_message *m = hy_schema_find(schema, in->subs[i]);
+        json_array_append_new(subs, m ? json_string(m->name) : json_integer(in->subs[i]));
+    }
+    json_object_set_new(o, "subscriptions", subs);
+    json_object_set_new(o, "heartbeat_age_s",
+                        in->pid > 0 && in->spec->policy.heartbeat_timeout_ms ? json_real(now - in->last_heartbeat)
+                                                                             : json_null());
+    if (in->retiring)
+        json_object_set_new(o, "retiring", json_true());
+    return o;
+}
+
+static json_t *upstream_json(const hy_relay *r, double now)
+{
+    const hy_topology *t = r->topo;
+    if (!t->has_upstream)
+        return json_null();
+    json_t *o = json_object();
+    json_object_set_new(o, "endpoint", json_string(r->up.name));
+    const char *st = r->up_state == HY_UP_CONNECTED && r->up_probation ? "handshake" : hy_up_state_str(r->up_state);
+    json_object_set_new(o, "state", json_string(st));
+    double since = r->up_state == HY_UP_CONNECTED ? r->up_since : r->up_down_since;
+    json_object_set_new(o, "state_for_s", json_real(now - since));
+    json_object_set_new(o, "echo", json_boolean(t->upstream_echo));
+    json_object_set_new(o, "connects", u64(r->up_connects));
+    json_object_set_new(o, "disconnects", u64(r->up_disconnects));
+    json_object_set_new(o, "buffered_bytes", u64(hy_outq_bytes(&r->up.q)));
+    json_object_set_new(o, "buffer_limit", u64(t->upstream_buffer));
+    json_object_set_new(o, "back_pressure", json_boolean(r->up_full));
+    json_object_set_new(o, "frames_out", u64(r->up.frames_out));
+    json_object_set_new(o, "bytes_out", u64(r->up.bytes_out));
+    json_object_set_new(o, "frames_in", u64(r->up.frames_in));
+    json_object_set_new(o, "bytes_in", u64(r->up.bytes_in));
+    json_t *d = json_object();
+    json_object_set_new(d, "unknown-type", u64(r->up.drops[HY_DROP_UNKNOWN_TYPE]));
+    json_object_set_new(d, "wrong-size", u64(r->up.drops[HY_DROP_WRONG_SIZE]));
+    json_object_set_new(o, "drops", d);
+    return o;
+}
+
+static json_t *listen_json(const hy_relay *r)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < r->nlisteners; i++) {
+        const hy_listener *l = &r->listeners[i];
+        size_t n = 0;
+        for (const hy_peer *c = r->clients; c; c = c->next)
+            n += c->listener == l && !c->doomed;
+        json_array_append_new(a, json_pack("{s:s,s:I}", "endpoint", l->name, "clients", (json_int_t)n));
+    }
+    return a;
+}
+
+json_t *hy_status_json(const hy_sup *s, double now, hy_instance *const *sel, size_t nsel)
+{
+    const hy_topology *t = s->topo;
+    json_t *o = json_object();
+    json_object_set_new(o, "ok", json_true());
+    json_t *h = json_object();
+    json_object_set_new(h, "pid", json_integer(getpid()));
+    json_object_set_new(h, "version", json_string(HYPHA_VERSION));
+    json_object_set_new(h, "uptime_s", json_real(now - s->started_at));
+    json_object_set_new(h, "topology", json_string(t->path));
+    json_object_set_new(h, "schema", json_string(t->schema->digest_hex));
+    json_object_set_new(h, "mode", json_string(t->has_upstream ? "upstream" : "embedded"));
+    json_object_set_new(o, "hyphad", h);
+    json_object_set_new(o, "upstream", upstream_json(&s->relay, now));
+    json_object_set_new(o, "listen", listen_json(&s->relay));
+    json_t *w = json_array();
+    if (sel) {
+        for (size_t i = 0; i < nsel; i++)
+            json_array_append_new(w, hy_status_instance(sel[i], now));
+    } else {
+        for (size_t i = 0; i < s->ninst; i++)
+            json_array_append_new(w, hy_status_instance(s->inst[i], now));
+    }
+    json_object_set_new(o, "workers", w);
+    return o;
+}
