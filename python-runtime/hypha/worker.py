@@ -50,7 +50,9 @@ class _Stop(Exception):
 class Worker:
     """A hypha worker. See the package docstring for an example.
 
-    heartbeat: seconds between heartbeat control frames (None: none).
+    heartbeat: seconds between heartbeat control frames (None: as hyphad asks
+        in its welcome, a third of the worker's heartbeat.timeout; no
+        heartbeats when it asks for none).
     fail_on_error: a handler that raises ends run() with that exception
         (default: the traceback is logged to stderr and the worker goes on).
     """
@@ -185,6 +187,9 @@ class Worker:
             return
         if op == "welcome":
             self.welcome = msg
+            hb = msg.get("heartbeat_ms")
+            if self.heartbeat is None and isinstance(hb, int) and hb > 0:
+                self.heartbeat = hb / 1000.0
         elif op == "shutdown":
             self._stopping = True
 
@@ -249,6 +254,9 @@ class Worker:
                             call[0](*call[1])
                         except Exception:
                             self._handler_failed()
+                if next_beat is None and self.heartbeat:  # the welcome asked for them
+                    self._control(op="heartbeat")
+                    next_beat = time.monotonic() + self.heartbeat
         except _Stop:
             return
         except ProtocolError as e:
@@ -300,6 +308,9 @@ class Worker:
                                 await result
                         except Exception:
                             self._handler_failed()
+                if beats is None and self.heartbeat:  # the welcome asked for them
+                    self._control(op="heartbeat")
+                    beats = asyncio.ensure_future(beat())
         except ProtocolError as e:
             raise WorkerError(f"corrupt frame stream from hyphad: {e}") from None
         finally:
