@@ -37,9 +37,7 @@ static size_t utf8_seq(const uint8_t *p, size_t n)
     uint8_t c = p[0];
     size_t len;
     uint32_t cp;
-    if (c == 0)
-        return 0; /* jansson strings hold no NUL */
-    if (c < 0x80)
+    if (c < 0x80) /* NUL included: jansson writes it as \u0000 */
         return 1;
     if ((c & 0xE0) == 0xC0) {
         len = 2;
@@ -113,7 +111,8 @@ static json_t *field_json(const hy_field *f, const uint8_t *p)
         return json_real(d); /* NaN and infinities: jansson refuses them, so null */
     }
     case HY_FIELD_BYTES: {
-        if (f->count <= 1)
+        /* [[u8; N]; 1] is a list of one row, as its type says */
+        if (f->count <= 1 && strncmp(f->type_text, "[[", 2) != 0)
             return hex(p, f->elem_size);
         json_t *rows = json_array();
         for (uint32_t i = 0; rows && i < f->count; i++)

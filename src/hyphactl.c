@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,8 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "hypha/ctlpath.h"
 #include "hypha/table.h"
-#include "hypha/topology.h"
 #include "hypha/version.h"
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
@@ -52,19 +53,14 @@ static void usage(FILE *out)
             "exit: 0 done, 1 hyphad said no, 2 usage, 3 hyphad unreachable\n");
 }
 
-static char *default_socket(void)
+static const char *default_socket(void)
 {
     static char buf[256];
     const char *env = getenv("HYPHA_CONTROL_SOCKET");
-    const char *xdg = getenv("XDG_RUNTIME_DIR");
     if (env && *env)
         snprintf(buf, sizeof buf, "%s", env);
-    else if (geteuid() == 0)
-        snprintf(buf, sizeof buf, "/run/hypha/control.sock");
-    else if (xdg && *xdg == '/')
-        snprintf(buf, sizeof buf, "%s/hypha/control.sock", xdg);
     else
-        snprintf(buf, sizeof buf, "/tmp/hypha-%u/control.sock", (unsigned)geteuid());
+        hy_default_control_socket(buf, sizeof buf);
     return buf;
 }
 
@@ -489,15 +485,12 @@ int main(int argc, char **argv)
 
     if (!sock && config) {
         hy_err err = {{0}};
-        hy_topology *t = hy_topology_load(config, &err);
-        if (!t) {
+        static char path[256];
+        if (hy_control_socket_of(config, path, sizeof path, &err) < 0) {
             fprintf(stderr, "hyphactl: %s\n", err.msg);
             json_decref(req);
             return EXIT_USAGE;
         }
-        static char path[256];
-        snprintf(path, sizeof path, "%s", t->control_socket);
-        hy_topology_free(t);
         sock = path;
     }
     if (!sock)

@@ -1271,11 +1271,15 @@ static bool retiring_twin(const hy_sup *s, const hy_instance *in)
  * watcher so no caller is iterating s->inst meanwhile. */
 static void gc_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    (void)loop;
     (void)revents;
     hy_sup *s = w->data;
     size_t k = 0;
     bool freed = false;
+    if (ev_is_active(&s->start_w)) { /* the first start walks s->inst by index: wait for it */
+        ev_timer_set(&s->gc_w, 0.01, 0.0);
+        ev_timer_start(loop, &s->gc_w);
+        return;
+    }
     hy_relay_end_batch(&s->relay);
     for (size_t i = 0; i < s->ninst; i++) {
         hy_instance *in = s->inst[i];

@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include "hypha/topology.h"
+#include "hypha/ctlpath.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -819,13 +820,7 @@ static int parse_listen(loader *L, const yaml_node_t *n)
 static char *default_control_socket(void)
 {
     char buf[256];
-    const char *xdg = getenv("XDG_RUNTIME_DIR");
-    if (geteuid() == 0)
-        snprintf(buf, sizeof buf, "/run/hypha/control.sock");
-    else if (xdg && *xdg == '/')
-        snprintf(buf, sizeof buf, "%s/hypha/control.sock", xdg);
-    else
-        snprintf(buf, sizeof buf, "/tmp/hypha-%u/control.sock", (unsigned)geteuid());
+    hy_default_control_socket(buf, sizeof buf);
     return strdup(buf);
 }
 

@@ -4,7 +4,8 @@
  * String, lowercase hex for [u8; N] and U256, a list of hex rows for
  * [[u8; N]; M], hex for Vec<u8>, a list of hex for Vec<[u8; N]>. A u64 above
  * 2^63-1 (JSON integers here are signed 64-bit) is given as decimal text. A
- * String that is not valid UTF-8 has its bad bytes replaced by U+FFFD; a
+ * String that is not valid UTF-8 has its bad bytes replaced by U+FFFD (a
+ * NUL is valid: it comes out as \u0000); a
  * length or count over the capacity is cut to it. Padding is ignored.
  */
 #ifndef HYPHA_DECODE_H

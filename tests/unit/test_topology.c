@@ -169,7 +169,7 @@ static const bad_doc bad_docs[] = {
      "unknown key 'workerz' in the topology (did you mean 'workers'?)", 3, 1},
     {"unknown top-level key, nothing close", HDR "banana: 1\n",
      "unknown key 'banana' in the topology (expected one of: version, schema, upstream, "
-     "listen, control, defaults, workers)", 3, 1},
+     "listen, control, metrics, defaults, workers)", 3, 1},
     {"unknown key in a worker", W_A "    instance: 2\n",
      "unknown key 'instance' in workers.a (did you mean 'instances'?)", 6, 5},
     {"unknown key in defaults.backoff", HDR "defaults:\n  backoff: {initial: 1s, maxx: 5s}\n",
@@ -303,6 +303,14 @@ static const bad_doc bad_docs[] = {
      "control.mode must be octal permissions like \"0600\", not '0999'", 3, 35},
     {"control mode locks out owner", HDR "control:\n  mode: \"0044\"\n",
      "control.mode 0044 would lock out hyphad's own user (it needs 0600: read and write for the owner)", 4, 9},
+    {"metrics without listen", HDR "metrics: {}\n",
+     "metrics: needs 'listen: HOST:PORT' (e.g. 127.0.0.1:9464)", 3, 10},
+    {"metrics unknown key", HDR "metrics: {listen: 127.0.0.1:9464, path: /m}\n",
+     "unknown key 'path' in metrics (expected one of: listen)", 3, 35},
+    {"metrics listen without port", HDR "metrics: {listen: localhost}\n",
+     "metrics.listen: expected host:port, not 'localhost'", 3, 19},
+    {"metrics on a listen endpoint", HDR "listen: [{tcp: 127.0.0.1:9092}]\nmetrics: {listen: 127.0.0.1:9092}\n",
+     "metrics.listen is also a listen endpoint", 4, 19},
     /* env */
     {"env name with =", W_A "    env:\n      GOOD: \"1\"\n      \"A=B\": \"2\"\n",
      "workers.a.env: 'A=B' is not a valid variable name", 8, 7},

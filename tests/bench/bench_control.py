@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Control-plane latency: how fast `status` and `health` answer with 100
+workers while hyphad relays at full speed, against the same hyphad idle,
+measured in the same run.
+
+Each round starts hyphad with 100 worker instances: 8 relay_producer
+workers (64 B frames, as fast as they can, to an upstream relay_sink) and
+92 idle ones. The producers wait at a gate. First the idle measurement:
+N requests of each command; then the gate opens and, with the relay busy
+(the sink's frame count is checked to be moving), the same N requests.
+Requests go over the control socket from this script (one connection per
+request, as hyphactl does), and `hyphactl status`/`health` are also timed
+as whole processes (what a person or a probe sees, process start included).
+
+usage: bench_control.py [--build DIR] [--rounds R] [--requests N] [--json]
+"""
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import bench_relay as br  # noqa: E402  (shares its Run, Bins and helpers)
+
+PRODUCERS, IDLE = 8, 92
+
+
+def request(path, req):
+    """Seconds for one request/reply on a fresh connection, and the reply."""
+    t0 = time.perf_counter()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(path)
+    s.sendall(json.dumps(req).encode() + b"\n")
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            break
+        buf += chunk
+    s.close()
+    dt = time.perf_counter() - t0
+    reply = json.loads(buf)
+    if not reply.get("ok"):
+        br.fail(f"control request {req} failed: {reply}")
+    return dt, reply
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
+
+
+def measure(build, path, n):
+    out = {}
+    for cmd in ("status", "health"):
+        times = []
+        for _ in range(n):
+            dt, reply = request(path, {"cmd": cmd})
+            times.append(dt)
+            if cmd == "status" and len(reply["workers"]) != PRODUCERS + IDLE:
+                br.fail(f"status listed {len(reply['workers'])} instances")
+        out[cmd] = times
+        cli = []
+        for _ in range(max(5, n // 10)):
+            t0 = time.perf_counter()
+            r = subprocess.run([os.path.join(build, "hyphactl"), "--socket", path, cmd],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            cli.append(time.perf_counter() - t0)
+            if r.returncode not in (0, 1):
+                br.fail(f"hyphactl {cmd} exited {r.returncode}: {r.stderr.decode()}")
+        out["hyphactl " + cmd] = cli
+    return out
+
+
+def frames_out(path):
+    _, r = request(path, {"cmd": "status"})
+    return r["upstream"]["frames_out"]
+
+
+def one_round(bins, build, n):
+    with br.Run() as run:
+        sock = run.path("sink.sock")
+        per = 400_000_000  # far more than a round takes: they are killed at the end
+        sink = run.spawn([bins.sink, sock, "1", "1001", "64", str(PRODUCERS), str(per), "--timeout", "600",
+                          "--handshake", run.digest], stdout=subprocess.PIPE, stderr=run.logfile("sink.err"))
+        br.readline(sink, 10, "the sink to listen")
+        gate = run.path("gate")
+        os.mkfifo(gate)
+        gfd = os.open(gate, os.O_RDWR)
+        try:
+            prod = [bins.producer, "1001", "64", str(per), "--gate", gate, "--ready", run.dir, "--wait"]
+            run.hyphad(bins, sock, {
+                "p": {"command": prod, "instances": PRODUCERS, "restart": "never"},
+                "idle": {"command": ["sleep", "100000"], "instances": IDLE, "restart": "never"},
+            })
+            ctl = run.path("ctl.sock")
+            br.readline(sink, 20, "hyphad to connect to the sink")
+            br.wait_files(run.path("ready.*"), PRODUCERS, 30, "producers at the gate", run.hy)
+            deadline = time.time() + 30
+            while True:  # every instance running
+                _, r = request(ctl, {"cmd": "status"})
+                if all(w["state"] == "running" for w in r["workers"]):
+                    break
+                if time.time() > deadline:
+                    br.fail("not every instance reached running")
+                time.sleep(0.1)
+            idle = measure(build, ctl, n)
+            os.write(gfd, b"g" * PRODUCERS)
+            time.sleep(0.5)
+            f0, t0 = frames_out(ctl), time.perf_counter()
+            busy = measure(build, ctl, n)
+            f1, t1 = frames_out(ctl), time.perf_counter()
+            rate = (f1 - f0) / (t1 - t0)
+            if rate < 100_000:
+                br.fail(f"the relay was not busy during the measurement ({rate:.0f} frames/s)")
+        finally:
+            os.close(gfd)
+    return idle, busy, rate
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=os.path.join(br.SOURCE, "build"))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    bins = br.Bins(a.build)
+    agg = {"idle": {}, "busy": {}}
+    rates = []
+    for i in range(a.rounds):
+        print(f"round {i + 1}/{a.rounds} ...", file=sys.stderr, flush=True)
+        idle, busy, rate = one_round(bins, a.build, a.requests)
+        rates.append(rate)
+        for k, v in idle.items():
+            agg["idle"].setdefault(k, []).extend(v)
+        for k, v in busy.items():
+            agg["busy"].setdefault(k, []).extend(v)
+    rows = []
+    for k in agg["idle"]:
+        i, b = agg["idle"][k], agg["busy"][k]
+        rows.append({"what": k, "idle_p50_ms": statistics.median(i) * 1e3, "idle_p99_ms": pct(i, 99) * 1e3,
+                     "busy_p50_ms": statistics.median(b) * 1e3, "busy_p99_ms": pct(b, 99) * 1e3,
+                     "ratio_p50": statistics.median(b) / statistics.median(i), "n": len(b)})
+    result = {"instances": PRODUCERS + IDLE, "relay_frames_per_s": statistics.median(rates), "rows": rows}
+    if a.json:
+        print(json.dumps(result, indent=1))
+        return
+    print(f"{PRODUCERS + IDLE} instances; relay during 'busy': {result['relay_frames_per_s']:,.0f} frames/s (median)")
+    print(f"{'request':18} {'idle p50':>9} {'idle p99':>9} {'busy p50':>9} {'busy p99':>9} {'ratio':>6}  (ms)")
+    for r in rows:
+        print(f"{r['what']:18} {r['idle_p50_ms']:9.2f} {r['idle_p99_ms']:9.2f} {r['busy_p50_ms']:9.2f} "
+              f"{r['busy_p99_ms']:9.2f} {r['ratio_p50']:6.2f}")
+
+
+if __name__ == "__main__":
+    main()

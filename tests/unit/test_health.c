@@ -1,0 +1,502 @@
+/* test_health.c - hy_health_eval against the rules of docs/control.md
+ * "Health", on a supervisor built by hand: instances in chosen states, the
+ * relay's upstream state set per case. Nothing is spawned or connected. */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ftw.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <ev.h>
+
+#include "hypha/health.h"
+#include "hypha/supervisor.h"
+#include "hypha/topology.h"
+
+static char base_dir[PATH_MAX];
+static struct ev_loop *loop;
+
+static void tests_dir(char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s", __FILE__);
+    for (int up = 0; up < 2; up++) { /* tests/unit/test_health.c -> tests */
+        char *slash = strrchr(out, '/');
+        if (slash)
+            *slash = '\0';
+    }
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    char tmpl[] = "/tmp/hypha-health-XXXXXX";
+    if (!mkdtemp(tmpl) || !realpath(tmpl, base_dir))
+        return -1;
+    char tests[PATH_MAX], src[PATH_MAX + 64], dst[PATH_MAX + 32];
+    const char *vec = getenv("HYPHA_VECTORS");
+    tests_dir(tests, sizeof tests);
+    if (vec && *vec)
+        snprintf(src, sizeof src, "%s/mycelium-examples.contracts.yaml", vec);
+    else
+        snprintf(src, sizeof src, "%s/vectors/mycelium-examples.contracts.yaml", tests);
+    snprintf(dst, sizeof dst, "%s/contracts.yaml", base_dir);
+    FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
+    if (!in || !out) {
+        fprintf(stderr, "cannot copy %s to %s\n", src, dst);
+        return -1;
+    }
+    char buf[8192];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        fwrite(buf, 1, n, out);
+    fclose(in);
+    fclose(out);
+    loop = ev_loop_new(EVFLAG_AUTO);
+    return loop ? 0 : -1;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    if (loop)
+        ev_loop_destroy(loop);
+    return base_dir[0] ? nftw(base_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) : 0;
+}
+
+/* w: 2 instances, restart never. v: 1 instance, on-failure, retried after
+ * giving up. */
+#define WORKERS                                                                      \
+    "workers:\n"                                                                     \
+    "  w:\n"                                                                         \
+    "    command: [/bin/true]\n"                                                     \
+    "    instances: 2\n"                                                             \
+    "    restart: never\n"                                                           \
+    "    give_up: {failures: 5, within: 1m, retry_after: 0}\n"                       \
+    "  v:\n"                                                                         \
+    "    command: [/bin/true]\n"                                                     \
+    "    restart: on-failure\n"                                                      \
+    "    give_up: {failures: 10, within: 1m, retry_after: 5m}\n"
+
+static const char embedded_doc[] = "version: 1\nschema: contracts.yaml\ncontrol: {socket: ctl.sock}\n" WORKERS;
+static const char upstream_doc[] = "version: 1\nschema: contracts.yaml\ncontrol: {socket: ctl.sock}\n"
+                                   "upstream: {unix: up.sock, reconnect: {initial: 100ms, max: 10s}}\n" WORKERS;
+
+static hy_topology *load_ok(const char *doc)
+{
+    hy_err err = {{0}};
+    hy_topology *t = hy_topology_load_buffer("topo.yaml", base_dir, (const uint8_t *)doc, strlen(doc), &err);
+    if (!t)
+        fail_msg("load failed: %s", err.msg);
+    return t;
+}
+
+static void timer_cb(struct ev_loop *l, ev_timer *w, int revents)
+{
+    (void)l;
+    (void)w;
+    (void)revents;
+}
+
+/* A supervisor with every instance running and the upstream connected:
+ * inst[0] w[0], inst[1] w[1], inst[2] v[0]. */
+static hy_sup *make_sup(const hy_topology *t)
+{
+    hy_sup *s = calloc(1, sizeof *s);
+    assert_non_null(s);
+    s->loop = loop;
+    s->topo = t;
+    for (size_t i = 0; i < t->nworkers; i++)
+        s->ninst += t->workers[i].instances;
+    s->inst = calloc(s->ninst, sizeof *s->inst);
+    assert_non_null(s->inst);
+    size_t k = 0;
+    for (size_t i = 0; i < t->nworkers; i++)
+        for (unsigned j = 0; j < t->workers[i].instances; j++) {
+            hy_instance *in = calloc(1, sizeof *in);
+            assert_non_null(in);
+            in->sup = s;
+            in->spec = &t->workers[i];
+            in->index = j;
+            snprintf(in->label, sizeof in->label, "%s[%u]", t->workers[i].name, j);
+            snprintf(in->idx, sizeof in->idx, "%u", j);
+            in->state = HY_ST_RUNNING;
+            in->pid = 1000 + (pid_t)k;
+            in->last_code = -1;
+            ev_init(&in->timer, timer_cb);
+            ev_init(&in->stop_timer, timer_cb);
+            ev_init(&in->hb_timer, timer_cb);
+            s->inst[k++] = in;
+        }
+    s->relay.sup = s;
+    s->relay.loop = loop;
+    s->relay.topo = t;
+    s->relay.up_state = HY_UP_CONNECTED;
+    s->relay.up_probation = false;
+    s->relay.up_since = 50.0;
+    s->relay.up_down_since = 40.0;
+    snprintf(s->relay.up.name, sizeof s->relay.up.name, "unix:%s/up.sock", base_dir);
+    s->relay.up.fd = -1;
+    return s;
+}
+
+static void free_sup(hy_sup *s)
+{
+    for (size_t i = 0; i < s->ninst; i++)
+        free(s->inst[i]);
+    free(s->inst);
+    free(s);
+}
+
+/* An exit: as the supervisor records it. */
+static void exited(hy_instance *in, hy_state st, const char *reason, int code, int sig)
+{
+    in->state = st;
+    in->pid = 0;
+    snprintf(in->last_reason, sizeof in->last_reason, "%s", reason);
+    in->last_code = code;
+    in->last_signal = sig;
+}
+
+static char reason[512];
+
+static hy_health eval(const hy_sup *s, double now)
+{
+    memset(reason, 0x5a, sizeof reason);
+    hy_health h = hy_health_eval(s, now, reason, sizeof reason);
+    /* one line, NUL-terminated */
+    assert_non_null(memchr(reason, '\0', sizeof reason));
+    assert_null(strchr(reason, '\n'));
+    assert_true(reason[0] != '\0');
+    return h;
+}
+
+#define assert_reason_has(text)                                                         \
+    do {                                                                                \
+        if (!strstr(reason, (text)))                                                    \
+            fail_msg("reason '%s' does not contain '%s'", reason, (text));              \
+    } while (0)
+#define assert_reason_lacks(text)                                                       \
+    do {                                                                                \
+        if (strstr(reason, (text)))                                                     \
+            fail_msg("reason '%s' contains '%s'", reason, (text));                      \
+    } while (0)
+#define assert_health(s, now, want)                                                     \
+    do {                                                                                \
+        hy_health h_ = eval((s), (now));                                                \
+        if (h_ != (want))                                                               \
+            fail_msg("health %s (%s), expected %s", hy_health_str(h_), reason,          \
+                     hy_health_str(want));                                              \
+    } while (0)
+
+static void test_names(void **state)
+{
+    (void)state;
+    assert_int_equal(HY_HEALTHY, 0);
+    assert_int_equal(HY_DEGRADED, 1);
+    assert_int_equal(HY_UNHEALTHY, 2);
+    assert_string_equal(hy_health_str(HY_HEALTHY), "healthy");
+    assert_string_equal(hy_health_str(HY_DEGRADED), "degraded");
+    assert_string_equal(hy_health_str(HY_UNHEALTHY), "unhealthy");
+}
+
+/* Every instance running: healthy, in both modes. */
+static void test_all_running(void **state)
+{
+    (void)state;
+    hy_topology *t = load_ok(embedded_doc);
+    hy_sup *s = make_sup(t);
+    assert_int_equal(s->ninst, 3);
+    assert_health(s, 100.0, HY_HEALTHY);
+    /* embedded: the relay's upstream state means nothing */
+    s->relay.up_state = HY_UP_DOWN;
+    s->relay.up_down_since = 0.0;
+    assert_health(s, 1000.0, HY_HEALTHY);
+    free_sup(s);
+    hy_topology_free(t);
+
+    t = load_ok(upstream_doc);
+    s = make_sup(t);
+    assert_health(s, 100.0, HY_HEALTHY);
+    assert_health(s, 100000.0, HY_HEALTHY); /* connected for long: still healthy */
+    free_sup(s);
+    hy_topology_free(t);
+}
+
+/* starting, backoff, stopping: degraded, naming the instance. */
+static void test_degraded_states(void **state)
+{
+    (void)state;
+    hy_topology *t = load_ok(embedded_doc);
+    static const hy_state states[] = {HY_ST_STARTING, HY_ST_BACKOFF, HY_ST_STOPPING};
+    for (size_t i = 0; i < 3; i++) {
+        hy_sup *s = make_sup(t);
+        hy_instance *in = s->inst[1];
+        if (states[i] == HY_ST_BACKOFF) {
+            exited(in, HY_ST_BACKOFF, "exit", 3, 0);
+            in->restarts = 2;
+        } else {
+            in->state = states[i];
+        }
+        assert_health(s, 100.0, HY_DEGRADED);
+        assert_reason_has("w[1]");
+        assert_reason_lacks("w[0]");
+        free_sup(s);
+    }
+    /* v[0] starting: named too */
+    hy_sup *s = make_sup(t);
+    s->inst[2]->state = HY_ST_STARTING;
+    assert_health(s, 100.0, HY_DEGRADED);
+    assert_reason_has("v[0]");
+    free_sup(s);
+    hy_topology_free(t);
+}
+
+/* failed: unhealthy, "failed" in the reason with the instance. */
+static void test_failed(void **state)
+{
+    (void)state;
+    hy_topology *t = load_ok(embedded_doc);
+    hy_sup *s = make_sup(t);
+    exited(s->inst[1], HY_ST_FAILED, "exit", 3, 0);
+    assert_health(s, 100.0, HY_UNHEALTHY);
+    assert_reason_has("w[1]");
+    assert_reason_has("failed");
+    free_sup(s);
+
+    /* failed, killed by a signal */
+    s = make_sup(t);
+    exited(s->inst[0], HY_ST_FAILED, "signal", -1, 9);
+    assert_health(s, 100.0, HY_UNHEALTHY);
+    assert_reason_has("w[0]");
+    assert_reason_has("failed");
+    free_sup(s);
+
+    /* failed with a retry_after pending: says when it is retried */
+    s = make_sup(t);
+    hy_instance *v = s->inst[2];
+    exited(v, HY_ST_FAILED, "exit", 3, 0);
+    ev_timer_set(&v->timer, 290.0, 0.0);
+    ev_timer_start(loop, &v->timer);
+    assert_health(s, ev_now(loop), HY_UNHEALTHY);
+    assert_reason_has("v[0]");
+    assert_reason_has("failed");
+    assert_reason_has("retry in 4m");
+    ev_timer_stop(loop, &v->timer);
+    /* retry_after with its timer not running: still failed, still unhealthy */
+    assert_health(s, 100.0, HY_UNHEALTHY);
+    assert_reason_has("v[0] failed");
+    free_sup(s);
+    hy_topology_free(t);
+}
+
+/* exited with a failure, not to be restarted: unhealthy; exited cleanly or
+ * stopped by the operator: healthy. */
+static void test_exited_and_stopped(void **state)
+{
+    (void)state;
+    hy_topology *t = load_ok(embedded_doc);
+    hy_sup *s = make_sup(t);
+    /* w is restart: never */
+    assert_int_equal(s->inst[0]->spec->policy.restart, HY_RESTART_NEVER);
+    exited(s->inst[0], HY_ST_EXITED, "exit", 1, 0);
+    assert_health(s, 100.0, HY_UNHEALTHY);
+    assert_reason_has("w[0]");
+    free_sup(s);
+
+    s = make_sup(t);
+    exited(s->inst[1], HY_ST_EXITED, "signal", -1, 15);
+    assert_health(s, 100.0, HY_UNHEALTHY);
+    assert_reason_has("w[1]");
+    free_sup(s);
+
+    /* clean exits under never and on-failure */
+    s = make_sup(t);
+    exited(s->inst[0], HY_ST_EXITED, "exit", 0, 0);
+    assert_health(s, 100.0, HY_HEALTHY);
+    exited(s->inst[2], HY_ST_EXITED, "exit", 0, 0);
+    assert_health(s, 100.0, HY_HEALTHY);
+    exited(s->inst[1], HY_ST_EXITED, "exit", 0, 0);
+    assert_health(s, 100.0, HY_HEALTHY); /* all of them */
+    free_sup(s);
+
+    /* operator stopped, whatever its last exit was */
+    s = make_sup(t);
+    exited(s->inst[1], HY_ST_STOPPED, "signal", -1, 15);
+    assert_health(s, 100.0, HY_HEALTHY);
+    exited(s->inst[2], HY_ST_STOPPED, "exit", 7, 0);
+    assert_health(s, 100.0, HY_HEALTHY);
+    exited(s->inst[0], HY_ST_STOPPED, "exit", 0, 0);
+    assert_health(s, 100.0, HY_HEALTHY); /* every worker stopped */
+    free_sup(s);
+
+    /* stopped and a clean exit, in upstream mode */
+    hy_topology *tu = load_ok(upstream_doc);
+    s = make_sup(tu);
+    exited(s->inst[0], HY_ST_STOPPED, "exit", 0, 0);
+    exited(s->inst[2], HY_ST_EXITED, "exit", 0, 0);
+    assert_health(s, 100.0, HY_HEALTHY);
+    free_sup(s);
+    hy_topology_free(tu);
+    hy_topology_free(t);
+}
+
+/* The upstream: down for less than reconnect.max (10s) degraded, longer
+ * unhealthy; connecting counts as down; connected but on probation is not
+ * healthy. */
+static void test_upstream(void **state)
+{
+    (void)state;
+    hy_topology *t = load_ok(upstream_doc);
+    assert_int_equal(t->reconnect_max_ms, 10000);
+    hy_sup *s = make_sup(t);
+    s->relay.up_state = HY_UP_DOWN;
+    s->relay.up_down_since = 100.0;
+    assert_health(s, 100.0, HY_DEGRADED);
+    assert_reason_has("upstream");
+    assert_health(s, 105.0, HY_DEGRADED);
+    assert_reason_has("upstream");
+    assert_health(s, 109.9, HY_DEGRADED);
+    assert_health(s, 110.0, HY_DEGRADED); /* "longer than": exactly max is not yet */
+    assert_health(s, 110.5, HY_UNHEALTHY);
+    assert_reason_has("upstream");
+    assert_health(s, 1000.0, HY_UNHEALTHY);
+    assert_reason_has("upstream");
+
+    s->relay.up_state = HY_UP_CONNECTING;
+    assert_health(s, 105.0, HY_DEGRADED);
+    assert_reason_has("upstream");
+    assert_health(s, 115.0, HY_UNHEALTHY);
+    assert_reason_has("upstream");
+
+    /* connected, handshake sent, frames held back: not healthy yet */
+    s->relay.up_state = HY_UP_CONNECTED;
+    s->relay.up_probation = true;
+    s->relay.up_since = 104.0;
+    hy_health h = eval(s, 105.0);
+    if (h == HY_HEALTHY)
+        fail_msg("connected on probation is healthy: %s", reason);
+    assert_int_equal(h, HY_DEGRADED);
+    assert_reason_has("upstream");
+    h = eval(s, 200.0);
+    if (h == HY_HEALTHY)
+        fail_msg("connected on probation is healthy: %s", reason);
+
+    s->relay.up_probation = false;
+    assert_health(s, 105.0, HY_HEALTHY);
+    assert_health(s, 200.0, HY_HEALTHY);
+    free_sup(s);
+    hy_topology_free(t);
+}
+
+/* The first rule that applies wins: unhealthy over degraded, whatever the
+ * order of the instances. */
+static void test_unhealthy_wins(void **state)
+{
+    (void)state;
+    hy_topology *t = load_ok(upstream_doc);
+    hy_sup *s = make_sup(t);
+    s->inst[0]->state = HY_ST_STARTING;     /* degraded, first */
+    exited(s->inst[1], HY_ST_FAILED, "exit", 2, 0); /* unhealthy, after it */
+    assert_health(s, 100.0, HY_UNHEALTHY);
+    assert_reason_has("w[1]");
+    assert_reason_has("failed");
+    free_sup(s);
+
+    s = make_sup(t);
+    exited(s->inst[0], HY_ST_BACKOFF, "exit", 1, 0);
+    s->inst[1]->state = HY_ST_STOPPING;
+    exited(s->inst[2], HY_ST_FAILED, "exit", 4, 0);
+    assert_health(s, 100.0, HY_UNHEALTHY);
+    assert_reason_has("v[0]");
+    free_sup(s);
+
+    s = make_sup(t);
+    s->inst[0]->state = HY_ST_STARTING;
+    exited(s->inst[1], HY_ST_EXITED, "exit", 1, 0); /* w: restart never */
+    assert_health(s, 100.0, HY_UNHEALTHY);
+    assert_reason_has("w[1]");
+    free_sup(s);
+
+    /* upstream down long, a worker starting */
+    s = make_sup(t);
+    s->inst[0]->state = HY_ST_STARTING;
+    s->relay.up_state = HY_UP_DOWN;
+    s->relay.up_down_since = 10.0;
+    assert_health(s, 100.0, HY_UNHEALTHY);
+    assert_reason_has("upstream");
+    /* upstream down briefly, a worker failed */
+    s->relay.up_down_since = 99.0;
+    exited(s->inst[2], HY_ST_FAILED, "exit", 1, 0);
+    assert_health(s, 100.0, HY_UNHEALTHY);
+    assert_reason_has("v[0]");
+    /* upstream down briefly, a worker starting: degraded, naming either */
+    exited(s->inst[2], HY_ST_STOPPED, "exit", 0, 0);
+    assert_health(s, 100.0, HY_DEGRADED);
+    free_sup(s);
+
+    /* the first instance at fault is named */
+    s = make_sup(t);
+    s->inst[0]->state = HY_ST_STOPPING;
+    s->inst[2]->state = HY_ST_STARTING;
+    assert_health(s, 100.0, HY_DEGRADED);
+    assert_reason_has("w[0]");
+    free_sup(s);
+    hy_topology_free(t);
+}
+
+/* A short reason buffer is filled, cut and terminated, never overrun. */
+static void test_short_reason(void **state)
+{
+    (void)state;
+    hy_topology *t = load_ok(upstream_doc);
+    hy_sup *s = make_sup(t);
+    char buf[16];
+    for (int c = 0; c < 4; c++) {
+        if (c == 1)
+            s->inst[1]->state = HY_ST_STARTING;
+        if (c == 2)
+            exited(s->inst[0], HY_ST_FAILED, "exit", 3, 0);
+        if (c == 3) {
+            s->inst[0]->state = s->inst[1]->state = HY_ST_RUNNING;
+            s->relay.up_state = HY_UP_DOWN;
+            s->relay.up_down_since = 0.0;
+        }
+        memset(buf, 'X', sizeof buf);
+        (void)hy_health_eval(s, 100.0, buf, 8);
+        assert_non_null(memchr(buf, '\0', 8));
+        for (size_t i = 8; i < sizeof buf; i++)
+            assert_int_equal(buf[i], 'X');
+    }
+    free_sup(s);
+    hy_topology_free(t);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_names),
+        cmocka_unit_test(test_all_running),
+        cmocka_unit_test(test_degraded_states),
+        cmocka_unit_test(test_failed),
+        cmocka_unit_test(test_exited_and_stopped),
+        cmocka_unit_test(test_upstream),
+        cmocka_unit_test(test_unhealthy_wins),
+        cmocka_unit_test(test_short_reason),
+    };
+    return cmocka_run_group_tests_name("health", tests, setup, teardown);
+}
