@@ -771,6 +771,9 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         cl->follow_inst = -1;
         ev_io_init(&cl->rw, read_cb, fd, EV_READ);
         ev_io_init(&cl->ww, write_cb, fd, EV_WRITE);
+        /* Answered first in a loop iteration that also carries frames. */
+        ev_set_priority(&cl->rw, EV_MAXPRI);
+        ev_set_priority(&cl->ww, EV_MAXPRI);
         ev_init(&cl->idle, idle_cb);
         cl->idle.repeat = HY_CTL_IDLE_S;
         cl->rw.data = cl->ww.data = cl->idle.data = cl;
@@ -809,6 +812,7 @@ int hy_ctl_start(hy_ctl *c, hy_sup *s, hy_err *err)
         return -1;
     }
     ev_io_init(&c->w, accept_cb, c->fd, EV_READ);
+    ev_set_priority(&c->w, EV_MAXPRI);
     ev_init(&c->pause, pause_cb);
     c->w.data = c->pause.data = c;
     ev_io_start(c->loop, &c->w);

@@ -58,18 +58,48 @@ static void bprintf(buf *b, const char *fmt, ...)
     }
 }
 
+static void bput(buf *b, const char *p, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap * 2 + n + 1;
+        char *q = realloc(b->p, cap);
+        if (!q) {
+            b->oom = true;
+            return;
+        }
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void bstr(buf *b, const char *s) { bput(b, s, strlen(s)); }
+
+static void bu64(buf *b, unsigned long long v)
+{
+    char tmp[24];
+    size_t i = sizeof tmp;
+    do
+        tmp[--i] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    bput(b, tmp + i, sizeof tmp - i);
+}
+
 /* A label value: backslash, double quote and newline escaped. */
 static void blabel(buf *b, const char *v)
 {
-    for (; *v; v++) {
-        if (*v == '\\')
-            bprintf(b, "\\\\");
-        else if (*v == '"')
-            bprintf(b, "\\\"");
-        else if (*v == '\n')
-            bprintf(b, "\\n");
-        else
-            bprintf(b, "%c", *v);
+    while (*v) {
+        size_t run = strcspn(v, "\\\"\n");
+        bput(b, v, run);
+        v += run;
+        if (!*v)
+            break;
+        bstr(b, *v == '\\' ? "\\\\" : *v == '"' ? "\\\"" : "\\n");
+        v++;
     }
 }
 
@@ -78,18 +108,43 @@ static void family(buf *b, const char *name, const char *type, const char *help)
     bprintf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void inst_sample(buf *b, const char *name, const hy_instance *in, const char *extra_k, const char *extra_v,
+/* `{worker="risk",instance="1"` (escaped once per instance and render). */
+typedef struct labels {
+    char text[400];
+    size_t len;
+} labels;
+
+static void inst_labels(const hy_instance *in, labels *l)
+{
+    buf b = {.p = malloc(sizeof l->text), .cap = sizeof l->text};
+    l->len = 0;
+    if (!b.p)
+        return;
+    bstr(&b, "{worker=\"");
+    blabel(&b, in->spec->name);
+    bprintf(&b, "\",instance=\"%u\"", in->index);
+    if (!b.oom && b.len < sizeof l->text) { /* names are at most 64 bytes: it fits */
+        memcpy(l->text, b.p, b.len);
+        l->len = b.len;
+    }
+    free(b.p);
+}
+
+static void inst_sample(buf *b, const char *name, const labels *l, const char *extra_k, const char *extra_v,
                         unsigned long long v)
 {
-    bprintf(b, "%s{worker=\"", name);
-    blabel(b, in->spec->name);
-    bprintf(b, "\",instance=\"%u\"", in->index);
+    bstr(b, name);
+    bput(b, l->text, l->len);
     if (extra_k) {
-        bprintf(b, ",%s=\"", extra_k);
+        bput(b, ",", 1);
+        bstr(b, extra_k);
+        bput(b, "=\"", 2);
         blabel(b, extra_v);
-        bprintf(b, "\"");
+        bput(b, "\"", 1);
     }
-    bprintf(b, "} %llu\n", v);
+    bput(b, "} ", 2);
+    bu64(b, v);
+    bput(b, "\n", 1);
 }
 
 typedef unsigned long long (*inst_get)(const hy_instance *);
@@ -103,11 +158,12 @@ static unsigned long long g_proto(const hy_instance *in) { return in->protocol_e
 static unsigned long long g_qbytes(const hy_instance *in) { return hy_outq_bytes(&in->outq); }
 static unsigned long long g_qframes(const hy_instance *in) { return hy_outq_frames(&in->outq); }
 
-static void inst_family(buf *b, const hy_sup *s, const char *name, const char *type, const char *help, inst_get get)
+static void inst_family(buf *b, const hy_sup *s, const labels *ls, const char *name, const char *type,
+                        const char *help, inst_get get)
 {
     family(b, name, type, help);
     for (size_t i = 0; i < s->ninst; i++)
-        inst_sample(b, name, s->inst[i], NULL, NULL, get(s->inst[i]));
+        inst_sample(b, name, &ls[i], NULL, NULL, get(s->inst[i]));
 }
 
 char *hy_metrics_render(const hy_sup *s, double now, size_t *len)
@@ -115,9 +171,15 @@ char *hy_metrics_render(const hy_sup *s, double now, size_t *len)
     const hy_topology *t = s->topo;
     const hy_relay *r = &s->relay;
     buf b = {.p = malloc(16384), .cap = 16384};
-    if (!b.p)
+    labels *ls = calloc(s->ninst ? s->ninst : 1, sizeof *ls);
+    if (!b.p || !ls) {
+        free(b.p);
+        free(ls);
         return NULL;
+    }
     b.p[0] = '\0';
+    for (size_t i = 0; i < s->ninst; i++)
+        inst_labels(s->inst[i], &ls[i]);
 
     family(&b, "hypha_info", "gauge", "hyphad's version, schema digest and mode (always 1).");
     bprintf(&b, "hypha_info{version=\"%s\",schema=\"%s\",mode=\"%s\"} 1\n", HYPHA_VERSION, t->schema->digest_hex,
@@ -131,27 +193,30 @@ char *hy_metrics_render(const hy_sup *s, double now, size_t *len)
     family(&b, "hypha_worker_state", "gauge", "1 for the instance's current state, 0 for the others.");
     for (size_t i = 0; i < s->ninst; i++)
         for (int st = HY_ST_STARTING; st <= HY_ST_STOPPED; st++)
-            inst_sample(&b, "hypha_worker_state", s->inst[i], "state", hy_state_str((hy_state)st),
+            inst_sample(&b, "hypha_worker_state", &ls[i], "state", hy_state_str((hy_state)st),
                         s->inst[i]->state == (hy_state)st);
-    inst_family(&b, s, "hypha_worker_ready", "gauge", "1 when the instance is running (ready).", g_ready);
-    inst_family(&b, s, "hypha_worker_restarts_total", "counter", "Processes started after the first.", g_restarts);
-    inst_family(&b, s, "hypha_worker_frames_in_total", "counter", "Frames delivered to the worker's stdin.", g_fin);
-    inst_family(&b, s, "hypha_worker_bytes_in_total", "counter", "Payload bytes delivered to the worker.", g_bin);
-    inst_family(&b, s, "hypha_worker_frames_out_total", "counter", "Frames the worker published that were accepted.",
+    inst_family(&b, s, ls, "hypha_worker_ready", "gauge", "1 when the instance is running (ready).", g_ready);
+    inst_family(&b, s, ls, "hypha_worker_restarts_total", "counter", "Processes started after the first.", g_restarts);
+    inst_family(&b, s, ls, "hypha_worker_frames_in_total", "counter", "Frames delivered to the worker's stdin.", g_fin);
+    inst_family(&b, s, ls, "hypha_worker_bytes_in_total", "counter", "Payload bytes delivered to the worker.", g_bin);
+    inst_family(&b, s, ls, "hypha_worker_frames_out_total", "counter", "Frames the worker published that were accepted.",
                 g_fout);
-    inst_family(&b, s, "hypha_worker_bytes_out_total", "counter", "Payload bytes the worker published.", g_bout);
+    inst_family(&b, s, ls, "hypha_worker_bytes_out_total", "counter", "Payload bytes the worker published.", g_bout);
     family(&b, "hypha_worker_dropped_frames_total", "counter", "Frames from or for the worker that were dropped.");
     for (size_t i = 0; i < s->ninst; i++) {
         const hy_instance *in = s->inst[i];
         for (int d = 0; d < HY_DROP__COUNT; d++)
-            inst_sample(&b, "hypha_worker_dropped_frames_total", in, "reason", hy_drop_str((hy_drop)d), in->drops[d]);
-        inst_sample(&b, "hypha_worker_dropped_frames_total", in, "reason", "queue-full-oldest", in->outq.dropped_oldest);
-        inst_sample(&b, "hypha_worker_dropped_frames_total", in, "reason", "queue-full-newest", in->outq.dropped_newest);
+            inst_sample(&b, "hypha_worker_dropped_frames_total", &ls[i], "reason", hy_drop_str((hy_drop)d),
+                        in->drops[d]);
+        inst_sample(&b, "hypha_worker_dropped_frames_total", &ls[i], "reason", "queue-full-oldest",
+                    in->outq.dropped_oldest);
+        inst_sample(&b, "hypha_worker_dropped_frames_total", &ls[i], "reason", "queue-full-newest",
+                    in->outq.dropped_newest);
     }
-    inst_family(&b, s, "hypha_worker_protocol_errors_total", "counter",
+    inst_family(&b, s, ls, "hypha_worker_protocol_errors_total", "counter",
                 "Corrupt streams and malformed control frames from the worker.", g_proto);
-    inst_family(&b, s, "hypha_worker_queue_bytes", "gauge", "Bytes waiting for the worker's stdin.", g_qbytes);
-    inst_family(&b, s, "hypha_worker_queue_frames", "gauge", "Frames waiting for the worker's stdin.", g_qframes);
+    inst_family(&b, s, ls, "hypha_worker_queue_bytes", "gauge", "Bytes waiting for the worker's stdin.", g_qbytes);
+    inst_family(&b, s, ls, "hypha_worker_queue_frames", "gauge", "Frames waiting for the worker's stdin.", g_qframes);
 
     if (t->has_upstream) {
         family(&b, "hypha_upstream_connected", "gauge", "1 while the bus connection is up (handshake done).");
@@ -187,6 +252,7 @@ char *hy_metrics_render(const hy_sup *s, double now, size_t *len)
             bprintf(&b, "\"} %zu\n", n);
         }
     }
+    free(ls);
     if (b.oom) {
         free(b.p);
         return NULL;
