@@ -120,7 +120,9 @@ static int conn_send(conn *c, json_t *req)
         if (w < 0) {
             if (errno == EINTR)
                 continue;
-            rc = unreachable(c->path, "send", errno);
+            /* hyphad may have answered and closed before reading (a refused
+             * uid, too many connections): its answer is still to be read. */
+            rc = errno == EPIPE || errno == ECONNRESET ? -errno : unreachable(c->path, "send", errno);
             break;
         }
         off += (size_t)w;
@@ -499,8 +501,11 @@ int main(int argc, char **argv)
 
     conn cn;
     int rc = conn_open(&cn, sock);
-    if (rc == EXIT_OK)
-        rc = conn_send(&cn, req);
+    int send_err = 0;
+    if (rc == EXIT_OK && (rc = conn_send(&cn, req)) < 0) {
+        send_err = -rc;
+        rc = EXIT_OK;
+    }
     json_decref(req);
     if (rc != EXIT_OK) {
         conn_close(&cn);
@@ -509,7 +514,7 @@ int main(int argc, char **argv)
     const char *why = NULL;
     char *line = conn_line(&cn, REPLY_TIMEOUT_MS, &why);
     if (!line) {
-        rc = unreachable(sock, why, 0);
+        rc = send_err ? unreachable(sock, "send", send_err) : unreachable(sock, why, 0);
         conn_close(&cn);
         return rc;
     }
