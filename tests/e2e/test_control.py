@@ -12,7 +12,6 @@ import json
 import math
 import os
 import re
-import select
 import shutil
 import signal
 import socket
@@ -534,6 +533,8 @@ class Notify:
 # ---- the base class ----------------------------------------------------------------
 
 class ControlTest(HyphadTest):
+    graceful_finish = True  # every test ends with SIGTERM and exit 0 (leaks show under ASan)
+
     def setUp(self):
         super().setUp()
         self.assertTrue(os.access(HYPHACTL, os.X_OK), f"no hyphactl at {HYPHACTL} (HYPHA_BUILD={BUILD})")
@@ -864,7 +865,7 @@ class Tail(ControlTest):
         p = subprocess.Popen([HYPHACTL, "--socket", self.sock, "tail", "talker", "-n", "1", "-f"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.addCleanup(self._end, p)
-        reader = LineReader(p)
+        reader = p.reader = LineReader(p)
         self.assertTrue(reader.wait(lambda l: l.endswith("talked 30")), f"tail -f: {reader.lines}")
         for k in (1, 2):
             self.write(f"say-{k}", "")
@@ -911,6 +912,8 @@ class Tail(ControlTest):
         if p.poll() is None:
             p.kill()
         p.wait(5)
+        if getattr(p, "reader", None):
+            p.reader.thread.join(5)  # EOF now: it ends
         p.stdout.close()
         p.stderr.close()
 
