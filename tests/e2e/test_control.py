@@ -1680,3 +1680,25 @@ class SystemdNotify(ControlTest):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class DemoScript(unittest.TestCase):
+    """The README's `make demo` runs config/demo.sh: it must keep working and
+    show the control plane against the demo's real workers."""
+
+    def test_demo_script_shows_status_health_tap_tail_and_restart(self):
+        env = dict(os.environ, DEMO_SECONDS="6", HYPHA_BUILD=BUILD)
+        r = subprocess.run(["sh", os.path.join(SOURCE, "config", "demo.sh")], capture_output=True, text=True,
+                           timeout=60, env=env)
+        self.assertEqual(r.returncode, 0, r.stdout[-2000:] + r.stderr[-2000:])
+        out = r.stdout
+        for name in ("ticker[0]", "enricher[0]", "enricher[1]", "flaky[0]"):
+            self.assertRegex(out, re.escape(name) + r"\s+(running|starting|backoff)\s", out)
+        self.assertRegex(out, r"\n(healthy|degraded): ", out)
+        taps = [json.loads(line) for line in out.splitlines() if line.startswith('{"type"')]
+        self.assertEqual(len(taps), 3, out)
+        for t in taps:
+            self.assertIn(t["type"], ("CounterUpdate", "TextMessage"))
+            self.assertIsInstance(t["fields"], dict)
+        self.assertIn("restarting: ticker (1 instance)", out)
+        self.assertIn("(hyphad exited 0)", out)
