@@ -250,6 +250,18 @@ static int resolve(hy_ctl *c, const char *name, hy_instance ***out, size_t *nout
     return 0;
 }
 
+/* resolve(), answering the client with the reason when it fails. */
+static hy_instance **resolve_or_reply(hy_ctl_client *cl, const char *name, size_t *n)
+{
+    hy_instance **sel;
+    char why[1024];
+    if (resolve(cl->ctl, name, &sel, n, why, sizeof why) < 0) {
+        send_error(cl, "%s", why);
+        return NULL;
+    }
+    return sel;
+}
+
 static const char *str_arg(json_t *req, const char *key) { return json_string_value(json_object_get(req, key)); }
 
 /* ---- commands ------------------------------------------------------------ */
@@ -261,17 +273,16 @@ static void cmd_status(hy_ctl_client *cl, json_t *req)
     hy_instance **sel = NULL;
     size_t n = 0;
     if (jn && !json_is_null(jn)) {
-        char why[1024];
         if (!json_is_string(jn)) {
             send_error(cl, "status: 'name' must be a string");
             return;
         }
-        if (resolve(c, json_string_value(jn), &sel, &n, why, sizeof why) < 0) {
-            send_error(cl, "%s", why);
+        if (!(sel = resolve_or_reply(cl, json_string_value(jn), &n)))
             return;
-        }
     }
-    json_t *j = hy_status_json(c->sup, ev_now(c->loop), sel, n);
+    json_t *table = json_object_get(req, "table");
+    json_t *j = json_is_true(table) ? hy_status_table(c->sup, ev_now(c->loop), sel, n)
+                                    : hy_status_json(c->sup, ev_now(c->loop), sel, n);
     free(sel);
     char reason[512];
     hy_health h = hy_health_eval(c->sup, ev_now(c->loop), reason, sizeof reason);
@@ -299,13 +310,10 @@ static void cmd_operate(hy_ctl_client *cl, json_t *req, const char *cmd)
         send_error(cl, "hyphad is shutting down");
         return;
     }
-    hy_instance **sel;
     size_t n;
-    char why[1024];
-    if (resolve(c, name, &sel, &n, why, sizeof why) < 0) {
-        send_error(cl, "%s", why);
+    hy_instance **sel = resolve_or_reply(cl, name, &n);
+    if (!sel)
         return;
-    }
     char uid[16];
     snprintf(uid, sizeof uid, "%u", cl->uid);
     hy_log(HY_INFO, COMP, "operator command", "command", cmd, "name", name, "uid", uid, NULL);
@@ -368,8 +376,14 @@ static json_t *line_json(const hy_instance *in, const char *text, size_t len)
 
 typedef struct tail_pick {
     const hy_instance *in;
-    size_t next; /* index in its ring */
+    const hy_tail_line *line;
 } tail_pick;
+
+static int cmp_pick(const void *a, const void *b)
+{
+    uint64_t x = ((const tail_pick *)a)->line->seq, y = ((const tail_pick *)b)->line->seq;
+    return x < y ? -1 : x > y;
+}
 
 static void cmd_tail(hy_ctl_client *cl, json_t *req)
 {
@@ -388,41 +402,27 @@ static void cmd_tail(hy_ctl_client *cl, json_t *req)
     json_int_t want = jl ? json_integer_value(jl) : TAIL_DEFAULT;
     if (want < 0)
         want = 0;
-    hy_instance **sel;
     size_t n;
-    char why[1024];
-    if (resolve(c, name, &sel, &n, why, sizeof why) < 0) {
-        send_error(cl, "%s", why);
+    hy_instance **sel = resolve_or_reply(cl, name, &n);
+    if (!sel)
         return;
-    }
-    /* The instances' rings hold lines oldest first; lines of one worker's
-     * instances are interleaved by instance order within equal age, which
-     * is the best we can do without timestamps: take the last `want` lines
-     * counting back over the instances' rings round-robin from the newest. */
+    /* The last `want` lines of the selected instances, in the order they
+     * were written: every line carries a hyphad-wide sequence number. */
     size_t total = 0;
     for (size_t i = 0; i < n; i++)
         total += sel[i]->tail.n;
-    size_t take = (size_t)want < total ? (size_t)want : total;
     json_t *lines = json_array();
-    if (lines) {
-        /* how many to take from each: newest-first round robin */
-        size_t *cnt = calloc(n, sizeof *cnt);
-        if (cnt) {
-            size_t got = 0;
-            while (got < take)
-                for (size_t i = 0; i < n && got < take; i++)
-                    if (cnt[i] < sel[i]->tail.n) {
-                        cnt[i]++;
-                        got++;
-                    }
-            for (size_t i = 0; i < n; i++)
-                for (size_t k = sel[i]->tail.n - cnt[i]; k < sel[i]->tail.n; k++) {
-                    const hy_tail_line *tl = hy_tail_get(&sel[i]->tail, k);
-                    json_array_append_new(lines, line_json(sel[i], tl->text, tl->len));
-                }
-            free(cnt);
-        }
+    tail_pick *all = total ? malloc(total * sizeof *all) : NULL;
+    if (lines && (all || !total)) {
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            for (size_t j = 0; j < sel[i]->tail.n; j++)
+                all[k++] = (tail_pick){sel[i], hy_tail_get(&sel[i]->tail, j)};
+        qsort(all, total, sizeof *all, cmp_pick);
+        for (size_t j = total > (size_t)want ? total - (size_t)want : 0; j < total; j++)
+            json_array_append_new(lines, line_json(all[j].in, all[j].line->text, all[j].line->len));
     }
+    free(all);
     bool follow = jf && json_is_true(jf);
     if (follow) {
         char base[256];

@@ -230,34 +230,11 @@ static const char *bytes(json_t *v, char *out, size_t len)
         b /= 1024;
         i++;
     }
-    if (i == 0)
-        snprintf(out, len, "%.0f %s", b, u[i]);
-    else
-        snprintf(out, len, "%.1f %s", b, u[i]);
+    snprintf(out, len, i ? "%.1f %s" : "%.0f %s", b, u[i]);
     return out;
 }
 
-static const char *last_exit(json_t *le, char *out, size_t len)
-{
-    if (!json_is_object(le)) {
-        snprintf(out, len, "-");
-        return out;
-    }
-    const char *reason = json_string_value(json_object_get(le, "reason"));
-    json_t *code = json_object_get(le, "code"), *sig = json_object_get(le, "signal");
-    char how[48], ago[32];
-    if (json_is_string(sig))
-        snprintf(how, sizeof how, "SIG%s", json_string_value(sig));
-    else if (json_is_integer(sig))
-        snprintf(how, sizeof how, "signal %lld", (long long)json_integer_value(sig));
-    else if (json_is_integer(code))
-        snprintf(how, sizeof how, "status %lld", (long long)json_integer_value(code));
-    else
-        snprintf(how, sizeof how, "?");
-    snprintf(out, len, "%s %s, %s ago", reason ? reason : "?", how, dur(json_object_get(le, "ago_s"), ago, sizeof ago));
-    return out;
-}
-
+/* The table form of status: hyphad formats the rows (hy_status_table). */
 static void print_status(json_t *r)
 {
     json_t *h = json_object_get(r, "hyphad"), *up = json_object_get(r, "upstream"), *hl = json_object_get(r, "health");
@@ -281,43 +258,23 @@ static void print_status(json_t *r)
         printf("listen %s  %s clients\n", json_string_value(json_object_get(l, "endpoint")),
                num(json_object_get(l, "clients"), a, sizeof a));
     putchar('\n');
+    json_t *rows = json_object_get(r, "rows");
+    size_t ncols = json_array_size(json_array_get(rows, 0));
+    if (ncols == 0 || ncols > HY_TABLE_MAX_COLS)
+        return;
     hy_table t;
-    hy_table_init(&t, 10);
-    hy_table_add(&t, (const char *const[]){"INSTANCE", "STATE", "PID", "UPTIME", "RESTARTS", "LAST EXIT", "FRAMES IN",
-                                           "FRAMES OUT", "DROPPED", "QUEUE"});
-    json_t *w;
-    json_array_foreach(json_object_get(r, "workers"), i, w)
+    hy_table_init(&t, ncols);
+    json_t *row;
+    json_array_foreach(rows, i, row)
     {
-        char name[160], pid[24], upt[32], rs[24], le[96], fi[24], fo[24], dr[24], q[32];
-        snprintf(name, sizeof name, "%s[%lld]", json_string_value(json_object_get(w, "worker")),
-                 (long long)json_integer_value(json_object_get(w, "instance")));
-        const char *state = json_string_value(json_object_get(w, "state"));
-        char st[48];
-        snprintf(st, sizeof st, "%s%s", state ? state : "?", json_is_true(json_object_get(w, "retiring")) ? " (reload)" : "");
-        hy_table_add(&t, (const char *const[]){name, st, num(json_object_get(w, "pid"), pid, sizeof pid),
-                                               dur(json_object_get(w, "uptime_s"), upt, sizeof upt),
-                                               num(json_object_get(w, "restarts"), rs, sizeof rs),
-                                               last_exit(json_object_get(w, "last_exit"), le, sizeof le),
-                                               num(json_object_get(w, "frames_in"), fi, sizeof fi),
-                                               num(json_object_get(w, "frames_out"), fo, sizeof fo),
-                                               num(json_object_get(w, "dropped"), dr, sizeof dr),
-                                               bytes(json_object_get(w, "queue_bytes"), q, sizeof q)});
+        const char *cells[HY_TABLE_MAX_COLS] = {0};
+        for (size_t k = 0; k < ncols; k++)
+            cells[k] = json_string_value(json_array_get(row, k));
+        hy_table_add(&t, cells);
     }
     hy_table_print(&t, stdout);
     hy_table_free(&t);
-    /* Drops by reason, only where there are some: the table stays narrow. */
-    json_array_foreach(json_object_get(r, "workers"), i, w)
-    {
-        if (json_integer_value(json_object_get(w, "dropped")) == 0)
-            continue;
-        printf("%s[%lld] dropped:", json_string_value(json_object_get(w, "worker")),
-               (long long)json_integer_value(json_object_get(w, "instance")));
-        const char *k;
-        json_t *v;
-        json_object_foreach(json_object_get(w, "drops"), k, v) if (json_integer_value(v))
-            printf(" %s=%lld", k, (long long)json_integer_value(v));
-        putchar('\n');
-    }
+    json_array_foreach(json_object_get(r, "notes"), i, l) printf("%s\n", json_string_value(l));
 }
 
 static void print_names(const char *label, json_t *list)
@@ -400,6 +357,8 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "status") == 0) {
         if (optind < argc)
             json_object_set_new(req, "name", json_string(argv[optind++]));
+        if (!json) /* rows of text: cheaper for hyphad and for us than full objects */
+            json_object_set_new(req, "table", json_true());
     } else if (strcmp(cmd, "health") == 0 || strcmp(cmd, "reload") == 0 || strcmp(cmd, "metrics") == 0) {
     } else if (strcmp(cmd, "restart") == 0 || strcmp(cmd, "stop") == 0 || strcmp(cmd, "start") == 0) {
         if (optind >= argc) {

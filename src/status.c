@@ -1,6 +1,8 @@
 /* status.c - the status reply as JSON (see hypha/status.h). */
 #include "hypha/status.h"
 
+#include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "hypha/version.h"
@@ -152,5 +154,101 @@ json_t *hy_status_json(const hy_sup *s, double now, hy_instance *const *sel, siz
             json_array_append_new(w, hy_status_instance(s->inst[i], now));
     }
     json_object_set_new(o, "workers", w);
+    return o;
+}
+
+/* ---- the table form (hyphactl status): rows of text, formatted here ---- */
+
+static const char *fmt_dur(double s, char *out, size_t len)
+{
+    if (s < 0)
+        s = 0;
+    if (s < 60)
+        snprintf(out, len, "%.1fs", s);
+    else if (s < 3600)
+        snprintf(out, len, "%dm%02ds", (int)s / 60, (int)s % 60);
+    else if (s < 86400)
+        snprintf(out, len, "%dh%02dm", (int)s / 3600, (int)s % 3600 / 60);
+    else
+        snprintf(out, len, "%dd%02dh", (int)(s / 86400), (int)s % 86400 / 3600);
+    return out;
+}
+
+static const char *fmt_bytes(uint64_t n, char *out, size_t len)
+{
+    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double b = (double)n;
+    int i = 0;
+    while (b >= 1024 && i < 4) {
+        b /= 1024;
+        i++;
+    }
+    snprintf(out, len, i ? "%.1f %s" : "%.0f %s", b, unit[i]);
+    return out;
+}
+
+static const char *fmt_last_exit(const hy_instance *in, double now, char *out, size_t len)
+{
+    if (!in->last_reason[0])
+        return "-";
+    char how[48], ago[32];
+    const char *sn = in->last_signal ? hy_signal_name(in->last_signal) : NULL;
+    if (in->last_signal && sn)
+        snprintf(how, sizeof how, "SIG%s", sn);
+    else if (in->last_signal)
+        snprintf(how, sizeof how, "signal %d", in->last_signal);
+    else
+        snprintf(how, sizeof how, "status %d", in->last_code);
+    snprintf(out, len, "%s %s, %s ago", in->last_reason, how,
+             fmt_dur(in->last_exit_at > 0 ? now - in->last_exit_at : 0, ago, sizeof ago));
+    return out;
+}
+
+/* Arrays of strings, not objects: hyphactl prints them as they are, and a
+ * fresh process building hundreds of small objects costs more than the
+ * request (page faults). */
+json_t *hy_status_table(const hy_sup *s, double now, hy_instance *const *sel, size_t nsel)
+{
+    json_t *o = hy_status_json(s, now, NULL, 0);
+    json_object_del(o, "workers");
+    json_t *rows = json_array(), *notes = json_array();
+    json_array_append_new(rows, json_pack("[ssssssssss]", "INSTANCE", "STATE", "PID", "UPTIME", "RESTARTS",
+                                          "LAST EXIT", "FRAMES IN", "FRAMES OUT", "DROPPED", "QUEUE"));
+    size_t n = sel ? nsel : s->ninst;
+    for (size_t i = 0; i < n; i++) {
+        const hy_instance *in = sel ? sel[i] : s->inst[i];
+        char st[48], pid[16] = "-", up[32] = "-", rs[16], le[96], fi[24], fo[24], dr[24], q[32];
+        snprintf(st, sizeof st, "%s%s", in->pending ? "pending" : hy_state_str(in->state),
+                 in->retiring ? " (reload)" : "");
+        if (in->pid > 0) {
+            snprintf(pid, sizeof pid, "%d", (int)in->pid);
+            fmt_dur(now - in->started_at, up, sizeof up);
+        }
+        snprintf(rs, sizeof rs, "%u", in->restarts);
+        snprintf(fi, sizeof fi, "%llu", (unsigned long long)in->frames_in);
+        snprintf(fo, sizeof fo, "%llu", (unsigned long long)in->frames_out);
+        uint64_t dropped = drops_total(in);
+        snprintf(dr, sizeof dr, "%llu", (unsigned long long)dropped);
+        json_array_append_new(rows, json_pack("[ssssssssss]", in->label, st, pid, up, rs,
+                                              fmt_last_exit(in, now, le, sizeof le), fi, fo, dr,
+                                              fmt_bytes(hy_outq_bytes(&in->outq), q, sizeof q)));
+        if (dropped) { /* by reason, only where there are some */
+            char line[512];
+            int k = snprintf(line, sizeof line, "%s dropped:", in->label);
+            for (int d = 0; d < HY_DROP__COUNT && k > 0 && (size_t)k < sizeof line; d++)
+                if (in->drops[d])
+                    k += snprintf(line + k, sizeof line - (size_t)k, " %s=%llu", hy_drop_str((hy_drop)d),
+                                  (unsigned long long)in->drops[d]);
+            if (in->outq.dropped_oldest && k > 0 && (size_t)k < sizeof line)
+                k += snprintf(line + k, sizeof line - (size_t)k, " queue-full-oldest=%llu",
+                              (unsigned long long)in->outq.dropped_oldest);
+            if (in->outq.dropped_newest && k > 0 && (size_t)k < sizeof line)
+                snprintf(line + k, sizeof line - (size_t)k, " queue-full-newest=%llu",
+                         (unsigned long long)in->outq.dropped_newest);
+            json_array_append_new(notes, json_string(line));
+        }
+    }
+    json_object_set_new(o, "rows", rows);
+    json_object_set_new(o, "notes", notes);
     return o;
 }

@@ -593,7 +593,7 @@ static void tail_drop_oldest(hy_tail *t)
 }
 
 /* Keep a line for `hyphactl tail`; out of memory only loses the line. */
-static void tail_push(hy_tail *t, const char *line, size_t len)
+static void tail_push(hy_tail *t, const char *line, size_t len, uint64_t seq)
 {
     if (!t->slot && !(t->slot = calloc(HY_TAIL_LINES, sizeof *t->slot)))
         return;
@@ -607,6 +607,7 @@ static void tail_push(hy_tail *t, const char *line, size_t len)
     hy_tail_line *slot = &t->slot[(t->head + t->n) % HY_TAIL_LINES];
     slot->text = copy;
     slot->len = len;
+    slot->seq = seq;
     t->n++;
     t->bytes += len;
 }
@@ -615,7 +616,7 @@ static void flush_errline(hy_instance *in)
 {
     if (in->errlen || in->errcut) {
         hy_log_worker_line(in->spec->name, in->index, in->errline, in->errlen, in->errcut);
-        tail_push(&in->tail, in->errline, in->errlen);
+        tail_push(&in->tail, in->errline, in->errlen, ++in->sup->line_seq);
         if (in->sup->on_line)
             in->sup->on_line(in->sup, in, in->errline, in->errlen);
     }

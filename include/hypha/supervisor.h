@@ -49,6 +49,7 @@ typedef struct hy_sup hy_sup;
 typedef struct hy_tail_line {
     char *text;                  /* owned, NUL-terminated */
     size_t len;
+    uint64_t seq;                /* hyphad-wide order of stderr lines */
 } hy_tail_line;
 
 typedef struct hy_tail {
@@ -115,6 +116,7 @@ struct hy_sup {
     size_t nretired;
     ev_timer gc_w;               /* frees retired instances outside any iteration */
     double started_at;           /* ev_now() when hyphad started */
+    uint64_t line_seq;           /* stderr lines kept so far (hy_tail_line.seq) */
     /* Observers (the control plane): a worker stderr line; state changes. */
     void (*on_line)(hy_sup *, hy_instance *, const char *line, size_t len);
     void (*on_change)(hy_sup *);
