@@ -10,7 +10,9 @@ N requests of each command; then the gate opens and, with the relay busy
 (the sink's frame count is checked to be moving), the same N requests.
 Requests go over the control socket from this script (one connection per
 request, as hyphactl does), and `hyphactl status`/`health` are also timed
-as whole processes (what a person or a probe sees, process start included).
+as whole processes (what a person or a probe sees, process start included),
+next to `hyphactl --version`: the same process without a request, the floor
+any command has on this machine under the same load.
 
 usage: bench_control.py [--build DIR] [--rounds R] [--requests N] [--json]
 """
@@ -75,6 +77,14 @@ def measure(build, path, n):
             if r.returncode not in (0, 1):
                 br.fail(f"hyphactl {cmd} exited {r.returncode}: {r.stderr.decode()}")
         out["hyphactl " + cmd] = cli
+    # The floor: the same process started and ended without a request, under
+    # the same load (what any command costs on this machine).
+    floor = []
+    for _ in range(max(5, n // 10)):
+        t0 = time.perf_counter()
+        subprocess.run([os.path.join(build, "hyphactl"), "--version"], stdout=subprocess.DEVNULL)
+        floor.append(time.perf_counter() - t0)
+    out["hyphactl --version"] = floor
     return out
 
 
