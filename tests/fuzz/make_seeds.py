@@ -26,6 +26,17 @@ def main():
         put(os.path.join(out, "tlv"), bytes([i]) + f)
     put(os.path.join(out, "tlv"), b"\x03" + b"".join(frames))
     put(os.path.join(out, "tlv"), b"\x01" + b"\x00\x00\x00\x00\x00\x00" + frames[0][:9])
+    # decode: byte 0 picks the message (in the target's order: examples, defi,
+    # game, each sorted by type id), the rest is the payload
+    order = {}
+    for name in ("examples", "defi", "game"):
+        for c in json.load(open(os.path.join(vectors, "wire-vectors.json"))):
+            if c["contracts"] == f"mycelium-{name}.contracts.yaml":
+                for m in sorted(c["messages"], key=lambda m: m["type_id"]):
+                    order[len(order)] = bytes.fromhex(m["payload_hex"])
+    for i, payload in order.items():
+        put(os.path.join(out, "decode"), bytes([i]) + payload)
+        put(os.path.join(out, "decode"), bytes([i]) + b"\xff" * len(payload))
     for path in glob.glob(os.path.join(vectors, "*.contracts.yaml")):
         put(os.path.join(out, "contracts"), open(path, "rb").read())
     topo = [os.path.join(src, "config", "demo.yaml")]
