@@ -173,10 +173,12 @@ static void client_write(hy_ctl_client *cl)
     bool over = pending(cl) > HY_CTL_MAX_PENDING;
     if (cl->mode == CL_REQUESTS && !cl->dead && !cl->closing && over != cl->paused) {
         cl->paused = over;
-        if (over)
+        if (over) {
             ev_io_stop(c->loop, &cl->rw);
-        else
+        } else {
             ev_io_start(c->loop, &cl->rw);
+            ev_feed_event(c->loop, &cl->rw, EV_READ); /* requests it sent meanwhile wait in cl->in */
+        }
     }
     if (cl->dead)
         ev_feed_event(c->loop, &cl->idle, EV_TIMER); /* freed from its own callback */
@@ -591,10 +593,35 @@ static void dispatch(hy_ctl_client *cl, const char *line, size_t len)
 
 /* ---- input -------------------------------------------------------------- */
 
+/* Answers the complete lines in cl->in, in order; at EOF the rest is the
+ * last line. Stops early when the client is paused (too much unread), is
+ * closing or died; what is left waits in cl->in. */
+static void process_lines(hy_ctl_client *cl, bool eof)
+{
+    size_t start = 0;
+    while (!cl->dead && !cl->paused && !cl->closing && start < cl->inlen) {
+        char *nl = memchr(cl->in + start, '\n', cl->inlen - start);
+        if (!nl && !eof)
+            break;
+        size_t len = nl ? (size_t)(nl - (cl->in + start)) : cl->inlen - start;
+        if (len && cl->in[start + len - 1] == '\r')
+            len--;
+        if (len) {
+            dispatch(cl, cl->in + start, len);
+            if (cl->mode == CL_REQUESTS && !cl->dead)
+                ev_timer_again(cl->ctl->loop, &cl->idle);
+        }
+        start = nl ? (size_t)(nl - cl->in) + 1 : cl->inlen;
+    }
+    memmove(cl->in, cl->in + start, cl->inlen - start);
+    cl->inlen -= start;
+}
+
 static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)revents;
     hy_ctl_client *cl = w->data;
+    process_lines(cl, false); /* left from a pause */
     for (int rounds = 0; rounds < 4 && !cl->dead && !cl->closing && !cl->paused; rounds++) {
         ssize_t n = recv(cl->fd, cl->in + cl->inlen, HY_CTL_MAX_REQUEST + 1 - cl->inlen, 0);
         if (n < 0) {
@@ -605,6 +632,7 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
             break;
         }
         if (n == 0) { /* it closed its side: answer what came, then close */
+            process_lines(cl, true);
             ev_io_stop(loop, &cl->rw);
             cl->closing = true;
             if (pending(cl) == 0)
@@ -612,25 +640,7 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
             break;
         }
         cl->inlen += (size_t)n;
-        size_t start = 0;
-        for (;;) {
-            char *nl = memchr(cl->in + start, '\n', cl->inlen - start);
-            if (!nl)
-                break;
-            size_t len = (size_t)(nl - (cl->in + start));
-            if (len && cl->in[start + len - 1] == '\r')
-                len--;
-            if (len) {
-                dispatch(cl, cl->in + start, len);
-                if (cl->mode == CL_REQUESTS)
-                    ev_timer_again(loop, &cl->idle);
-            }
-            start = (size_t)(nl - cl->in) + 1;
-            if (cl->dead || cl->paused || cl->closing)
-                break;
-        }
-        memmove(cl->in, cl->in + start, cl->inlen - start);
-        cl->inlen -= start;
+        process_lines(cl, false);
         if (cl->inlen > HY_CTL_MAX_REQUEST) {
             char uid[16];
             snprintf(uid, sizeof uid, "%u", cl->uid);
