@@ -420,7 +420,8 @@ static void cmd_tail(hy_ctl_client *cl, json_t *req)
         for (size_t i = 0; i < n; i++)
             for (size_t j = 0; j < sel[i]->tail.n; j++)
                 all[k++] = (tail_pick){sel[i], hy_tail_get(&sel[i]->tail, j)};
-        qsort(all, total, sizeof *all, cmp_pick);
+        if (total)
+            qsort(all, total, sizeof *all, cmp_pick);
         for (size_t j = total > (size_t)want ? total - (size_t)want : 0; j < total; j++)
             json_array_append_new(lines, line_json(all[j].in, all[j].line->text, all[j].line->len));
     }
