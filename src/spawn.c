@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -184,6 +185,10 @@ int hy_spawn(const hy_spawn_req *req, hy_spawn_res *res, hy_err *err)
     /* Also set the group from the parent: whichever runs first wins, and
      * killpg works as soon as hy_spawn returns. EACCES after exec is fine. */
     (void)setpgid(pid, pid);
+    /* Best effort: refused (EPERM over the user's pipe budget, EBUSY), the
+     * pipe keeps the default size and works the same, only slower. */
+    if (req->stdin_pipe_size)
+        (void)fcntl(in[1], F_SETPIPE_SZ, (int)req->stdin_pipe_size);
     res->pid = pid;
     res->in_fd = in[1];
     res->out_fd = out[0];
@@ -211,4 +216,29 @@ hy_spawn_state hy_spawn_status(int status_fd, const char **stage_name, int *errn
     *stage_name = stage_names[r.stage];
     *errnum = r.errnum;
     return HY_SPAWN_FAILED;
+}
+
+#define STDIN_PIPE_MAX (256u * 1024)
+#define PIPE_DEFAULT (64u * 1024)
+
+size_t hy_spawn_stdin_pipe_size(size_t instances)
+{
+    static long soft_pages = -2; /* read once */
+    if (soft_pages == -2) {
+        soft_pages = 16384; /* the kernel's default, if /proc cannot say */
+        FILE *f = fopen("/proc/sys/fs/pipe-user-pages-soft", "re");
+        if (f) {
+            long v;
+            if (fscanf(f, "%ld", &v) == 1 && v >= 0)
+                soft_pages = v;
+            fclose(f);
+        }
+    }
+    size_t size = STDIN_PIPE_MAX;
+    if (soft_pages > 0 && instances > 0) {
+        size_t budget = (size_t)soft_pages * 4096 / 2 / instances;
+        while (size > budget && size > PIPE_DEFAULT)
+            size /= 2; /* the kernel rounds to a power of two pages anyway */
+    }
+    return size > PIPE_DEFAULT ? size : 0;
 }

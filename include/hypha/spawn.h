@@ -20,6 +20,7 @@ typedef struct hy_spawn_req {
     char *const *argv;
     char *const *envp;
     const char *cwd;        /* NULL: inherit */
+    size_t stdin_pipe_size; /* F_SETPIPE_SZ for its stdin; 0: the kernel's default (64 KiB) */
 } hy_spawn_req;
 
 typedef struct hy_spawn_res {
@@ -43,6 +44,15 @@ void hy_spawn_init_limits(void);
 /* Fork and exec. On failure to even fork/pipe, returns -1 with err (no
  * child). Otherwise 0; the child's fate arrives on status_fd. */
 int hy_spawn(const hy_spawn_req *req, hy_spawn_res *res, hy_err *err);
+
+/* The stdin pipe size for each of `instances` workers: 256 KiB (one of
+ * hyphad's reads fanned out fits whole in every subscriber's pipe, so
+ * frames go to the kernel rather than into queues; fan-out to 100 workers
+ * 0.18x -> 0.9x of a tee, docs/performance.md), but all of them together
+ * at most half of the per-user pipe budget (fs/pipe-user-pages-soft: past
+ * it, an unprivileged user's new pipes get a single page). 0 when that
+ * leaves no more than the default. */
+size_t hy_spawn_stdin_pipe_size(size_t instances);
 
 /* Close every fd >= lowfd except `keep` (-1: none). Async-signal-safe;
  * for a freshly forked child. */
