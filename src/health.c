@@ -23,7 +23,7 @@ static void last_exit(const hy_instance *in, char *out, size_t len)
 {
     char how[48];
     if (in->last_signal) {
-        const char *sn = hy_signal_name(in->last_signal);
+        const char *sn = hy_signal_abbrev(in->last_signal);
         if (sn)
             snprintf(how, sizeof how, "signal %s", sn);
         else

@@ -16,7 +16,7 @@ json_t *hy_status_last_exit(const hy_instance *in, double now)
     json_t *o = json_object();
     json_object_set_new(o, "reason", json_string(in->last_reason));
     json_object_set_new(o, "code", in->last_code >= 0 ? json_integer(in->last_code) : json_null());
-    const char *sn = in->last_signal ? hy_signal_name(in->last_signal) : NULL;
+    const char *sn = in->last_signal ? hy_signal_abbrev(in->last_signal) : NULL;
     json_object_set_new(o, "signal", !in->last_signal ? json_null() : sn ? json_string(sn) : json_integer(in->last_signal));
     json_object_set_new(o, "ago_s", json_real(in->last_exit_at > 0 ? now - in->last_exit_at : 0));
     if (in->spawn_error[0])
@@ -192,7 +192,7 @@ static const char *fmt_last_exit(const hy_instance *in, double now, char *out, s
     if (!in->last_reason[0])
         return "-";
     char how[48], ago[32];
-    const char *sn = in->last_signal ? hy_signal_name(in->last_signal) : NULL;
+    const char *sn = in->last_signal ? hy_signal_abbrev(in->last_signal) : NULL;
     if (in->last_signal && sn)
         snprintf(how, sizeof how, "SIG%s", sn);
     else if (in->last_signal)

@@ -962,7 +962,7 @@ static void handle_exit(hy_instance *in, int wstatus)
     char pid[16], status[32], up[32], delay[32], restarts[16];
     fmt_u(pid, sizeof pid, (unsigned long long)oldpid);
     if (in->last_signal) {
-        const char *sn = hy_signal_name(in->last_signal);
+        const char *sn = hy_signal_abbrev(in->last_signal);
         if (sn)
             snprintf(status, sizeof status, "SIG%s", sn);
         else

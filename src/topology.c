@@ -59,6 +59,12 @@ const char *hy_signal_name(int sig)
     return NULL;
 }
 
+const char *hy_signal_abbrev(int sig)
+{
+    const char *n = hy_signal_name(sig);
+    return n ? n : sigabbrev_np(sig); /* SEGV, BUS, PIPE...: glibc knows them all */
+}
+
 int hy_signal_parse(const char *s)
 {
     if (strncasecmp(s, "SIG", 3) == 0)

@@ -121,6 +121,8 @@ const char *hy_restart_policy_str(hy_restart_policy p);
 const char *hy_overflow_str(hy_overflow o);
 /* "TERM" for SIGTERM; NULL if not a signal hypha names. */
 const char *hy_signal_name(int sig);
+/* Any signal's short name for people ("SEGV" for SIGSEGV); NULL if none. */
+const char *hy_signal_abbrev(int sig);
 /* "TERM", "SIGTERM", "term" -> SIGTERM; -1 if unknown. */
 int hy_signal_parse(const char *s);
 
