@@ -75,6 +75,24 @@ while os.read(0, 65536):
 
 # Raw: prints "line 1".."line $LINES" and "talked $LINES" on stderr, then
 # "said K" when the file say-K appears (K = 1, 2, ...).
+# Instance 0 prints a1, then a2 once the file go-a2 exists; instance 1
+# prints b1 once go-b1 exists. Then both read stdin to EOF.
+DUO = r'''
+import os, sys, time
+i = os.environ["HYPHA_INSTANCE"]
+def after(f, line):
+    while not os.path.exists(f):
+        time.sleep(0.01)
+    print(line, file=sys.stderr, flush=True)
+if i == "0":
+    print("a1", file=sys.stderr, flush=True)
+    after("go-a2", "a2")
+else:
+    after("go-b1", "b1")
+while os.read(0, 65536):
+    pass
+'''
+
 TALKER = r'''
 import os, select, sys
 n = int(os.environ.get("LINES", "30"))
@@ -875,6 +893,21 @@ class Tail(ControlTest):
         self._end(p)
         self.assert_alive(h)
 
+    def test_lines_of_several_instances_come_in_the_order_they_were_written(self):
+        # Instance 0 writes a1, then instance 1 b1 (once a1 is in hyphad's
+        # log), then instance 0 a2: tail of the worker gives a1 b1 a2, not
+        # the lines grouped by instance.
+        h = self.start({"duo": {"command": self.py("duo.py", DUO), "instances": 2}})
+        h.wait_for(10, component="duo[0]", msg="a1")
+        self.write("go-b1", "")
+        h.wait_for(10, component="duo[1]", msg="b1")
+        self.write("go-a2", "")
+        h.wait_for(10, component="duo[0]", msg="a2")
+        r = self.ctl_json("tail", "duo", "-n", "3")
+        self.assertEqual([(l["instance"], l["line"]) for l in r["lines"]], [(0, "a1"), (1, "b1"), (0, "a2")])
+        r = self.ctl_json("tail", "duo", "-n", "2")
+        self.assertEqual([l["line"] for l in r["lines"]], ["b1", "a2"], "the newest, still in order")
+
     def test_follower_that_does_not_read_gets_lines_skipped_and_counted(self):
         n = 20000  # 300-byte lines: about 7 MB of replies, the limit is 4 MiB
         h = self.start({"spew": {"command": self.py("spew.py", SPEW), "env": {"LINES": str(n)}}})
@@ -1321,6 +1354,41 @@ class Garbage(ControlTest):
         self.assertIs(reply.get("ok"), False, f"{what}: {reply}")
         self.assertIsInstance(reply.get("error"), str)
         self.assertTrue(reply["error"], what)
+
+    def test_requests_past_the_unread_limit_are_all_answered_once_read(self):
+        # 700 metrics requests in one go, nothing read for a while: their
+        # replies pass the 4 MiB of unread output, hyphad stops reading this
+        # client, then answers every one, in order, once it reads.
+        h = self.start({"a": {"command": self.py("sleeper.py", SLEEPER), "instances": 4}})
+        self.wait_running()
+        one = self.req({"cmd": "metrics"})
+        n = (5 << 20) // len(json.dumps(one)) + 50
+        c = Conn(self.sock, timeout=30)
+        self.addCleanup(c.close)
+        sender = threading.Thread(target=c.send, args=(b'{"cmd":"metrics"}\n' * n + b'{"cmd":"health"}\n',))
+        sender.start()
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        self.req({"cmd": "health"})
+        self.assertLess(time.monotonic() - t0, 1.0, "other clients are served meanwhile")
+        got = [c.line(timeout=30) for _ in range(n)]
+        self.assertTrue(all(g and g.get("ok") and "text" in g for g in got), "every metrics request answered")
+        last = c.line(timeout=30)
+        self.assertEqual(last.get("health"), "healthy", last)
+        sender.join(10)
+        self.assert_alive(h)
+
+    def test_a_request_ended_by_eof_without_newline_is_answered(self):
+        self.start({"a": {"command": self.py("sleeper.py", SLEEPER)}})
+        self.wait_running()
+        c = Conn(self.sock)
+        self.addCleanup(c.close)
+        c.send(b'{"cmd":"health"}')
+        c.sock.shutdown(socket.SHUT_WR)
+        reply = c.line()
+        self.assertIsNotNone(reply, "closed without answering")
+        self.assertIn(reply.get("health"), ("healthy", "degraded"), reply)
+        self.assertTrue(c.closed(), "then closed")
 
     def test_malformed_requests_get_errors_and_the_connection_stays(self):
         h = self.start({"a": {"command": self.py("sleeper.py", SLEEPER)}})

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -266,6 +267,22 @@ static void test_degraded_states(void **state)
     hy_topology_free(t);
 }
 
+/* A crash is named by its signal, whichever signal it is. */
+static void test_signal_names(void **state)
+{
+    (void)state;
+    hy_topology *t = load_ok(embedded_doc);
+    hy_sup *s = make_sup(t);
+    exited(s->inst[1], HY_ST_BACKOFF, "signal", -1, SIGSEGV);
+    assert_health(s, 100.0, HY_DEGRADED);
+    assert_reason_has("signal SEGV");
+    exited(s->inst[1], HY_ST_BACKOFF, "heartbeat", -1, SIGKILL);
+    assert_health(s, 100.0, HY_DEGRADED);
+    assert_reason_has("heartbeat (signal KILL)");
+    free_sup(s);
+    hy_topology_free(t);
+}
+
 /* failed: unhealthy, "failed" in the reason with the instance. */
 static void test_failed(void **state)
 {
@@ -492,6 +509,7 @@ int main(void)
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_all_running),
         cmocka_unit_test(test_degraded_states),
+        cmocka_unit_test(test_signal_names),
         cmocka_unit_test(test_failed),
         cmocka_unit_test(test_exited_and_stopped),
         cmocka_unit_test(test_upstream),
