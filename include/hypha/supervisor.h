@@ -44,7 +44,7 @@ typedef struct hy_sup hy_sup;
 /* The last lines a worker wrote to stderr, for `hyphactl tail`: a ring of at
  * most HY_TAIL_LINES lines and HY_TAIL_BYTES bytes; oldest go first. */
 #define HY_TAIL_LINES 1000u
-#define HY_TAIL_BYTES (256u * 1024)
+#define HY_TAIL_BYTES (64u * 1024)
 
 typedef struct hy_tail_line {
     char *text;                  /* owned, NUL-terminated */
