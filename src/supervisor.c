@@ -1258,6 +1258,19 @@ static bool spec_in(const hy_worker_spec *w, const hy_topology *t)
     return t->nworkers && w >= t->workers && w < t->workers + t->nworkers;
 }
 
+/* Stopped by an operator (not merely not started yet): a reload that
+ * changes its definition leaves the new instance stopped too, as systemd
+ * leaves a stopped unit stopped when its file changes. */
+static bool operator_stopped(const hy_sup *s, const hy_topology *old, const char *name, unsigned index)
+{
+    for (size_t i = 0; i < s->ninst; i++) {
+        const hy_instance *o = s->inst[i];
+        if (!o->retiring && spec_in(o->spec, old) && o->index == index && strcmp(o->spec->name, name) == 0)
+            return o->state == HY_ST_STOPPED && o->ever_started && !o->pending;
+    }
+    return false;
+}
+
 static bool retiring_twin(const hy_sup *s, const hy_instance *in)
 {
     for (size_t i = 0; i < s->ninst; i++) {
@@ -1367,7 +1380,7 @@ int hy_sup_reload(hy_sup *s, const hy_topology *t, json_t *started, json_t *stop
                 free(fresh);
                 return -1;
             }
-            in->pending = true;
+            in->pending = !operator_stopped(s, old, nw->name, j);
             fresh[nfresh++] = in;
         }
     }

@@ -1165,6 +1165,27 @@ class Reload(ControlTest):
                 ws[k] = v
         return ws
 
+    def test_a_stopped_worker_stays_stopped_when_reload_changes_it(self):
+        self.start(self.workers())
+        before = self.wait_running()
+        r = self.ctl("stop", "change")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(wait_until(lambda: self.inst("change")["state"] == "stopped", 5))
+        self.rewrite(self.workers(change={"command": self.py("sleeper.py", SLEEPER), "env": {"X": "3"}}))
+        r = self.ctl_json("reload")
+        self.assertEqual(r["restarted"], ["change"], r)
+        time.sleep(0.5)  # a start would have happened by now (start_timeout is short)
+        c = self.inst("change")
+        self.assertEqual((c["state"], c["pid"]), ("stopped", None), c)
+        self.assertEqual(self.inst("keep")["pid"], before[("keep", 0)])
+        # and it starts, with the new definition, when asked
+        r = self.ctl("start", "change")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        pid = wait_until(lambda: self.inst("change")["pid"], 5)
+        self.assertTrue(pid, "did not start")
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            self.assertIn(b"\0X=3\0", b"\0" + f.read())
+
     def test_reload_starts_stops_restarts_and_leaves_unchanged_alone(self):
         h = self.start(self.workers())
         before = self.wait_running()
