@@ -187,8 +187,10 @@ int hy_spawn(const hy_spawn_req *req, hy_spawn_res *res, hy_err *err)
     (void)setpgid(pid, pid);
     /* Best effort: refused (EPERM over the user's pipe budget, EBUSY), the
      * pipe keeps the default size and works the same, only slower. */
-    if (req->stdin_pipe_size)
-        (void)fcntl(in[1], F_SETPIPE_SZ, (int)req->stdin_pipe_size);
+    if (req->pipe_size) {
+        (void)fcntl(in[1], F_SETPIPE_SZ, (int)req->pipe_size);
+        (void)fcntl(out[0], F_SETPIPE_SZ, (int)req->pipe_size);
+    }
     res->pid = pid;
     res->in_fd = in[1];
     res->out_fd = out[0];
@@ -218,10 +220,11 @@ hy_spawn_state hy_spawn_status(int status_fd, const char **stage_name, int *errn
     return HY_SPAWN_FAILED;
 }
 
-#define STDIN_PIPE_MAX (256u * 1024)
+#define PIPE_MAX (256u * 1024)
 #define PIPE_DEFAULT (64u * 1024)
+#define ROOT_PIPE_BUDGET (64u << 20) /* root is not held to the soft limit; hyphad holds itself to this */
 
-size_t hy_spawn_stdin_pipe_size(size_t instances)
+size_t hy_spawn_pipe_size(size_t instances)
 {
     static long soft_pages = -2; /* read once */
     if (soft_pages == -2) {
@@ -234,11 +237,12 @@ size_t hy_spawn_stdin_pipe_size(size_t instances)
             fclose(f);
         }
     }
-    size_t size = STDIN_PIPE_MAX;
-    if (soft_pages > 0 && instances > 0) {
-        size_t budget = (size_t)soft_pages * 4096 / 2 / instances;
-        while (size > budget && size > PIPE_DEFAULT)
+    size_t budget = geteuid() == 0 ? ROOT_PIPE_BUDGET
+                    : soft_pages > 0 ? (size_t)soft_pages * 4096 / 2
+                                     : ROOT_PIPE_BUDGET;
+    size_t size = PIPE_MAX;
+    if (instances > 0)
+        while (size > PIPE_DEFAULT && size * 2 * instances > budget)
             size /= 2; /* the kernel rounds to a power of two pages anyway */
-    }
     return size > PIPE_DEFAULT ? size : 0;
 }

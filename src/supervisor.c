@@ -795,7 +795,7 @@ static void spawn_instance(hy_instance *in)
     hy_sup *s = in->sup;
     const hy_worker_spec *w = in->spec;
     hy_spawn_req req = {.path = w->exec_path, .argv = w->argv, .envp = in->envp, .cwd = w->cwd,
-                        .stdin_pipe_size = hy_spawn_stdin_pipe_size(s->ninst)};
+                        .pipe_size = hy_spawn_pipe_size(s->ninst)};
     hy_spawn_res res;
     hy_err err;
     in->kill_reason = NULL;

@@ -20,7 +20,7 @@ typedef struct hy_spawn_req {
     char *const *argv;
     char *const *envp;
     const char *cwd;        /* NULL: inherit */
-    size_t stdin_pipe_size; /* F_SETPIPE_SZ for its stdin; 0: the kernel's default (64 KiB) */
+    size_t pipe_size;       /* F_SETPIPE_SZ for its stdin and stdout; 0: the kernel's default (64 KiB) */
 } hy_spawn_req;
 
 typedef struct hy_spawn_res {
@@ -45,14 +45,15 @@ void hy_spawn_init_limits(void);
  * child). Otherwise 0; the child's fate arrives on status_fd. */
 int hy_spawn(const hy_spawn_req *req, hy_spawn_res *res, hy_err *err);
 
-/* The stdin pipe size for each of `instances` workers: 256 KiB (one of
- * hyphad's reads fanned out fits whole in every subscriber's pipe, so
- * frames go to the kernel rather than into queues; fan-out to 100 workers
- * 0.18x -> 0.9x of a tee, docs/performance.md), but all of them together
- * at most half of the per-user pipe budget (fs/pipe-user-pages-soft: past
- * it, an unprivileged user's new pipes get a single page). 0 when that
- * leaves no more than the default. */
-size_t hy_spawn_stdin_pipe_size(size_t instances);
+/* The size of each worker's stdin and stdout pipes, for `instances`
+ * workers: 256 KiB, so that one of hyphad's 256 KiB reads fits whole on
+ * either side (fan-out to 100 workers 0.18x -> 0.93x of a tee; one worker's
+ * 64 B frames to the bus 1.0x -> 1.8x of socat: docs/performance.md), but
+ * all of them together within a budget: half of fs.pipe-user-pages-soft for
+ * an unprivileged user (past it, that user's new pipes get two pages), 64
+ * MiB for root (which the soft limit does not hold). Halved until it fits;
+ * 0 (the kernel's 64 KiB) when nothing larger does. */
+size_t hy_spawn_pipe_size(size_t instances);
 
 /* Close every fd >= lowfd except `keep` (-1: none). Async-signal-safe;
  * for a freshly forked child. */

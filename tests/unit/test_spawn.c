@@ -1,5 +1,5 @@
-/* test_spawn.c - the stdin pipe size a worker gets: bounded by the per-user
- * pipe budget, and really applied to a spawned process's stdin. */
+/* test_spawn.c - the pipe size a worker gets: bounded by the pipe budget,
+ * and really applied to a spawned process's stdin and stdout. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -31,20 +31,21 @@ static void test_budget(void **state)
 {
     (void)state;
     long pages = soft_pages();
+    size_t budget = geteuid() == 0 || pages == 0 ? (size_t)64 << 20 : (size_t)pages * 4096 / 2;
     /* a few workers: the full 256 KiB each */
-    assert_int_equal(hy_spawn_stdin_pipe_size(1), 256 * 1024);
-    assert_int_equal(hy_spawn_stdin_pipe_size(8), 256 * 1024);
+    assert_int_equal(hy_spawn_pipe_size(1), 256 * 1024);
+    assert_int_equal(hy_spawn_pipe_size(8), 256 * 1024);
     for (size_t n = 1; n <= 4096; n *= 2) {
-        size_t sz = hy_spawn_stdin_pipe_size(n);
+        size_t sz = hy_spawn_pipe_size(n);
         if (sz == 0)
             continue; /* the default: nothing asked of the kernel */
         assert_true(sz > 64 * 1024 && sz <= 256 * 1024);
-        assert_int_equal(sz & (sz - 1), 0); /* a power of two */
-        if (pages > 0) /* all of them together within half the budget */
-            assert_true(sz * n <= (size_t)pages * 4096 / 2);
+        assert_int_equal(sz & (sz - 1), 0);  /* a power of two */
+        assert_true(sz * 2 * n <= budget);   /* stdin and stdout of all of them */
+        assert_true(sz == 256 * 1024 || sz * 4 * n > budget); /* halved only as needed */
     }
-    if (pages > 0) /* so many workers that only the default fits */
-        assert_int_equal(hy_spawn_stdin_pipe_size((size_t)pages), 0);
+    /* so many workers that only the default fits */
+    assert_int_equal(hy_spawn_pipe_size(budget / (64 * 1024)), 0);
 }
 
 static void test_applied_to_stdin(void **state)
@@ -52,12 +53,14 @@ static void test_applied_to_stdin(void **state)
     (void)state;
     char *argv[] = {"/bin/cat", NULL};
     char *envp[] = {NULL};
-    hy_spawn_req req = {.path = "/bin/cat", .argv = argv, .envp = envp, .stdin_pipe_size = 256 * 1024};
+    hy_spawn_req req = {.path = "/bin/cat", .argv = argv, .envp = envp, .pipe_size = 256 * 1024};
     hy_spawn_res res;
     hy_err err = {{0}};
     assert_int_equal(hy_spawn(&req, &res, &err), 0);
-    int got = fcntl(res.in_fd, F_GETPIPE_SZ);
     /* Refused over an unprivileged user's budget: then the default stays. */
+    int got = fcntl(res.in_fd, F_GETPIPE_SZ);
+    assert_true(got == 256 * 1024 || (got == 64 * 1024 && geteuid() != 0));
+    got = fcntl(res.out_fd, F_GETPIPE_SZ);
     assert_true(got == 256 * 1024 || (got == 64 * 1024 && geteuid() != 0));
     close(res.in_fd);
     close(res.out_fd);
