@@ -23,6 +23,7 @@
 
 #include "hypha/ctlpath.h"
 #include "hypha/table.h"
+#include "hypha/units.h"
 #include "hypha/version.h"
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
@@ -198,18 +199,7 @@ static const char *dur(json_t *v, char *out, size_t len)
         snprintf(out, len, "-");
         return out;
     }
-    double s = json_number_value(v);
-    if (s < 0)
-        s = 0;
-    if (s < 60)
-        snprintf(out, len, "%.1fs", s);
-    else if (s < 3600)
-        snprintf(out, len, "%dm%02ds", (int)s / 60, (int)s % 60);
-    else if (s < 86400)
-        snprintf(out, len, "%dh%02dm", (int)s / 3600, (int)s % 3600 / 60);
-    else
-        snprintf(out, len, "%dd%02dh", (int)(s / 86400), (int)s % 86400 / 3600);
-    return out;
+    return hy_format_age(json_number_value(v), out, len);
 }
 
 static const char *num(json_t *v, char *out, size_t len)
@@ -223,15 +213,7 @@ static const char *num(json_t *v, char *out, size_t len)
 
 static const char *bytes(json_t *v, char *out, size_t len)
 {
-    double b = json_is_integer(v) ? (double)json_integer_value(v) : 0;
-    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    int i = 0;
-    while (b >= 1024 && i < 4) {
-        b /= 1024;
-        i++;
-    }
-    snprintf(out, len, i ? "%.1f %s" : "%.0f %s", b, u[i]);
-    return out;
+    return hy_format_bytes(json_is_integer(v) ? (uint64_t)json_integer_value(v) : 0, out, len);
 }
 
 /* The table form of status: hyphad formats the rows (hy_status_table). */

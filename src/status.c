@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "hypha/units.h"
 #include "hypha/version.h"
 
 static json_t *u64(uint64_t v) { return json_integer((json_int_t)v); }
@@ -159,34 +160,6 @@ json_t *hy_status_json(const hy_sup *s, double now, hy_instance *const *sel, siz
 
 /* ---- the table form (hyphactl status): rows of text, formatted here ---- */
 
-static const char *fmt_dur(double s, char *out, size_t len)
-{
-    if (s < 0)
-        s = 0;
-    if (s < 60)
-        snprintf(out, len, "%.1fs", s);
-    else if (s < 3600)
-        snprintf(out, len, "%dm%02ds", (int)s / 60, (int)s % 60);
-    else if (s < 86400)
-        snprintf(out, len, "%dh%02dm", (int)s / 3600, (int)s % 3600 / 60);
-    else
-        snprintf(out, len, "%dd%02dh", (int)(s / 86400), (int)s % 86400 / 3600);
-    return out;
-}
-
-static const char *fmt_bytes(uint64_t n, char *out, size_t len)
-{
-    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double b = (double)n;
-    int i = 0;
-    while (b >= 1024 && i < 4) {
-        b /= 1024;
-        i++;
-    }
-    snprintf(out, len, i ? "%.1f %s" : "%.0f %s", b, unit[i]);
-    return out;
-}
-
 static const char *fmt_last_exit(const hy_instance *in, double now, char *out, size_t len)
 {
     if (!in->last_reason[0])
@@ -200,7 +173,7 @@ static const char *fmt_last_exit(const hy_instance *in, double now, char *out, s
     else
         snprintf(how, sizeof how, "status %d", in->last_code);
     snprintf(out, len, "%s %s, %s ago", in->last_reason, how,
-             fmt_dur(in->last_exit_at > 0 ? now - in->last_exit_at : 0, ago, sizeof ago));
+             hy_format_age(in->last_exit_at > 0 ? now - in->last_exit_at : 0, ago, sizeof ago));
     return out;
 }
 
@@ -222,7 +195,7 @@ json_t *hy_status_table(const hy_sup *s, double now, hy_instance *const *sel, si
                  in->retiring ? " (reload)" : "");
         if (in->pid > 0) {
             snprintf(pid, sizeof pid, "%d", (int)in->pid);
-            fmt_dur(now - in->started_at, up, sizeof up);
+            hy_format_age(now - in->started_at, up, sizeof up);
         }
         snprintf(rs, sizeof rs, "%u", in->restarts);
         snprintf(fi, sizeof fi, "%llu", (unsigned long long)in->frames_in);
@@ -231,7 +204,7 @@ json_t *hy_status_table(const hy_sup *s, double now, hy_instance *const *sel, si
         snprintf(dr, sizeof dr, "%llu", (unsigned long long)dropped);
         json_array_append_new(rows, json_pack("[ssssssssss]", in->label, st, pid, up, rs,
                                               fmt_last_exit(in, now, le, sizeof le), fi, fo, dr,
-                                              fmt_bytes(hy_outq_bytes(&in->outq), q, sizeof q)));
+                                              hy_format_bytes(hy_outq_bytes(&in->outq), q, sizeof q)));
         if (dropped) { /* by reason, only where there are some */
             char line[512];
             int k = snprintf(line, sizeof line, "%s dropped:", in->label);

@@ -182,3 +182,31 @@ char *hy_format_size(uint64_t bytes, char *out, size_t outlen)
         snprintf(out, outlen, "%" PRIu64 "B", bytes);
     return out;
 }
+
+char *hy_format_age(double s, char *out, size_t outlen)
+{
+    if (!(s > 0)) /* negative (clock step) or NaN */
+        s = 0;
+    if (s < 60)
+        snprintf(out, outlen, "%.1fs", s);
+    else if (s < 3600)
+        snprintf(out, outlen, "%dm%02ds", (int)s / 60, (int)s % 60);
+    else if (s < 86400)
+        snprintf(out, outlen, "%dh%02dm", (int)s / 3600, (int)s % 3600 / 60);
+    else
+        snprintf(out, outlen, "%dd%02dh", (int)(s / 86400), (int)s % 86400 / 3600);
+    return out;
+}
+
+char *hy_format_bytes(uint64_t n, char *out, size_t outlen)
+{
+    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double b = (double)n;
+    int i = 0;
+    while (b >= 1024 && i < 4) {
+        b /= 1024;
+        i++;
+    }
+    snprintf(out, outlen, i ? "%.1f %s" : "%.0f %s", b, unit[i]);
+    return out;
+}

@@ -20,4 +20,9 @@ int hy_parse_size(const char *s, uint64_t *out, char *why, size_t whylen);
 char *hy_format_duration(uint64_t ms, char *out, size_t outlen);
 char *hy_format_size(uint64_t bytes, char *out, size_t outlen);
 
+/* For tables people read (hyphactl): an age or uptime at a glance, "2.5s",
+ * "3m04s", "1h02m", "2d03h"; a byte count, "512 B", "1.5 MiB". Return out. */
+char *hy_format_age(double seconds, char *out, size_t outlen);
+char *hy_format_bytes(uint64_t bytes, char *out, size_t outlen);
+
 #endif

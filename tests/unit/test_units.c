@@ -251,6 +251,26 @@ static void test_format_size(void **state)
     }
 }
 
+/* The forms hyphactl's tables show. */
+static void test_format_age_and_bytes(void **state)
+{
+    (void)state;
+    static const struct { double s; const char *want; } ages[] = {
+        {0, "0.0s"}, {-3, "0.0s"}, {2.54, "2.5s"}, {59.94, "59.9s"}, {60, "1m00s"}, {184, "3m04s"},
+        {3599, "59m59s"}, {3600, "1h00m"}, {3720, "1h02m"}, {86399, "23h59m"}, {86400, "1d00h"},
+        {3 * 86400 + 7200, "3d02h"},
+    };
+    char buf[32];
+    for (size_t i = 0; i < sizeof ages / sizeof ages[0]; i++)
+        assert_string_equal(hy_format_age(ages[i].s, buf, sizeof buf), ages[i].want);
+    static const struct { uint64_t n; const char *want; } sizes[] = {
+        {0, "0 B"}, {512, "512 B"}, {1023, "1023 B"}, {1024, "1.0 KiB"}, {1536, "1.5 KiB"},
+        {8u << 20, "8.0 MiB"}, {(uint64_t)5 << 40, "5.0 TiB"}, {(uint64_t)5 << 50, "5120.0 TiB"},
+    };
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        assert_string_equal(hy_format_bytes(sizes[i].n, buf, sizeof buf), sizes[i].want);
+}
+
 static void test_size_round_trip(void **state)
 {
     (void)state;
@@ -297,6 +317,7 @@ int main(void)
         cmocka_unit_test(test_size_invalid),
         cmocka_unit_test(test_format_size),
         cmocka_unit_test(test_size_round_trip),
+        cmocka_unit_test(test_format_age_and_bytes),
     };
     return cmocka_run_group_tests_name("units", tests, NULL, NULL);
 }
