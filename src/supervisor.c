@@ -31,6 +31,10 @@ extern char **environ;
 #define STOP_MOMENT_MS 200u /* after EOF, before the stop signal */
 #define RBUF_SIZE (256u * 1024)
 #define DIRECT_READ_MIN (16u * 1024) /* a frame's remainder read into its assembly buffer */
+/* Reads of a worker's stdout per wakeup: with 256 KiB pipes one read can
+ * fill the whole buffer, and the loop must come back to the control socket
+ * and the other workers (fairness; docs/performance.md). */
+#define STDOUT_READ_ROUNDS 1
 
 const char *hy_state_str(hy_state st)
 {
@@ -522,7 +526,7 @@ static int on_frame(void *ud, const hy_frame *f)
 static int pump_stdout(hy_instance *in, bool draining)
 {
     hy_sup *s = in->sup;
-    for (int rounds = 0; rounds < 16; rounds++) {
+    for (int rounds = 0; rounds < (draining ? 16 : STDOUT_READ_ROUNDS); rounds++) {
         if (in->out_fd < 0 || (!draining && !hy_relay_worker_may_read(&s->relay, in)))
             return 0; /* back-pressure: it blocks in write until we resume */
         /* The rest of a large frame goes straight where it is assembled:
