@@ -303,6 +303,10 @@ static void protocol_kill(hy_instance *in, const char *why)
 
 static void send_control(hy_instance *in, const char *json)
 {
+    /* Its stdin is closed (being stopped): nothing can reach it, and the
+     * watcher must not be started on a closed fd. */
+    if (in->in_fd < 0)
+        return;
     uint8_t frame[HY_TLV_HEADER + 1024];
     size_t n = strlen(json);
     size_t len = hy_tlv_encode(frame, sizeof frame, HY_TLV_CONTROL_TYPE, json, (uint32_t)n);

@@ -75,6 +75,17 @@ while os.read(0, 65536):
 
 # Raw: prints "line 1".."line $LINES" and "talked $LINES" on stderr, then
 # "said K" when the file say-K appears (K = 1, 2, ...).
+# Reads stdin to EOF, then sends a hello control frame and lingers a moment.
+LATE_HELLO = r'''
+import json, os, struct, sys, time
+while os.read(0, 65536):
+    pass
+body = json.dumps({"op": "hello", "schema": "", "subscribe": [], "pid": os.getpid()}).encode()
+os.write(1, struct.pack("<HI", 0, len(body)) + body)
+print("hello sent", file=sys.stderr, flush=True)
+time.sleep(0.3)
+'''
+
 # Instance 0 prints a1, then a2 once the file go-a2 exists; instance 1
 # prints b1 once go-b1 exists. Then both read stdin to EOF.
 DUO = r'''
@@ -788,6 +799,21 @@ class Status(ControlTest):
 
 
 class Lifecycle(ControlTest):
+    def test_hello_after_stdin_closed_by_a_stop(self):
+        # A worker that says hello only once its stdin is closed (hyphad is
+        # stopping it): the welcome cannot be sent, and hyphad must not
+        # touch the closed pipe (it once aborted in libev doing so).
+        h = self.start({"late": {"command": self.py("late.py", LATE_HELLO)},
+                        "other": {"command": self.py("sleeper.py", SLEEPER)}},
+                       defaults={"start_timeout": "100ms"})
+        self.wait_running()
+        r = self.ctl("stop", "late")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        h.wait_for(10, component="late[0]", msg="hello sent")
+        self.assertTrue(wait_until(lambda: self.inst("late")["state"] == "stopped", 10), self.inst("late"))
+        self.assert_alive(h)
+        self.assertEqual(self.ctl("health").returncode, 0)
+
     def test_restart_stop_start(self):
         self.start({"w": {"command": self.py("sleeper.py", SLEEPER)},
                     "other": {"command": self.py("sleeper.py", SLEEPER)}})
