@@ -20,55 +20,19 @@
 #include "hypha/health.h"
 #include "hypha/supervisor.h"
 #include "hypha/topology.h"
+#include "testdir.h"
 
 static char base_dir[PATH_MAX];
 static struct ev_loop *loop;
 
-static void tests_dir(char *out, size_t outlen)
-{
-    snprintf(out, outlen, "%s", __FILE__);
-    for (int up = 0; up < 2; up++) { /* tests/unit/test_health.c -> tests */
-        char *slash = strrchr(out, '/');
-        if (slash)
-            *slash = '\0';
-    }
-}
-
 static int setup(void **state)
 {
     (void)state;
-    char tmpl[] = "/tmp/hypha-health-XXXXXX";
-    if (!mkdtemp(tmpl) || !realpath(tmpl, base_dir))
+    if (hy_test_mkdtemp("health", base_dir) < 0 ||
+        hy_test_copy_vector(base_dir, "mycelium-examples.contracts.yaml", "contracts.yaml") < 0)
         return -1;
-    char tests[PATH_MAX], src[PATH_MAX + 64], dst[PATH_MAX + 32];
-    const char *vec = getenv("HYPHA_VECTORS");
-    tests_dir(tests, sizeof tests);
-    if (vec && *vec)
-        snprintf(src, sizeof src, "%s/mycelium-examples.contracts.yaml", vec);
-    else
-        snprintf(src, sizeof src, "%s/vectors/mycelium-examples.contracts.yaml", tests);
-    snprintf(dst, sizeof dst, "%s/contracts.yaml", base_dir);
-    FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
-    if (!in || !out) {
-        fprintf(stderr, "cannot copy %s to %s\n", src, dst);
-        return -1;
-    }
-    char buf[8192];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
-        fwrite(buf, 1, n, out);
-    fclose(in);
-    fclose(out);
     loop = ev_loop_new(EVFLAG_AUTO);
     return loop ? 0 : -1;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
 }
 
 static int teardown(void **state)
@@ -76,7 +40,7 @@ static int teardown(void **state)
     (void)state;
     if (loop)
         ev_loop_destroy(loop);
-    return base_dir[0] ? nftw(base_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) : 0;
+    return hy_test_rmtree(base_dir);
 }
 
 /* w: 2 instances, restart never. v: 1 instance, on-failure, retried after

@@ -18,58 +18,20 @@
 
 #include "hypha/reload.h"
 #include "hypha/topology.h"
+#include "testdir.h"
 
 #define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
 
 static char base_dir[PATH_MAX];
 
-static void tests_dir(char *out, size_t outlen)
-{
-    snprintf(out, outlen, "%s", __FILE__);
-    for (int up = 0; up < 2; up++) { /* tests/unit/test_reload.c -> tests */
-        char *slash = strrchr(out, '/');
-        if (slash)
-            *slash = '\0';
-    }
-}
-
-static int copy_vectors_file(const char *name, const char *as)
-{
-    char tests[PATH_MAX], src[PATH_MAX + 64], dst[PATH_MAX + 64];
-    const char *vec = getenv("HYPHA_VECTORS");
-    tests_dir(tests, sizeof tests);
-    if (vec && *vec)
-        snprintf(src, sizeof src, "%s/%s", vec, name);
-    else
-        snprintf(src, sizeof src, "%s/vectors/%s", tests, name);
-    snprintf(dst, sizeof dst, "%s/%s", base_dir, as);
-    FILE *in = fopen(src, "rb");
-    if (!in) {
-        fprintf(stderr, "cannot open %s\n", src);
-        return -1;
-    }
-    FILE *out = fopen(dst, "wb");
-    if (!out) {
-        fclose(in);
-        return -1;
-    }
-    char buf[8192];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
-        fwrite(buf, 1, n, out);
-    fclose(in);
-    return fclose(out);
-}
-
 static int setup(void **state)
 {
     (void)state;
-    char tmpl[] = "/tmp/hypha-reload-XXXXXX";
-    if (!mkdtemp(tmpl) || !realpath(tmpl, base_dir))
+    if (hy_test_mkdtemp("reload", base_dir) < 0)
         return -1;
-    if (copy_vectors_file("mycelium-examples.contracts.yaml", "contracts.yaml") < 0 ||
-        copy_vectors_file("mycelium-examples.contracts.yaml", "same.contracts.yaml") < 0 ||
-        copy_vectors_file("mycelium-defi.contracts.yaml", "other.contracts.yaml") < 0)
+    if (hy_test_copy_vector(base_dir, "mycelium-examples.contracts.yaml", "contracts.yaml") < 0 ||
+        hy_test_copy_vector(base_dir, "mycelium-examples.contracts.yaml", "same.contracts.yaml") < 0 ||
+        hy_test_copy_vector(base_dir, "mycelium-defi.contracts.yaml", "other.contracts.yaml") < 0)
         return -1;
     char dir[PATH_MAX + 8];
     snprintf(dir, sizeof dir, "%s/srv", base_dir);
@@ -81,18 +43,10 @@ static int setup(void **state)
     return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int teardown(void **state)
 {
     (void)state;
-    return base_dir[0] ? nftw(base_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) : 0;
+    return hy_test_rmtree(base_dir);
 }
 
 static hy_topology *load_ok(const char *doc)

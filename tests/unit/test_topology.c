@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "hypha/topology.h"
+#include "testdir.h"
 
 #define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -48,26 +49,9 @@ static void write_file(const char *rel, const char *text, mode_t mode)
 static int setup(void **state)
 {
     (void)state;
-    char tmpl[] = "/tmp/hypha-topo-XXXXXX";
-    if (!mkdtemp(tmpl) || !realpath(tmpl, base_dir))
+    if (hy_test_mkdtemp("topo", base_dir) < 0 ||
+        hy_test_copy_vector(base_dir, "mycelium-examples.contracts.yaml", "contracts.yaml") < 0)
         return -1;
-    char tests[PATH_MAX], src[PATH_MAX + 64];
-    const char *vec = getenv("HYPHA_VECTORS");
-    tests_dir(tests, sizeof tests);
-    if (vec && *vec)
-        snprintf(src, sizeof src, "%s/mycelium-examples.contracts.yaml", vec);
-    else
-        snprintf(src, sizeof src, "%s/vectors/mycelium-examples.contracts.yaml", tests);
-    FILE *in = fopen(src, "rb");
-    if (!in) {
-        fprintf(stderr, "cannot open %s\n", src);
-        return -1;
-    }
-    static char buf[1 << 16];
-    size_t n = fread(buf, 1, sizeof buf - 1, in);
-    fclose(in);
-    buf[n] = '\0';
-    write_file("contracts.yaml", buf, 0644);
     /* a contracts file with a YAML error on line 3 */
     write_file("bad.contracts.yaml", "messages:\n  Foo: [unclosed\n", 0644);
     write_file("notadir", "", 0644);
@@ -81,18 +65,10 @@ static int setup(void **state)
     return 0;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int teardown(void **state)
 {
     (void)state;
-    return base_dir[0] ? nftw(base_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) : 0;
+    return hy_test_rmtree(base_dir);
 }
 
 /* `tmpl` with every "@D" replaced by base_dir. */
