@@ -180,6 +180,17 @@ static void client_write(hy_ctl_client *cl)
             ev_feed_event(c->loop, &cl->rw, EV_READ); /* requests it sent meanwhile wait in cl->in */
         }
     }
+    /* A stream that skipped lines says so as soon as it has caught up, not
+     * only when the next line comes (there may be none for a long time). */
+    if (cl->skipped && cl->mode != CL_REQUESTS && !cl->dead && !cl->closing && pending(cl) <= HY_CTL_MAX_PENDING) {
+        char note[64];
+        int n = snprintf(note, sizeof note, "{\"skipped\":%" PRIu64 "}", cl->skipped);
+        cl->skipped = 0;
+        if (append(cl, note, (size_t)n)) {
+            client_write(cl); /* once: skipped is 0 now */
+            return;
+        }
+    }
     if (cl->dead)
         ev_feed_event(c->loop, &cl->idle, EV_TIMER); /* freed from its own callback */
 }

@@ -948,11 +948,11 @@ class Tail(ControlTest):
         t0 = time.monotonic()
         self.assertTrue(self.status()["ok"])
         self.assertLess(time.monotonic() - t0, 1.0, "hyphad is slow to answer while a follower does not read")
-        # now read: what hyphad kept, then {"skipped": N}, then new lines again
-        self.write("say-1", "")
+        # now read: what hyphad kept, then {"skipped": N} as soon as the
+        # follower has caught up (no new line needed for it), then new lines
         got, skipped, seen = [], [], set()
-        while "said 1" not in seen:
-            obj = c.line(timeout=10)
+
+        def take(obj):
             self.assertIsNotNone(obj, "the follower was disconnected")
             if "skipped" in obj:
                 skipped.append(obj["skipped"])
@@ -960,6 +960,12 @@ class Tail(ControlTest):
                 self.assertEqual((obj["worker"], obj["instance"]), ("spew", 0))
                 got.append(obj["line"])
                 seen.add(obj["line"])
+
+        while not skipped:
+            take(c.line(timeout=10))
+        self.write("say-1", "")
+        while "said 1" not in seen:
+            take(c.line(timeout=10))
         self.assertTrue(skipped and all(isinstance(k, int) and k > 0 for k in skipped), skipped)
         spewed = [l for l in got if l.startswith("spew ")]
         numbers = [int(l.split()[1]) for l in spewed]
