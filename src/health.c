@@ -18,8 +18,7 @@ const char *hy_health_str(hy_health h)
     return "?";
 }
 
-/* "exit status 3", "signal KILL", "heartbeat (signal KILL)". */
-static void last_exit(const hy_instance *in, char *out, size_t len)
+const char *hy_exit_text(const hy_instance *in, char *out, size_t len)
 {
     char how[48];
     if (in->last_signal) {
@@ -37,6 +36,7 @@ static void last_exit(const hy_instance *in, char *out, size_t len)
         snprintf(out, len, "spawn failed: %s", in->spawn_error[0] ? in->spawn_error : how);
     else
         snprintf(out, len, "%s (%s)", in->last_reason, how);
+    return out;
 }
 
 static bool clean_exit(const hy_instance *in)
@@ -56,7 +56,7 @@ hy_health hy_health_eval(const hy_sup *s, double now, char *reason, size_t len)
             continue;
         if (in->state == HY_ST_FAILED) {
             const hy_policy *p = &in->spec->policy;
-            last_exit(in, a, sizeof a);
+            hy_exit_text(in, a, sizeof a);
             hy_format_duration(p->give_up_within_ms, b, sizeof b);
             if (p->give_up_retry_after_ms && ev_is_active(&in->timer)) {
                 double left = ev_timer_remaining(s->loop, (ev_timer *)&in->timer);
@@ -70,7 +70,7 @@ hy_health hy_health_eval(const hy_sup *s, double now, char *reason, size_t len)
             return HY_UNHEALTHY;
         }
         if (in->state == HY_ST_EXITED && !clean_exit(in)) {
-            last_exit(in, a, sizeof a);
+            hy_exit_text(in, a, sizeof a);
             snprintf(reason, len, "%s exited (%s) and will not be restarted (restart: %s)", in->label, a,
                      hy_restart_policy_str(in->spec->policy.restart));
             return HY_UNHEALTHY;
@@ -87,7 +87,7 @@ hy_health hy_health_eval(const hy_sup *s, double now, char *reason, size_t len)
     for (size_t i = 0; i < s->ninst; i++) {
         const hy_instance *in = s->inst[i];
         if (in->state == HY_ST_BACKOFF) {
-            last_exit(in, a, sizeof a);
+            hy_exit_text(in, a, sizeof a);
             snprintf(reason, len, "%s in backoff after %s (restarts: %u)", in->label, a, in->restarts);
             return HY_DEGRADED;
         }

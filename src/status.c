@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "hypha/health.h"
 #include "hypha/units.h"
 #include "hypha/version.h"
 
@@ -131,7 +132,8 @@ static json_t *listen_json(const hy_relay *r)
     return a;
 }
 
-json_t *hy_status_json(const hy_sup *s, double now, hy_instance *const *sel, size_t nsel)
+/* Everything but the workers: shared by both forms. */
+static json_t *status_base(const hy_sup *s, double now)
 {
     const hy_topology *t = s->topo;
     json_t *o = json_object();
@@ -146,6 +148,12 @@ json_t *hy_status_json(const hy_sup *s, double now, hy_instance *const *sel, siz
     json_object_set_new(o, "hyphad", h);
     json_object_set_new(o, "upstream", upstream_json(&s->relay, now));
     json_object_set_new(o, "listen", listen_json(&s->relay));
+    return o;
+}
+
+json_t *hy_status_json(const hy_sup *s, double now, hy_instance *const *sel, size_t nsel)
+{
+    json_t *o = status_base(s, now);
     json_t *w = json_array();
     if (sel) {
         for (size_t i = 0; i < nsel; i++)
@@ -164,15 +172,8 @@ static const char *fmt_last_exit(const hy_instance *in, double now, char *out, s
 {
     if (!in->last_reason[0])
         return "-";
-    char how[48], ago[32];
-    const char *sn = in->last_signal ? hy_signal_abbrev(in->last_signal) : NULL;
-    if (in->last_signal && sn)
-        snprintf(how, sizeof how, "SIG%s", sn);
-    else if (in->last_signal)
-        snprintf(how, sizeof how, "signal %d", in->last_signal);
-    else
-        snprintf(how, sizeof how, "status %d", in->last_code);
-    snprintf(out, len, "%s %s, %s ago", in->last_reason, how,
+    char how[160], ago[32];
+    snprintf(out, len, "%s, %s ago", hy_exit_text(in, how, sizeof how),
              hy_format_age(in->last_exit_at > 0 ? now - in->last_exit_at : 0, ago, sizeof ago));
     return out;
 }
@@ -182,15 +183,14 @@ static const char *fmt_last_exit(const hy_instance *in, double now, char *out, s
  * request (page faults). */
 json_t *hy_status_table(const hy_sup *s, double now, hy_instance *const *sel, size_t nsel)
 {
-    json_t *o = hy_status_json(s, now, NULL, 0);
-    json_object_del(o, "workers");
+    json_t *o = status_base(s, now);
     json_t *rows = json_array(), *notes = json_array();
     json_array_append_new(rows, json_pack("[ssssssssss]", "INSTANCE", "STATE", "PID", "UPTIME", "RESTARTS",
                                           "LAST EXIT", "FRAMES IN", "FRAMES OUT", "DROPPED", "QUEUE"));
     size_t n = sel ? nsel : s->ninst;
     for (size_t i = 0; i < n; i++) {
         const hy_instance *in = sel ? sel[i] : s->inst[i];
-        char st[48], pid[16] = "-", up[32] = "-", rs[16], le[96], fi[24], fo[24], dr[24], q[32];
+        char st[48], pid[16] = "-", up[32] = "-", rs[16], le[224], fi[24], fo[24], dr[24], q[32];
         snprintf(st, sizeof st, "%s%s", in->pending ? "pending" : hy_state_str(in->state),
                  in->retiring ? " (reload)" : "");
         if (in->pid > 0) {

@@ -3,6 +3,7 @@ running them the way a user does."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -114,6 +115,15 @@ def pids_with_env(marker):
         except OSError:
             pass
     return sorted(found)
+
+
+def free_tcp_port():
+    """A loopback TCP port nobody listens on right now."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def wait_until(cond, timeout, interval=0.02):

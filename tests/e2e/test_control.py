@@ -26,7 +26,7 @@ import urllib.request
 
 import hyphatest
 from busserver import Bus
-from hyphatest import BUILD, HYPHAD, SOURCE, HyphadTest, alive, run, wait_until
+from hyphatest import BUILD, HYPHAD, SOURCE, HyphadTest, alive, free_tcp_port, run, wait_until
 
 PY = sys.executable  # not the `python3` on PATH, which may be a slow shim
 HYPHACTL = os.environ.get("HYPHACTL", os.path.join(BUILD, "hyphactl"))
@@ -476,14 +476,6 @@ UPSTREAM_METRIC_TYPES = {
 
 
 # ---- small helpers ---------------------------------------------------------------
-
-def free_tcp_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
 
 class LineReader:
     """The stdout of a long-running process (tail -f), line by line."""

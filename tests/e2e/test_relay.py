@@ -20,7 +20,7 @@ import threading
 import time
 
 from busserver import Bus
-from hyphatest import HyphadTest, SOURCE, alive, wait_until
+from hyphatest import HyphadTest, SOURCE, alive, free_tcp_port, wait_until
 
 PY = sys.executable  # not the `python3` on PATH, which may be a slow shim
 PATHS = "import sys\nsys.path[:0] = [%r, %r]\n" % (os.path.join(SOURCE, "python-runtime"),
@@ -72,14 +72,6 @@ def parse(buf):
         out.append((t, bytes(buf[off + 6:off + 6 + n])))
         off += 6 + n
     return out, off
-
-
-def free_tcp_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class _Limited:
