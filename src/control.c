@@ -26,6 +26,8 @@
 #include "hypha/log.h"
 #include "hypha/metrics.h"
 #include "hypha/status.h"
+#include "hypha/net.h"
+#include "hypha/relay.h"
 #include "hypha/supervisor.h"
 
 #define COMP "control"
@@ -207,7 +209,7 @@ static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
 /* "risk" (every instance) or "risk[1]". Fills a malloc'd array. */
 static int resolve(hy_ctl *c, const char *name, hy_instance ***out, size_t *nout, char *why, size_t whylen)
 {
-    hy_sup *s = c->sup;
+    const hy_sup *s = c->sup;
     char base[256];
     long want = -1;
     const char *br = strchr(name, '[');
@@ -227,31 +229,32 @@ static int resolve(hy_ctl *c, const char *name, hy_instance ***out, size_t *nout
             return -1;
         }
     }
-    hy_instance **sel = calloc(s->ninst ? s->ninst : 1, sizeof *sel);
+    size_t ninst = hy_sup_count(s);
+    hy_instance **sel = calloc(ninst ? ninst : 1, sizeof *sel);
     if (!sel) {
         snprintf(why, whylen, "out of memory");
         return -1;
     }
     size_t n = 0;
     bool worker_known = false;
-    for (size_t i = 0; i < s->ninst; i++) {
-        hy_instance *in = s->inst[i];
-        if (in->retiring || strcmp(in->spec->name, base) != 0)
+    for (size_t i = 0; i < ninst; i++) {
+        hy_instance *in = hy_sup_at(s, i);
+        if (hy_inst_retiring(in) || strcmp(hy_inst_worker(in), base) != 0)
             continue;
         worker_known = true;
-        if (want < 0 || (long)in->index == want)
+        if (want < 0 || (long)hy_inst_index(in) == want)
             sel[n++] = in;
     }
     if (n == 0) {
         free(sel);
         if (worker_known) {
-            const hy_worker_spec *w = hy_topology_find_worker(s->topo, base);
+            const hy_worker_spec *w = hy_topology_find_worker(hy_sup_topology(s), base);
             snprintf(why, whylen, "%s has no instance %ld (it has %u: %s[0] to %s[%u])", base, want,
                      w ? w->instances : 0, base, base, w && w->instances ? w->instances - 1 : 0);
             return -1;
         }
         int k = snprintf(why, whylen, "no worker named '%s' (workers:", base);
-        const hy_topology *t = s->topo;
+        const hy_topology *t = hy_sup_topology(s);
         for (size_t i = 0; i < t->nworkers && k > 0 && (size_t)k < whylen; i++)
             k += snprintf(why + k, whylen - (size_t)k, "%s %s", i ? "," : "", t->workers[i].name);
         if (k > 0 && (size_t)k < whylen)
@@ -279,6 +282,20 @@ static const char *str_arg(json_t *req, const char *key) { return json_string_va
 
 /* ---- commands ------------------------------------------------------------ */
 
+/* The health line of every instance and link, now. */
+static json_t *health_json(hy_ctl *c, bool with_ok)
+{
+    hy_snapshot snap;
+    char reason[512];
+    if (hy_sup_snapshot(c->sup, ev_now(c->loop), NULL, 0, &snap) < 0)
+        return NULL;
+    hy_health h = hy_health_eval(&snap, reason, sizeof reason);
+    hy_snapshot_free(&snap);
+    if (with_ok)
+        return json_pack("{s:b,s:s,s:i,s:s}", "ok", 1, "health", hy_health_str(h), "code", (int)h, "reason", reason);
+    return json_pack("{s:s,s:i,s:s}", "health", hy_health_str(h), "code", (int)h, "reason", reason);
+}
+
 static void cmd_status(hy_ctl_client *cl, json_t *req)
 {
     hy_ctl *c = cl->ctl;
@@ -293,23 +310,20 @@ static void cmd_status(hy_ctl_client *cl, json_t *req)
         if (!(sel = resolve_or_reply(cl, json_string_value(jn), &n)))
             return;
     }
-    json_t *table = json_object_get(req, "table");
-    json_t *j = json_is_true(table) ? hy_status_table(c->sup, ev_now(c->loop), sel, n)
-                                    : hy_status_json(c->sup, ev_now(c->loop), sel, n);
+    hy_snapshot snap;
+    int rc = hy_sup_snapshot(c->sup, ev_now(c->loop), sel, n, &snap);
     free(sel);
-    char reason[512];
-    hy_health h = hy_health_eval(c->sup, ev_now(c->loop), reason, sizeof reason);
-    json_object_set_new(j, "health", json_pack("{s:s,s:i,s:s}", "health", hy_health_str(h), "code", (int)h, "reason", reason));
+    if (rc < 0) {
+        send_error(cl, "out of memory");
+        return;
+    }
+    json_t *j = json_is_true(json_object_get(req, "table")) ? hy_status_table(&snap) : hy_status_json(&snap);
+    hy_snapshot_free(&snap);
+    json_object_set_new(j, "health", health_json(c, false));
     send_json(cl, j);
 }
 
-static void cmd_health(hy_ctl_client *cl)
-{
-    hy_ctl *c = cl->ctl;
-    char reason[512];
-    hy_health h = hy_health_eval(c->sup, ev_now(c->loop), reason, sizeof reason);
-    send_json(cl, json_pack("{s:b,s:s,s:i,s:s}", "ok", 1, "health", hy_health_str(h), "code", (int)h, "reason", reason));
-}
+static void cmd_health(hy_ctl_client *cl) { send_json(cl, health_json(cl->ctl, true)); }
 
 static void cmd_operate(hy_ctl_client *cl, json_t *req, const char *cmd)
 {
@@ -319,7 +333,7 @@ static void cmd_operate(hy_ctl_client *cl, json_t *req, const char *cmd)
         send_error(cl, "%s needs a worker: {\"cmd\":\"%s\",\"name\":\"NAME\"} (NAME or NAME[i])", cmd, cmd);
         return;
     }
-    if (c->sup->shutting_down) {
+    if (hy_sup_shutting_down(c->sup)) {
         send_error(cl, "hyphad is shutting down");
         return;
     }
@@ -338,9 +352,10 @@ static void cmd_operate(hy_ctl_client *cl, json_t *req, const char *cmd)
             hy_sup_restart_instance(sel[i]);
         else
             hy_sup_start_instance(sel[i]);
-        json_array_append_new(list, json_pack("{s:s,s:i,s:s,s:o}", "worker", sel[i]->spec->name, "instance",
-                                              (int)sel[i]->index, "state", hy_state_str(sel[i]->state), "pid",
-                                              sel[i]->pid > 0 ? json_integer(sel[i]->pid) : json_null()));
+        pid_t pid = hy_inst_pid(sel[i]);
+        json_array_append_new(list, json_pack("{s:s,s:i,s:s,s:o}", "worker", hy_inst_worker(sel[i]), "instance",
+                                              (int)hy_inst_index(sel[i]), "state", hy_state_str(hy_inst_state(sel[i])),
+                                              "pid", pid > 0 ? json_integer(pid) : json_null()));
     }
     free(sel);
     char msg[512];
@@ -367,11 +382,11 @@ static void cmd_reload(hy_ctl_client *cl)
     send_json(cl, reply);
 }
 
-static json_t *line_json(const hy_instance *in, const char *text, size_t len)
+static json_t *line_json(const char *worker, unsigned index, const char *text, size_t len)
 {
     json_t *o = json_object();
-    json_object_set_new(o, "worker", json_string(in->spec->name));
-    json_object_set_new(o, "instance", json_integer(in->index));
+    json_object_set_new(o, "worker", json_string(worker));
+    json_object_set_new(o, "instance", json_integer(index));
     /* Worker output may be any bytes: jansson wants UTF-8. */
     json_t *l = json_stringn(text, len);
     if (!l) {
@@ -423,18 +438,19 @@ static void cmd_tail(hy_ctl_client *cl, json_t *req)
      * were written: every line carries a hyphad-wide sequence number. */
     size_t total = 0;
     for (size_t i = 0; i < n; i++)
-        total += sel[i]->tail.n;
+        total += hy_inst_tail(sel[i])->n;
     json_t *lines = json_array();
     tail_pick *all = total ? malloc(total * sizeof *all) : NULL;
     if (lines && (all || !total)) {
         size_t k = 0;
         for (size_t i = 0; i < n; i++)
-            for (size_t j = 0; j < sel[i]->tail.n; j++)
-                all[k++] = (tail_pick){sel[i], hy_tail_get(&sel[i]->tail, j)};
+            for (size_t j = 0; j < hy_inst_tail(sel[i])->n; j++)
+                all[k++] = (tail_pick){sel[i], hy_tail_get(hy_inst_tail(sel[i]), j)};
         if (total)
             qsort(all, total, sizeof *all, cmp_pick);
         for (size_t j = total > (size_t)want ? total - (size_t)want : 0; j < total; j++)
-            json_array_append_new(lines, line_json(all[j].in, all[j].line->text, all[j].line->len));
+            json_array_append_new(lines, line_json(hy_inst_worker(all[j].in), hy_inst_index(all[j].in), all[j].line->text,
+                                                     all[j].line->len));
     }
     free(all);
     bool follow = jf && json_is_true(jf);
@@ -443,7 +459,7 @@ static void cmd_tail(hy_ctl_client *cl, json_t *req)
         const char *br = strchr(name, '[');
         snprintf(base, sizeof base, "%.*s", br ? (int)(br - name) : (int)strlen(name), name);
         cl->follow = strdup(base);
-        cl->follow_inst = br ? (int)sel[0]->index : -1;
+        cl->follow_inst = br ? (int)hy_inst_index(sel[0]) : -1;
         if (cl->follow) {
             cl->mode = CL_TAIL;
             ev_timer_stop(c->loop, &cl->idle);
@@ -453,21 +469,21 @@ static void cmd_tail(hy_ctl_client *cl, json_t *req)
     send_json(cl, json_pack("{s:b,s:o,s:b}", "ok", 1, "lines", lines ? lines : json_array(), "follow", follow));
 }
 
-static void on_line(hy_sup *s, hy_instance *in, const char *line, size_t len)
+static void on_line(void *ud, const char *worker, unsigned index, const char *line, size_t len)
 {
-    hy_ctl *c = s->line_ud;
+    hy_ctl *c = ud;
     for (hy_ctl_client *cl = c->clients; cl; cl = cl->next) {
-        if (cl->mode != CL_TAIL || strcmp(cl->follow, in->spec->name) != 0 ||
-            (cl->follow_inst >= 0 && (unsigned)cl->follow_inst != in->index))
+        if (cl->mode != CL_TAIL || strcmp(cl->follow, worker) != 0 ||
+            (cl->follow_inst >= 0 && (unsigned)cl->follow_inst != index))
             continue;
-        stream_line(cl, line_json(in, line, len));
+        stream_line(cl, line_json(worker, index, line, len));
     }
 }
 
 static void on_frame(void *ud, const char *from, uint16_t type_id, const uint8_t *payload, uint32_t len)
 {
     hy_ctl *c = ud;
-    const hy_message *m = hy_schema_find(c->sup->topo->schema, type_id);
+    const hy_message *m = hy_schema_find(hy_sup_topology(c->sup)->schema, type_id);
     json_t *fields = NULL;
     for (hy_ctl_client *cl = c->clients; cl; cl = cl->next) {
         if (cl->mode != CL_TAP || !(cl->tap_bits[type_id >> 3] & (1u << (type_id & 7))))
@@ -495,7 +511,7 @@ static void on_frame(void *ud, const char *from, uint16_t type_id, const uint8_t
 static void cmd_tap(hy_ctl_client *cl, json_t *req)
 {
     hy_ctl *c = cl->ctl;
-    const hy_schema *schema = c->sup->topo->schema;
+    const hy_schema *schema = hy_sup_topology(c->sup)->schema;
     json_t *types = json_object_get(req, "types");
     json_t *jc = json_object_get(req, "count");
     if (!json_is_array(types) || json_array_size(types) == 0) {
@@ -560,7 +576,7 @@ static void cmd_metrics(hy_ctl_client *cl)
 {
     hy_ctl *c = cl->ctl;
     size_t len;
-    char *text = hy_metrics_render(c->sup, ev_now(c->loop), &len);
+    char *text = hy_metrics_text(c->sup, ev_now(c->loop), &len);
     if (!text) {
         send_error(cl, "out of memory");
         return;
@@ -709,7 +725,6 @@ static void client_free(hy_ctl_client *cl)
 /* The relay's tap bits: the union of every tapping client's. */
 static void tap_recompute(hy_ctl *c)
 {
-    hy_relay *r = &c->sup->relay;
     uint8_t *bits = NULL;
     for (hy_ctl_client *cl = c->clients; cl; cl = cl->next) {
         if (cl->mode != CL_TAP || cl->dead)
@@ -719,10 +734,9 @@ static void tap_recompute(hy_ctl *c)
         for (size_t i = 0; i < TAP_BITS_BYTES; i++)
             bits[i] |= cl->tap_bits[i];
     }
-    free(r->tap_bits);
-    r->tap_bits = bits;
-    r->tap_fn = on_frame;
-    r->tap_ud = c;
+    hy_bus_set_tap(&hy_sup_relay(c->sup)->bus, bits, on_frame, c);
+    free(c->tap_bits);
+    c->tap_bits = bits;
 }
 
 /* ---- accept ------------------------------------------------------------- */
@@ -734,31 +748,18 @@ static void refuse_now(int fd, const char *json_line)
     close(fd);
 }
 
-static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+static void on_accept(hy_acceptor *a, int fd)
 {
-    (void)revents;
-    hy_ctl *c = w->data;
-    for (;;) {
-        int fd = accept4(c->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
-            if (errno != EAGAIN) {
-                hy_log(HY_ERROR, COMP, "accept failed: pausing the control socket for 1s", "socket", c->path, "error",
-                       strerror(errno), NULL);
-                ev_io_stop(loop, &c->w);
-                ev_timer_set(&c->pause, 1.0, 0.0);
-                ev_timer_start(loop, &c->pause);
-            }
-            return;
-        }
+    hy_ctl *c = a->data;
+    struct ev_loop *loop = c->loop;
+    {
         struct ucred cred;
         socklen_t clen = sizeof cred;
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
             hy_log(HY_WARN, COMP, "cannot learn a control client's uid (SO_PEERCRED): refused", "error",
                    strerror(errno), NULL);
             close(fd);
-            continue;
+            return;
         }
         if (cred.uid != geteuid() && cred.uid != 0) {
             char line[256], uid[16], pid[16];
@@ -772,19 +773,19 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
                      "root\"}\n",
                      (unsigned)cred.uid, (unsigned)geteuid());
             refuse_now(fd, line);
-            continue;
+            return;
         }
         if (c->nclients >= HY_CTL_MAX_CLIENTS) {
             char line[128];
             snprintf(line, sizeof line, "{\"ok\":false,\"error\":\"too many control connections (%u)\"}\n",
                      HY_CTL_MAX_CLIENTS);
             refuse_now(fd, line);
-            continue;
+            return;
         }
         hy_ctl_client *cl = calloc(1, sizeof *cl);
         if (!cl) {
             refuse_now(fd, "{\"ok\":false,\"error\":\"out of memory\"}\n");
-            continue;
+            return;
         }
         cl->ctl = c;
         cl->fd = fd;
@@ -807,42 +808,30 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
-static void pause_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)revents;
-    hy_ctl *c = w->data;
-    ev_io_start(loop, &c->w);
-}
-
 int hy_ctl_start(hy_ctl *c, hy_sup *s, hy_err *err)
 {
     memset(c, 0, sizeof *c);
     c->sup = s;
-    c->loop = s->loop;
-    c->fd = -1;
-    const hy_topology *t = s->topo;
-    if (!(c->path = strdup(t->control_socket)))
-        return hy_err_set(err, "out of memory");
-    if ((c->fd = hy_unix_listen(c->path, "control socket", err)) < 0) {
-        free(c->path);
-        c->path = NULL;
+    c->loop = hy_sup_relay(s)->bus.loop;
+    const hy_topology *t = hy_sup_topology(s);
+    if (hy_acceptor_open_unix(&c->acc, c->loop, t->control_socket, "control socket", COMP, err) < 0)
+        return -1;
+    if (chmod(t->control_socket, t->control_mode) < 0) {
+        hy_err_set(err, "control socket %s: chmod %04o: %s", t->control_socket, t->control_mode, strerror(errno));
+        hy_acceptor_close(&c->acc);
         return -1;
     }
-    if (chmod(c->path, t->control_mode) < 0) {
-        hy_err_set(err, "control socket %s: chmod %04o: %s", c->path, t->control_mode, strerror(errno));
-        hy_ctl_stop(c);
-        return -1;
-    }
-    ev_io_init(&c->w, accept_cb, c->fd, EV_READ);
-    ev_set_priority(&c->w, EV_MAXPRI);
-    ev_init(&c->pause, pause_cb);
-    c->w.data = c->pause.data = c;
-    ev_io_start(c->loop, &c->w);
-    s->on_line = on_line;
-    s->line_ud = c;
+    c->acc.on_accept = on_accept;
+    c->acc.data = c;
+    c->acc.pause_s = 1.0;
+    ev_set_priority(&c->acc.w, EV_MAXPRI);
+    hy_acceptor_start(&c->acc);
+    hy_sup_observers *o = hy_sup_observe(s);
+    o->on_line = on_line;
+    o->line_ud = c;
     char mode[8];
     snprintf(mode, sizeof mode, "%04o", t->control_mode);
-    hy_log(HY_INFO, COMP, "control socket ready", "socket", c->path, "mode", mode, NULL);
+    hy_log(HY_INFO, COMP, "control socket ready", "socket", t->control_socket, "mode", mode, NULL);
     return 0;
 }
 
@@ -852,18 +841,14 @@ void hy_ctl_stop(hy_ctl *c)
         return;
     while (c->clients)
         client_free(c->clients);
-    if (c->sup && c->sup->line_ud == c) {
-        c->sup->on_line = NULL;
-        c->sup->line_ud = NULL;
+    hy_sup_observers *o = hy_sup_observe(c->sup);
+    if (o->line_ud == c) {
+        o->on_line = NULL;
+        o->line_ud = NULL;
     }
-    ev_io_stop(c->loop, &c->w);
-    ev_timer_stop(c->loop, &c->pause);
-    if (c->fd >= 0) {
-        close(c->fd);
-        (void)unlink(c->path);
-    }
-    c->fd = -1;
-    free(c->path);
-    c->path = NULL;
+    hy_bus_set_tap(&hy_sup_relay(c->sup)->bus, NULL, NULL, NULL);
+    free(c->tap_bits);
+    c->tap_bits = NULL;
+    hy_acceptor_close(&c->acc);
     c->loop = NULL;
 }

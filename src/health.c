@@ -1,11 +1,10 @@
 /* health.c - healthy, degraded or unhealthy, and why (see hypha/health.h).
- * Reads the supervisor and relay state; changes nothing. */
+ * Pure: reads a snapshot, changes nothing. */
 #include "hypha/health.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#include "hypha/supervisor.h"
 #include "hypha/units.h"
 
 const char *hy_health_str(hy_health h)
@@ -18,7 +17,7 @@ const char *hy_health_str(hy_health h)
     return "?";
 }
 
-const char *hy_exit_text(const hy_instance *in, char *out, size_t len)
+const char *hy_exit_text(const hy_inst_view *in, char *out, size_t len)
 {
     char how[48];
     if (in->last_signal) {
@@ -30,36 +29,33 @@ const char *hy_exit_text(const hy_instance *in, char *out, size_t len)
     } else {
         snprintf(how, sizeof how, "exit status %d", in->last_code);
     }
-    if (strcmp(in->last_reason, "exit") == 0 || strcmp(in->last_reason, "signal") == 0)
+    if (in->last_reason == HY_EXIT_EXIT || in->last_reason == HY_EXIT_SIGNAL)
         snprintf(out, len, "%s", how);
-    else if (strcmp(in->last_reason, "spawn") == 0)
-        snprintf(out, len, "spawn failed: %s", in->spawn_error[0] ? in->spawn_error : how);
+    else if (in->last_reason == HY_EXIT_SPAWN)
+        snprintf(out, len, "spawn failed: %s", in->spawn_error && in->spawn_error[0] ? in->spawn_error : how);
     else
-        snprintf(out, len, "%s (%s)", in->last_reason, how);
+        snprintf(out, len, "%s (%s)", hy_exit_reason_str(in->last_reason), how);
     return out;
 }
 
-static bool clean_exit(const hy_instance *in)
-{
-    return strcmp(in->last_reason, "exit") == 0 && in->last_code == 0;
-}
+static bool clean_exit(const hy_inst_view *in) { return in->last_reason == HY_EXIT_EXIT && in->last_code == 0; }
 
-hy_health hy_health_eval(const hy_sup *s, double now, char *reason, size_t len)
+hy_health hy_health_eval(const hy_snapshot *s, char *reason, size_t len)
 {
-    const hy_relay *r = &s->relay;
+    const hy_up_view *up = &s->up;
     const hy_topology *t = s->topo;
     char a[64], b[32], c[32];
     /* unhealthy */
     for (size_t i = 0; i < s->ninst; i++) {
-        const hy_instance *in = s->inst[i];
+        const hy_inst_view *in = &s->inst[i];
         if (in->retiring)
             continue;
         if (in->state == HY_ST_FAILED) {
             const hy_policy *p = &in->spec->policy;
             hy_exit_text(in, a, sizeof a);
             hy_format_duration(p->give_up_within_ms, b, sizeof b);
-            if (p->give_up_retry_after_ms && ev_is_active(&in->timer)) {
-                double left = ev_timer_remaining(s->loop, (ev_timer *)&in->timer);
+            if (p->give_up_retry_after_ms && in->retry_in_s >= 0) {
+                double left = in->retry_in_s;
                 hy_format_duration(left > 0 ? (uint64_t)(left * 1000.0) : 0, c, sizeof c);
                 snprintf(reason, len, "%s failed: %u exits within %s (last: %s); retry in %s", in->label,
                          p->give_up_failures, b, a, c);
@@ -76,16 +72,16 @@ hy_health hy_health_eval(const hy_sup *s, double now, char *reason, size_t len)
             return HY_UNHEALTHY;
         }
     }
-    bool up_ok = !t->has_upstream || (r->up_state == HY_UP_CONNECTED && !r->up_probation);
-    double down_for = now - r->up_down_since;
+    bool up_ok = !t->has_upstream || up->ready;
+    double down_for = up->down_for_s;
     if (!up_ok && down_for * 1000.0 > (double)t->reconnect_max_ms) {
         hy_format_duration((uint64_t)(down_for * 1000.0), b, sizeof b);
-        snprintf(reason, len, "upstream %s down for %s (longer than reconnect.max)", r->up.name, b);
+        snprintf(reason, len, "upstream %s down for %s (longer than reconnect.max)", up->name, b);
         return HY_UNHEALTHY;
     }
     /* degraded */
     for (size_t i = 0; i < s->ninst; i++) {
-        const hy_instance *in = s->inst[i];
+        const hy_inst_view *in = &s->inst[i];
         if (in->state == HY_ST_BACKOFF) {
             hy_exit_text(in, a, sizeof a);
             snprintf(reason, len, "%s in backoff after %s (restarts: %u)", in->label, a, in->restarts);
@@ -98,14 +94,14 @@ hy_health hy_health_eval(const hy_sup *s, double now, char *reason, size_t len)
     }
     if (!up_ok) {
         hy_format_duration((uint64_t)(down_for * 1000.0), b, sizeof b);
-        snprintf(reason, len, "upstream %s %s for %s", r->up.name,
-                 r->up_state == HY_UP_CONNECTED ? "connecting (handshake)" : "down", b);
+        snprintf(reason, len, "upstream %s %s for %s", up->name,
+                 up->connected ? "connecting (handshake)" : "down", b);
         return HY_DEGRADED;
     }
     size_t running = 0, stopped = 0;
     for (size_t i = 0; i < s->ninst; i++) {
-        running += s->inst[i]->state == HY_ST_RUNNING;
-        stopped += s->inst[i]->state == HY_ST_STOPPED || s->inst[i]->state == HY_ST_EXITED;
+        running += s->inst[i].state == HY_ST_RUNNING;
+        stopped += s->inst[i].state == HY_ST_STOPPED || s->inst[i].state == HY_ST_EXITED;
     }
     int n = snprintf(reason, len, "%zu of %zu instances running", running, s->ninst);
     if (stopped && n > 0 && (size_t)n < len)

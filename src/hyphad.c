@@ -14,9 +14,11 @@
 
 #include "hypha/control.h"
 #include "hypha/health.h"
+#include "hypha/httpd.h"
 #include "hypha/log.h"
 #include "hypha/metrics.h"
 #include "hypha/notify.h"
+#include "hypha/relay.h"
 #include "hypha/reload.h"
 #include "hypha/spawn.h"
 #include "hypha/supervisor.h"
@@ -45,7 +47,7 @@ static void usage(FILE *out)
 /* ---- running ------------------------------------------------------------ */
 
 typedef struct daemon_state {
-    hy_sup sup;
+    hy_sup *sup;
     hy_ctl ctl;
     hy_notify notify;
     hy_metrics_http http;
@@ -55,6 +57,7 @@ typedef struct daemon_state {
     ev_timer status_w;           /* systemd STATUS= and READY=1, checked a moment after changes */
     double drain_until;
     int stop_requests;
+    struct ev_loop *loop;
 } daemon_state;
 
 #define DRAIN_SECONDS 5.0 /* after the workers stopped, for the bus to take what they wrote */
@@ -65,7 +68,7 @@ static void drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
     daemon_state *d = w->data;
-    const hy_relay *r = &d->sup.relay;
+    const hy_relay *r = hy_sup_relay(d->sup);
     if (hy_relay_upstream_pending(r) == 0 || !hy_relay_upstream_connected(r) || ev_now(loop) >= d->drain_until ||
         d->stop_requests > 1) {
         ev_timer_stop(loop, w);
@@ -75,13 +78,14 @@ static void drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void all_stopped(hy_sup *s)
 {
+    (void)s;
     daemon_state *d = &the_daemon;
     hy_log(HY_INFO, "hyphad", "all workers stopped", NULL);
     /* What the workers wrote before they stopped still goes to the bus. */
-    d->drain_until = ev_now(s->loop) + DRAIN_SECONDS;
+    d->drain_until = ev_now(d->loop) + DRAIN_SECONDS;
     ev_timer_init(&d->drain, drain_cb, 0.0, 0.01);
     d->drain.data = d;
-    ev_timer_start(s->loop, &d->drain);
+    ev_timer_start(d->loop, &d->drain);
 }
 
 static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -93,13 +97,12 @@ static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
     if (d->stop_requests++ == 0) {
         hy_notify_send(&d->notify, "STOPPING=1");
         char n[16];
-        snprintf(n, sizeof n, "%zu", hy_sup_live(&d->sup));
+        snprintf(n, sizeof n, "%zu", hy_sup_live(d->sup));
         hy_log(HY_INFO, "hyphad", "stopping", "signal", sig, "live_workers", n, NULL);
-        d->sup.on_all_stopped = all_stopped;
-        hy_sup_stop_all(&d->sup);
+        hy_sup_stop_all(d->sup, all_stopped);
     } else {
         hy_log(HY_WARN, "hyphad", "second stop request: killing every worker now", "signal", sig, NULL);
-        hy_sup_kill_all(&d->sup);
+        hy_sup_kill_all(d->sup);
     }
 }
 
@@ -108,12 +111,13 @@ static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 static int reload(void *ud, json_t *reply, hy_err *err)
 {
     daemon_state *d = ud;
-    hy_sup *s = &d->sup;
-    if (s->shutting_down)
+    hy_sup *s = d->sup;
+    if (hy_sup_shutting_down(s))
         return hy_err_set(err, "hyphad is shutting down");
     hy_notify_send(&d->notify, "RELOADING=1");
-    hy_topology *next = hy_topology_load(s->topo->path, err);
-    if (!next || hy_reload_check(s->topo, next, err) < 0) {
+    const hy_topology *cur = hy_sup_topology(s);
+    hy_topology *next = hy_topology_load(cur->path, err);
+    if (!next || hy_reload_check(cur, next, err) < 0) {
         hy_topology_free(next);
         hy_log(HY_ERROR, "hyphad", "reload refused: nothing changed", "error", err->msg, NULL);
         hy_notify_send(&d->notify, "READY=1");
@@ -172,14 +176,16 @@ static void status_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
     daemon_state *d = w->data;
-    hy_sup *s = &d->sup;
+    hy_sup *s = d->sup;
     char reason[512], line[600];
-    hy_health h = hy_health_eval(s, ev_now(loop), reason, sizeof reason);
-    if (!d->ready_sent && !s->shutting_down) {
-        bool all = true;
-        for (size_t i = 0; i < s->ninst && all; i++)
-            all = s->inst[i]->ever_started || s->inst[i]->pending;
-        if (all && (!s->topo->has_upstream || hy_relay_upstream_connected(&s->relay))) {
+    hy_snapshot snap;
+    if (hy_sup_snapshot(s, ev_now(loop), NULL, 0, &snap) < 0)
+        return; /* out of memory: next time */
+    hy_health h = hy_health_eval(&snap, reason, sizeof reason);
+    hy_snapshot_free(&snap);
+    if (!d->ready_sent && !hy_sup_shutting_down(s)) {
+        bool all = hy_sup_all_started(s);
+        if (all && (!hy_sup_topology(s)->has_upstream || hy_relay_upstream_connected(hy_sup_relay(s)))) {
             d->ready_sent = true;
             hy_notify_send(&d->notify, "READY=1");
             hy_log(HY_INFO, "hyphad", "ready", "health", hy_health_str(h), NULL);
@@ -189,13 +195,12 @@ static void status_cb(struct ev_loop *loop, ev_timer *w, int revents)
     hy_notify_status(&d->notify, line);
 }
 
-static void on_change(hy_sup *s)
+static void on_change(void *ud)
 {
-    (void)s;
-    daemon_state *d = &the_daemon;
+    daemon_state *d = ud;
     if (hy_notify_active(&d->notify) && !ev_is_active(&d->status_w)) {
         ev_timer_set(&d->status_w, 0.05, 1.0); /* and every second: upstream state and timers move too */
-        ev_timer_start(s->loop, &d->status_w);
+        ev_timer_start(d->loop, &d->status_w);
     }
 }
 
@@ -243,17 +248,18 @@ static int run(hy_topology *t, hy_log_format log_format)
     }
     hy_err err = {{0}};
     int rc = 1;
-    if (hy_sup_init(&d->sup, loop, t, &err) < 0) {
+    d->loop = loop;
+    if (!(d->sup = hy_sup_new(loop, t, &err))) {
         hy_log(HY_ERROR, "hyphad", "cannot start", "error", err.msg, NULL);
         goto out;
     }
-    if (hy_ctl_start(&d->ctl, &d->sup, &err) < 0) {
+    if (hy_ctl_start(&d->ctl, d->sup, &err) < 0) {
         hy_log(HY_ERROR, "hyphad", "cannot start", "error", err.msg, NULL);
         goto out;
     }
     d->ctl.reload = reload;
     d->ctl.reload_ud = d;
-    if (t->has_metrics && hy_metrics_http_start(&d->http, &d->sup, &err) < 0) {
+    if (t->has_metrics && hy_metrics_http_start(&d->http, d->sup, &err) < 0) {
         hy_log(HY_ERROR, "hyphad", "cannot start", "error", err.msg, NULL);
         goto out;
     }
@@ -266,29 +272,31 @@ static int run(hy_topology *t, hy_log_format log_format)
     ev_signal_start(loop, &d->sighup);
     ev_init(&d->status_w, status_cb);
     d->status_w.data = d;
-    d->sup.on_change = on_change;
+    hy_sup_observe(d->sup)->on_change = on_change;
+    hy_sup_observe(d->sup)->ud = d;
     hy_notify_start(&d->notify, loop);
 
     char n[16], pid[16];
-    snprintf(n, sizeof n, "%zu", d->sup.ninst);
+    snprintf(n, sizeof n, "%zu", hy_sup_count(d->sup));
     snprintf(pid, sizeof pid, "%d", (int)getpid());
     hy_log(HY_INFO, "hyphad", "starting", "topology", t->path, "instances", n, "pid", pid,
            "schema", t->schema->digest_hex, NULL);
-    hy_sup_start_all(&d->sup);
-    on_change(&d->sup);
+    hy_sup_start_all(d->sup);
+    on_change(d);
     ev_run(loop, 0);
 
     ev_signal_stop(loop, &d->sigterm);
     ev_signal_stop(loop, &d->sigint);
     ev_signal_stop(loop, &d->sighup);
     ev_timer_stop(loop, &d->status_w);
-    hy_relay_log_counters(&d->sup.relay);
+    hy_relay_log_counters(hy_sup_relay(d->sup));
     rc = 0;
 out:
     hy_metrics_http_stop(&d->http);
     hy_ctl_stop(&d->ctl);
-    t = (hy_topology *)d->sup.topo; /* the current one, after any reload */
-    hy_sup_free(&d->sup);
+    if (d->sup)
+        t = (hy_topology *)hy_sup_topology(d->sup); /* the current one, after any reload */
+    hy_sup_free(d->sup);
     hy_topology_free(t);
     hy_notify_free(&d->notify);
     if (rc == 0)

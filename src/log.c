@@ -266,3 +266,15 @@ void hy_log_worker_line(const char *worker, unsigned instance, const char *line,
     }
     emit(&b);
 }
+
+const char *hy_log_u64(char out[24], uint64_t v)
+{
+    snprintf(out, 24, "%llu", (unsigned long long)v);
+    return out;
+}
+
+const char *hy_log_i64(char out[24], int64_t v)
+{
+    snprintf(out, 24, "%lld", (long long)v);
+    return out;
+}

@@ -1,7 +1,9 @@
-/* reload.c - what a reload may change (see hypha/reload.h). Pure: compares
- * two loaded topologies, touches nothing. */
+/* reload.c - what a reload may change, and the plan for applying it (see
+ * hypha/reload.h). Pure: compares two loaded topologies, touches nothing; the
+ * plan only allocates its own arrays. */
 #include "hypha/reload.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static bool str_eq(const char *a, const char *b)
@@ -83,4 +85,124 @@ int hy_reload_check(const hy_topology *cur, const hy_topology *next, hy_err *err
      * of the defaults reaches workers (through their merged policies) and
      * the clients connected from now on. */
     return 0;
+}
+
+/* ---- the reload plan ------------------------------------------------- */
+
+static bool spec_in(const hy_worker_spec *w, const hy_topology *t)
+{
+    return t->nworkers && w >= t->workers && w < t->workers + t->nworkers;
+}
+
+/* The worker is new, or its definition changed: it gets fresh instances. */
+static bool needs_fresh(const hy_topology *old, const hy_worker_spec *nw)
+{
+    const hy_worker_spec *ow = hy_topology_find_worker(old, nw->name);
+    return !ow || !hy_worker_spec_equal(ow, nw);
+}
+
+/* The current non-retiring instance `name`/`index` of `old` was stopped by
+ * an operator (the first such instance decides, as operator_stopped() did). */
+static bool was_operator_stopped(const hy_topology *old, const hy_reload_inst *cur, size_t ncur, const char *name,
+                                 unsigned index)
+{
+    for (size_t i = 0; i < ncur; i++) {
+        const hy_reload_inst *o = &cur[i];
+        if (!o->retiring && spec_in(o->spec, old) && o->index == index && strcmp(o->spec->name, name) == 0)
+            return o->operator_stopped;
+    }
+    return false;
+}
+
+/* plan->field = n zeroed elements; true when that failed (0 elements need
+ * no memory: the field stays NULL). */
+#define ALLOC_FAILS(field, n) ((n) && !(plan->field = calloc((n), sizeof *plan->field)))
+
+static int plan_alloc(hy_reload_plan *plan, const hy_topology *old, const hy_topology *next, size_t ncur)
+{
+    for (size_t i = 0; i < next->nworkers; i++)
+        if (needs_fresh(old, &next->workers[i]))
+            plan->nfresh += next->workers[i].instances;
+    size_t on = old->nworkers, nn = next->nworkers;
+    if (ALLOC_FAILS(action, ncur) || ALLOC_FAILS(new_spec, ncur) || ALLOC_FAILS(fresh, plan->nfresh) ||
+        ALLOC_FAILS(started, nn) || ALLOC_FAILS(stopped, on) || ALLOC_FAILS(restarted, on) ||
+        ALLOC_FAILS(unchanged, on))
+        return -1;
+    return 0;
+}
+
+static void plan_fresh(hy_reload_plan *plan, const hy_topology *old, const hy_topology *next,
+                       const hy_reload_inst *cur, size_t ncur)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < next->nworkers; i++) {
+        const hy_worker_spec *nw = &next->workers[i];
+        if (!needs_fresh(old, nw))
+            continue;
+        for (unsigned j = 0; j < nw->instances; j++)
+            plan->fresh[k++] = (hy_reload_fresh){nw, j, !was_operator_stopped(old, cur, ncur, nw->name, j)};
+    }
+}
+
+static void plan_names(hy_reload_plan *plan, const hy_topology *old, const hy_topology *next)
+{
+    for (size_t i = 0; i < old->nworkers; i++) {
+        const hy_worker_spec *ow = &old->workers[i];
+        const hy_worker_spec *nw = hy_topology_find_worker(next, ow->name);
+        if (!nw)
+            plan->stopped[plan->nstopped++] = ow->name;
+        else if (hy_worker_spec_equal(ow, nw))
+            plan->unchanged[plan->nunchanged++] = nw->name;
+        else
+            plan->restarted[plan->nrestarted++] = nw->name;
+    }
+    for (size_t i = 0; i < next->nworkers; i++)
+        if (!hy_topology_find_worker(old, next->workers[i].name))
+            plan->started[plan->nstarted++] = next->workers[i].name;
+}
+
+static void plan_instances(hy_reload_plan *plan, const hy_topology *old, const hy_topology *next,
+                           const hy_reload_inst *cur, size_t ncur)
+{
+    for (size_t i = 0; i < ncur; i++) {
+        const hy_reload_inst *in = &cur[i];
+        plan->new_spec[i] = NULL;
+        if (in->retiring || !spec_in(in->spec, old)) {
+            plan->action[i] = HY_RELOAD_LEAVE;
+            continue;
+        }
+        const hy_worker_spec *nw = hy_topology_find_worker(next, in->spec->name);
+        if (nw && hy_worker_spec_equal(in->spec, nw)) {
+            plan->action[i] = HY_RELOAD_KEEP;
+            plan->new_spec[i] = nw;
+        } else {
+            plan->action[i] = HY_RELOAD_RETIRE;
+        }
+    }
+}
+
+int hy_reload_plan_make(const hy_topology *old, const hy_topology *next, const hy_reload_inst *cur, size_t ncur,
+                        hy_reload_plan *plan, hy_err *err)
+{
+    memset(plan, 0, sizeof *plan);
+    if (plan_alloc(plan, old, next, ncur) < 0) {
+        hy_reload_plan_free(plan);
+        return hy_err_set(err, "out of memory");
+    }
+    plan_fresh(plan, old, next, cur, ncur);
+    plan_names(plan, old, next);
+    plan_instances(plan, old, next, cur, ncur);
+    return 0;
+}
+
+void hy_reload_plan_free(hy_reload_plan *plan)
+{
+    free(plan->action);
+    free(plan->new_spec);
+    free(plan->fresh);
+    free(plan->started);
+    free(plan->stopped);
+    free(plan->restarted);
+    free(plan->unchanged);
+    memset(plan, 0, sizeof *plan);
 }

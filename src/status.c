@@ -11,62 +11,49 @@
 
 static json_t *u64(uint64_t v) { return json_integer((json_int_t)v); }
 
-json_t *hy_status_last_exit(const hy_instance *in, double now)
+json_t *hy_status_last_exit(const hy_inst_view *in)
 {
-    if (!in->last_reason[0])
+    if (in->last_reason == HY_EXIT_NONE)
         return json_null();
     json_t *o = json_object();
-    json_object_set_new(o, "reason", json_string(in->last_reason));
+    json_object_set_new(o, "reason", json_string(hy_exit_reason_str(in->last_reason)));
     json_object_set_new(o, "code", in->last_code >= 0 ? json_integer(in->last_code) : json_null());
     const char *sn = in->last_signal ? hy_signal_abbrev(in->last_signal) : NULL;
     json_object_set_new(o, "signal", !in->last_signal ? json_null() : sn ? json_string(sn) : json_integer(in->last_signal));
-    json_object_set_new(o, "ago_s", json_real(in->last_exit_at > 0 ? now - in->last_exit_at : 0));
-    if (in->spawn_error[0])
+    json_object_set_new(o, "ago_s", json_real(in->last_exit_ago_s));
+    if (in->spawn_error && in->spawn_error[0])
         json_object_set_new(o, "error", json_string(in->spawn_error));
     return o;
 }
 
-static json_t *drops_json(const uint64_t *drops, const hy_outq *q)
+static json_t *drops_json(const hy_drops *d)
 {
     json_t *o = json_object();
-    for (int d = 0; d < HY_DROP__COUNT; d++)
-        json_object_set_new(o, hy_drop_str((hy_drop)d), u64(drops[d]));
-    if (q) {
-        json_object_set_new(o, "queue-full-oldest", u64(q->dropped_oldest));
-        json_object_set_new(o, "queue-full-newest", u64(q->dropped_newest));
-    }
+    for (int i = 0; i < HY_DROP__COUNT; i++)
+        json_object_set_new(o, hy_drop_str((hy_drop)i), u64(d->n[i]));
     return o;
 }
 
-static uint64_t drops_total(const hy_instance *in)
+json_t *hy_status_instance(const hy_inst_view *in, const hy_schema *schema)
 {
-    uint64_t n = in->outq.dropped_oldest + in->outq.dropped_newest;
-    for (int d = 0; d < HY_DROP__COUNT; d++)
-        n += in->drops[d];
-    return n;
-}
-
-json_t *hy_status_instance(const hy_instance *in, double now)
-{
-    const hy_schema *schema = in->sup->topo->schema;
     json_t *o = json_object();
     json_object_set_new(o, "worker", json_string(in->spec->name));
     json_object_set_new(o, "instance", json_integer(in->index));
     json_object_set_new(o, "state", json_string(in->pending ? "pending" : hy_state_str(in->state)));
     json_object_set_new(o, "ready", json_boolean(in->state == HY_ST_RUNNING));
     json_object_set_new(o, "pid", in->pid > 0 ? json_integer(in->pid) : json_null());
-    json_object_set_new(o, "uptime_s", in->pid > 0 ? json_real(now - in->started_at) : json_null());
+    json_object_set_new(o, "uptime_s", in->pid > 0 ? json_real(in->uptime_s) : json_null());
     json_object_set_new(o, "restarts", json_integer(in->restarts));
-    json_object_set_new(o, "last_exit", hy_status_last_exit(in, now));
+    json_object_set_new(o, "last_exit", hy_status_last_exit(in));
     json_object_set_new(o, "frames_in", u64(in->frames_in));
     json_object_set_new(o, "bytes_in", u64(in->bytes_in));
     json_object_set_new(o, "frames_out", u64(in->frames_out));
     json_object_set_new(o, "bytes_out", u64(in->bytes_out));
-    json_object_set_new(o, "drops", drops_json(in->drops, &in->outq));
-    json_object_set_new(o, "dropped", u64(drops_total(in)));
+    json_object_set_new(o, "drops", drops_json(&in->drops));
+    json_object_set_new(o, "dropped", u64(hy_drops_total(&in->drops)));
     json_object_set_new(o, "protocol_errors", u64(in->protocol_errors));
-    json_object_set_new(o, "queue_bytes", u64(hy_outq_bytes(&in->outq)));
-    json_object_set_new(o, "queue_frames", u64(hy_outq_frames(&in->outq)));
+    json_object_set_new(o, "queue_bytes", u64(in->queue_bytes));
+    json_object_set_new(o, "queue_frames", u64(in->queue_frames));
     json_t *subs = json_array();
     /* topology subscriptions, then run-time ones not already listed */
     for (size_t i = 0; i < in->spec->nsubscribe; i++) {
@@ -84,56 +71,50 @@ json_t *hy_status_instance(const hy_instance *in, double now)
     }
     json_object_set_new(o, "subscriptions", subs);
     json_object_set_new(o, "heartbeat_age_s",
-                        in->pid > 0 && in->spec->policy.heartbeat_timeout_ms ? json_real(now - in->last_heartbeat)
-                                                                             : json_null());
+                        in->heartbeat_age_s >= 0 ? json_real(in->heartbeat_age_s) : json_null());
     if (in->retiring)
         json_object_set_new(o, "retiring", json_true());
     return o;
 }
 
-static json_t *upstream_json(const hy_relay *r, double now)
+static json_t *upstream_json(const hy_snapshot *snap)
 {
-    const hy_topology *t = r->topo;
+    const hy_topology *t = snap->topo;
+    const hy_up_view *u = &snap->up;
     if (!t->has_upstream)
         return json_null();
     json_t *o = json_object();
-    json_object_set_new(o, "endpoint", json_string(r->up.name));
-    const char *st = r->up_state == HY_UP_CONNECTED && r->up_probation ? "handshake" : hy_up_state_str(r->up_state);
-    json_object_set_new(o, "state", json_string(st));
-    double since = r->up_state == HY_UP_CONNECTED ? r->up_since : r->up_down_since;
-    json_object_set_new(o, "state_for_s", json_real(now - since));
+    json_object_set_new(o, "endpoint", json_string(u->name));
+    json_object_set_new(o, "state", json_string(u->state));
+    json_object_set_new(o, "state_for_s", json_real(u->state_for_s));
     json_object_set_new(o, "echo", json_boolean(t->upstream_echo));
-    json_object_set_new(o, "connects", u64(r->up_connects));
-    json_object_set_new(o, "disconnects", u64(r->up_disconnects));
-    json_object_set_new(o, "buffered_bytes", u64(hy_outq_bytes(&r->up.q)));
+    json_object_set_new(o, "connects", u64(u->connects));
+    json_object_set_new(o, "disconnects", u64(u->disconnects));
+    json_object_set_new(o, "buffered_bytes", u64(u->buffered));
     json_object_set_new(o, "buffer_limit", u64(t->upstream_buffer));
-    json_object_set_new(o, "back_pressure", json_boolean(r->up_full));
-    json_object_set_new(o, "frames_out", u64(r->up.frames_out));
-    json_object_set_new(o, "bytes_out", u64(r->up.bytes_out));
-    json_object_set_new(o, "frames_in", u64(r->up.frames_in));
-    json_object_set_new(o, "bytes_in", u64(r->up.bytes_in));
+    json_object_set_new(o, "back_pressure", json_boolean(u->back_pressure));
+    json_object_set_new(o, "frames_out", u64(u->frames_out));
+    json_object_set_new(o, "bytes_out", u64(u->bytes_out));
+    json_object_set_new(o, "frames_in", u64(u->frames_in));
+    json_object_set_new(o, "bytes_in", u64(u->bytes_in));
     json_t *d = json_object();
-    json_object_set_new(d, "unknown-type", u64(r->up.drops[HY_DROP_UNKNOWN_TYPE]));
-    json_object_set_new(d, "wrong-size", u64(r->up.drops[HY_DROP_WRONG_SIZE]));
+    json_object_set_new(d, "unknown-type", u64(u->drops.n[HY_DROP_UNKNOWN_TYPE]));
+    json_object_set_new(d, "wrong-size", u64(u->drops.n[HY_DROP_WRONG_SIZE]));
     json_object_set_new(o, "drops", d);
     return o;
 }
 
-static json_t *listen_json(const hy_relay *r)
+static json_t *listen_json(const hy_snapshot *snap)
 {
     json_t *a = json_array();
-    for (size_t i = 0; i < r->nlisteners; i++) {
-        const hy_listener *l = &r->listeners[i];
-        size_t n = 0;
-        for (const hy_peer *c = r->clients; c; c = c->next)
-            n += c->listener == l && !c->doomed;
-        json_array_append_new(a, json_pack("{s:s,s:I}", "endpoint", l->name, "clients", (json_int_t)n));
-    }
+    for (size_t i = 0; i < snap->nlisten; i++)
+        json_array_append_new(a, json_pack("{s:s,s:I}", "endpoint", snap->listen[i].name, "clients",
+                                           (json_int_t)snap->listen[i].clients));
     return a;
 }
 
 /* Everything but the workers: shared by both forms. */
-static json_t *status_base(const hy_sup *s, double now)
+static json_t *status_base(const hy_snapshot *s)
 {
     const hy_topology *t = s->topo;
     json_t *o = json_object();
@@ -141,83 +122,67 @@ static json_t *status_base(const hy_sup *s, double now)
     json_t *h = json_object();
     json_object_set_new(h, "pid", json_integer(getpid()));
     json_object_set_new(h, "version", json_string(HYPHA_VERSION));
-    json_object_set_new(h, "uptime_s", json_real(now - s->started_at));
+    json_object_set_new(h, "uptime_s", json_real(s->uptime_s));
     json_object_set_new(h, "topology", json_string(t->path));
     json_object_set_new(h, "schema", json_string(t->schema->digest_hex));
     json_object_set_new(h, "mode", json_string(t->has_upstream ? "upstream" : "embedded"));
     json_object_set_new(o, "hyphad", h);
-    json_object_set_new(o, "upstream", upstream_json(&s->relay, now));
-    json_object_set_new(o, "listen", listen_json(&s->relay));
+    json_object_set_new(o, "upstream", upstream_json(s));
+    json_object_set_new(o, "listen", listen_json(s));
     return o;
 }
 
-json_t *hy_status_json(const hy_sup *s, double now, hy_instance *const *sel, size_t nsel)
+json_t *hy_status_json(const hy_snapshot *s)
 {
-    json_t *o = status_base(s, now);
+    json_t *o = status_base(s);
     json_t *w = json_array();
-    if (sel) {
-        for (size_t i = 0; i < nsel; i++)
-            json_array_append_new(w, hy_status_instance(sel[i], now));
-    } else {
-        for (size_t i = 0; i < s->ninst; i++)
-            json_array_append_new(w, hy_status_instance(s->inst[i], now));
-    }
+    for (size_t i = 0; i < s->ninst; i++)
+        json_array_append_new(w, hy_status_instance(&s->inst[i], s->topo->schema));
     json_object_set_new(o, "workers", w);
     return o;
 }
 
 /* ---- the table form (hyphactl status): rows of text, formatted here ---- */
 
-static const char *fmt_last_exit(const hy_instance *in, double now, char *out, size_t len)
+static const char *fmt_last_exit(const hy_inst_view *in, char *out, size_t len)
 {
-    if (!in->last_reason[0])
+    if (in->last_reason == HY_EXIT_NONE)
         return "-";
     char how[160], ago[32];
     snprintf(out, len, "%s, %s ago", hy_exit_text(in, how, sizeof how),
-             hy_format_age(in->last_exit_at > 0 ? now - in->last_exit_at : 0, ago, sizeof ago));
+             hy_format_age(in->last_exit_ago_s, ago, sizeof ago));
     return out;
 }
 
 /* Arrays of strings, not objects: hyphactl prints them as they are, and a
  * fresh process building hundreds of small objects costs more than the
  * request (page faults). */
-json_t *hy_status_table(const hy_sup *s, double now, hy_instance *const *sel, size_t nsel)
+json_t *hy_status_table(const hy_snapshot *s)
 {
-    json_t *o = status_base(s, now);
+    json_t *o = status_base(s);
     json_t *rows = json_array(), *notes = json_array();
     json_array_append_new(rows, json_pack("[ssssssssss]", "INSTANCE", "STATE", "PID", "UPTIME", "RESTARTS",
                                           "LAST EXIT", "FRAMES IN", "FRAMES OUT", "DROPPED", "QUEUE"));
-    size_t n = sel ? nsel : s->ninst;
-    for (size_t i = 0; i < n; i++) {
-        const hy_instance *in = sel ? sel[i] : s->inst[i];
+    for (size_t i = 0; i < s->ninst; i++) {
+        const hy_inst_view *in = &s->inst[i];
         char st[48], pid[16] = "-", up[32] = "-", rs[16], le[224], fi[24], fo[24], dr[24], q[32];
         snprintf(st, sizeof st, "%s%s", in->pending ? "pending" : hy_state_str(in->state),
                  in->retiring ? " (reload)" : "");
         if (in->pid > 0) {
             snprintf(pid, sizeof pid, "%d", (int)in->pid);
-            hy_format_age(now - in->started_at, up, sizeof up);
+            hy_format_age(in->uptime_s, up, sizeof up);
         }
         snprintf(rs, sizeof rs, "%u", in->restarts);
         snprintf(fi, sizeof fi, "%llu", (unsigned long long)in->frames_in);
         snprintf(fo, sizeof fo, "%llu", (unsigned long long)in->frames_out);
-        uint64_t dropped = drops_total(in);
+        uint64_t dropped = hy_drops_total(&in->drops);
         snprintf(dr, sizeof dr, "%llu", (unsigned long long)dropped);
         json_array_append_new(rows, json_pack("[ssssssssss]", in->label, st, pid, up, rs,
-                                              fmt_last_exit(in, now, le, sizeof le), fi, fo, dr,
-                                              hy_format_bytes(hy_outq_bytes(&in->outq), q, sizeof q)));
+                                              fmt_last_exit(in, le, sizeof le), fi, fo, dr,
+                                              hy_format_bytes(in->queue_bytes, q, sizeof q)));
         if (dropped) { /* by reason, only where there are some */
-            char line[512];
-            int k = snprintf(line, sizeof line, "%s dropped:", in->label);
-            for (int d = 0; d < HY_DROP__COUNT && k > 0 && (size_t)k < sizeof line; d++)
-                if (in->drops[d])
-                    k += snprintf(line + k, sizeof line - (size_t)k, " %s=%llu", hy_drop_str((hy_drop)d),
-                                  (unsigned long long)in->drops[d]);
-            if (in->outq.dropped_oldest && k > 0 && (size_t)k < sizeof line)
-                k += snprintf(line + k, sizeof line - (size_t)k, " queue-full-oldest=%llu",
-                              (unsigned long long)in->outq.dropped_oldest);
-            if (in->outq.dropped_newest && k > 0 && (size_t)k < sizeof line)
-                snprintf(line + k, sizeof line - (size_t)k, " queue-full-newest=%llu",
-                         (unsigned long long)in->outq.dropped_newest);
+            char line[512], by[400];
+            snprintf(line, sizeof line, "%s dropped: %s", in->label, hy_drops_format(&in->drops, " ", by, sizeof by));
             json_array_append_new(notes, json_string(line));
         }
     }

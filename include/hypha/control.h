@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "hypha/err.h"
+#include "hypha/net.h"
 
 struct hy_sup;
 struct hy_ctl_client;
@@ -29,10 +30,8 @@ struct hy_ctl_client;
 typedef struct hy_ctl {
     struct hy_sup *sup;
     struct ev_loop *loop;
-    int fd;                      /* listening socket, -1 when closed */
-    ev_io w;
-    ev_timer pause;              /* accept paused after EMFILE */
-    char *path;                  /* socket file (owned); unlinked at the end */
+    hy_acceptor acc;             /* the socket; its file is unlinked at the end */
+    uint8_t *tap_bits;           /* the union of every tapping client's (owned; the bus reads it) */
     struct hy_ctl_client *clients; /* owned list */
     size_t nclients;
     uint64_t refused;            /* other uids turned away */

@@ -12,18 +12,17 @@
 
 #include <stddef.h>
 
-struct hy_sup;
-struct hy_instance;
+#include "hypha/view.h"
 
 typedef enum hy_health { HY_HEALTHY = 0, HY_DEGRADED = 1, HY_UNHEALTHY = 2 } hy_health;
 
 const char *hy_health_str(hy_health h);
-/* Evaluates at `now` (ev_now); writes one line into reason. */
-hy_health hy_health_eval(const struct hy_sup *s, double now, char *reason, size_t len);
+/* Evaluates a snapshot of every instance; writes one line into reason. */
+hy_health hy_health_eval(const hy_snapshot *s, char *reason, size_t len);
 
 /* An instance's last exit for people, the one wording health, status and
  * hyphactl share: "exit status 3", "signal SEGV", "heartbeat (signal KILL)",
  * "spawn failed: No such file or directory". Returns out. */
-const char *hy_exit_text(const struct hy_instance *in, char *out, size_t len);
+const char *hy_exit_text(const hy_inst_view *in, char *out, size_t len);
 
 #endif

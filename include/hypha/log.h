@@ -9,6 +9,7 @@
 #ifndef HYPHA_LOG_H
 #define HYPHA_LOG_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 typedef enum hy_log_level { HY_DEBUG, HY_INFO, HY_WARN, HY_ERROR } hy_log_level;
@@ -27,5 +28,12 @@ void hy_log_worker_line(const char *worker, unsigned instance, const char *line,
                         size_t len, size_t cut);
 
 const char *hy_log_level_str(hy_log_level l);
+
+/* An integer as a log value, formatted into a compound literal that lives
+ * to the end of the enclosing block: hy_log(..., "pid", HY_I64(pid), NULL). */
+#define HY_U64(v) hy_log_u64((char[24]){0}, (uint64_t)(v))
+#define HY_I64(v) hy_log_i64((char[24]){0}, (int64_t)(v))
+const char *hy_log_u64(char out[24], uint64_t v);
+const char *hy_log_i64(char out[24], int64_t v);
 
 #endif

@@ -1,6 +1,6 @@
 /* test_health.c - hy_health_eval against the rules of docs/control.md
- * "Health", on a supervisor built by hand: instances in chosen states, the
- * relay's upstream state set per case. Nothing is spawned or connected. */
+ * "Health", on a snapshot built by hand: instances in chosen states, the
+ * upstream's state set per case. Nothing is spawned or connected. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,7 +18,8 @@
 #include <ev.h>
 
 #include "hypha/health.h"
-#include "hypha/supervisor.h"
+#include "hypha/upstream.h"
+#include "hypha/view.h"
 #include "hypha/topology.h"
 #include "testdir.h"
 
@@ -70,20 +71,29 @@ static hy_topology *load_ok(const char *doc)
     return t;
 }
 
-static void timer_cb(struct ev_loop *l, ev_timer *w, int revents)
-{
-    (void)l;
-    (void)w;
-    (void)revents;
-}
+/* What a supervisor and its relay would show a snapshot. */
+typedef struct fake_relay {
+    hy_up_state up_state;
+    bool up_probation;
+    double up_since, up_down_since;
+    struct {
+        char name[160];
+    } up;
+} fake_relay;
 
-/* A supervisor with every instance running and the upstream connected:
+typedef struct fake_sup {
+    const hy_topology *topo;
+    hy_inst_view **inst;
+    size_t ninst;
+    fake_relay relay;
+} fake_sup;
+
+/* Every instance running and the upstream connected:
  * inst[0] w[0], inst[1] w[1], inst[2] v[0]. */
-static hy_sup *make_sup(const hy_topology *t)
+static fake_sup *make_sup(const hy_topology *t)
 {
-    hy_sup *s = calloc(1, sizeof *s);
+    fake_sup *s = calloc(1, sizeof *s);
     assert_non_null(s);
-    s->loop = loop;
     s->topo = t;
     for (size_t i = 0; i < t->nworkers; i++)
         s->ninst += t->workers[i].instances;
@@ -92,57 +102,81 @@ static hy_sup *make_sup(const hy_topology *t)
     size_t k = 0;
     for (size_t i = 0; i < t->nworkers; i++)
         for (unsigned j = 0; j < t->workers[i].instances; j++) {
-            hy_instance *in = calloc(1, sizeof *in);
+            hy_inst_view *in = calloc(1, sizeof *in);
+            char *label = calloc(1, 96);
             assert_non_null(in);
-            in->sup = s;
+            assert_non_null(label);
             in->spec = &t->workers[i];
             in->index = j;
-            snprintf(in->label, sizeof in->label, "%s[%u]", t->workers[i].name, j);
-            snprintf(in->idx, sizeof in->idx, "%u", j);
+            snprintf(label, 96, "%s[%u]", t->workers[i].name, j);
+            in->label = label;
             in->state = HY_ST_RUNNING;
             in->pid = 1000 + (pid_t)k;
             in->last_code = -1;
-            ev_init(&in->timer, timer_cb);
-            ev_init(&in->stop_timer, timer_cb);
-            ev_init(&in->hb_timer, timer_cb);
+            in->retry_in_s = -1;
+            in->spawn_error = "";
             s->inst[k++] = in;
         }
-    s->relay.sup = s;
-    s->relay.loop = loop;
-    s->relay.topo = t;
     s->relay.up_state = HY_UP_CONNECTED;
     s->relay.up_probation = false;
     s->relay.up_since = 50.0;
     s->relay.up_down_since = 40.0;
     snprintf(s->relay.up.name, sizeof s->relay.up.name, "unix:%s/up.sock", base_dir);
-    s->relay.up.fd = -1;
     return s;
 }
 
-static void free_sup(hy_sup *s)
+static void free_sup(fake_sup *s)
 {
-    for (size_t i = 0; i < s->ninst; i++)
+    for (size_t i = 0; i < s->ninst; i++) {
+        free((char *)s->inst[i]->label);
         free(s->inst[i]);
+    }
     free(s->inst);
     free(s);
 }
 
+static hy_exit_reason reason_of(const char *r)
+{
+    for (int i = 0; i < HY_EXIT__COUNT; i++)
+        if (strcmp(hy_exit_reason_str((hy_exit_reason)i), r) == 0)
+            return (hy_exit_reason)i;
+    fail_msg("no exit reason '%s'", r);
+    return HY_EXIT_NONE;
+}
+
 /* An exit: as the supervisor records it. */
-static void exited(hy_instance *in, hy_state st, const char *reason, int code, int sig)
+static void exited(hy_inst_view *in, hy_state st, const char *reason, int code, int sig)
 {
     in->state = st;
     in->pid = 0;
-    snprintf(in->last_reason, sizeof in->last_reason, "%s", reason);
+    in->last_reason = reason_of(reason);
     in->last_code = code;
     in->last_signal = sig;
 }
 
+/* The snapshot the supervisor would take at `now`. */
+static hy_health eval_snapshot(const fake_sup *s, double now, char *out, size_t len)
+{
+    hy_snapshot snap = {.topo = s->topo, .ninst = s->ninst};
+    snap.inst = calloc(s->ninst, sizeof *snap.inst);
+    assert_non_null(snap.inst);
+    for (size_t i = 0; i < s->ninst; i++)
+        snap.inst[i] = *s->inst[i];
+    snap.up.name = s->relay.up.name;
+    snap.up.connected = s->relay.up_state == HY_UP_CONNECTED;
+    snap.up.ready = snap.up.connected && !s->relay.up_probation;
+    snap.up.down_for_s = now - s->relay.up_down_since;
+    hy_health h = hy_health_eval(&snap, out, len);
+    free(snap.inst);
+    return h;
+}
+
 static char reason[512];
 
-static hy_health eval(const hy_sup *s, double now)
+static hy_health eval(const fake_sup *s, double now)
 {
     memset(reason, 0x5a, sizeof reason);
-    hy_health h = hy_health_eval(s, now, reason, sizeof reason);
+    hy_health h = eval_snapshot(s, now, reason, sizeof reason);
     /* one line, NUL-terminated */
     assert_non_null(memchr(reason, '\0', sizeof reason));
     assert_null(strchr(reason, '\n'));
@@ -184,7 +218,7 @@ static void test_all_running(void **state)
 {
     (void)state;
     hy_topology *t = load_ok(embedded_doc);
-    hy_sup *s = make_sup(t);
+    fake_sup *s = make_sup(t);
     assert_int_equal(s->ninst, 3);
     assert_health(s, 100.0, HY_HEALTHY);
     /* embedded: the relay's upstream state means nothing */
@@ -209,8 +243,8 @@ static void test_degraded_states(void **state)
     hy_topology *t = load_ok(embedded_doc);
     static const hy_state states[] = {HY_ST_STARTING, HY_ST_BACKOFF, HY_ST_STOPPING};
     for (size_t i = 0; i < 3; i++) {
-        hy_sup *s = make_sup(t);
-        hy_instance *in = s->inst[1];
+        fake_sup *s = make_sup(t);
+        hy_inst_view *in = s->inst[1];
         if (states[i] == HY_ST_BACKOFF) {
             exited(in, HY_ST_BACKOFF, "exit", 3, 0);
             in->restarts = 2;
@@ -223,7 +257,7 @@ static void test_degraded_states(void **state)
         free_sup(s);
     }
     /* v[0] starting: named too */
-    hy_sup *s = make_sup(t);
+    fake_sup *s = make_sup(t);
     s->inst[2]->state = HY_ST_STARTING;
     assert_health(s, 100.0, HY_DEGRADED);
     assert_reason_has("v[0]");
@@ -236,7 +270,7 @@ static void test_signal_names(void **state)
 {
     (void)state;
     hy_topology *t = load_ok(embedded_doc);
-    hy_sup *s = make_sup(t);
+    fake_sup *s = make_sup(t);
     exited(s->inst[1], HY_ST_BACKOFF, "signal", -1, SIGSEGV);
     assert_health(s, 100.0, HY_DEGRADED);
     assert_reason_has("signal SEGV");
@@ -252,7 +286,7 @@ static void test_failed(void **state)
 {
     (void)state;
     hy_topology *t = load_ok(embedded_doc);
-    hy_sup *s = make_sup(t);
+    fake_sup *s = make_sup(t);
     exited(s->inst[1], HY_ST_FAILED, "exit", 3, 0);
     assert_health(s, 100.0, HY_UNHEALTHY);
     assert_reason_has("w[1]");
@@ -269,15 +303,14 @@ static void test_failed(void **state)
 
     /* failed with a retry_after pending: says when it is retried */
     s = make_sup(t);
-    hy_instance *v = s->inst[2];
+    hy_inst_view *v = s->inst[2];
     exited(v, HY_ST_FAILED, "exit", 3, 0);
-    ev_timer_set(&v->timer, 290.0, 0.0);
-    ev_timer_start(loop, &v->timer);
+    v->retry_in_s = 290.0; /* its retry_after timer: 290 s left */
     assert_health(s, ev_now(loop), HY_UNHEALTHY);
     assert_reason_has("v[0]");
     assert_reason_has("failed");
     assert_reason_has("retry in 4m");
-    ev_timer_stop(loop, &v->timer);
+    v->retry_in_s = -1;
     /* retry_after with its timer not running: still failed, still unhealthy */
     assert_health(s, 100.0, HY_UNHEALTHY);
     assert_reason_has("v[0] failed");
@@ -291,7 +324,7 @@ static void test_exited_and_stopped(void **state)
 {
     (void)state;
     hy_topology *t = load_ok(embedded_doc);
-    hy_sup *s = make_sup(t);
+    fake_sup *s = make_sup(t);
     /* w is restart: never */
     assert_int_equal(s->inst[0]->spec->policy.restart, HY_RESTART_NEVER);
     exited(s->inst[0], HY_ST_EXITED, "exit", 1, 0);
@@ -344,7 +377,7 @@ static void test_upstream(void **state)
     (void)state;
     hy_topology *t = load_ok(upstream_doc);
     assert_int_equal(t->reconnect_max_ms, 10000);
-    hy_sup *s = make_sup(t);
+    fake_sup *s = make_sup(t);
     s->relay.up_state = HY_UP_DOWN;
     s->relay.up_down_since = 100.0;
     assert_health(s, 100.0, HY_DEGRADED);
@@ -390,7 +423,7 @@ static void test_unhealthy_wins(void **state)
 {
     (void)state;
     hy_topology *t = load_ok(upstream_doc);
-    hy_sup *s = make_sup(t);
+    fake_sup *s = make_sup(t);
     s->inst[0]->state = HY_ST_STARTING;     /* degraded, first */
     exited(s->inst[1], HY_ST_FAILED, "exit", 2, 0); /* unhealthy, after it */
     assert_health(s, 100.0, HY_UNHEALTHY);
@@ -445,7 +478,7 @@ static void test_short_reason(void **state)
 {
     (void)state;
     hy_topology *t = load_ok(upstream_doc);
-    hy_sup *s = make_sup(t);
+    fake_sup *s = make_sup(t);
     char buf[16];
     for (int c = 0; c < 4; c++) {
         if (c == 1)
@@ -458,7 +491,7 @@ static void test_short_reason(void **state)
             s->relay.up_down_since = 0.0;
         }
         memset(buf, 'X', sizeof buf);
-        (void)hy_health_eval(s, 100.0, buf, 8);
+        (void)eval_snapshot(s, 100.0, buf, 8);
         assert_non_null(memchr(buf, '\0', 8));
         for (size_t i = 8; i < sizeof buf; i++)
             assert_int_equal(buf[i], 'X');

@@ -1,6 +1,7 @@
 /* test_reload.c - what a reload may change (hypha/reload.h, docs/control.md
- * "Reload"): worker definitions compared key by key, and the top-level keys a
- * running hyphad refuses to change. Topologies are loaded from buffers
+ * "Reload"): worker definitions compared key by key, the top-level keys a
+ * running hyphad refuses to change, and the plan that says what becomes of
+ * each running instance. Topologies are loaded from buffers
  * against a temp directory holding the vectors' contracts files. */
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -453,6 +454,369 @@ static void test_check_names_echo(void **state)
     hy_topology_free(cur);
 }
 
+/* ---- hy_reload_plan_make ------------------------------------------------ */
+
+/* calloc fails at the n-th call from now (0: never): --wrap=calloc for this
+ * test only, to check the plan's out-of-memory path. */
+static unsigned calloc_fail_at;
+void *__real_calloc(size_t n, size_t sz);
+void *__wrap_calloc(size_t n, size_t sz);
+void *__wrap_calloc(size_t n, size_t sz)
+{
+    if (calloc_fail_at && --calloc_fail_at == 0)
+        return NULL;
+    return __real_calloc(n, sz);
+}
+
+#define MAX_INST 32
+
+/* A document of workers: each entry "name" or "name:N" (N instances) or
+ * "name!" (another command), in this order. */
+static hy_topology *load_workers(const char *const *ws, size_t n)
+{
+    char doc[4096];
+    size_t k = (size_t)snprintf(doc, sizeof doc, "%sworkers:%s\n", WHDR, n ? "" : " {}");
+    for (size_t i = 0; i < n; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "%s", ws[i]);
+        unsigned inst = 1;
+        bool other = false;
+        char *c = strchr(name, ':');
+        if (c) {
+            inst = (unsigned)atoi(c + 1);
+            *c = '\0';
+        }
+        if ((c = strchr(name, '!'))) {
+            other = true;
+            *c = '\0';
+        }
+        k += (size_t)snprintf(doc + k, sizeof doc - k, "  %s:\n    command: [/bin/true, %s]\n    instances: %u\n", name,
+                              other ? "other" : "same", inst);
+    }
+    assert_true(k < sizeof doc);
+    return load_ok(doc);
+}
+#define LOAD(...) load_workers((const char *const[]){__VA_ARGS__}, N_ELEMS(((const char *const[]){__VA_ARGS__})))
+
+/* One running instance per index of every worker of t, in file order. */
+static size_t instances_of(const hy_topology *t, hy_reload_inst *cur, size_t n)
+{
+    for (size_t i = 0; i < t->nworkers; i++)
+        for (unsigned j = 0; j < t->workers[i].instances; j++) {
+            assert_true(n < MAX_INST);
+            cur[n++] = (hy_reload_inst){&t->workers[i], j, false, false};
+        }
+    return n;
+}
+
+static hy_reload_plan plan_ok(const hy_topology *old, const hy_topology *next, const hy_reload_inst *cur, size_t ncur)
+{
+    hy_reload_plan plan;
+    hy_err err = {{0}};
+    if (hy_reload_plan_make(old, next, cur, ncur, &plan, &err) != 0)
+        fail_msg("plan failed: %s", err.msg);
+    return plan;
+}
+
+/* names[0..n) are exactly the NULL-terminated `want`, in that order. */
+static void names_are(const char *what, const char **names, size_t n, const char *const *want)
+{
+    size_t w = 0;
+    while (want[w])
+        w++;
+    if (n != w)
+        fail_msg("%s: %zu names, expected %zu", what, n, w);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(names[i], want[i]) != 0)
+            fail_msg("%s[%zu]: %s, expected %s", what, i, names[i], want[i]);
+}
+#define NAMES(what, arr, n, ...) names_are(what, arr, n, (const char *const[]){__VA_ARGS__, NULL})
+#define NO_NAMES(what, arr, n) names_are(what, arr, n, (const char *const[]){NULL})
+
+static void fresh_is(const hy_reload_fresh *f, const hy_topology *next, const char *name, unsigned index, bool start)
+{
+    assert_ptr_equal(f->spec, hy_topology_find_worker(next, name));
+    assert_int_equal(f->index, index);
+    assert_int_equal(f->start, start);
+}
+
+/* Same definitions, from another load: every instance kept, rebound to the
+ * new topology's spec; nothing made. */
+static void test_plan_unchanged(void **state)
+{
+    (void)state;
+    hy_topology *old = LOAD("a:2", "b");
+    hy_topology *next = LOAD("a:2", "b");
+    hy_reload_inst cur[MAX_INST];
+    size_t n = instances_of(old, cur, 0);
+    hy_reload_plan plan = plan_ok(old, next, cur, n);
+    assert_int_equal(n, 3);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(plan.action[i], HY_RELOAD_KEEP);
+        assert_ptr_equal(plan.new_spec[i], hy_topology_find_worker(next, cur[i].spec->name));
+        assert_ptr_not_equal(plan.new_spec[i], cur[i].spec);
+    }
+    assert_int_equal(plan.nfresh, 0);
+    NAMES("unchanged", plan.unchanged, plan.nunchanged, "a", "b");
+    NO_NAMES("started", plan.started, plan.nstarted);
+    NO_NAMES("stopped", plan.stopped, plan.nstopped);
+    NO_NAMES("restarted", plan.restarted, plan.nrestarted);
+    hy_reload_plan_free(&plan);
+    hy_topology_free(next);
+    hy_topology_free(old);
+}
+
+/* A changed definition: the old instances retire, fresh ones are made. */
+static void test_plan_changed(void **state)
+{
+    (void)state;
+    hy_topology *old = LOAD("a", "b:2");
+    hy_topology *next = LOAD("a", "b!:2");
+    hy_reload_inst cur[MAX_INST];
+    size_t n = instances_of(old, cur, 0);
+    hy_reload_plan plan = plan_ok(old, next, cur, n);
+    assert_int_equal(plan.action[0], HY_RELOAD_KEEP);
+    for (size_t i = 1; i < 3; i++) {
+        assert_int_equal(plan.action[i], HY_RELOAD_RETIRE);
+        assert_null(plan.new_spec[i]);
+    }
+    assert_int_equal(plan.nfresh, 2);
+    fresh_is(&plan.fresh[0], next, "b", 0, true);
+    fresh_is(&plan.fresh[1], next, "b", 1, true);
+    NAMES("restarted", plan.restarted, plan.nrestarted, "b");
+    NAMES("unchanged", plan.unchanged, plan.nunchanged, "a");
+    NO_NAMES("started", plan.started, plan.nstarted);
+    NO_NAMES("stopped", plan.stopped, plan.nstopped);
+    hy_reload_plan_free(&plan);
+    hy_topology_free(next);
+    hy_topology_free(old);
+}
+
+/* A removed worker: its instances retire, its name is among the stopped
+ * (pointing into the old topology). */
+static void test_plan_removed(void **state)
+{
+    (void)state;
+    hy_topology *old = LOAD("a:2", "b");
+    hy_topology *next = LOAD("b");
+    hy_reload_inst cur[MAX_INST];
+    size_t n = instances_of(old, cur, 0);
+    hy_reload_plan plan = plan_ok(old, next, cur, n);
+    assert_int_equal(plan.action[0], HY_RELOAD_RETIRE);
+    assert_int_equal(plan.action[1], HY_RELOAD_RETIRE);
+    assert_int_equal(plan.action[2], HY_RELOAD_KEEP);
+    assert_null(plan.new_spec[0]);
+    assert_int_equal(plan.nfresh, 0);
+    NAMES("stopped", plan.stopped, plan.nstopped, "a");
+    assert_ptr_equal(plan.stopped[0], old->workers[0].name);
+    NAMES("unchanged", plan.unchanged, plan.nunchanged, "b");
+    NO_NAMES("started", plan.started, plan.nstarted);
+    hy_reload_plan_free(&plan);
+
+    /* every worker removed */
+    hy_topology *none = load_workers(NULL, 0);
+    plan = plan_ok(old, none, cur, n);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(plan.action[i], HY_RELOAD_RETIRE);
+    NAMES("stopped", plan.stopped, plan.nstopped, "a", "b");
+    hy_reload_plan_free(&plan);
+    hy_topology_free(none);
+    hy_topology_free(next);
+    hy_topology_free(old);
+}
+
+/* An added worker: fresh instances, started; its name among the started. */
+static void test_plan_added(void **state)
+{
+    (void)state;
+    hy_topology *old = LOAD("a");
+    hy_topology *next = LOAD("a", "c:2");
+    hy_reload_inst cur[MAX_INST];
+    size_t n = instances_of(old, cur, 0);
+    hy_reload_plan plan = plan_ok(old, next, cur, n);
+    assert_int_equal(plan.action[0], HY_RELOAD_KEEP);
+    assert_int_equal(plan.nfresh, 2);
+    fresh_is(&plan.fresh[0], next, "c", 0, true);
+    fresh_is(&plan.fresh[1], next, "c", 1, true);
+    NAMES("started", plan.started, plan.nstarted, "c");
+    assert_ptr_equal(plan.started[0], next->workers[1].name);
+    NAMES("unchanged", plan.unchanged, plan.nunchanged, "a");
+    hy_reload_plan_free(&plan);
+
+    /* from nothing at all */
+    hy_topology *none = load_workers(NULL, 0);
+    plan = plan_ok(none, next, NULL, 0);
+    assert_int_equal(plan.nfresh, 3);
+    NAMES("started", plan.started, plan.nstarted, "a", "c");
+    hy_reload_plan_free(&plan);
+    /* and nothing to nothing: an empty plan */
+    plan = plan_ok(none, none, NULL, 0);
+    assert_int_equal(plan.nfresh + plan.nstarted + plan.nstopped + plan.nrestarted + plan.nunchanged, 0);
+    hy_reload_plan_free(&plan);
+    hy_topology_free(none);
+    hy_topology_free(next);
+    hy_topology_free(old);
+}
+
+/* instances: 2 -> 3 or 2 -> 1 is a changed definition: all retire, the new
+ * count is made. */
+static void test_plan_instances_count(void **state)
+{
+    (void)state;
+    static const unsigned counts[] = {3, 1};
+    hy_topology *old = LOAD("a:2");
+    hy_reload_inst cur[MAX_INST];
+    size_t n = instances_of(old, cur, 0);
+    for (size_t c = 0; c < N_ELEMS(counts); c++) {
+        char w[16];
+        snprintf(w, sizeof w, "a:%u", counts[c]);
+        hy_topology *next = LOAD(w);
+        hy_reload_plan plan = plan_ok(old, next, cur, n);
+        assert_int_equal(plan.action[0], HY_RELOAD_RETIRE);
+        assert_int_equal(plan.action[1], HY_RELOAD_RETIRE);
+        assert_int_equal(plan.nfresh, counts[c]);
+        for (unsigned j = 0; j < counts[c]; j++)
+            fresh_is(&plan.fresh[j], next, "a", j, true);
+        NAMES("restarted", plan.restarted, plan.nrestarted, "a");
+        hy_reload_plan_free(&plan);
+        hy_topology_free(next);
+    }
+    hy_topology_free(old);
+}
+
+/* A changed worker whose instance an operator had stopped: the new instance
+ * of that index stays stopped; a retiring twin, or an instance of an older
+ * topology, does not count. */
+static void test_plan_operator_stopped(void **state)
+{
+    (void)state;
+    hy_topology *older = LOAD("a:3");
+    hy_topology *old = LOAD("a!:3");
+    hy_topology *next = LOAD("a:3");
+    hy_reload_inst cur[MAX_INST];
+    /* first in the list, so that they would be found first: */
+    /* still retiring from the reload before, stopped: not a predecessor */
+    cur[0] = (hy_reload_inst){&older->workers[0], 2, true, true};
+    /* of an older topology, not retiring (cannot happen today): not one either */
+    cur[1] = (hy_reload_inst){&older->workers[0], 0, false, true};
+    /* retiring, of `old` (cannot happen today), running: not one either */
+    cur[2] = (hy_reload_inst){&old->workers[0], 1, true, false};
+    size_t n = instances_of(old, cur, 3);
+    cur[4].operator_stopped = true; /* a, index 1 */
+    hy_reload_plan plan = plan_ok(old, next, cur, n);
+    assert_int_equal(plan.nfresh, 3);
+    fresh_is(&plan.fresh[0], next, "a", 0, true);
+    fresh_is(&plan.fresh[1], next, "a", 1, false);
+    fresh_is(&plan.fresh[2], next, "a", 2, true);
+    assert_int_equal(plan.action[0], HY_RELOAD_LEAVE);
+    assert_int_equal(plan.action[1], HY_RELOAD_LEAVE);
+    assert_int_equal(plan.action[2], HY_RELOAD_LEAVE);
+    assert_int_equal(plan.action[4], HY_RELOAD_RETIRE); /* retired all the same */
+    hy_reload_plan_free(&plan);
+
+    /* unchanged: an operator-stopped instance is simply kept, as it is */
+    hy_topology *same = LOAD("a!:3");
+    plan = plan_ok(old, same, cur, n);
+    assert_int_equal(plan.nfresh, 0);
+    assert_int_equal(plan.action[4], HY_RELOAD_KEEP);
+    hy_reload_plan_free(&plan);
+    hy_topology_free(same);
+    hy_topology_free(next);
+    hy_topology_free(old);
+    hy_topology_free(older);
+}
+
+/* Instances already retiring are left alone, whatever the new topology says. */
+static void test_plan_retiring_left_alone(void **state)
+{
+    (void)state;
+    hy_topology *older = LOAD("a", "b");
+    hy_topology *old = LOAD("a", "b!");
+    hy_topology *next = LOAD("a");
+    hy_reload_inst cur[MAX_INST];
+    size_t n = instances_of(old, cur, 0);
+    cur[n++] = (hy_reload_inst){&older->workers[1], 0, true, false}; /* b, retiring from before */
+    cur[n++] = (hy_reload_inst){&old->workers[0], 0, true, false};   /* a of old, retiring all the same */
+    hy_reload_plan plan = plan_ok(old, next, cur, n);
+    assert_int_equal(plan.action[0], HY_RELOAD_KEEP);
+    assert_int_equal(plan.action[1], HY_RELOAD_RETIRE);
+    assert_int_equal(plan.action[2], HY_RELOAD_LEAVE);
+    assert_int_equal(plan.action[3], HY_RELOAD_LEAVE);
+    assert_null(plan.new_spec[2]);
+    assert_null(plan.new_spec[3]);
+    hy_reload_plan_free(&plan);
+    hy_topology_free(next);
+    hy_topology_free(old);
+    hy_topology_free(older);
+}
+
+/* Names and fresh instances in file order: stopped, unchanged and restarted
+ * in the old file's order, started and fresh in the new one's. */
+static void test_plan_file_order(void **state)
+{
+    (void)state;
+    hy_topology *old = LOAD("d", "c", "b", "a", "e", "h");
+    hy_topology *next = LOAD("f", "h!", "a", "c!", "g", "b");
+    hy_reload_inst cur[MAX_INST];
+    size_t n = instances_of(old, cur, 0);
+    hy_reload_plan plan = plan_ok(old, next, cur, n);
+    NAMES("stopped", plan.stopped, plan.nstopped, "d", "e");
+    NAMES("unchanged", plan.unchanged, plan.nunchanged, "b", "a");
+    NAMES("restarted", plan.restarted, plan.nrestarted, "c", "h");
+    NAMES("started", plan.started, plan.nstarted, "f", "g");
+    static const char *const fresh[] = {"f", "h", "c", "g"};
+    assert_int_equal(plan.nfresh, N_ELEMS(fresh));
+    for (size_t i = 0; i < N_ELEMS(fresh); i++)
+        fresh_is(&plan.fresh[i], next, fresh[i], 0, true);
+    static const hy_reload_action want[] = {HY_RELOAD_RETIRE, HY_RELOAD_RETIRE, HY_RELOAD_KEEP,
+                                            HY_RELOAD_KEEP,   HY_RELOAD_RETIRE, HY_RELOAD_RETIRE};
+    assert_int_equal(n, N_ELEMS(want));
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(plan.action[i], want[i]);
+    hy_reload_plan_free(&plan);
+    hy_topology_free(next);
+    hy_topology_free(old);
+}
+
+static bool plan_is_empty(const hy_reload_plan *p)
+{
+    return !p->action && !p->new_spec && !p->fresh && !p->started && !p->stopped && !p->restarted &&
+           !p->unchanged && !p->nfresh && !p->nstarted && !p->nstopped && !p->nrestarted && !p->nunchanged;
+}
+
+/* Out of memory at each allocation in turn: -1, a message, an empty plan
+ * (and nothing leaked: the sanitizer build checks that). */
+static void test_plan_out_of_memory(void **state)
+{
+    (void)state;
+    hy_topology *old = LOAD("a:2", "b", "d");
+    hy_topology *next = LOAD("a:2", "b!", "c");
+    hy_reload_inst cur[MAX_INST];
+    size_t n = instances_of(old, cur, 0);
+    unsigned failed = 0;
+    for (unsigned k = 1; k < 100; k++) {
+        hy_reload_plan plan;
+        hy_err err = {{0}};
+        calloc_fail_at = k;
+        int rc = hy_reload_plan_make(old, next, cur, n, &plan, &err);
+        bool hit = calloc_fail_at == 0;
+        calloc_fail_at = 0;
+        if (!hit) {
+            assert_int_equal(rc, 0);
+            hy_reload_plan_free(&plan);
+            break;
+        }
+        assert_int_equal(rc, -1);
+        assert_non_null(strstr(err.msg, "out of memory"));
+        assert_true(plan_is_empty(&plan));
+        hy_reload_plan_free(&plan); /* harmless on an empty plan */
+        failed++;
+    }
+    assert_int_equal(failed, 7); /* every array of the plan */
+    hy_topology_free(next);
+    hy_topology_free(old);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -464,6 +828,15 @@ int main(void)
         cmocka_unit_test(test_check_allowed),
         cmocka_unit_test(test_check_refused),
         cmocka_unit_test(test_check_names_echo),
+        cmocka_unit_test(test_plan_unchanged),
+        cmocka_unit_test(test_plan_changed),
+        cmocka_unit_test(test_plan_removed),
+        cmocka_unit_test(test_plan_added),
+        cmocka_unit_test(test_plan_instances_count),
+        cmocka_unit_test(test_plan_operator_stopped),
+        cmocka_unit_test(test_plan_retiring_left_alone),
+        cmocka_unit_test(test_plan_file_order),
+        cmocka_unit_test(test_plan_out_of_memory),
     };
     return cmocka_run_group_tests_name("reload", tests, setup, teardown);
 }

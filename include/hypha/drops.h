@@ -1,0 +1,52 @@
+/* drops.h - why a frame was not routed or not delivered, counted in one
+ * struct with one text form and one log rule.
+ *
+ * Every place that gives up on a frame counts it here, so "every frame is
+ * delivered or counted with a reason" has one home. A counter logs at its
+ * 1st, 10th, 100th ... drop (a flood stays readable), and the rule holds
+ * when one push drops several frames at once.
+ */
+#ifndef HYPHA_DROPS_H
+#define HYPHA_DROPS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum hy_drop {
+    HY_DROP_UNKNOWN_TYPE,  /* type id not in the contracts */
+    HY_DROP_WRONG_SIZE,    /* payload size differs from the message's */
+    HY_DROP_NOT_ALLOWED,   /* type not in the worker's `publish` list */
+    HY_DROP_NOT_RUNNING,   /* for a subscriber that was not running */
+    HY_DROP_EXITED,        /* queued for a worker that exited first */
+    HY_DROP_NO_MEMORY,     /* its queue could not grow */
+    HY_DROP_QUEUE_OLDEST,  /* queue.limit reached, drop-oldest */
+    HY_DROP_QUEUE_NEWEST,  /* queue.limit reached, drop-newest */
+    HY_DROP__COUNT,
+} hy_drop;
+
+/* "unknown-type", ..., "queue-full-oldest", "queue-full-newest". */
+const char *hy_drop_str(hy_drop d);
+
+/* One counter per reason, and who they belong to (for the log line). */
+typedef struct hy_drops {
+    uint64_t n[HY_DROP__COUNT];
+    const char *component;       /* "router" for workers, "relay" for peers */
+    const char *k1, *v1, *k2, *v2; /* identity keys: worker/instance, or from */
+} hy_drops;
+
+void hy_drops_init(hy_drops *d, const char *component, const char *k1, const char *v1, const char *k2,
+                   const char *v2);
+/* Count n drops of `type_id` for `why`, logging "frame dropped" at the 1st,
+ * 10th, 100th ... (queue-full reasons are logged by the queue's owner). */
+void hy_drops_add(hy_drops *d, hy_drop why, uint16_t type_id, uint64_t n);
+uint64_t hy_drops_total(const hy_drops *d);
+/* "reason=N" for each non-zero counter, joined by `sep` (",": the log's
+ * counters line; " ": status notes); "none" when all are zero. Returns out. */
+const char *hy_drops_format(const hy_drops *d, const char *sep, char *out, size_t len);
+
+/* True when a counter going from `before` to `after` passed a power of ten
+ * (1, 10, 100 ...): the shared "log at the 1st, 10th, 100th" rule. */
+bool hy_log_mark(uint64_t before, uint64_t after);
+
+#endif

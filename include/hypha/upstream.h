@@ -1,0 +1,65 @@
+/* upstream.h - hyphad's one connection to the Mycelium bus.
+ *
+ * Connect (every address tried, net.c), send the digest handshake, hold
+ * frames back for a short probation (a bus that refuses the digest closes
+ * in that time, and then no frame was written to it), then write the queue
+ * (its sink) and read the bus's frames into the bus. A lost connection
+ * keeps what is queued (a partly written frame goes out again whole) and
+ * reconnects with backoff between reconnect.initial and reconnect.max.
+ */
+#ifndef HYPHA_UPSTREAM_H
+#define HYPHA_UPSTREAM_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "hypha/bus.h"
+#include "hypha/drops.h"
+#include "hypha/flow.h"
+#include "hypha/net.h"
+#include "hypha/sink.h"
+#include "hypha/tlv.h"
+#include "hypha/topology.h"
+
+#define HY_HANDSHAKE_LEN 34u /* u16 LE 32 | 32-byte schema digest */
+
+typedef enum hy_up_state { HY_UP_DOWN, HY_UP_CONNECTING, HY_UP_CONNECTED } hy_up_state;
+
+const char *hy_up_state_str(hy_up_state st);
+
+typedef struct hy_upstream {
+    struct ev_loop *loop;
+    const hy_topology *topo;     /* not owned */
+    hy_bus *bus;
+    hy_flow *flow;
+    uint64_t *rng;               /* jitter for the reconnect delay (the supervisor's) */
+    hy_connector conn;
+    int fd;                      /* -1 when down (owned) */
+    ev_io rw, ww;                /* ww: the handshake, while the socket is full */
+    ev_timer timer;              /* reconnect delay, or the probation */
+    hy_source src;
+    hy_sink sink;                /* frames for the bus; its fd is set after the probation */
+    hy_tlv_decoder dec;
+    hy_drops drops;              /* frames from the bus that failed the checks */
+    hy_origin origin;
+    uint8_t hs[HY_HANDSHAKE_LEN];
+    size_t hs_sent;
+    hy_up_state state;
+    bool probation;              /* connected, handshake sent, frames held back */
+    uint32_t failures;           /* consecutive failed attempts */
+    double since;                /* ev_now() at connect */
+    double down_since;           /* ev_now() when the bus was last lost (or hyphad started) */
+    uint64_t connects, disconnects;
+    uint64_t frames_in, bytes_in;
+    char name[160];              /* "unix:/path" or "tcp:host:port" */
+} hy_upstream;
+
+void hy_upstream_init(hy_upstream *u, struct ev_loop *loop, const hy_topology *t, hy_bus *bus, hy_flow *flow,
+                      uint64_t *rng);
+void hy_upstream_start(hy_upstream *u);
+void hy_upstream_free(hy_upstream *u);
+/* Connected and past the probation. */
+bool hy_upstream_ready(const hy_upstream *u);
+
+#endif

@@ -1,0 +1,80 @@
+/* drops.c - drop counters, their text form and their log rule (see
+ * hypha/drops.h). */
+#include "hypha/drops.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "hypha/log.h"
+
+const char *hy_drop_str(hy_drop d)
+{
+    switch (d) {
+    case HY_DROP_UNKNOWN_TYPE: return "unknown-type";
+    case HY_DROP_WRONG_SIZE: return "wrong-size";
+    case HY_DROP_NOT_ALLOWED: return "not-allowed";
+    case HY_DROP_NOT_RUNNING: return "not-running";
+    case HY_DROP_EXITED: return "worker-exited";
+    case HY_DROP_NO_MEMORY: return "out-of-memory";
+    case HY_DROP_QUEUE_OLDEST: return "queue-full-oldest";
+    case HY_DROP_QUEUE_NEWEST: return "queue-full-newest";
+    case HY_DROP__COUNT: break;
+    }
+    return "?";
+}
+
+bool hy_log_mark(uint64_t before, uint64_t after)
+{
+    uint64_t mark = 1;
+    while (mark <= before && mark <= UINT64_MAX / 10)
+        mark *= 10;
+    return after >= mark && before < mark;
+}
+
+void hy_drops_init(hy_drops *d, const char *component, const char *k1, const char *v1, const char *k2,
+                   const char *v2)
+{
+    memset(d, 0, sizeof *d);
+    d->component = component;
+    d->k1 = k1;
+    d->v1 = v1;
+    d->k2 = k2;
+    d->v2 = v2;
+}
+
+void hy_drops_add(hy_drops *d, hy_drop why, uint16_t type_id, uint64_t n)
+{
+    uint64_t before = d->n[why];
+    d->n[why] += n;
+    if (why == HY_DROP_QUEUE_OLDEST || why == HY_DROP_QUEUE_NEWEST || !hy_log_mark(before, d->n[why]))
+        return;
+    const char *reason = hy_drop_str(why);
+    if (d->k2)
+        hy_log(HY_WARN, d->component, "frame dropped", d->k1, d->v1, d->k2, d->v2, "reason", reason, "type",
+               HY_U64(type_id), "total", HY_U64(d->n[why]), NULL);
+    else
+        hy_log(HY_WARN, d->component, "frame dropped", d->k1, d->v1, "reason", reason, "type", HY_U64(type_id),
+               "total", HY_U64(d->n[why]), NULL);
+}
+
+uint64_t hy_drops_total(const hy_drops *d)
+{
+    uint64_t t = 0;
+    for (int i = 0; i < HY_DROP__COUNT; i++)
+        t += d->n[i];
+    return t;
+}
+
+const char *hy_drops_format(const hy_drops *d, const char *sep, char *out, size_t len)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (int i = 0; i < HY_DROP__COUNT && used < len; i++)
+        if (d->n[i])
+            used += (size_t)snprintf(out + used, len - used, "%s%s=%" PRIu64, used ? sep : "",
+                                     hy_drop_str((hy_drop)i), d->n[i]);
+    if (!used)
+        snprintf(out, len, "none");
+    return out;
+}

@@ -1,0 +1,34 @@
+/* inst.c - the few things every worker file does to an instance: signal
+ * its group, kill it for a reason, mark it ready (see instance.h). */
+#include <errno.h>
+#include <signal.h>
+
+#include "hypha/log.h"
+#include "instance.h"
+
+#define COMP "supervisor"
+
+void hy_inst_kill_group(hy_instance *in, int sig)
+{
+    if (in->pid > 0 && kill(-in->pid, sig) < 0 && errno == ESRCH)
+        (void)kill(in->pid, sig); /* group already gone; the leader may not be */
+}
+
+void hy_inst_kill_for(hy_instance *in, hy_exit_reason why)
+{
+    if (in->kill_reason != HY_EXIT_NONE)
+        return;
+    in->kill_reason = why;
+    hy_inst_kill_group(in, SIGKILL);
+}
+
+void hy_inst_ready(hy_instance *in, const char *by)
+{
+    if (in->state != HY_ST_STARTING)
+        return;
+    ev_timer_stop(in->sup->loop, &in->timer);
+    in->state = HY_ST_RUNNING;
+    hy_log(HY_INFO, COMP, "ready", "worker", in->spec->name, "instance", in->idx, "pid", HY_I64(in->pid), "by", by,
+           NULL);
+    hy_sup_changed(in->sup);
+}

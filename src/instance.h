@@ -1,0 +1,151 @@
+/* instance.h - the supervisor's private records: one worker instance, and
+ * the supervisor that holds them. Shared by the worker files (sup.c,
+ * worker.c, wio.c, wproto.c, inst.c) and nothing else: observers read a
+ * snapshot (hypha/view.h), operators go through hypha/supervisor.h.
+ *
+ * Who owns what: sup.c allocates instances (each alone, so watchers never
+ * move) and frees them; worker.c owns the process and its timers; wio.c
+ * owns the pipes' fds and watchers; the instance's sink, source and
+ * subscriber are registered with the relay for as long as it exists.
+ */
+#ifndef HYPHA_INSTANCE_H
+#define HYPHA_INSTANCE_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "hypha/backoff.h"
+#include "hypha/bus.h"
+#include "hypha/drops.h"
+#include "hypha/exitplan.h"
+#include "hypha/relay.h"
+#include "hypha/route.h"
+#include "hypha/sink.h"
+#include "hypha/supervisor.h"
+#include "hypha/tail.h"
+#include "hypha/tlv.h"
+#include "hypha/topology.h"
+#include "hypha/view.h"
+#include "hypha/warden.h"
+
+#define HY_ERRLINE_MAX 4096 /* worker stderr lines are cut past this */
+
+struct hy_instance {
+    hy_sup *sup;
+    const hy_worker_spec *spec;  /* owned by a topology the supervisor keeps */
+    unsigned index;
+    char name[72];               /* the worker's name (a copy: specs change on reload) */
+    char label[96];              /* "risk[1]" */
+    char idx[12];                /* "1" */
+    hy_state state;
+    pid_t pid;                   /* 0: no process */
+    char **envp;                 /* owned */
+    /* the pipes (wio.c) */
+    int out_fd, err_fd, status_fd; /* -1 when closed; stdin's fd is in.fd */
+    ev_io out_w, err_w, status_w;
+    hy_tlv_decoder dec;
+    char errline[HY_ERRLINE_MAX];
+    size_t errlen, errcut;
+    hy_source src;               /* its stdout, as flow.c sees it */
+    hy_sink in;                  /* frames for its stdin */
+    hy_sub sub;                  /* what it receives */
+    hy_origin origin;
+    hy_pubcheck check;           /* the outbound checks' cache */
+    hy_drops drops;
+    uint64_t frames_out, bytes_out, protocol_errors;
+    /* the process's life (worker.c) */
+    ev_timer timer;              /* start_timeout, backoff or retry_after */
+    ev_timer stop_timer;         /* stop escalation */
+    ev_timer hb_timer;           /* heartbeat watchdog (heartbeat.timeout > 0) */
+    int stop_stage;              /* 0 none, 1 EOF sent, 2 signalled, 3 SIGKILLed */
+    bool start_after_stop;       /* restart: start again once stopped */
+    double started_at;           /* ev_now() at spawn */
+    double last_heartbeat;       /* ev_now() of its last heartbeat (or spawn) */
+    double last_exit_at;         /* ev_now() of the last exit, 0 before any */
+    uint32_t n;                  /* backoff exponent */
+    uint32_t restarts;           /* spawns after the first */
+    hy_giveup giveup;
+    bool retrying;               /* a retry_after attempt from failed */
+    hy_exit_reason kill_reason;  /* set when hyphad killed it: protocol, heartbeat, schema */
+    char spawn_error[192];       /* set when exec or a step before it failed */
+    hy_exit_reason last_reason;
+    int last_code;               /* exit status, or -1 */
+    int last_signal;             /* terminating signal, or 0 */
+    /* the table's (sup.c) */
+    bool ever_started;           /* spawned at least once (systemd readiness) */
+    bool retiring;               /* removed or changed by a reload: freed once stopped */
+    bool pending;                /* made by a reload: starts once its predecessor is gone */
+    hy_tail tail;                /* recent stderr lines */
+};
+
+struct hy_sup {
+    struct ev_loop *loop;
+    const hy_topology *topo;     /* the current one (the daemon's) */
+    hy_instance **inst;          /* owned, each allocated alone */
+    size_t ninst;
+    struct hy_topology **retired; /* replaced by a reload, still used by retiring instances (owned) */
+    size_t nretired;
+    ev_timer gc_w;               /* frees retired instances outside any iteration */
+    ev_timer start_w;            /* starts instances in batches */
+    size_t next_start;
+    double started_at;
+    uint64_t line_seq;           /* stderr lines kept so far (hy_tail_line.seq) */
+    hy_sup_observers obs;
+    ev_child child_w;
+    hy_warden warden;
+    uint64_t rng;
+    bool shutting_down;
+    void (*on_all_stopped)(hy_sup *);
+    hy_relay relay;
+};
+
+static inline void hy_sup_changed(hy_sup *s)
+{
+    if (s->obs.on_change)
+        s->obs.on_change(s->obs.ud);
+}
+
+/* ---- inst.c: the primitives every worker file uses ------------------------- */
+
+/* Signal its process group (or the leader, if the group is gone). */
+void hy_inst_kill_group(hy_instance *in, int sig);
+/* hyphad kills it for a reason of its own (once: the first reason stands). */
+void hy_inst_kill_for(hy_instance *in, hy_exit_reason why);
+/* starting -> running, `by` a ready frame or start_timeout. */
+void hy_inst_ready(hy_instance *in, const char *by);
+
+/* ---- wio.c: the pipes ----------------------------------------------------- */
+
+void hy_wio_init(hy_instance *in);
+/* A spawned process's pipes: stdin (into the sink), stdout, stderr, status. */
+void hy_wio_attach(hy_instance *in, int in_fd, int out_fd, int err_fd, int status_fd);
+/* The process is gone: learn a failed exec, read what is left, close all. */
+void hy_wio_detach(hy_instance *in);
+/* Stop: stdin EOF (what is queued for it is dropped as worker-exited). */
+void hy_wio_close_stdin(hy_instance *in);
+void hy_wio_free(hy_instance *in);
+
+/* ---- wproto.c: control frames ------------------------------------------ */
+
+/* A control frame from the worker (hello, ready, heartbeat, subscribe...). */
+void hy_wproto_on_frame(hy_instance *in, const hy_frame *f);
+/* `shutdown` written straight to its stdin, best effort, before EOF. */
+void hy_wproto_send_shutdown(hy_instance *in);
+
+/* ---- worker.c: one process's life ----------------------------------------- */
+
+void hy_worker_init(hy_instance *in);
+/* Its environment and give-up window. -1 on ENOMEM. */
+int hy_worker_prepare(hy_instance *in);
+void hy_worker_spawn(hy_instance *in);
+/* SIGCHLD for its pid (wstatus from waitpid). */
+void hy_worker_exited(hy_instance *in, int wstatus);
+/* Graceful stop: shutdown, EOF, the stop signal, SIGKILL after grace. */
+void hy_worker_stop(hy_instance *in);
+/* An operator's start is a fresh story: no backoff, no give-up count. */
+void hy_worker_clear_failures(hy_instance *in);
+void hy_worker_free(hy_instance *in);
+
+#endif

@@ -1,0 +1,235 @@
+/* sink.c - destination queues and their one flush per loop iteration
+ * (see hypha/sink.h). */
+#include "hypha/sink.h"
+
+#include <errno.h>
+#include <stdint.h>
+
+#include "hypha/log.h"
+#include "hypha/net.h"
+#include "hypha/tlv.h"
+
+static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    hy_sink_flush(w->data);
+}
+
+void hy_sink_init(hy_sink *s, hy_sinks *set, hy_flow *flow, hy_sink_role role, uint64_t limit, hy_overflow policy,
+                  hy_drops *drops)
+{
+    hy_outq_init(&s->q);
+    s->fd = -1;
+    s->is_socket = false;
+    s->role = role;
+    s->limit = limit;
+    s->policy = policy;
+    s->over = false;
+    s->dirty = false;
+    s->set = set;
+    s->flow = flow;
+    s->own = NULL;
+    s->drops = drops;
+    s->frames = s->bytes = 0;
+    s->on_error = NULL;
+    s->on_over = NULL;
+    s->owner = NULL;
+    s->next_dirty = NULL;
+    ev_io_init(&s->ww, write_cb, -1, EV_WRITE);
+    s->ww.data = s;
+}
+
+static void unlist(hy_sink *s)
+{
+    if (!s->dirty)
+        return;
+    for (hy_sink **pp = &s->set->dirty; *pp; pp = &(*pp)->next_dirty)
+        if (*pp == s) {
+            *pp = s->next_dirty;
+            break;
+        }
+    s->dirty = false;
+}
+
+/* Over or back under its limit: the sources that feed it learn it. */
+static void set_over(hy_sink *s, bool over)
+{
+    if (s->over == over)
+        return;
+    s->over = over;
+    if (s->on_over) {
+        s->on_over(s, over);
+        return;
+    }
+    if (s->own)
+        hy_flow_set_always(s->flow, s->own, over);
+    hy_flow_block(s->flow, over);
+}
+
+void hy_sink_free(hy_sink *s)
+{
+    if (s->set) {
+        ev_io_stop(s->set->loop, &s->ww);
+        unlist(s);
+    }
+    if (s->over && s->role == HY_SINK_WORKER)
+        set_over(s, false);
+    hy_outq_free(&s->q);
+}
+
+void hy_sink_set_fd(hy_sink *s, int fd, bool is_socket)
+{
+    ev_io_stop(s->set->loop, &s->ww);
+    s->fd = fd;
+    s->is_socket = is_socket;
+    if (fd >= 0)
+        ev_io_set(&s->ww, fd, EV_WRITE);
+}
+
+static void mark_dirty(hy_sink *s)
+{
+    if (s->dirty)
+        return;
+    s->dirty = true;
+    s->next_dirty = s->set->dirty;
+    s->set->dirty = s;
+}
+
+static void accepted(hy_sink *s, size_t len, size_t frames)
+{
+    s->frames += frames;
+    s->bytes += len - frames * HY_TLV_HEADER;
+    mark_dirty(s);
+}
+
+/* Logged at the 1st, 10th, 100th ... frame the queue dropped. */
+static void count_queue_full(hy_sink *s, uint64_t oldest, uint64_t newest)
+{
+    hy_drops *d = s->drops;
+    uint64_t before = d->n[HY_DROP_QUEUE_OLDEST] + d->n[HY_DROP_QUEUE_NEWEST];
+    d->n[HY_DROP_QUEUE_OLDEST] += oldest;
+    d->n[HY_DROP_QUEUE_NEWEST] += newest;
+    if (!hy_log_mark(before, before + oldest + newest))
+        return;
+    hy_log(HY_WARN, "router", "queue full: frames dropped", d->k1, d->v1, d->k2, d->v2, "policy",
+           hy_overflow_str(s->policy), "dropped_oldest", HY_U64(d->n[HY_DROP_QUEUE_OLDEST]), "dropped_newest",
+           HY_U64(d->n[HY_DROP_QUEUE_NEWEST]), NULL);
+}
+
+/* One frame into a worker's queue under its overflow policy. */
+static void push_one(hy_sink *s, const uint8_t *frame, size_t len, uint16_t type_id)
+{
+    uint64_t oldest = s->q.dropped_oldest, newest = s->q.dropped_newest;
+    hy_outq_result r = hy_outq_push(&s->q, frame, len, s->limit, s->policy);
+    if (s->q.dropped_oldest != oldest || s->q.dropped_newest != newest)
+        count_queue_full(s, s->q.dropped_oldest - oldest, s->q.dropped_newest - newest);
+    if (r == HY_OUTQ_NOMEM) {
+        hy_drops_add(s->drops, HY_DROP_NO_MEMORY, type_id, 1);
+        return;
+    }
+    if (r == HY_OUTQ_DROPPED)
+        return;
+    accepted(s, len, 1);
+    if (r == HY_OUTQ_OVER)
+        set_over(s, true);
+}
+
+static void push_worker(hy_sink *s, const uint8_t *data, size_t len, size_t frames, uint16_t type_id)
+{
+    if (s->fd < 0) {
+        hy_drops_add(s->drops, HY_DROP_NOT_RUNNING, type_id, frames);
+        return;
+    }
+    if (frames == 1) {
+        push_one(s, data, len, type_id);
+        return;
+    }
+    if (hy_outq_bytes(&s->q) + len > s->limit) {
+        /* Near the limit the policy decides frame by frame. */
+        for (size_t off = 0; off < len;) {
+            hy_frame f;
+            long n = hy_tlv_parse(data + off, len - off, UINT32_MAX, &f);
+            if (n <= 0)
+                break; /* whole frames only: cannot happen */
+            push_one(s, data + off, (size_t)n, f.type);
+            off += (size_t)n;
+        }
+        return;
+    }
+    if (hy_outq_push(&s->q, data, len, UINT64_MAX, HY_OVERFLOW_BLOCK) == HY_OUTQ_NOMEM) {
+        hy_drops_add(s->drops, HY_DROP_NO_MEMORY, type_id, frames);
+        return;
+    }
+    accepted(s, len, frames);
+}
+
+hy_outq_result hy_sink_push(hy_sink *s, const uint8_t *data, size_t len, size_t frames, uint16_t type_id)
+{
+    if (s->role == HY_SINK_WORKER) {
+        push_worker(s, data, len, frames, type_id);
+        return HY_OUTQ_QUEUED;
+    }
+    hy_outq_result r = hy_outq_push(&s->q, data, len, s->limit, HY_OVERFLOW_BLOCK);
+    if (r == HY_OUTQ_NOMEM && s->role == HY_SINK_UPSTREAM)
+        return r;
+    if (s->role == HY_SINK_CLIENT && (r == HY_OUTQ_OVER || r == HY_OUTQ_NOMEM)) {
+        s->on_error(s, 0, r == HY_OUTQ_OVER ? "too slow: its queue passed queue.limit" : "out of memory");
+        return r;
+    }
+    accepted(s, len, frames);
+    if (r == HY_OUTQ_OVER)
+        set_over(s, true);
+    return r;
+}
+
+void hy_sink_push_control(hy_sink *s, const uint8_t *frame, size_t len)
+{
+    if (s->fd < 0 || hy_outq_push(&s->q, frame, len, UINT64_MAX, HY_OVERFLOW_BLOCK) < 0)
+        return;
+    mark_dirty(s);
+}
+
+void hy_sink_clear(hy_sink *s, hy_drop why)
+{
+    size_t n = hy_outq_clear(&s->q);
+    if (n)
+        hy_drops_add(s->drops, why, 0, n);
+    ev_io_stop(s->set->loop, &s->ww);
+    set_over(s, false);
+}
+
+void hy_sink_flush(hy_sink *s)
+{
+    if (s->fd < 0 || hy_outq_pending(&s->q) == 0) {
+        ev_io_stop(s->set->loop, &s->ww);
+        if (s->fd >= 0 && s->role == HY_SINK_WORKER)
+            set_over(s, false);
+        return;
+    }
+    hy_net_wr r = hy_net_write_queue(s->fd, &s->q, s->is_socket);
+    if (r == HY_NET_WR_ERROR) {
+        if (s->on_error)
+            s->on_error(s, errno, NULL);
+        else
+            hy_sink_clear(s, HY_DROP_EXITED); /* EPIPE: it closed stdin; what is queued cannot be delivered */
+        return;
+    }
+    if (r == HY_NET_WR_AGAIN)
+        ev_io_start(s->set->loop, &s->ww);
+    else
+        ev_io_stop(s->set->loop, &s->ww);
+    if (s->over && hy_outq_bytes(&s->q) <= s->limit)
+        set_over(s, false); /* drained below the limit: sources may go on */
+}
+
+void hy_sinks_flush(hy_sinks *set)
+{
+    while (set->dirty) {
+        hy_sink *s = set->dirty;
+        set->dirty = s->next_dirty;
+        s->dirty = false;
+        s->next_dirty = NULL;
+        hy_sink_flush(s);
+    }
+}

@@ -1,0 +1,300 @@
+/* upstream.c - the bus connection (see hypha/upstream.h). */
+#define _GNU_SOURCE
+#include "hypha/upstream.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "hypha/backoff.h"
+#include "hypha/log.h"
+#include "hypha/route.h"
+
+#define COMP "relay"
+#define CONNECT_TIMEOUT_S 5.0
+#define PROBATION_S 0.25      /* after the handshake, before the first frame */
+#define READ_ROUNDS 16
+#define SNDBUF_MAX (4u << 20) /* kernel send buffer asked for the socket */
+
+const char *hy_up_state_str(hy_up_state st)
+{
+    switch (st) {
+    case HY_UP_DOWN: return "down";
+    case HY_UP_CONNECTING: return "connecting";
+    case HY_UP_CONNECTED: return "connected";
+    }
+    return "?";
+}
+
+bool hy_upstream_ready(const hy_upstream *u) { return u->state == HY_UP_CONNECTED && !u->probation; }
+
+static void connect_now(hy_upstream *u)
+{
+    u->state = HY_UP_CONNECTING;
+    hy_connector_start(&u->conn, &u->topo->upstream);
+}
+
+static void schedule(hy_upstream *u)
+{
+    hy_policy p;
+    hy_policy_builtin(&p);
+    p.backoff_initial_ms = u->topo->reconnect_initial_ms;
+    p.backoff_max_ms = u->topo->reconnect_max_ms;
+    p.backoff_factor = 2.0;
+    p.backoff_jitter = 0.2;
+    uint64_t d = hy_backoff_delay_ms(&p, u->failures ? u->failures - 1 : 0, hy_rand_signed(u->rng));
+    u->state = HY_UP_DOWN;
+    ev_timer_stop(u->loop, &u->timer);
+    ev_timer_set(&u->timer, (double)d / 1000.0, 0.0);
+    ev_timer_start(u->loop, &u->timer);
+}
+
+static void close_fd(hy_upstream *u)
+{
+    hy_flow_open(u->flow, &u->src, false);
+    ev_io_stop(u->loop, &u->ww);
+    hy_sink_set_fd(&u->sink, -1, true);
+    if (u->fd >= 0)
+        close(u->fd);
+    u->fd = -1;
+}
+
+static void log_lost(hy_upstream *u, bool suspect, const char *why, int err)
+{
+    const char *b = HY_U64(hy_sink_bytes(&u->sink));
+    if (suspect)
+        hy_log(HY_ERROR, COMP,
+               "upstream closed the connection right after the handshake: probably a schema "
+               "digest mismatch (the bus and hyphad load different contracts files)",
+               "upstream", u->name, "schema", u->topo->schema->digest_hex, "buffered_bytes", b, NULL);
+    else
+        hy_log(HY_WARN, COMP, "upstream connection lost: reconnecting", "upstream", u->name, "error",
+               err ? strerror(err) : why, "buffered_bytes", b, NULL);
+}
+
+/* The connection is gone (or never came): keep what is queued, retry. */
+static void lost(hy_upstream *u, const char *why, int err)
+{
+    bool was_up = u->state == HY_UP_CONNECTED;
+    close_fd(u);
+    ev_timer_stop(u->loop, &u->timer);
+    hy_outq_rewind(&u->sink.q); /* the bus never got a partly written frame: it goes whole again */
+    if (was_up) {
+        /* A Mycelium bus closes on a bad digest right after the handshake,
+         * during the probation. A close after it is an ordinary loss. */
+        bool suspect = u->probation;
+        u->disconnects++;
+        u->probation = false;
+        u->failures = suspect ? u->failures + 1 : 1;
+        if (!suspect)
+            u->down_since = ev_now(u->loop);
+        log_lost(u, suspect, why, err);
+    } else {
+        u->failures++;
+        if (hy_log_mark(u->failures - 1, u->failures))
+            hy_log(HY_WARN, COMP, "upstream unreachable: retrying", "upstream", u->name, "error",
+                   err ? strerror(err) : why, "attempts", HY_U64(u->failures), "buffered_bytes",
+                   HY_U64(hy_sink_bytes(&u->sink)), NULL);
+    }
+    schedule(u);
+}
+
+/* ---- connected: handshake, probation, frames ---------------------------- */
+
+/* 0: sent (or waiting for EV_WRITE); -1: the socket failed. */
+static int send_handshake(hy_upstream *u)
+{
+    while (u->hs_sent < HY_HANDSHAKE_LEN) {
+        ssize_t n = send(u->fd, u->hs + u->hs_sent, HY_HANDSHAKE_LEN - u->hs_sent, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            ev_io_start(u->loop, &u->ww);
+            return 0;
+        }
+        if (n < 0)
+            return -1;
+        u->hs_sent += (size_t)n;
+    }
+    ev_io_stop(u->loop, &u->ww);
+    return 0;
+}
+
+static void end_probation(hy_upstream *u)
+{
+    u->probation = false;
+    ev_timer_stop(u->loop, &u->timer);
+    hy_sink_set_fd(&u->sink, u->fd, true);
+    hy_sink_flush(&u->sink);
+}
+
+static void on_connected(hy_upstream *u, int fd)
+{
+    /* A deep kernel buffer lets one socket keep up with many workers. FORCE
+     * needs CAP_NET_ADMIN; otherwise the kernel caps it at net.core.wmem_max. */
+    int want = (int)(u->topo->upstream_buffer < SNDBUF_MAX ? u->topo->upstream_buffer : SNDBUF_MAX);
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &want, sizeof want) < 0)
+        (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &want, sizeof want);
+    u->fd = fd;
+    u->state = HY_UP_CONNECTED;
+    u->since = ev_now(u->loop);
+    u->connects++;
+    u->hs_sent = 0;
+    hy_tlv_decoder_reset(&u->dec);
+    hy_log(HY_INFO, COMP, "upstream connected", "upstream", u->name, "failed_attempts", HY_U64(u->failures),
+           "buffered_bytes", HY_U64(hy_sink_bytes(&u->sink)), NULL);
+    ev_io_set(&u->rw, fd, EV_READ);
+    ev_io_set(&u->ww, fd, EV_WRITE);
+    u->probation = true;
+    ev_timer_set(&u->timer, PROBATION_S, 0.0);
+    ev_timer_start(u->loop, &u->timer);
+    hy_flow_open(u->flow, &u->src, true);
+    if (send_handshake(u) < 0)
+        lost(u, "write failed", errno);
+}
+
+static void connect_done(hy_connector *c, int fd, int err, const char *reason)
+{
+    hy_upstream *u = c->data;
+    if (fd < 0)
+        lost(u, reason, err);
+    else
+        on_connected(u, fd);
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    hy_upstream *u = w->data;
+    if (u->state == HY_UP_CONNECTED && u->probation)
+        end_probation(u); /* still open: the bus took the handshake */
+    else if (u->state == HY_UP_DOWN)
+        connect_now(u);
+}
+
+static void hs_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    hy_upstream *u = w->data;
+    if (send_handshake(u) < 0)
+        lost(u, "write failed", errno);
+}
+
+static void sink_error(hy_sink *s, int err, const char *why)
+{
+    (void)why;
+    lost(s->owner, "write failed", err);
+}
+
+/* Past upstream.buffer: workers and clients wait until it drains. */
+static void sink_over(hy_sink *s, bool over)
+{
+    hy_upstream *u = s->owner;
+    const char *b = HY_U64(hy_sink_bytes(s));
+    if (over)
+        hy_log(HY_WARN, COMP, "upstream buffer full: pausing workers until it drains", "state",
+               hy_up_state_str(u->state), "buffered_bytes", b, NULL);
+    else
+        hy_log(HY_INFO, COMP, "upstream buffer drained: workers resume", "buffered_bytes", b, NULL);
+    hy_flow_up_full(u->flow, over);
+}
+
+static int on_frame(void *ud, const hy_frame *f)
+{
+    hy_upstream *u = ud;
+    if (!hy_route_check_in(u->topo->schema, f, &u->drops))
+        return 0;
+    u->frames_in++;
+    u->bytes_in += f->len;
+    hy_bus_publish(u->bus, &u->origin, f->payload - HY_TLV_HEADER, HY_TLV_HEADER + f->len, f->type, false);
+    return 0;
+}
+
+/* 1: go on reading; 0: stop (would block, or the connection is gone). */
+static int read_once(hy_upstream *u)
+{
+    size_t cap;
+    uint8_t *buf = hy_bus_rbuf(u->bus, &cap);
+    ssize_t n = read(u->fd, buf, cap);
+    if (n < 0) {
+        if (errno == EINTR)
+            return 1;
+        if (errno != EAGAIN)
+            lost(u, "read failed", errno);
+        return 0;
+    }
+    if (n == 0) {
+        lost(u, "closed by the bus", 0);
+        return 0;
+    }
+    if (u->probation) /* it talks to us: it took the handshake */
+        end_probation(u);
+    hy_tlv_status st = hy_tlv_feed(&u->dec, buf, (size_t)n, on_frame, u);
+    if (st == HY_TLV_CORRUPT || st == HY_TLV_NOMEM) {
+        char why[96];
+        snprintf(why, sizeof why, "corrupt stream from the bus (frame length %u)", (unsigned)u->dec.bad_len);
+        lost(u, st == HY_TLV_NOMEM ? "out of memory assembling a frame" : why, 0);
+        return 0;
+    }
+    return (size_t)n == cap;
+}
+
+static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    hy_upstream *u = w->data;
+    for (int rounds = 0; rounds < READ_ROUNDS && hy_flow_may_read(u->flow, &u->src); rounds++)
+        if (!read_once(u))
+            return;
+}
+
+void hy_upstream_init(hy_upstream *u, struct ev_loop *loop, const hy_topology *t, hy_bus *bus, hy_flow *flow,
+                      uint64_t *rng)
+{
+    memset(u, 0, sizeof *u);
+    u->loop = loop;
+    u->topo = t;
+    u->bus = bus;
+    u->flow = flow;
+    u->rng = rng;
+    u->fd = -1;
+    hy_endpoint_str(&t->upstream, u->name, sizeof u->name);
+    hy_drops_init(&u->drops, COMP, "from", u->name, NULL, NULL);
+    u->origin = (hy_origin){u->name, &u->drops};
+    hy_tlv_decoder_init(&u->dec, 0);
+    hy_sink_init(&u->sink, &bus->sinks, flow, HY_SINK_UPSTREAM, t->upstream_buffer, HY_OVERFLOW_BLOCK, &u->drops);
+    u->sink.on_error = sink_error;
+    u->sink.on_over = sink_over;
+    u->sink.owner = u;
+    u->hs[0] = 32;
+    u->hs[1] = 0;
+    memcpy(u->hs + 2, t->schema->digest, 32);
+    ev_io_init(&u->rw, read_cb, -1, EV_READ);
+    ev_io_init(&u->ww, hs_write_cb, -1, EV_WRITE);
+    ev_init(&u->timer, timer_cb);
+    u->rw.data = u->ww.data = u->timer.data = u;
+    hy_flow_add(flow, &u->src, &u->rw, HY_SRC_UPSTREAM);
+    hy_connector_init(&u->conn, loop, CONNECT_TIMEOUT_S, connect_done, u);
+    u->down_since = ev_now(loop);
+    bus->up = &u->sink;
+}
+
+void hy_upstream_start(hy_upstream *u) { connect_now(u); }
+
+void hy_upstream_free(hy_upstream *u)
+{
+    if (!u->loop)
+        return;
+    hy_connector_cancel(&u->conn);
+    ev_timer_stop(u->loop, &u->timer);
+    close_fd(u);
+    hy_flow_remove(u->flow, &u->src);
+    hy_sink_free(&u->sink);
+    hy_tlv_decoder_free(&u->dec);
+    u->bus->up = NULL;
+    u->loop = NULL;
+}

@@ -1,0 +1,321 @@
+/* wio.c - a worker's three pipes and its spawn-status pipe: frames from
+ * its stdout (checked, then handed to the bus), lines from its stderr (the
+ * log, the tail ring, `hyphactl tail -f`), frames to its stdin (its sink).
+ * Pipes are only read and drained here; they never decide whether a worker
+ * is alive (SIGCHLD does, in worker.c).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "hypha/log.h"
+#include "hypha/spawn.h"
+#include "instance.h"
+
+#define COMP "supervisor"
+#define DIRECT_READ_MIN (16u * 1024) /* a frame's remainder read into its assembly buffer */
+/* Reads of a worker's stdout per wakeup: with 256 KiB pipes one read can
+ * fill the whole buffer, and the loop must come back to the control socket
+ * and the other workers (fairness; docs/performance.md). When draining an
+ * exited worker, more: what it wrote is lost with the pipe otherwise. */
+#define STDOUT_READ_ROUNDS 1
+#define DRAIN_READ_ROUNDS 16
+
+static hy_bus *bus_of(const hy_instance *in) { return &in->sup->relay.bus; }
+static hy_flow *flow_of(const hy_instance *in) { return &in->sup->relay.flow; }
+
+static void close_io(hy_instance *in, ev_io *w, int *fd)
+{
+    ev_io_stop(in->sup->loop, w);
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+/* ---- stdout: frames -------------------------------------------------------- */
+
+/* The stream is unusable: count it, kill the worker, restart as `protocol`. */
+static void protocol_kill(hy_instance *in, const char *why)
+{
+    in->protocol_errors++;
+    if (in->kill_reason != HY_EXIT_NONE)
+        return;
+    hy_log(HY_ERROR, COMP, "corrupt stream from worker: killing it", "worker", in->name, "instance", in->idx, "pid",
+           HY_I64(in->pid), "why", why, NULL);
+    hy_inst_kill_for(in, HY_EXIT_PROTOCOL);
+}
+
+static int on_frame(void *ud, const hy_frame *f)
+{
+    hy_instance *in = ud;
+    if (f->type == HY_TLV_CONTROL_TYPE) {
+        hy_wproto_on_frame(in, f);
+        return 0;
+    }
+    if (!hy_route_check_out(&in->check, in->sup->topo->schema, in->spec, f, &in->drops))
+        return 0;
+    in->frames_out++;
+    in->bytes_out += f->len;
+    /* the decoder keeps header and payload contiguous */
+    hy_bus_publish(bus_of(in), &in->origin, f->payload - HY_TLV_HEADER, HY_TLV_HEADER + f->len, f->type, true);
+    return 0;
+}
+
+/* After a feed: 1 if the stream turned out unusable. */
+static int feed_failed(hy_instance *in, hy_tlv_status st)
+{
+    if (st == HY_TLV_CORRUPT) {
+        char why[96];
+        snprintf(why, sizeof why, "frame length %u over the limit", (unsigned)in->dec.bad_len);
+        protocol_kill(in, why);
+        return 1;
+    }
+    if (st == HY_TLV_NOMEM) {
+        protocol_kill(in, "out of memory assembling a frame");
+        return 1;
+    }
+    return 0;
+}
+
+/* One read. 1: EOF or a dead stream; 0: would block or the buffer was not
+ * filled; 2: read more. */
+static int read_stdout(hy_instance *in)
+{
+    /* The rest of a large frame goes straight where it is assembled: one
+     * copy fewer than through the read buffer. */
+    uint8_t *dst;
+    size_t missing = hy_tlv_direct(&in->dec, &dst), cap = 0;
+    bool direct = missing >= DIRECT_READ_MIN;
+    uint8_t *buf = direct ? dst : hy_bus_rbuf(bus_of(in), &cap);
+    ssize_t n = read(in->out_fd, buf, direct ? missing : cap);
+    if (n < 0) {
+        if (errno == EINTR)
+            return 2;
+        if (errno != EAGAIN)
+            hy_log(HY_WARN, COMP, "read from worker stdout failed", "worker", in->name, "instance", in->idx, "error",
+                   strerror(errno), NULL);
+        return errno == EAGAIN ? 0 : 1;
+    }
+    if (n == 0) {
+        if (hy_tlv_finish(&in->dec) == HY_TLV_PARTIAL && in->pid > 0)
+            protocol_kill(in, "stdout closed in the middle of a frame");
+        return 1;
+    }
+    if (direct)
+        return feed_failed(in, hy_tlv_direct_done(&in->dec, (size_t)n, on_frame, in)) ? 1 : 2;
+    if (feed_failed(in, hy_tlv_feed(&in->dec, buf, (size_t)n, on_frame, in)))
+        return 1;
+    return (size_t)n == cap ? 2 : 0;
+}
+
+/* Returns 1 on EOF. `draining`: the worker exited; what it wrote is read
+ * whatever the back-pressure, or it would be lost with the pipe. */
+static int pump_stdout(hy_instance *in, bool draining)
+{
+    for (int rounds = 0; rounds < (draining ? DRAIN_READ_ROUNDS : STDOUT_READ_ROUNDS); rounds++) {
+        if (in->out_fd < 0 || (!draining && !hy_flow_may_read(flow_of(in), &in->src)))
+            return 0; /* back-pressure: it blocks in write until we resume */
+        int r = read_stdout(in);
+        if (r != 2)
+            return r;
+    }
+    return 0;
+}
+
+static void close_stdout(hy_instance *in)
+{
+    hy_flow_open(flow_of(in), &in->src, false);
+    close_io(in, &in->out_w, &in->out_fd);
+}
+
+static void out_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    hy_instance *in = w->data;
+    if (pump_stdout(in, false))
+        close_stdout(in);
+}
+
+/* ---- stderr: log lines ------------------------------------------------------ */
+
+static void flush_errline(hy_instance *in)
+{
+    hy_sup *s = in->sup;
+    if (in->errlen || in->errcut) {
+        hy_log_worker_line(in->name, in->index, in->errline, in->errlen, in->errcut);
+        hy_tail_push(&in->tail, in->errline, in->errlen, ++s->line_seq);
+        if (s->obs.on_line)
+            s->obs.on_line(s->obs.line_ud, in->name, in->index, in->errline, in->errlen);
+    }
+    in->errlen = 0;
+    in->errcut = 0;
+}
+
+static void take_err_bytes(hy_instance *in, const char *p, size_t n)
+{
+    while (n > 0) {
+        const char *nl = memchr(p, '\n', n);
+        size_t seg = nl ? (size_t)(nl - p) : n;
+        size_t room = sizeof in->errline - in->errlen;
+        size_t take = seg < room ? seg : room;
+        memcpy(in->errline + in->errlen, p, take);
+        in->errlen += take;
+        in->errcut += seg - take; /* cut, counted, never split into a new line */
+        if (!nl)
+            return;
+        if (in->errlen && in->errline[in->errlen - 1] == '\r')
+            in->errlen--;
+        flush_errline(in);
+        p = nl + 1;
+        n -= seg + 1;
+    }
+}
+
+static int pump_stderr(hy_instance *in)
+{
+    char buf[8192];
+    for (int rounds = 0; rounds < 16; rounds++) {
+        ssize_t n = read(in->err_fd, buf, sizeof buf);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno == EAGAIN ? 0 : 1;
+        }
+        if (n == 0) {
+            flush_errline(in);
+            return 1;
+        }
+        take_err_bytes(in, buf, (size_t)n);
+    }
+    return 0;
+}
+
+static void err_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    hy_instance *in = w->data;
+    if (pump_stderr(in))
+        close_io(in, &in->err_w, &in->err_fd);
+}
+
+/* ---- spawn status ---------------------------------------------------------- */
+
+static void read_spawn_status(hy_instance *in)
+{
+    const char *stage;
+    int e;
+    hy_spawn_state st = hy_spawn_status(in->status_fd, &stage, &e);
+    if (st == HY_SPAWN_PENDING)
+        return;
+    if (st == HY_SPAWN_FAILED) {
+        if (strcmp(stage, "exec") == 0)
+            snprintf(in->spawn_error, sizeof in->spawn_error, "%s", strerror(e));
+        else if (strcmp(stage, "chdir") == 0)
+            snprintf(in->spawn_error, sizeof in->spawn_error, "chdir %s: %s", in->spec->cwd, strerror(e));
+        else
+            snprintf(in->spawn_error, sizeof in->spawn_error, "%s: %s", stage, strerror(e));
+        char msg[320];
+        snprintf(msg, sizeof msg, "unable to spawn %s: %s", in->label, in->spawn_error);
+        hy_log(HY_ERROR, COMP, msg, "worker", in->name, "instance", in->idx, "path", in->spec->exec_path, NULL);
+    }
+    close_io(in, &in->status_w, &in->status_fd);
+}
+
+static void status_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    read_spawn_status(w->data);
+}
+
+/* ---- setup ------------------------------------------------------------------ */
+
+void hy_wio_init(hy_instance *in)
+{
+    hy_relay *r = &in->sup->relay;
+    const hy_policy *p = &in->spec->policy;
+    in->out_fd = in->err_fd = in->status_fd = -1;
+    hy_tlv_decoder_init(&in->dec, 0);
+    ev_io_init(&in->out_w, out_cb, -1, EV_READ);
+    ev_io_init(&in->err_w, err_cb, -1, EV_READ);
+    ev_io_init(&in->status_w, status_cb, -1, EV_READ);
+    in->out_w.data = in->err_w.data = in->status_w.data = in;
+    hy_drops_init(&in->drops, "router", "worker", in->name, "instance", in->idx);
+    in->origin = (hy_origin){in->label, &in->drops};
+    hy_flow_add(&r->flow, &in->src, &in->out_w, HY_SRC_WORKER);
+    hy_sink_init(&in->in, &r->bus.sinks, &r->flow, HY_SINK_WORKER, p->queue_limit, p->queue_overflow, &in->drops);
+    in->in.own = &in->src;
+    in->sub.sink = &in->in;
+    in->sub.fixed = in->spec->subscribe;
+    in->sub.nfixed = in->spec->nsubscribe;
+    hy_bus_add_sub(&r->bus, &in->sub);
+}
+
+void hy_wio_attach(hy_instance *in, int in_fd, int out_fd, int err_fd, int status_fd)
+{
+    hy_tlv_decoder_reset(&in->dec);
+    in->errlen = in->errcut = 0;
+    in->check.msg = NULL;
+    hy_sink_set_fd(&in->in, in_fd, false);
+    in->out_fd = out_fd;
+    in->err_fd = err_fd;
+    in->status_fd = status_fd;
+    ev_io_set(&in->out_w, out_fd, EV_READ);
+    ev_io_set(&in->err_w, err_fd, EV_READ);
+    ev_io_set(&in->status_w, status_fd, EV_READ);
+    hy_flow_open(flow_of(in), &in->src, true);
+    ev_io_start(in->sup->loop, &in->err_w);
+    ev_io_start(in->sup->loop, &in->status_w);
+}
+
+void hy_wio_close_stdin(hy_instance *in)
+{
+    int fd = in->in.fd;
+    hy_sink_clear(&in->in, HY_DROP_EXITED);
+    hy_sink_set_fd(&in->in, -1, false);
+    if (fd >= 0)
+        close(fd);
+}
+
+void hy_wio_detach(hy_instance *in)
+{
+    /* Learn a failed exec before the pipes go, then drain what is left. */
+    if (in->status_fd >= 0)
+        read_spawn_status(in);
+    if (in->status_fd >= 0)
+        close_io(in, &in->status_w, &in->status_fd);
+    if (in->out_fd >= 0) {
+        pump_stdout(in, true);
+        close_stdout(in);
+    }
+    if (in->err_fd >= 0) {
+        pump_stderr(in);
+        flush_errline(in);
+        close_io(in, &in->err_w, &in->err_fd);
+    }
+    hy_wio_close_stdin(in);
+    if (in->sub.nids) {
+        hy_sub_clear(&in->sub);
+        hy_bus_subs_changed(bus_of(in));
+    }
+}
+
+void hy_wio_free(hy_instance *in)
+{
+    hy_relay *r = &in->sup->relay;
+    close_io(in, &in->out_w, &in->out_fd);
+    close_io(in, &in->err_w, &in->err_fd);
+    close_io(in, &in->status_w, &in->status_fd);
+    int fd = in->in.fd;
+    hy_sink_free(&in->in);
+    if (fd >= 0)
+        close(fd);
+    hy_flow_remove(&r->flow, &in->src);
+    hy_bus_forget(&r->bus, &in->origin);
+    hy_bus_remove_sub(&r->bus, &in->sub);
+    hy_sub_clear(&in->sub);
+    hy_tlv_decoder_free(&in->dec);
+}
