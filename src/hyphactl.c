@@ -72,6 +72,7 @@ typedef struct conn {
     const char *path;
     char *buf;
     size_t len, cap;
+    size_t consumed; /* of buf: the line conn_line returned last, dropped at its next call */
 } conn;
 
 static int unreachable(const char *path, const char *what, int e)
@@ -85,6 +86,7 @@ static int unreachable(const char *path, const char *what, int e)
 static int conn_open(conn *c, const char *path)
 {
     memset(c, 0, sizeof *c);
+    c->fd = -1;
     c->path = path;
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof sa.sun_path) {
@@ -134,21 +136,44 @@ static int conn_send(conn *c, json_t *req)
     return rc;
 }
 
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A deadline timeout_ms from now (-1: none), and poll's timeout for it. */
+static long long deadline_in(int timeout_ms)
+{
+    return timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+}
+
+static int ms_until(long long deadline)
+{
+    if (deadline < 0)
+        return -1;
+    long long left = deadline - now_ms();
+    return left > 0 ? (int)left : 0;
+}
+
 /* The next line, without its newline (valid until the next call). timeout_ms
- * < 0: wait forever. Returns NULL at EOF/timeout/error with *why set. */
+ * < 0: wait forever; else give up after timeout_ms without data (a signal
+ * that interrupts the wait does not restart it). Returns NULL at
+ * EOF/timeout/error with *why set. */
 static char *conn_line(conn *c, int timeout_ms, const char **why)
 {
-    static size_t consumed;
-    if (consumed) {
-        memmove(c->buf, c->buf + consumed, c->len - consumed);
-        c->len -= consumed;
-        consumed = 0;
+    if (c->consumed) {
+        memmove(c->buf, c->buf + c->consumed, c->len - c->consumed);
+        c->len -= c->consumed;
+        c->consumed = 0;
     }
+    long long deadline = deadline_in(timeout_ms);
     for (;;) {
         char *nl = c->len ? memchr(c->buf, '\n', c->len) : NULL;
         if (nl) {
             *nl = '\0';
-            consumed = (size_t)(nl - c->buf) + 1;
+            c->consumed = (size_t)(nl - c->buf) + 1;
             return c->buf;
         }
         if (c->len + 65536 > c->cap) {
@@ -166,9 +191,9 @@ static char *conn_line(conn *c, int timeout_ms, const char **why)
             c->cap = cap;
         }
         struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
-        int pr = poll(&pfd, 1, timeout_ms);
+        int pr = poll(&pfd, 1, ms_until(deadline));
         if (pr < 0 && errno == EINTR)
-            continue;
+            continue; /* with the time left */
         if (pr == 0) {
             *why = "no answer within 5 s";
             return NULL;
@@ -181,6 +206,7 @@ static char *conn_line(conn *c, int timeout_ms, const char **why)
             return NULL;
         }
         c->len += (size_t)n;
+        deadline = deadline_in(timeout_ms); /* data came: the timeout is for silence */
     }
 }
 
@@ -296,7 +322,52 @@ static void print_tail_line(json_t *l)
            (long long)json_integer_value(json_object_get(l, "instance")), json_string_value(json_object_get(l, "line")));
 }
 
-/* ---- main ------------------------------------------------------------------ */
+static void print_tail(json_t *r)
+{
+    size_t i;
+    json_t *l;
+    json_array_foreach(json_object_get(r, "lines"), i, l) print_tail_line(l);
+}
+
+static void print_health(json_t *r)
+{
+    printf("%s: %s\n", json_string_value(json_object_get(r, "health")),
+           json_string_value(json_object_get(r, "reason")));
+}
+
+static void print_metrics(json_t *r)
+{
+    fputs(json_string_value(json_object_get(r, "text")), stdout);
+}
+
+static void print_reload(json_t *r)
+{
+    printf("reloaded\n");
+    print_names("started", json_object_get(r, "started"));
+    print_names("stopped", json_object_get(r, "stopped"));
+    print_names("restarted", json_object_get(r, "restarted"));
+    print_names("unchanged", json_object_get(r, "unchanged"));
+}
+
+/* ---- the command line -------------------------------------------------------- */
+
+typedef struct command command;
+
+typedef struct cli {
+    const char *sock, *config;
+    int json;
+    const command *cmd;
+    bool stream; /* tail -f, tap: lines follow the reply */
+} cli;
+
+/* A command: its own arguments into the request (NULL: none; returns
+ * EXIT_OK or EXIT_USAGE, having said why), and its reply printed for people
+ * (NULL: nothing). */
+struct command {
+    const char *name;
+    int (*args)(cli *o, json_t *req, int argc, char **argv);
+    void (*print)(json_t *r);
+};
 
 static int parse_count(const char *s, long *out)
 {
@@ -309,207 +380,231 @@ static int parse_count(const char *s, long *out)
     return 0;
 }
 
-int main(int argc, char **argv)
+static int args_status(cli *o, json_t *req, int argc, char **argv)
+{
+    if (optind < argc)
+        json_object_set_new(req, "name", json_string(argv[optind++]));
+    if (!o->json) /* rows of text: cheaper for hyphad and for us than full objects */
+        json_object_set_new(req, "table", json_true());
+    return EXIT_OK;
+}
+
+/* restart, stop, start */
+static int args_name(cli *o, json_t *req, int argc, char **argv)
+{
+    if (optind >= argc) {
+        fprintf(stderr, "hyphactl: %s needs a worker name (NAME or NAME[i])\n", o->cmd->name);
+        return EXIT_USAGE;
+    }
+    json_object_set_new(req, "name", json_string(argv[optind++]));
+    return EXIT_OK;
+}
+
+static int args_tail(cli *o, json_t *req, int argc, char **argv)
+{
+    long n = 10;
+    bool follow = false;
+    const char *name = NULL;
+    for (; optind < argc; optind++) {
+        const char *a = argv[optind];
+        if (strcmp(a, "-f") == 0 || strcmp(a, "--follow") == 0) {
+            follow = true;
+        } else if (strcmp(a, "-n") == 0 || strcmp(a, "--lines") == 0) {
+            if (++optind >= argc || parse_count(argv[optind], &n) < 0) {
+                fprintf(stderr, "hyphactl: tail -n takes a number of lines\n");
+                return EXIT_USAGE;
+            }
+        } else if (strncmp(a, "-n", 2) == 0 && parse_count(a + 2, &n) == 0) {
+        } else if (a[0] == '-' || name) {
+            fprintf(stderr, "hyphactl: tail: unexpected '%s'\n", a);
+            return EXIT_USAGE;
+        } else {
+            name = a;
+        }
+    }
+    if (!name) {
+        fprintf(stderr, "hyphactl: tail needs a worker name (NAME or NAME[i])\n");
+        return EXIT_USAGE;
+    }
+    json_object_set_new(req, "name", json_string(name));
+    json_object_set_new(req, "lines", json_integer(n));
+    json_object_set_new(req, "follow", json_boolean(follow));
+    o->stream = follow;
+    return EXIT_OK;
+}
+
+static int args_tap(cli *o, json_t *req, int argc, char **argv)
+{
+    json_t *types = json_array();
+    long count = 0;
+    for (; optind < argc; optind++) {
+        const char *a = argv[optind];
+        if (strcmp(a, "--count") == 0 || strcmp(a, "-c") == 0) {
+            if (++optind >= argc || parse_count(argv[optind], &count) < 0 || count == 0) {
+                fprintf(stderr, "hyphactl: tap --count takes a number above 0\n");
+                json_decref(types);
+                return EXIT_USAGE;
+            }
+        } else if (strncmp(a, "--count=", 8) == 0) {
+            if (parse_count(a + 8, &count) < 0 || count == 0) {
+                fprintf(stderr, "hyphactl: tap --count takes a number above 0\n");
+                json_decref(types);
+                return EXIT_USAGE;
+            }
+        } else {
+            json_array_append_new(types, json_string(a));
+        }
+    }
+    if (json_array_size(types) == 0) {
+        fprintf(stderr, "hyphactl: tap needs at least one message type (name or id)\n");
+        json_decref(types);
+        return EXIT_USAGE;
+    }
+    json_object_set_new(req, "types", types);
+    if (count)
+        json_object_set_new(req, "count", json_integer(count));
+    o->stream = true;
+    return EXIT_OK;
+}
+
+static const command commands[] = {
+    {"status", args_status, print_status},   {"health", NULL, print_health},
+    {"restart", args_name, print_instances}, {"stop", args_name, print_instances},
+    {"start", args_name, print_instances},   {"reload", NULL, print_reload},
+    {"tail", args_tail, print_tail},         {"tap", args_tap, NULL},
+    {"metrics", NULL, print_metrics},
+};
+
+/* hyphactl's own options, up to the command. Returns -1 to go on, else the
+ * exit code. */
+static int parse_options(cli *o, int argc, char **argv)
 {
     static const struct option opts[] = {
         {"socket", required_argument, NULL, 's'}, {"config", required_argument, NULL, 'c'},
         {"json", no_argument, NULL, 'j'},         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
-    const char *sock = NULL, *config = NULL;
-    int json = 0, c;
+    int c;
     /* Options stop at the command: its own (-n, -f, --count) follow it. */
     while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
         switch (c) {
-        case 's': sock = optarg; break;
-        case 'c': config = optarg; break;
-        case 'j': json = 1; break;
+        case 's': o->sock = optarg; break;
+        case 'c': o->config = optarg; break;
+        case 'j': o->json = 1; break;
         case 'V': printf("hyphactl %s\n", HYPHA_VERSION); return EXIT_OK;
         case 'h': usage(stdout); return EXIT_OK;
         default: usage(stderr); return EXIT_USAGE;
         }
     }
+    return -1;
+}
+
+/* The command and its arguments as a request; NULL: a usage error, said. */
+static json_t *build_request(cli *o, int argc, char **argv)
+{
     if (optind >= argc) {
         usage(stderr);
-        return EXIT_USAGE;
+        return NULL;
     }
-    const char *cmd = argv[optind++];
-    json_t *req = json_pack("{s:s}", "cmd", cmd);
-    bool stream = false;
-    if (strcmp(cmd, "status") == 0) {
-        if (optind < argc)
-            json_object_set_new(req, "name", json_string(argv[optind++]));
-        if (!json) /* rows of text: cheaper for hyphad and for us than full objects */
-            json_object_set_new(req, "table", json_true());
-    } else if (strcmp(cmd, "health") == 0 || strcmp(cmd, "reload") == 0 || strcmp(cmd, "metrics") == 0) {
-    } else if (strcmp(cmd, "restart") == 0 || strcmp(cmd, "stop") == 0 || strcmp(cmd, "start") == 0) {
-        if (optind >= argc) {
-            fprintf(stderr, "hyphactl: %s needs a worker name (NAME or NAME[i])\n", cmd);
-            json_decref(req);
-            return EXIT_USAGE;
-        }
-        json_object_set_new(req, "name", json_string(argv[optind++]));
-    } else if (strcmp(cmd, "tail") == 0) {
-        long n = 10;
-        bool follow = false;
-        const char *name = NULL;
-        for (; optind < argc; optind++) {
-            const char *a = argv[optind];
-            if (strcmp(a, "-f") == 0 || strcmp(a, "--follow") == 0) {
-                follow = true;
-            } else if (strcmp(a, "-n") == 0 || strcmp(a, "--lines") == 0) {
-                if (++optind >= argc || parse_count(argv[optind], &n) < 0) {
-                    fprintf(stderr, "hyphactl: tail -n takes a number of lines\n");
-                    json_decref(req);
-                    return EXIT_USAGE;
-                }
-            } else if (strncmp(a, "-n", 2) == 0 && parse_count(a + 2, &n) == 0) {
-            } else if (a[0] == '-' || name) {
-                fprintf(stderr, "hyphactl: tail: unexpected '%s'\n", a);
-                json_decref(req);
-                return EXIT_USAGE;
-            } else {
-                name = a;
-            }
-        }
-        if (!name) {
-            fprintf(stderr, "hyphactl: tail needs a worker name (NAME or NAME[i])\n");
-            json_decref(req);
-            return EXIT_USAGE;
-        }
-        json_object_set_new(req, "name", json_string(name));
-        json_object_set_new(req, "lines", json_integer(n));
-        json_object_set_new(req, "follow", json_boolean(follow));
-        stream = follow;
-    } else if (strcmp(cmd, "tap") == 0) {
-        json_t *types = json_array();
-        long count = 0;
-        for (; optind < argc; optind++) {
-            const char *a = argv[optind];
-            if (strcmp(a, "--count") == 0 || strcmp(a, "-c") == 0) {
-                if (++optind >= argc || parse_count(argv[optind], &count) < 0 || count == 0) {
-                    fprintf(stderr, "hyphactl: tap --count takes a number above 0\n");
-                    json_decref(types);
-                    json_decref(req);
-                    return EXIT_USAGE;
-                }
-            } else if (strncmp(a, "--count=", 8) == 0) {
-                if (parse_count(a + 8, &count) < 0 || count == 0) {
-                    fprintf(stderr, "hyphactl: tap --count takes a number above 0\n");
-                    json_decref(types);
-                    json_decref(req);
-                    return EXIT_USAGE;
-                }
-            } else {
-                json_array_append_new(types, json_string(a));
-            }
-        }
-        if (json_array_size(types) == 0) {
-            fprintf(stderr, "hyphactl: tap needs at least one message type (name or id)\n");
-            json_decref(types);
-            json_decref(req);
-            return EXIT_USAGE;
-        }
-        json_object_set_new(req, "types", types);
-        if (count)
-            json_object_set_new(req, "count", json_integer(count));
-        stream = true;
-    } else {
-        fprintf(stderr, "hyphactl: unknown command '%s'\n", cmd);
+    const char *name = argv[optind++];
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0] && !o->cmd; i++)
+        if (strcmp(name, commands[i].name) == 0)
+            o->cmd = &commands[i];
+    if (!o->cmd) {
+        fprintf(stderr, "hyphactl: unknown command '%s'\n", name);
         usage(stderr);
+        return NULL;
+    }
+    json_t *req = json_pack("{s:s}", "cmd", name);
+    if (o->cmd->args && o->cmd->args(o, req, argc, argv) != EXIT_OK) {
         json_decref(req);
-        return EXIT_USAGE;
+        return NULL;
     }
     if (optind < argc) {
-        fprintf(stderr, "hyphactl: %s: unexpected '%s'\n", cmd, argv[optind]);
+        fprintf(stderr, "hyphactl: %s: unexpected '%s'\n", name, argv[optind]);
         json_decref(req);
-        return EXIT_USAGE;
+        return NULL;
     }
+    return req;
+}
 
-    if (!sock && config) {
+/* --socket, else the topology's (--config), else the default. */
+static int resolve_socket(cli *o)
+{
+    if (!o->sock && o->config) {
         hy_err err = {{0}};
         static char path[256];
-        if (hy_control_socket_of(config, path, sizeof path, &err) < 0) {
+        if (hy_control_socket_of(o->config, path, sizeof path, &err) < 0) {
             fprintf(stderr, "hyphactl: %s\n", err.msg);
-            json_decref(req);
             return EXIT_USAGE;
         }
-        sock = path;
+        o->sock = path;
     }
-    if (!sock)
-        sock = default_socket();
-    signal(SIGPIPE, SIG_IGN);
+    if (!o->sock)
+        o->sock = default_socket();
+    return EXIT_OK;
+}
 
-    conn cn;
-    int rc = conn_open(&cn, sock);
-    int send_err = 0;
-    if (rc == EXIT_OK && (rc = conn_send(&cn, req)) < 0) {
-        send_err = -rc;
-        rc = EXIT_OK;
-    }
-    json_decref(req);
-    if (rc != EXIT_OK) {
-        conn_close(&cn);
-        return strcmp(cmd, "health") == 0 && rc != EXIT_USAGE ? EXIT_UNREACHABLE : rc;
-    }
-    const char *why = NULL;
-    char *line = conn_line(&cn, REPLY_TIMEOUT_MS, &why);
-    if (!line) {
-        rc = send_err ? unreachable(sock, "send", send_err) : unreachable(sock, why, 0);
-        conn_close(&cn);
-        return rc;
-    }
+/* ---- the exchange -------------------------------------------------------------- */
+
+/* hyphad's reply line: EXIT_OK with *reply set when it says ok, else the
+ * exit code. --json prints the line as it came. */
+static int parse_reply(const cli *o, const char *line, json_t **reply)
+{
     json_error_t jerr;
     json_t *r = json_loads(line, 0, &jerr);
     if (!json_is_object(r)) {
         fprintf(stderr, "hyphactl: hyphad's reply is not a JSON object: %s\n", jerr.text);
         json_decref(r);
-        conn_close(&cn);
         return EXIT_FAIL;
     }
-    bool ok = json_is_true(json_object_get(r, "ok"));
-    if (json)
+    if (o->json)
         printf("%s\n", line);
-    if (!ok) {
-        if (!json)
+    if (!json_is_true(json_object_get(r, "ok"))) {
+        if (!o->json)
             fprintf(stderr, "hyphactl: %s\n", json_string_value(json_object_get(r, "error")));
-        rc = json_is_true(json_object_get(r, "refused")) ? EXIT_UNREACHABLE : EXIT_FAIL;
+        int rc = json_is_true(json_object_get(r, "refused")) ? EXIT_UNREACHABLE : EXIT_FAIL;
         json_decref(r);
-        conn_close(&cn);
         return rc;
     }
-    rc = EXIT_OK;
-    if (strcmp(cmd, "health") == 0) {
-        rc = (int)json_integer_value(json_object_get(r, "code"));
-        if (!json)
-            printf("%s: %s\n", json_string_value(json_object_get(r, "health")),
-                   json_string_value(json_object_get(r, "reason")));
-    } else if (!json) {
-        if (strcmp(cmd, "status") == 0) {
-            print_status(r);
-        } else if (strcmp(cmd, "metrics") == 0) {
-            fputs(json_string_value(json_object_get(r, "text")), stdout);
-        } else if (strcmp(cmd, "reload") == 0) {
-            printf("reloaded\n");
-            print_names("started", json_object_get(r, "started"));
-            print_names("stopped", json_object_get(r, "stopped"));
-            print_names("restarted", json_object_get(r, "restarted"));
-            print_names("unchanged", json_object_get(r, "unchanged"));
-        } else if (strcmp(cmd, "tail") == 0) {
-            size_t i;
-            json_t *l;
-            json_array_foreach(json_object_get(r, "lines"), i, l) print_tail_line(l);
-        } else if (strcmp(cmd, "tap") != 0) {
-            print_instances(r);
-        }
+    *reply = r;
+    return EXIT_OK;
+}
+
+/* Sends the request (taking it) and reads the reply. EXIT_OK: *reply is
+ * hyphad's ok and *cn stays open for what follows; else the exit code, *cn
+ * closed. */
+static int exchange(const cli *o, json_t *req, conn *cn, json_t **reply)
+{
+    int rc = conn_open(cn, o->sock);
+    int send_err = 0;
+    if (rc == EXIT_OK && (rc = conn_send(cn, req)) < 0) {
+        send_err = -rc;
+        rc = EXIT_OK;
     }
-    json_decref(r);
-    fflush(stdout);
-    while (stream) { /* tail -f, tap: until hyphad or the user ends it */
-        line = conn_line(&cn, -1, &why);
-        if (!line)
-            break;
-        if (json || strcmp(cmd, "tap") == 0) {
+    json_decref(req);
+    if (rc != EXIT_OK) {
+        conn_close(cn);
+        return strcmp(o->cmd->name, "health") == 0 && rc != EXIT_USAGE ? EXIT_UNREACHABLE : rc;
+    }
+    const char *why = NULL;
+    char *line = conn_line(cn, REPLY_TIMEOUT_MS, &why);
+    if (!line)
+        rc = send_err ? unreachable(o->sock, "send", send_err) : unreachable(o->sock, why, 0);
+    else
+        rc = parse_reply(o, line, reply);
+    if (rc != EXIT_OK)
+        conn_close(cn);
+    return rc;
+}
+
+/* tail -f, tap: the lines after the reply, until hyphad or the user ends it. */
+static void follow(conn *cn, const cli *o)
+{
+    const char *why = NULL;
+    char *line;
+    while ((line = conn_line(cn, -1, &why))) {
+        if (o->json || strcmp(o->cmd->name, "tap") == 0) {
             printf("%s\n", line);
         } else {
             json_t *l = json_loads(line, 0, NULL);
@@ -522,6 +617,35 @@ int main(int argc, char **argv)
         }
         fflush(stdout);
     }
+}
+
+int main(int argc, char **argv)
+{
+    cli o = {0};
+    int rc = parse_options(&o, argc, argv);
+    if (rc >= 0)
+        return rc;
+    json_t *req = build_request(&o, argc, argv);
+    if (!req)
+        return EXIT_USAGE;
+    if ((rc = resolve_socket(&o)) != EXIT_OK) {
+        json_decref(req);
+        return rc;
+    }
+    signal(SIGPIPE, SIG_IGN);
+
+    conn cn;
+    json_t *r = NULL;
+    if ((rc = exchange(&o, req, &cn, &r)) != EXIT_OK)
+        return rc;
+    /* health's exit code is hyphad's verdict, --json or not */
+    rc = strcmp(o.cmd->name, "health") == 0 ? (int)json_integer_value(json_object_get(r, "code")) : EXIT_OK;
+    if (!o.json && o.cmd->print)
+        o.cmd->print(r);
+    json_decref(r);
+    fflush(stdout);
+    if (o.stream)
+        follow(&cn, &o);
     conn_close(&cn);
     return rc;
 }
