@@ -534,18 +534,7 @@ static void cmd_tap(hy_ctl_client *cl, json_t *req)
     json_t *v;
     json_array_foreach(types, i, v)
     {
-        const hy_message *m = NULL;
-        if (json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) <= 65535)
-            m = hy_schema_find(schema, (uint16_t)json_integer_value(v));
-        else if (json_is_string(v)) {
-            m = hy_schema_find_name(schema, json_string_value(v));
-            if (!m) { /* a number written as text, as a shell passes it */
-                char *end;
-                long id = strtol(json_string_value(v), &end, 10);
-                if (*json_string_value(v) && !*end && id > 0 && id <= 65535)
-                    m = hy_schema_find(schema, (uint16_t)id);
-            }
-        }
+        const hy_message *m = hy_decode_type(schema, v);
         if (!m) {
             char *txt = json_dumps(v, JSON_ENCODE_ANY);
             char known[512] = "";

@@ -1,5 +1,6 @@
 /* decode.c - a message payload as JSON (see hypha/decode.h). Pure. */
 #include "hypha/decode.h"
+#include "hypha/utf8.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,39 +32,6 @@ static json_t *hex(const uint8_t *p, size_t n)
     return j;
 }
 
-/* Length of a valid UTF-8 sequence at p (at most n bytes), or 0. */
-static size_t utf8_seq(const uint8_t *p, size_t n)
-{
-    uint8_t c = p[0];
-    size_t len;
-    uint32_t cp;
-    if (c < 0x80) /* NUL included: jansson writes it as \u0000 */
-        return 1;
-    if ((c & 0xE0) == 0xC0) {
-        len = 2;
-        cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-        len = 3;
-        cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-        len = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-        cp = cp << 6 | (p[i] & 0x3F);
-    }
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-        (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return len;
-}
-
 static json_t *text(const uint8_t *p, size_t n)
 {
     char *s = malloc(n * 3 + 1); /* each bad byte becomes 3 bytes of U+FFFD */
@@ -71,7 +39,7 @@ static json_t *text(const uint8_t *p, size_t n)
         return NULL;
     size_t k = 0;
     for (size_t i = 0; i < n;) {
-        size_t l = utf8_seq(p + i, n - i);
+        size_t l = hy_utf8_seq(p + i, n - i);
         if (l) {
             memcpy(s + k, p + i, l);
             k += l;
@@ -156,4 +124,21 @@ json_t *hy_decode_json(const hy_message *m, const uint8_t *payload, uint32_t len
         }
     }
     return o;
+}
+
+const hy_message *hy_decode_type(const hy_schema *schema, const json_t *v)
+{
+    if (json_is_integer(v))
+        return json_integer_value(v) > 0 && json_integer_value(v) <= 65535
+                   ? hy_schema_find(schema, (uint16_t)json_integer_value(v))
+                   : NULL;
+    if (!json_is_string(v))
+        return NULL;
+    const char *s = json_string_value(v);
+    const hy_message *m = hy_schema_find_name(schema, s);
+    if (m || !*s)
+        return m;
+    char *end;
+    long id = strtol(s, &end, 10);
+    return !*end && id > 0 && id <= 65535 ? hy_schema_find(schema, (uint16_t)id) : NULL;
 }

@@ -38,7 +38,10 @@ const char *hy_exit_text(const hy_inst_view *in, char *out, size_t len)
     return out;
 }
 
-static bool clean_exit(const hy_inst_view *in) { return in->last_reason == HY_EXIT_EXIT && in->last_code == 0; }
+static bool clean_exit(const hy_inst_view *in)
+{
+    return in->last_reason == HY_EXIT_EXIT && in->last_code == 0;
+}
 
 hy_health hy_health_eval(const hy_snapshot *s, char *reason, size_t len)
 {

@@ -85,7 +85,7 @@ static long take_handshake(hy_client *c, const uint8_t *p, size_t n)
     c->hs_len += take;
     if (c->hs_len < HY_HANDSHAKE_LEN)
         return (long)take;
-    unsigned dlen = (unsigned)c->hs[0] | (unsigned)c->hs[1] << 8;
+    unsigned dlen = hy_le16(c->hs);
     if (dlen != 32 || memcmp(c->hs + 2, ls->topo->schema->digest, 32) != 0) {
         char got[65];
         for (int i = 0; i < 32; i++)

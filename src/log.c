@@ -4,6 +4,7 @@
  * unbuffered-by-line stream, so lines from hyphad never interleave mid-line.
  */
 #include "hypha/log.h"
+#include "hypha/utf8.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -47,38 +48,6 @@ static void put_tail(buf *b, const char *s)
     b->n += len;
 }
 
-/* Length of a valid UTF-8 sequence at s (at most n bytes), or 0. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    size_t len;
-    uint32_t cp;
-    if (s[0] < 0x80)
-        return 1;
-    if ((s[0] & 0xE0) == 0xC0) {
-        len = 2;
-        cp = s[0] & 0x1F;
-    } else if ((s[0] & 0xF0) == 0xE0) {
-        len = 3;
-        cp = s[0] & 0x0F;
-    } else if ((s[0] & 0xF8) == 0xF0) {
-        len = 4;
-        cp = s[0] & 0x07;
-    } else {
-        return 0;
-    }
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < min[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return len;
-}
-
 static void puts_(buf *b, const char *s) { put(b, s, strlen(s)); }
 
 /* A JSON string: escaped, invalid UTF-8 replaced by U+FFFD, and never cut
@@ -109,7 +78,7 @@ static void put_json_str(buf *b, const char *s, size_t len)
         } else if (c < 0x80) {
             e[0] = (char)c;
             elen = 1;
-        } else if ((adv = utf8_len((const unsigned char *)s + i, len - i)) > 0) {
+        } else if ((adv = hy_utf8_seq((const uint8_t *)s + i, len - i)) > 0) {
             memcpy(e, s + i, adv);
             elen = adv;
         } else {

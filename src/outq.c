@@ -6,13 +6,7 @@
 
 #include "hypha/tlv.h"
 
-static size_t frame_len_at(const hy_outq *q, size_t off)
-{
-    const uint8_t *p = q->buf + off + 2;
-    uint32_t len = (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-                   ((uint32_t)p[3] << 24);
-    return HY_TLV_HEADER + (size_t)len;
-}
+static size_t frame_len_at(const hy_outq *q, size_t off) { return hy_tlv_size(q->buf + off); }
 
 void hy_outq_init(hy_outq *q) { memset(q, 0, sizeof *q); }
 
@@ -119,7 +113,6 @@ size_t hy_outq_frames(const hy_outq *q)
 {
     size_t n = 0;
     for (size_t off = q->head; off + HY_TLV_HEADER <= q->tail; n++)
-        off += HY_TLV_HEADER + ((size_t)q->buf[off + 2] | (size_t)q->buf[off + 3] << 8 |
-                                (size_t)q->buf[off + 4] << 16 | (size_t)q->buf[off + 5] << 24);
+        off += frame_len_at(q, off);
     return n;
 }

@@ -21,6 +21,24 @@ bool hy_ids_have(const uint16_t *ids, size_t n, uint16_t id)
     return false;
 }
 
+static int cmp_u16(const void *a, const void *b)
+{
+    uint16_t x = *(const uint16_t *)a, y = *(const uint16_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+size_t hy_ids_sort_unique(uint16_t *ids, size_t n)
+{
+    if (n == 0)
+        return 0;
+    qsort(ids, n, sizeof *ids, cmp_u16);
+    size_t u = 0;
+    for (size_t i = 0; i < n; i++)
+        if (u == 0 || ids[u - 1] != ids[i])
+            ids[u++] = ids[i];
+    return u;
+}
+
 bool hy_route_check_out(hy_pubcheck *c, const hy_schema *schema, const hy_worker_spec *w, const hy_frame *f,
                         hy_drops *d)
 {

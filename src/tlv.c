@@ -9,12 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static inline uint16_t get_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-static inline uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
-}
 
 void hy_tlv_decoder_init(hy_tlv_decoder *d, uint32_t max_payload)
 {
@@ -40,12 +34,12 @@ long hy_tlv_parse(const uint8_t *p, size_t n, uint32_t max_payload, hy_frame *f)
 {
     if (n < HY_TLV_HEADER)
         return 0;
-    uint32_t len = get_u32(p + 2);
+    uint32_t len = hy_le32(p + 2);
     if (len > max_payload)
         return -1;
     if (n - HY_TLV_HEADER < len)
         return 0;
-    f->type = get_u16(p);
+    f->type = hy_le16(p);
     f->len = len;
     f->payload = p + HY_TLV_HEADER;
     return (long)(HY_TLV_HEADER + len);
@@ -85,7 +79,7 @@ static long fill_pending(hy_tlv_decoder *d, const uint8_t *data, size_t n, int *
         if (d->have < HY_TLV_HEADER)
             return (long)taken;
     }
-    uint32_t len = get_u32(d->buf + 2);
+    uint32_t len = hy_le32(d->buf + 2);
     if (len > d->max_payload) {
         d->bad_len = len;
         return -1;
@@ -123,8 +117,8 @@ hy_tlv_status hy_tlv_feed(hy_tlv_decoder *d, const uint8_t *data, size_t n,
         off = (size_t)k;
         if (!done)
             return HY_TLV_OK;
-        f.type = get_u16(d->buf);
-        f.len = get_u32(d->buf + 2);
+        f.type = hy_le16(d->buf);
+        f.len = hy_le32(d->buf + 2);
         f.payload = d->buf + HY_TLV_HEADER;
         d->have = 0;
         d->frames++;
@@ -136,7 +130,7 @@ hy_tlv_status hy_tlv_feed(hy_tlv_decoder *d, const uint8_t *data, size_t n,
         long k = hy_tlv_parse(data + off, n - off, d->max_payload, &f);
         if (k < 0) {
             d->corrupt = 1;
-            d->bad_len = get_u32(data + off + 2);
+            d->bad_len = hy_le32(data + off + 2);
             return HY_TLV_CORRUPT;
         }
         if (k == 0)
@@ -166,7 +160,7 @@ size_t hy_tlv_direct(hy_tlv_decoder *d, uint8_t **dst)
 {
     if (d->corrupt || d->have < HY_TLV_HEADER)
         return 0;
-    size_t total = HY_TLV_HEADER + (size_t)get_u32(d->buf + 2); /* reserved by fill_pending */
+    size_t total = HY_TLV_HEADER + (size_t)hy_le32(d->buf + 2); /* reserved by fill_pending */
     *dst = d->buf + d->have;
     return total - d->have;
 }
@@ -174,10 +168,10 @@ size_t hy_tlv_direct(hy_tlv_decoder *d, uint8_t **dst)
 hy_tlv_status hy_tlv_direct_done(hy_tlv_decoder *d, size_t n, hy_tlv_frame_cb cb, void *ud)
 {
     d->have += n;
-    uint32_t len = get_u32(d->buf + 2);
+    uint32_t len = hy_le32(d->buf + 2);
     if (d->have < HY_TLV_HEADER + (size_t)len)
         return HY_TLV_OK;
-    hy_frame f = {.type = get_u16(d->buf), .len = len, .payload = d->buf + HY_TLV_HEADER};
+    hy_frame f = {.type = hy_le16(d->buf), .len = len, .payload = d->buf + HY_TLV_HEADER};
     d->have = 0;
     d->frames++;
     return cb(ud, &f) ? HY_TLV_STOPPED : HY_TLV_OK;

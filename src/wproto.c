@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "hypha/decode.h"
 #include "hypha/log.h"
 #include "instance.h"
 
@@ -40,21 +41,6 @@ void hy_wproto_send_shutdown(hy_instance *in)
     (void)w;
 }
 
-static int cmp_u16(const void *a, const void *b)
-{
-    uint16_t x = *(const uint16_t *)a, y = *(const uint16_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static const hy_message *resolve_type(const hy_schema *schema, json_t *v)
-{
-    if (json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) <= 65535)
-        return hy_schema_find(schema, (uint16_t)json_integer_value(v));
-    if (json_is_string(v))
-        return hy_schema_find_name(schema, json_string_value(v));
-    return NULL;
-}
-
 /* Type names or ids from a control frame, resolved against the schema,
  * sorted and unique. Unknown entries are logged and skipped. -1 on ENOMEM. */
 static int parse_types(hy_instance *in, json_t *list, const char *op, uint16_t **out, size_t *nout)
@@ -75,7 +61,7 @@ static int parse_types(hy_instance *in, json_t *list, const char *op, uint16_t *
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         json_t *v = json_array_get(list, i);
-        const hy_message *m = resolve_type(in->sup->topo->schema, v);
+        const hy_message *m = hy_decode_type(in->sup->topo->schema, v);
         if (m) {
             ids[k++] = m->type_id;
             continue;
@@ -85,13 +71,8 @@ static int parse_types(hy_instance *in, json_t *list, const char *op, uint16_t *
                "instance", in->idx, "op", op, "type", txt ? txt : "?", NULL);
         free(txt);
     }
-    qsort(ids, k, sizeof *ids, cmp_u16);
-    size_t u = 0;
-    for (size_t i = 0; i < k; i++)
-        if (u == 0 || ids[u - 1] != ids[i])
-            ids[u++] = ids[i];
     *out = ids;
-    *nout = u;
+    *nout = hy_ids_sort_unique(ids, k);
     return 0;
 }
 

@@ -20,4 +20,9 @@
  * message's size or memory runs out. */
 json_t *hy_decode_json(const hy_message *m, const uint8_t *payload, uint32_t len);
 
+/* The message a JSON value names: a type id (1-65535), a message name, or a
+ * type id written as text ("1002", as a shell passes it); NULL if none.
+ * What a worker's subscribe and `hyphactl tap` both accept. */
+const hy_message *hy_decode_type(const hy_schema *schema, const json_t *v);
+
 #endif

@@ -68,5 +68,7 @@ bool hy_route_check_in(const hy_schema *schema, const hy_frame *f, hy_drops *d);
 
 /* Binary search in a sorted array of type ids. */
 bool hy_ids_have(const uint16_t *ids, size_t n, uint16_t id);
+/* Sort ids in place and drop repeats; returns how many are left. */
+size_t hy_ids_sort_unique(uint16_t *ids, size_t n);
 
 #endif

@@ -76,6 +76,15 @@ static inline size_t hy_tlv_pending(const hy_tlv_decoder *d) { return d->have; }
  * max_payload (the stream is corrupt). */
 long hy_tlv_parse(const uint8_t *p, size_t n, uint32_t max_payload, hy_frame *f);
 
+/* Little-endian reads: the one header decode. */
+static inline uint16_t hy_le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static inline uint32_t hy_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+/* The whole size (header included) of the frame whose header is at p. */
+static inline size_t hy_tlv_size(const uint8_t *p) { return HY_TLV_HEADER + (size_t)hy_le32(p + 2); }
+
 /* Write the 6-byte header. */
 void hy_tlv_put_header(uint8_t out[HY_TLV_HEADER], uint16_t type, uint32_t len);
 
