@@ -1,0 +1,71 @@
+/* topology_int.h - what the topology loader's files share (internal).
+ *
+ * topology.c reads the document's root and top level (endpoints, upstream,
+ * listen, control, metrics) and hands `defaults` and `workers` to
+ * topology_worker.c; the calls go that way only. What both need - the
+ * loader's state and a few small helpers - is here, static inline.
+ */
+#ifndef HYPHA_TOPOLOGY_INT_H
+#define HYPHA_TOPOLOGY_INT_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "fsutil.h"
+#include "hypha/schema.h"
+#include "hypha/tlv.h"
+#include "hypha/topology.h"
+#include "yamlx.h"
+
+typedef struct loader {
+    hy_ydoc y;
+    hy_topology *t;
+    char what[192]; /* scratch for qual() */
+} loader;
+
+/* "workers.risk." + "backoff.max": the setting's full name for messages.
+ * Returns L->what, so use one per expression. */
+static inline const char *qual(loader *L, const char *ctx, const char *key)
+{
+    snprintf(L->what, sizeof L->what, "%s%s", ctx, key);
+    return L->what;
+}
+
+static inline int oom(loader *L, const yaml_node_t *n)
+{
+    return hy_yerr(&L->y, n, "out of memory");
+}
+
+/* A path scalar resolved against the topology's directory (malloc'd). */
+static inline int get_path(loader *L, const yaml_node_t *n, const char *what, char **out)
+{
+    const char *s;
+    if (hy_yget_str(&L->y, n, what, &s) < 0)
+        return -1;
+    if (!*s)
+        return hy_yerr(&L->y, n, "%s must not be empty", what);
+    if (!(*out = hy_path_join(L->t->dir, s)))
+        return oom(L, n);
+    return 0;
+}
+
+/* The largest message of the contracts with its frame header: no buffer or
+ * queue may be smaller. */
+static inline uint32_t largest_frame(const hy_schema *s)
+{
+    uint32_t max = 0;
+    for (size_t i = 0; i < s->nmsgs; i++)
+        if (s->msgs[i].size > max)
+            max = s->msgs[i].size;
+    return max + HY_TLV_HEADER;
+}
+
+/* ---- topology_worker.c -------------------------------------------------- */
+
+/* `defaults` merged into the built-in policy in L->t->defaults; n may be NULL
+ * (no `defaults:`): the built-ins are checked all the same. */
+int hy_topo_parse_defaults(loader *L, const yaml_node_t *n, const yaml_node_t *root);
+/* The `workers` mapping into L->t->workers, each with the defaults merged. */
+int hy_topo_parse_workers(loader *L, const yaml_node_t *n);
+
+#endif
