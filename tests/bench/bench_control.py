@@ -15,6 +15,11 @@ next to `hyphactl --version`: the same process without a request, the floor
 any command has on this machine under the same load.
 
 usage: bench_control.py [--build DIR] [--rounds R] [--requests N] [--json]
+                        [--baseline-build DIR]
+
+--baseline-build DIR: every round is run twice, with the hyphad and hyphactl
+of DIR (an older build) and with this build's, the order alternating
+(benchcompare.py); the output adds the ratios current/baseline build.
 """
 import argparse
 import json
@@ -28,6 +33,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import bench_relay as br  # noqa: E402  (shares its Run, Bins and helpers)
+import benchcompare as bc  # noqa: E402
 
 PRODUCERS, IDLE = 8, 92
 
@@ -58,7 +64,7 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
 
 
-def measure(build, path, n):
+def measure(hyphactl, path, n):
     out = {}
     for cmd in ("status", "health"):
         times = []
@@ -71,7 +77,7 @@ def measure(build, path, n):
         cli = []
         for _ in range(max(5, n // 10)):
             t0 = time.perf_counter()
-            r = subprocess.run([os.path.join(build, "hyphactl"), "--socket", path, cmd],
+            r = subprocess.run([hyphactl, "--socket", path, cmd],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             cli.append(time.perf_counter() - t0)
             if r.returncode not in (0, 1):
@@ -82,7 +88,7 @@ def measure(build, path, n):
     floor = []
     for _ in range(max(5, n // 10)):
         t0 = time.perf_counter()
-        subprocess.run([os.path.join(build, "hyphactl"), "--version"], stdout=subprocess.DEVNULL)
+        subprocess.run([hyphactl, "--version"], stdout=subprocess.DEVNULL)
         floor.append(time.perf_counter() - t0)
     out["hyphactl --version"] = floor
     return out
@@ -93,7 +99,7 @@ def frames_out(path):
     return r["upstream"]["frames_out"]
 
 
-def one_round(bins, build, n):
+def one_round(bins, n):
     with br.Run() as run:
         sock = run.path("sink.sock")
         per = 400_000_000  # far more than a round takes: they are killed at the end
@@ -120,11 +126,11 @@ def one_round(bins, build, n):
                 if time.time() > deadline:
                     br.fail("not every instance reached running")
                 time.sleep(0.1)
-            idle = measure(build, ctl, n)
+            idle = measure(bins.hyphactl, ctl, n)
             os.write(gfd, b"g" * PRODUCERS)
             time.sleep(0.5)
             f0, t0 = frames_out(ctl), time.perf_counter()
-            busy = measure(build, ctl, n)
+            busy = measure(bins.hyphactl, ctl, n)
             f1, t1 = frames_out(ctl), time.perf_counter()
             rate = (f1 - f0) / (t1 - t0)
             if rate < 100_000:
@@ -140,33 +146,68 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--json", action="store_true")
+    bc.add_option(ap)
     a = ap.parse_args()
-    bins = br.Bins(a.build)
-    agg = {"idle": {}, "busy": {}}
-    rates = []
+    build = os.path.abspath(a.build)  # its programs go into topologies, read elsewhere
+    bins = br.Bins(build)
+    base = bc.check(a.baseline_build, ("hyphad", "hyphactl"))
+    builds = {bc.CURRENT: bins}
+    if base:
+        builds[bc.BASE] = br.Bins(build, base)
+    agg = {key: {"idle": {}, "busy": {}} for key in builds}
+    rates = {key: [] for key in builds}
+    p50s = {key: [] for key in builds}  # per round: {(state, what): median}
     for i in range(a.rounds):
-        print(f"round {i + 1}/{a.rounds} ...", file=sys.stderr, flush=True)
-        idle, busy, rate = one_round(bins, a.build, a.requests)
-        rates.append(rate)
-        for k, v in idle.items():
-            agg["idle"].setdefault(k, []).extend(v)
-        for k, v in busy.items():
-            agg["busy"].setdefault(k, []).extend(v)
-    rows = []
-    for k in agg["idle"]:
-        i, b = agg["idle"][k], agg["busy"][k]
-        rows.append({"what": k, "idle_p50_ms": statistics.median(i) * 1e3, "idle_p99_ms": pct(i, 99) * 1e3,
-                     "busy_p50_ms": statistics.median(b) * 1e3, "busy_p99_ms": pct(b, 99) * 1e3,
-                     "ratio_p50": statistics.median(b) / statistics.median(i), "n": len(b)})
-    result = {"instances": PRODUCERS + IDLE, "relay_frames_per_s": statistics.median(rates), "rows": rows}
+        for key, b in bc.order(i, bins, builds.get(bc.BASE)):
+            print(f"round {i + 1}/{a.rounds}{' (baseline build)' if key == bc.BASE else ''} ...", file=sys.stderr,
+                  flush=True)
+            idle, busy, rate = one_round(b, a.requests)
+            rates[key].append(rate)
+            p50s[key].append({(state, k): statistics.median(v)
+                              for state, m in (("idle", idle), ("busy", busy)) for k, v in m.items()})
+            for k, v in idle.items():
+                agg[key]["idle"].setdefault(k, []).extend(v)
+            for k, v in busy.items():
+                agg[key]["busy"].setdefault(k, []).extend(v)
+
+    def table(g):
+        rows = []
+        for k in g["idle"]:
+            i, b = g["idle"][k], g["busy"][k]
+            rows.append({"what": k, "idle_p50_ms": statistics.median(i) * 1e3, "idle_p99_ms": pct(i, 99) * 1e3,
+                         "busy_p50_ms": statistics.median(b) * 1e3, "busy_p99_ms": pct(b, 99) * 1e3,
+                         "ratio_p50": statistics.median(b) / statistics.median(i), "n": len(b)})
+        return rows
+
+    rows = table(agg[bc.CURRENT])
+    result = {"instances": PRODUCERS + IDLE, "relay_frames_per_s": statistics.median(rates[bc.CURRENT]), "rows": rows}
+    metrics = ("idle_p50_ms", "idle_p99_ms", "busy_p50_ms", "busy_p99_ms")
+    if base:
+        result["baseline_build"] = base
+        result["base_build_relay_frames_per_s"] = statistics.median(rates[bc.BASE])
+        result["cur_vs_base_relay_frames_per_s"] = bc.ratio(result["relay_frames_per_s"],
+                                                            result["base_build_relay_frames_per_s"])
+        result["base_build_rows"] = table(agg[bc.BASE])
+        for r, o in zip(rows, result["base_build_rows"]):
+            r["cur_vs_base"] = {m: bc.ratio(r[m], o[m]) for m in metrics}
+            r["cur_vs_base_runs"] = {state + "_p50": bc.per_round([x[state, r["what"]] for x in p50s[bc.CURRENT]],
+                                                                  [x[state, r["what"]] for x in p50s[bc.BASE]])
+                                     for state in ("idle", "busy")}
+        result["cur_vs_base_runs_relay_frames_per_s"] = bc.per_round(rates[bc.CURRENT], rates[bc.BASE])
     if a.json:
         print(json.dumps(result, indent=1))
         return
     print(f"{PRODUCERS + IDLE} instances; relay during 'busy': {result['relay_frames_per_s']:,.0f} frames/s (median)")
-    print(f"{'request':18} {'idle p50':>9} {'idle p99':>9} {'busy p50':>9} {'busy p99':>9} {'ratio':>6}  (ms)")
+    if base:
+        print(f"baseline build: {result['base_build_relay_frames_per_s']:,.0f} frames/s "
+              f"(cur/base {bc.fmt(result['cur_vs_base_relay_frames_per_s'], 0)})")
+        print(bc.NOTE.format(dir=base))
+    print(f"{'request':18} {'idle p50':>9} {'idle p99':>9} {'busy p50':>9} {'busy p99':>9} {'ratio':>6}  (ms)"
+          + (f"{'cur/base:':>12}" + "".join(f" {m[:8].replace('_', ' '):>9}" for m in metrics) if base else ""))
     for r in rows:
         print(f"{r['what']:18} {r['idle_p50_ms']:9.2f} {r['idle_p99_ms']:9.2f} {r['busy_p50_ms']:9.2f} "
-              f"{r['busy_p99_ms']:9.2f} {r['ratio_p50']:6.2f}")
+              f"{r['busy_p99_ms']:9.2f} {r['ratio_p50']:6.2f}"
+              + (" " * 18 + "".join(" " + bc.fmt(r["cur_vs_base"][m], 9) for m in metrics) if base else ""))
 
 
 if __name__ == "__main__":

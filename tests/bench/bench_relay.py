@@ -22,9 +22,13 @@ Every benchmark checks that counts are exact (sequence numbers in every
 payload: nothing lost, duplicated or reordered) and fails loudly otherwise.
 
 usage: bench_relay.py [--build DIR] [--rounds R] [--quick] [--json]
-                      [--only throughput,latency,fanout]
+                      [--only throughput,latency,fanout] [--baseline-build DIR]
 Rounds alternate baseline and hyphad (B H B H ...); medians over rounds are
 reported, with the ratio hyphad/baseline.
+
+--baseline-build DIR: every round also runs each hyphad measurement with the
+hyphad of DIR (an older build), alternating with this build's (benchcompare.py),
+and the output adds the ratios current/baseline build.
 """
 import argparse
 import glob
@@ -39,6 +43,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import benchcompare as bc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -58,9 +64,13 @@ def fail(msg):
 
 
 class Bins:
-    def __init__(self, build):
+    """The programs of a build; hyphad_build: take hyphad and hyphactl from
+    that build instead (the helper programs stay those of build)."""
+
+    def __init__(self, build, hyphad_build=None):
         self.build = build
-        self.hyphad = os.path.join(build, "hyphad")
+        self.hyphad = os.path.join(hyphad_build or build, "hyphad")
+        self.hyphactl = os.path.join(hyphad_build or build, "hyphactl")
         for name in ("relay_producer", "relay_sink", "relay_bus", "relay_ping", "relay_counter", "relay_fanout"):
             path = os.path.join(build, "tests", name)
             if not os.access(path, os.X_OK):
@@ -374,8 +384,17 @@ def main():
     ap.add_argument("--only", default="throughput,latency,fanout",
                     help="comma-separated subset of throughput,latency,fanout")
     ap.add_argument("--json", action="store_true", help="print results as JSON")
+    bc.add_option(ap)
     a = ap.parse_args()
     bins = Bins(os.path.abspath(a.build))
+    base = bc.check(a.baseline_build)
+    bins_base = Bins(os.path.abspath(a.build), base) if base else None
+    CUR, BB = bc.CURRENT, bc.BASE
+
+    def hy(r):
+        """[(key, bins)]: the hyphad build(s) to measure in round r, in order."""
+        return bc.order(r, bins, bins_base)
+
     rounds = a.rounds or (2 if a.quick else 7)
     only = set(a.only.split(","))
     q = 5 if a.quick else 1  # counts divided by q
@@ -389,13 +408,16 @@ def main():
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
 
     res = {"rounds": rounds, "quick": a.quick, "cpus": os.cpu_count()}
+    if base:
+        res["baseline_build"] = base
     if "throughput" in only:
-        tp = {c[0]: {"baseline": [], "hyphad": []} for c in tp_cases}
+        tp = {c[0]: {"baseline": [], CUR: [], BB: []} for c in tp_cases}
         for r in range(rounds):
             for label, n, msg, per in tp_cases:
                 log(f"round {r + 1}/{rounds}: throughput {label} ({n * per} frames) ...")
-                for mode in ("baseline", "hyphad"):
-                    tp[label][mode].append(throughput(bins, mode, n, msg, per))
+                tp[label]["baseline"].append(throughput(bins, "baseline", n, msg, per))
+                for key, b in hy(r):
+                    tp[label][key].append(throughput(b, "hyphad", n, msg, per))
         res["throughput"] = []
         for label, n, msg, per in tp_cases:
             h, b = tp[label]["hyphad"], tp[label]["baseline"]
@@ -408,13 +430,26 @@ def main():
                    "socat_runs_mb_per_s": [round(x["mb_per_s"], 1) for x in b]}
             row["ratio"] = row["hyphad_frames_per_s"] / row["socat_frames_per_s"]
             row["ratio_paired"] = statistics.median(x["frames_per_s"] / y["frames_per_s"] for x, y in zip(h, b))
+            if base:
+                o = tp[label][BB]
+                row.update({"base_build_frames_per_s": med(o, "frames_per_s"), "base_build_mb_per_s": med(o, "mb_per_s"),
+                            "base_build_cpu_s_per_gb": med(o, "relay_cpu_s_per_gb"),
+                            "base_build_runs_mb_per_s": [round(x["mb_per_s"], 1) for x in o],
+                            "cur_vs_base_runs": bc.per_round(h, o, "frames_per_s")})
+                row["cur_vs_base"] = bc.ratio(row["hyphad_frames_per_s"], row["base_build_frames_per_s"])
+                row["cur_vs_base_paired"] = bc.paired(row["cur_vs_base_runs"])
+                row["cur_vs_base_cpu_s_per_gb"] = bc.ratio(row["hyphad_cpu_s_per_gb"], row["base_build_cpu_s_per_gb"])
             res["throughput"].append(row)
     if "latency" in only:
-        lat = {"direct": [], "socat": [], "hyphad": []}
+        lat = {"direct": [], "socat": [], CUR: []}
+        if base:
+            lat[BB] = []
         for r in range(rounds):
             log(f"round {r + 1}/{rounds}: latency ({k} round trips each, pinned to CPU 0) ...")
-            for mode in ("direct", "socat", "hyphad"):
+            for mode in ("direct", "socat"):
                 lat[mode].append(latency(bins, mode, warm, k))
+            for key, b in hy(r):
+                lat[key].append(latency(b, "hyphad", warm, k))
         res["latency"] = {"round_trips": k, "warmup": warm}
         for mode, runs in lat.items():
             res["latency"][mode] = {p: med(runs, p + "_ns") / 1000 for p in ("p50", "p90", "p99", "p999")}
@@ -424,12 +459,17 @@ def main():
             L[f"added_{p}_us"] = {"hyphad": L["hyphad"][p] - L["direct"][p], "socat": L["socat"][p] - L["direct"][p]}
         L["ratio_p50"] = L["hyphad"]["p50"] / L["socat"]["p50"]
         L["ratio_p99"] = L["hyphad"]["p99"] / L["socat"]["p99"]
+        if base:
+            L["cur_vs_base"] = {p: bc.ratio(L[CUR][p], L[BB][p]) for p in ("p50", "p90", "p99", "p999")}
+            L["cur_vs_base_runs"] = {p: bc.per_round(lat[CUR], lat[BB], p + "_ns") for p in ("p50", "p90", "p99", "p999")}
+            L["cur_vs_base_paired"] = {p: bc.paired(v) for p, v in L["cur_vs_base_runs"].items()}
     if "fanout" in only:
-        fo = {"baseline": [], "hyphad": []}
+        fo = {"baseline": [], CUR: [], BB: []}
         for r in range(rounds):
             log(f"round {r + 1}/{rounds}: fan-out ({fan_f} frames to {fan_n} workers) ...")
-            for mode in ("baseline", "hyphad"):
-                fo[mode].append(fanout(bins, mode, fan_n, fan_f))
+            fo["baseline"].append(fanout(bins, "baseline", fan_n, fan_f))
+            for key, b in hy(r):
+                fo[key].append(fanout(b, "hyphad", fan_n, fan_f))
         res["fanout"] = {"workers": fan_n, "frames": fan_f,
                          "hyphad_deliveries_per_s": med(fo["hyphad"], "deliveries_per_s"),
                          "baseline_deliveries_per_s": med(fo["baseline"], "deliveries_per_s"),
@@ -441,29 +481,45 @@ def main():
         res["fanout"]["ratio"] = res["fanout"]["hyphad_deliveries_per_s"] / res["fanout"]["baseline_deliveries_per_s"]
         res["fanout"]["ratio_paired"] = statistics.median(
             x["deliveries_per_s"] / y["deliveries_per_s"] for x, y in zip(fo["hyphad"], fo["baseline"]))
+        if base:
+            F, o = res["fanout"], fo[BB]
+            F.update({"base_build_deliveries_per_s": med(o, "deliveries_per_s"), "base_build_seconds": med(o, "seconds"),
+                      "base_build_cpu_s": med(o, "relay_cpu_s"),
+                      "base_build_peak_rss_kib": max(r["relay_peak_rss_kib"] for r in o),
+                      "cur_vs_base_runs": bc.per_round(fo[CUR], o, "deliveries_per_s")})
+            F["cur_vs_base"] = {m: bc.ratio(F["hyphad_" + m], F["base_build_" + m])
+                                for m in ("deliveries_per_s", "seconds", "cpu_s", "peak_rss_kib")}
+            F["cur_vs_base_paired"] = bc.paired(F["cur_vs_base_runs"])
 
     if a.json:
         print(json.dumps(res, indent=2))
         return
     print(f"\nrelay benchmarks: median of {rounds} rounds, {os.cpu_count()} CPUs"
           f"{' (quick)' if a.quick else ''}; every count verified exact")
+    if base:
+        print(bc.NOTE.format(dir=base) + "\n" + bc.NOTE_ROUNDS)
     if "throughput" in res:
         print(f"\n(a) throughput worker -> upstream (MB = 10^6 payload bytes)")
         print(f"{'case':<19}{'hyphad frames/s':>16}{'MB/s':>7}{'socat frames/s':>16}{'MB/s':>7}{'ratio':>7}"
-              f"{'paired':>8}  target  {'CPU s/GB hyphad':>15}{'socat':>7}")
+              f"{'paired':>8}  target  {'CPU s/GB hyphad':>15}{'socat':>7}"
+              + (f"{'base frames/s':>16}{'cur/base':>9}{'paired':>7}{'range':>11}{'CPU cur/base':>13}" if base else ""))
         for row in res["throughput"]:
             print(f"{row['case']:<19}{row['hyphad_frames_per_s']:>16,.0f}{row['hyphad_mb_per_s']:>7.0f}"
                   f"{row['socat_frames_per_s']:>16,.0f}{row['socat_mb_per_s']:>7.0f}{row['ratio']:>7.2f}"
                   f"{row['ratio_paired']:>8.2f}  >= 1.0  {row['hyphad_cpu_s_per_gb']:>15.2f}"
-                  f"{row['socat_cpu_s_per_gb']:>7.2f}")
+                  f"{row['socat_cpu_s_per_gb']:>7.2f}"
+                  + (f"{row['base_build_frames_per_s']:>16,.0f}{bc.fmt(row['cur_vs_base'], 9)}"
+                     f"{bc.fmt(row['cur_vs_base_paired'], 7)}{bc.span(row['cur_vs_base_runs'], 11)}"
+                     f"{bc.fmt(row['cur_vs_base_cpu_s_per_gb'], 13)}" if base else ""))
         print("ratio = median hyphad / median socat; paired = median of the per-round ratios;"
               "\nCPU s/GB = CPU time of hyphad, or of all socat processes, per GB of payload")
     if "latency" in res:
         L = res["latency"]
         print(f"\n(b) round-trip latency, 64 B, {L['round_trips']} round trips, all on CPU 0 (us)")
         print(f"{'path':<30}{'p50':>9}{'p90':>9}{'p99':>9}{'p99.9':>9}")
-        for mode, label in (("direct", "ping <-> bus (direct)"), ("socat", "ping <-> socat <-> bus"),
-                            ("hyphad", "ping <-> hyphad <-> bus")):
+        paths = [("direct", "ping <-> bus (direct)"), ("socat", "ping <-> socat <-> bus"),
+                 ("hyphad", "ping <-> hyphad <-> bus")] + ([(BB, "ping <-> hyphad (base build)")] if base else [])
+        for mode, label in paths:
             m = L[mode]
             print(f"{label:<30}{m['p50']:>9.1f}{m['p90']:>9.1f}{m['p99']:>9.1f}{m['p999']:>9.1f}")
         print(f"{'added by hyphad (vs direct)':<30}{L['added_p50_us']['hyphad']:>9.1f}{'':>9}"
@@ -471,15 +527,30 @@ def main():
         print(f"{'added by socat (vs direct)':<30}{L['added_p50_us']['socat']:>9.1f}{'':>9}"
               f"{L['added_p99_us']['socat']:>9.1f}")
         print(f"{'ratio hyphad/socat':<30}{L['ratio_p50']:>9.2f}{'':>9}{L['ratio_p99']:>9.2f}")
+        if base:
+            ps = ("p50", "p90", "p99", "p999")
+            print(f"{'ratio hyphad cur/base':<30}" + "".join(bc.fmt(L["cur_vs_base"][p], 9) for p in ps))
+            print(f"{'  paired':<30}" + "".join(bc.fmt(L["cur_vs_base_paired"][p], 9) for p in ps))
+            for word, pick in (("lowest", min), ("highest", max)):
+                print(f"{'  ' + word + ' of the rounds':<30}"
+                      + "".join(bc.fmt(pick(L["cur_vs_base_runs"][p], default=None), 9) for p in ps))
     if "fanout" in res:
         F = res["fanout"]
         print(f"\n(c) fan-out: {F['frames']} frames x 64 B from the bus to {F['workers']} workers")
         print(f"{'':<20}{'deliveries/s':>15}{'seconds':>10}{'relay CPU s':>13}")
         print(f"{'hyphad':<20}{F['hyphad_deliveries_per_s']:>15,.0f}{F['hyphad_seconds']:>10.3f}"
               f"{F['hyphad_cpu_s']:>13.2f}   peak RSS {F['hyphad_peak_rss_kib'] / 1024:.0f} MiB")
+        if base:
+            print(f"{'hyphad (base build)':<20}{F['base_build_deliveries_per_s']:>15,.0f}{F['base_build_seconds']:>10.3f}"
+                  f"{F['base_build_cpu_s']:>13.2f}   peak RSS {F['base_build_peak_rss_kib'] / 1024:.0f} MiB")
         print(f"{'tee to 100 pipes':<20}{F['baseline_deliveries_per_s']:>15,.0f}{F['baseline_seconds']:>10.3f}"
               f"{F['baseline_cpu_s']:>13.2f}")
         print(f"{'ratio':<20}{F['ratio']:>15.2f}   (paired {F['ratio_paired']:.2f})")
+        if base:
+            c = F["cur_vs_base"]
+            print(f"{'cur/base':<20}{bc.fmt(c['deliveries_per_s'], 15)}{bc.fmt(c['seconds'], 10)}"
+                  f"{bc.fmt(c['cpu_s'], 13)}   peak RSS {bc.fmt(c['peak_rss_kib'], 0)}"
+                  f"   (paired {bc.fmt(F['cur_vs_base_paired'], 0)}, range {bc.span(F['cur_vs_base_runs'], 0)})")
 
 
 if __name__ == "__main__":

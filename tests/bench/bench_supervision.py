@@ -10,8 +10,13 @@
 
 usage: bench_supervision.py [--build DIR] [--restarts 200] [--idle-seconds 60]
                             [--instances 500] [--rounds 3] [--json]
+                            [--baseline-build DIR]
 Rounds alternate baseline and hyphad (B H B H ...) so drift on a noisy machine
 hits both alike; medians over rounds are reported.
+
+--baseline-build DIR: every round also measures (a) and (c) with the hyphad of
+DIR (an older build), alternating with this build's (benchcompare.py); (b) is
+measured once with each; the output adds the ratios current/baseline build.
 """
 import argparse
 import json
@@ -23,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import benchcompare as bc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -68,10 +75,12 @@ def write_topology(d, body):
 
 
 class Hyphad:
-    def __init__(self, build, topo, logdir):
+    """hyphad of the build directory hy_build, on topology topo."""
+
+    def __init__(self, hy_build, topo, logdir):
         self.log = open(os.path.join(logdir, "hyphad.log"), "w")
         self.t0 = time.monotonic()
-        self.p = subprocess.Popen([os.path.join(build, "hyphad"), topo], stderr=self.log,
+        self.p = subprocess.Popen([os.path.join(hy_build, "hyphad"), topo], stderr=self.log,
                                   stdout=subprocess.DEVNULL)
 
     def stop(self):
@@ -92,27 +101,45 @@ def wait_for(pred, timeout, what):
         time.sleep(0.002)
 
 
-def restart_latency(build, n):
+def spawn_baseline(build, mode, count):
+    """bench_spawn_baseline MODE COUNT with bench_worker: the seconds it took
+    and the gaps (us) between one worker's end and the next one's start."""
     worker = os.path.join(build, "tests", "bench_worker")
     with tempfile.TemporaryDirectory() as d:
         stamps = os.path.join(d, "stamps")
-        subprocess.run([os.path.join(build, "tests", "bench_spawn_baseline"), "respawn", str(n + 1),
+        t0 = time.monotonic()
+        subprocess.run([os.path.join(build, "tests", "bench_spawn_baseline"), mode, str(count),
                         worker, stamps], check=True)
-        base = gaps_us(stamps)
+        return time.monotonic() - t0, gaps_us(stamps)
+
+
+def stamped_hyphad(build, hy_build, mode, spec, lines, what, timeout):
+    """The hyphad of hy_build supervising worker w, `bench_worker MODE stamps`
+    (of build) with the topology lines spec, until the stamps file has
+    `lines` lines: the seconds from hyphad's start to then, and the gaps (us)
+    between one instance's end and the next one's start."""
+    worker = os.path.join(build, "tests", "bench_worker")
     with tempfile.TemporaryDirectory() as d:
         stamps = os.path.join(d, "stamps")
-        topo = write_topology(d, f"""workers:
-  w:
-    command: [{worker}, stamp, {stamps}]
-    backoff: {{initial: 0s, max: 0s, jitter: 0}}
-    give_up: {{failures: 0}}
-    start_timeout: 0s
-""")
-        h = Hyphad(build, topo, d)
-        wait_for(lambda: count_lines(stamps) >= 2 * (n + 1), 120, f"{n} restarts")
+        topo = write_topology(d, f"workers:\n  w:\n    command: [{worker}, {mode}, {stamps}]\n" + spec)
+        h = Hyphad(hy_build, topo, d)
+        wait_for(lambda: count_lines(stamps) >= lines, timeout, what)
+        elapsed = time.monotonic() - h.t0
         h.stop()
-        hy = gaps_us(stamps)[:n]
-    return base, hy
+        return elapsed, gaps_us(stamps)
+
+
+def restart_baseline(build, n):
+    return spawn_baseline(build, "respawn", n + 1)[1]
+
+
+def restart_hyphad(build, hy_build, n):
+    """Restart gaps (us) under the hyphad of hy_build."""
+    spec = """    backoff: {initial: 0s, max: 0s, jitter: 0}
+    give_up: {failures: 0}
+    start_timeout: 0s
+"""
+    return stamped_hyphad(build, hy_build, "stamp", spec, 2 * (n + 1), f"{n} restarts", 120)[1][:n]
 
 
 def proc_cpu_s(pid):
@@ -141,7 +168,8 @@ def smaps_rollup(pid):
     return out
 
 
-def idle_cost(build, seconds, workers=100):
+def idle_cost(build, seconds, workers=100, hy_build=None):
+    """hy_build: the build whose hyphad is measured (default: build)."""
     worker = os.path.join(build, "tests", "bench_worker")
     with tempfile.TemporaryDirectory() as d:
         topo = write_topology(d, f"""workers:
@@ -149,7 +177,7 @@ def idle_cost(build, seconds, workers=100):
     command: [{worker}, idle]
     instances: {workers}
 """)
-        h = Hyphad(build, topo, d)
+        h = Hyphad(hy_build or build, topo, d)
         log = os.path.join(d, "hyphad.log")
         wait_for(lambda: open(log).read().count(" ready ") >= workers, 60, "workers ready")
         time.sleep(0.5)
@@ -165,26 +193,13 @@ def idle_cost(build, seconds, workers=100):
             "private_kib": sm.get("Private_Clean", 0) + sm.get("Private_Dirty", 0)}
 
 
-def startup(build, n):
-    worker = os.path.join(build, "tests", "bench_worker")
-    with tempfile.TemporaryDirectory() as d:
-        stamps = os.path.join(d, "stamps")
-        t0 = time.monotonic()
-        subprocess.run([os.path.join(build, "tests", "bench_spawn_baseline"), "burst", str(n),
-                        worker, stamps], check=True)
-        base = time.monotonic() - t0
-    with tempfile.TemporaryDirectory() as d:
-        stamps = os.path.join(d, "stamps")
-        topo = write_topology(d, f"""workers:
-  w:
-    command: [{worker}, start, {stamps}]
-    instances: {n}
-""")
-        h = Hyphad(build, topo, d)
-        wait_for(lambda: count_lines(stamps) >= n, 60, f"{n} instances")
-        hy = time.monotonic() - h.t0
-        h.stop()
-    return base, hy
+def startup_baseline(build, n):
+    return spawn_baseline(build, "burst", n)[0]
+
+
+def startup_hyphad(build, hy_build, n):
+    """Seconds to start n instances under the hyphad of hy_build."""
+    return stamped_hyphad(build, hy_build, "start", f"    instances: {n}\n", n, f"{n} instances", 60)[0]
 
 
 def main():
@@ -195,20 +210,29 @@ def main():
     ap.add_argument("--instances", type=int, default=500)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", action="store_true", help="print results as JSON")
+    bc.add_option(ap)
     a = ap.parse_args()
+    a.build = os.path.abspath(a.build)  # it goes into topologies, read elsewhere
+    base = bc.check(a.baseline_build)
+    CUR, BB = bc.CURRENT, bc.BASE
 
-    lat_b, lat_h, st_b, st_h = [], [], [], []
+    lat_b, st_b = [], []
+    lat_h, st_h = {CUR: [], BB: []}, {CUR: [], BB: []}
     for r in range(a.rounds):
         print(f"round {r + 1}/{a.rounds}: restart latency ({a.restarts} restarts) ...", file=sys.stderr)
-        b, h = restart_latency(a.build, a.restarts)
-        lat_b.append(b)
-        lat_h.append(h)
+        lat_b.append(restart_baseline(a.build, a.restarts))
+        for key, hb in bc.order(r, a.build, base):
+            lat_h[key].append(restart_hyphad(a.build, hb, a.restarts))
         print(f"round {r + 1}/{a.rounds}: start-up ({a.instances} instances) ...", file=sys.stderr)
-        b, h = startup(a.build, a.instances)
-        st_b.append(b)
-        st_h.append(h)
-    print(f"idle cost: 100 workers for {a.idle_seconds:g}s ...", file=sys.stderr)
-    idle = idle_cost(a.build, a.idle_seconds)
+        st_b.append(startup_baseline(a.build, a.instances))
+        for key, hb in bc.order(r, a.build, base):
+            st_h[key].append(startup_hyphad(a.build, hb, a.instances))
+    idles = {}
+    for key, hb in bc.order(0, a.build, base):
+        print(f"idle cost: 100 workers for {a.idle_seconds:g}s{' (baseline build)' if key == BB else ''} ...",
+              file=sys.stderr)
+        idles[key] = idle_cost(a.build, a.idle_seconds, hy_build=hb)
+    idle = idles[CUR]
 
     def summary(runs):
         return {"median_us": round(statistics.median(statistics.median(x) for x in runs), 1),
@@ -216,29 +240,69 @@ def main():
                 "samples": sum(len(x) for x in runs)}
 
     res = {
-        "restart_latency": {"hyphad": summary(lat_h), "baseline": summary(lat_b)},
+        "restart_latency": {"hyphad": summary(lat_h[CUR]), "baseline": summary(lat_b)},
         "startup": {"instances": a.instances,
-                    "hyphad_s": round(statistics.median(st_h), 3),
+                    "hyphad_s": round(statistics.median(st_h[CUR]), 3),
                     "baseline_s": round(statistics.median(st_b), 3)},
         "idle": idle,
     }
     rl = res["restart_latency"]
     rl["ratio_median"] = round(rl["hyphad"]["median_us"] / rl["baseline"]["median_us"], 2)
     res["startup"]["ratio"] = round(res["startup"]["hyphad_s"] / res["startup"]["baseline_s"], 2)
+    if base:
+        res["baseline_build"] = base
+
+        def r3(x):
+            return None if x is None else round(x, 3)
+
+        rl[BB] = summary(lat_h[BB])
+        rl["cur_vs_base"] = {m: r3(bc.ratio(rl[CUR][m], rl[BB][m])) for m in ("median_us", "p99_us")}
+        rl["cur_vs_base_runs"] = bc.per_round([statistics.median(x) for x in lat_h[CUR]],
+                                              [statistics.median(x) for x in lat_h[BB]])
+        su = res["startup"]
+        su["base_build_s"] = round(statistics.median(st_h[BB]), 3)
+        su["cur_vs_base"] = r3(bc.ratio(su["hyphad_s"], su["base_build_s"]))
+        su["cur_vs_base_runs"] = bc.per_round(st_h[CUR], st_h[BB])
+        res["idle_base_build"] = idles[BB]
+        res["idle_cur_vs_base"] = {m: r3(bc.ratio(idle[m], idles[BB][m]))
+                                   for m in ("rss_kib", "pss_kib", "private_kib", "cpu_s")}
     if a.json:
         print(json.dumps(res, indent=2))
         return
-    print(f"\n{'measure':<34}{'hyphad':>12}{'baseline':>12}{'ratio':>8}  target")
-    print(f"{'restart latency median':<34}{rl['hyphad']['median_us'] / 1000:>10.2f}ms"
-          f"{rl['baseline']['median_us'] / 1000:>10.2f}ms{rl['ratio_median']:>8.2f}  < 2 ms")
-    print(f"{'restart latency p99':<34}{rl['hyphad']['p99_us'] / 1000:>10.2f}ms"
-          f"{rl['baseline']['p99_us'] / 1000:>10.2f}ms{'':>8}")
-    print(f"{'start ' + str(a.instances) + ' instances':<34}{res['startup']['hyphad_s']:>11.3f}s"
-          f"{res['startup']['baseline_s']:>11.3f}s{res['startup']['ratio']:>8.2f}  < 1 s")
-    print(f"{'RSS, 100 idle workers':<34}{idle['rss_kib'] / 1024:>9.2f}MiB{'':>12}{'':>8}  < 4 MiB")
-    print(f"{'  of which PSS':<34}{idle['pss_kib'] / 1024:>9.2f}MiB")
-    print(f"{'  of which private to hyphad':<34}{idle['private_kib'] / 1024:>9.2f}MiB")
-    print(f"{'CPU over %gs idle' % idle['seconds']:<34}{idle['cpu_s']:>11.3f}s{'':>12}{'':>8}  0.0 s")
+
+    def line(text, cur_vs_base=None, base_text=""):
+        """A row of the table; with --baseline-build, the baseline build's
+        value and current/baseline follow."""
+        if base:
+            text = f"{text:<76}{base_text:>12}{bc.fmt(cur_vs_base, 9)}"
+        print(text)
+
+    if base:
+        print(bc.NOTE.format(dir=base) + "; range: of the per-round ratios")
+    ib = idles.get(BB, {})
+    cb = res.get("idle_cur_vs_base", {})
+    header = f"{'measure':<34}{'hyphad':>12}{'baseline':>12}{'ratio':>8}  target"
+    print("\n" + (f"{header:<76}{'base build':>12}{'cur/base':>9}" if base else header))
+    line(f"{'restart latency median':<34}{rl['hyphad']['median_us'] / 1000:>10.2f}ms"
+         f"{rl['baseline']['median_us'] / 1000:>10.2f}ms{rl['ratio_median']:>8.2f}  < 2 ms",
+         rl.get("cur_vs_base", {}).get("median_us"), f"{rl[BB]['median_us'] / 1000:.2f}ms" if base else "")
+    line(f"{'restart latency p99':<34}{rl['hyphad']['p99_us'] / 1000:>10.2f}ms"
+         f"{rl['baseline']['p99_us'] / 1000:>10.2f}ms{'':>8}",
+         rl.get("cur_vs_base", {}).get("p99_us"), f"{rl[BB]['p99_us'] / 1000:.2f}ms" if base else "")
+    line(f"{'start ' + str(a.instances) + ' instances':<34}{res['startup']['hyphad_s']:>11.3f}s"
+         f"{res['startup']['baseline_s']:>11.3f}s{res['startup']['ratio']:>8.2f}  < 1 s",
+         res["startup"].get("cur_vs_base"), f"{res['startup'].get('base_build_s', 0):.3f}s")
+    line(f"{'RSS, 100 idle workers':<34}{idle['rss_kib'] / 1024:>9.2f}MiB{'':>12}{'':>8}  < 4 MiB",
+         cb.get("rss_kib"), f"{ib.get('rss_kib', 0) / 1024:.2f}MiB")
+    line(f"{'  of which PSS':<34}{idle['pss_kib'] / 1024:>9.2f}MiB", cb.get("pss_kib"),
+         f"{ib.get('pss_kib', 0) / 1024:.2f}MiB")
+    line(f"{'  of which private to hyphad':<34}{idle['private_kib'] / 1024:>9.2f}MiB", cb.get("private_kib"),
+         f"{ib.get('private_kib', 0) / 1024:.2f}MiB")
+    line(f"{'CPU over %gs idle' % idle['seconds']:<34}{idle['cpu_s']:>11.3f}s{'':>12}{'':>8}  0.0 s",
+         cb.get("cpu_s"), f"{ib.get('cpu_s', 0):.3f}s")
+    if base:
+        print(f"{'per-round cur/base, restart median':<34}{bc.span(rl['cur_vs_base_runs'], 12)}"
+              f"   start-up {bc.span(res['startup']['cur_vs_base_runs'], 0)}")
 
 
 if __name__ == "__main__":

@@ -20,20 +20,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
-#define PREFIX 18 /* header + u32 id + u64 seq */
+#include "benchutil.h"
 
 static const char *dir;
 static const char *inst;
-
-static long long now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 static void put_file(const char *what, const char *fmt, ...)
 {
@@ -58,11 +50,6 @@ static void fail(const char *fmt, unsigned long long a, unsigned long long b)
     exit(1);
 }
 
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 int main(int argc, char **argv)
 {
     if (argc != 5 || !(inst = getenv("HYPHA_INSTANCE"))) {
@@ -78,13 +65,11 @@ int main(int argc, char **argv)
     put_file("ready", "\n");
 
     static uint8_t buf[1 << 18];
-    uint8_t pre[PREFIX];
+    uint8_t pre[BU_PREFIX];
     size_t have = 0, flen = 0;
     int control = 0;
     for (;;) {
-        ssize_t n = read(0, buf, sizeof buf);
-        if (n < 0 && errno == EINTR)
-            continue;
+        ssize_t n = bu_read(0, buf, sizeof buf);
         if (n < 0)
             fail("read: errno %llu%llu", (unsigned long long)errno, 0);
         if (n == 0)
@@ -93,33 +78,32 @@ int main(int argc, char **argv)
         size_t len = (size_t)n;
         while (len > 0) {
             if (flen == 0) { /* collecting the prefix (or a control frame's header) */
-                size_t need = have < 6 ? 6 : PREFIX;
+                size_t need = have < BU_HDR ? BU_HDR : BU_PREFIX;
                 size_t take = need - have < len ? need - have : len;
                 memcpy(pre + have, p, take);
                 have += take;
                 p += take;
                 len -= take;
-                if (have < 6)
+                if (have < BU_HDR)
                     break;
-                uint16_t type = (uint16_t)(pre[0] | pre[1] << 8);
-                uint32_t flen_payload = get_u32(pre + 2);
+                uint16_t type = bu_get_u16(pre);
+                uint32_t flen_payload = bu_get_u32(pre + 2);
                 if (type == 0) {
                     control = 1;
-                    flen = 6 + (size_t)flen_payload;
-                } else if (have < PREFIX) {
+                    flen = BU_HDR + (size_t)flen_payload;
+                } else if (have < BU_PREFIX) {
                     if (len == 0)
                         break;
                     continue;
                 } else {
                     if (type != want_type || flen_payload != want_size)
                         fail("frame type %llu length %llu", type, flen_payload);
-                    uint32_t id = get_u32(pre + 6);
-                    unsigned long long seq = (unsigned long long)get_u32(pre + 10) |
-                                             (unsigned long long)get_u32(pre + 14) << 32;
+                    uint32_t id = bu_get_u32(pre + 6);
+                    unsigned long long seq = bu_get_u64(pre + 10);
                     if (id != 0 || seq != count)
                         fail("seq %llu, expected %llu (lost, duplicated or reordered)", seq, count);
                     control = 0;
-                    flen = 6 + (size_t)flen_payload;
+                    flen = BU_HDR + (size_t)flen_payload;
                 }
             }
             size_t take = flen - have < len ? flen - have : len;
@@ -129,7 +113,7 @@ int main(int argc, char **argv)
             if (have == flen) {
                 have = flen = 0;
                 if (!control && ++count == expect)
-                    put_file("done", "%llu %lld\n", count, now_ns());
+                    put_file("done", "%llu %lld\n", count, bu_now_ns());
             }
         }
     }

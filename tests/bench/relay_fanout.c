@@ -18,40 +18,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int hexval(int ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
+#include "benchutil.h"
 
 int main(int argc, char **argv)
 {
-    if (argc < 6 || strlen(argv[2]) != 64) {
+    if (argc < 6 || strlen(argv[2]) != BU_DIGEST_HEX) {
         fprintf(stderr, "usage: relay_fanout PATH HEX N BYTES COUNTER [ARGS...]\n");
         return 2;
     }
@@ -88,26 +62,21 @@ int main(int argc, char **argv)
         pids[i] = pid;
     }
 
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", argv[1]);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    int fd = bu_connect_unix(argv[1]);
+    if (fd < 0) {
         perror("relay_fanout: connect");
         return 1;
     }
-    uint8_t hs[34] = {32, 0};
-    for (int i = 0; i < 32; i++)
-        hs[2 + i] = (uint8_t)(hexval(argv[2][2 * i]) << 4 | hexval(argv[2][2 * i + 1]));
-    if (write_all(fd, hs, sizeof hs) < 0)
+    uint8_t hs[BU_HS_LEN];
+    bu_handshake(hs, argv[2]);
+    if (bu_write_all(fd, hs, sizeof hs) < 0)
         return 1;
 
     static uint8_t buf[1 << 18];
     int rc = 0;
     while (got < total) {
         size_t want = total - got < sizeof buf ? (size_t)(total - got) : sizeof buf;
-        ssize_t r = read(fd, buf, want);
-        if (r < 0 && errno == EINTR)
-            continue;
+        ssize_t r = bu_read(fd, buf, want);
         if (r <= 0) {
             fprintf(stderr, "relay_fanout: FAIL: the bus closed after %llu of %llu bytes\n", got, total);
             rc = 1;
@@ -115,7 +84,7 @@ int main(int argc, char **argv)
         }
         got += (unsigned long long)r;
         for (int i = 0; i < n; i++)
-            if (write_all(fds[i], buf, (size_t)r) < 0) {
+            if (bu_write_all(fds[i], buf, (size_t)r) < 0) {
                 fprintf(stderr, "relay_fanout: FAIL: write to counter %d: %s\n", i, strerror(errno));
                 return 1;
             }

@@ -22,25 +22,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "benchutil.h"
 
 #define TYPE 1001
 #define SIZE 64
-#define FLEN (6 + SIZE)
+#define FLEN (BU_HDR + SIZE)
 
 static int in_fd = 0, out_fd = 1;
 static uint8_t rbuf[1 << 16];
 static size_t rhead, rtail;
-
-static long long now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 static void die(const char *what)
 {
@@ -53,9 +45,7 @@ static int read_exact(uint8_t *dst, size_t n)
 {
     while (n > 0) {
         if (rhead == rtail) {
-            ssize_t r = read(in_fd, rbuf, sizeof rbuf);
-            if (r < 0 && errno == EINTR)
-                continue;
+            ssize_t r = bu_read(in_fd, rbuf, sizeof rbuf);
             if (r <= 0)
                 return 0;
             rhead = 0;
@@ -72,37 +62,20 @@ static int read_exact(uint8_t *dst, size_t n)
 
 static void write_all(const uint8_t *p, size_t n)
 {
-    while (n > 0) {
-        ssize_t w = write(out_fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            die("write");
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
+    if (bu_write_all(out_fd, p, n) < 0)
+        die("write");
 }
 
 static void round_trip(uint8_t *frame, uint64_t seq)
 {
-    for (int b = 0; b < 8; b++)
-        frame[10 + b] = (uint8_t)(seq >> (8 * b));
+    bu_put_u64(frame + 10, seq);
     write_all(frame, FLEN);
     for (;;) {
-        uint8_t h[6];
-        if (!read_exact(h, 6))
+        uint8_t h[BU_HDR];
+        if (!read_exact(h, BU_HDR))
             die("EOF waiting for the echo");
-        uint16_t type = (uint16_t)(h[0] | h[1] << 8);
-        uint32_t len = (uint32_t)h[2] | (uint32_t)h[3] << 8 | (uint32_t)h[4] << 16 | (uint32_t)h[5] << 24;
+        uint16_t type = bu_get_u16(h);
+        uint32_t len = bu_get_u32(h + 2);
         if (type == 0) { /* control frame from hyphad: skip */
             uint8_t skip[512];
             while (len > 0) {
@@ -119,9 +92,9 @@ static void round_trip(uint8_t *frame, uint64_t seq)
             die("unexpected frame type or length");
         if (!read_exact(p, SIZE))
             die("EOF in the echo");
-        if (get_u64(p + 4) != seq) {
+        if (bu_get_u64(p + 4) != seq) {
             fprintf(stderr, "relay_ping: FAIL: echo of seq %llu while waiting for %llu\n",
-                    (unsigned long long)get_u64(p + 4), (unsigned long long)seq);
+                    (unsigned long long)bu_get_u64(p + 4), (unsigned long long)seq);
             exit(1);
         }
         return;
@@ -140,17 +113,6 @@ static long long pct(const long long *v, size_t n, double p)
     return v[k < n ? k : n - 1];
 }
 
-static int hexval(int ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 int main(int argc, char **argv)
 {
     const char *out;
@@ -162,19 +124,16 @@ int main(int argc, char **argv)
         warm = atol(argv[3]);
         k = atol(argv[4]);
         wait_eof = argc >= 6 && !strcmp(argv[5], "--wait");
-    } else if (argc >= 7 && !strcmp(argv[1], "connect") && strlen(argv[3]) == 64) {
+    } else if (argc >= 7 && !strcmp(argv[1], "connect") && strlen(argv[3]) == BU_DIGEST_HEX) {
         out = argv[4];
         warm = atol(argv[5]);
         k = atol(argv[6]);
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        snprintf(sa.sun_path, sizeof sa.sun_path, "%s", argv[2]);
-        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
+        int fd = bu_connect_unix(argv[2]);
+        if (fd < 0)
             die("connect");
         in_fd = out_fd = fd;
-        uint8_t hs[34] = {32, 0};
-        for (int i = 0; i < 32; i++)
-            hs[2 + i] = (uint8_t)(hexval(argv[3][2 * i]) << 4 | hexval(argv[3][2 * i + 1]));
+        uint8_t hs[BU_HS_LEN];
+        bu_handshake(hs, argv[3]);
         write_all(hs, sizeof hs);
     } else {
         fprintf(stderr, "usage: relay_ping stdio OUT WARMUP K [--wait]\n"
@@ -187,19 +146,14 @@ int main(int argc, char **argv)
     if (!t)
         die("malloc");
     uint8_t frame[FLEN];
-    memset(frame, 0xA5, sizeof frame);
-    frame[0] = TYPE & 0xff;
-    frame[1] = TYPE >> 8;
-    frame[2] = SIZE;
-    frame[3] = frame[4] = frame[5] = 0;
-    memset(frame + 6, 0, 4);
+    bu_fill_frames(frame, 1, TYPE, SIZE, 0);
     uint64_t seq = 0;
     for (long i = 0; i < warm; i++)
         round_trip(frame, seq++);
     for (long i = 0; i < k; i++) {
-        long long a = now_ns();
+        long long a = bu_now_ns();
         round_trip(frame, seq++);
-        t[i] = now_ns() - a;
+        t[i] = bu_now_ns() - a;
     }
     double sum = 0;
     for (long i = 0; i < k; i++)
@@ -220,12 +174,7 @@ int main(int argc, char **argv)
     free(t);
     if (wait_eof) {
         /* hyphad sends a shutdown control frame, then EOF */
-        uint8_t sink[4096];
-        for (;;) {
-            ssize_t n = read(in_fd, sink, sizeof sink);
-            if (n == 0 || (n < 0 && errno != EINTR))
-                break;
-        }
+        bu_drain(in_fd);
     }
     return 0;
 }

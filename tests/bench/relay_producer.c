@@ -26,42 +26,12 @@
 #include <string.h>
 #include <unistd.h>
 
-static void put_u16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
+#include "benchutil.h"
 
 static void die(const char *what)
 {
     fprintf(stderr, "relay_producer: %s: %s\n", what, strerror(errno));
     exit(1);
-}
-
-static void write_all(int fd, const uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            die("write");
-        }
-        p += w;
-        n -= (size_t)w;
-    }
 }
 
 int main(int argc, char **argv)
@@ -101,18 +71,12 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
 
-    size_t flen = 6 + (size_t)size;
+    size_t flen = BU_HDR + (size_t)size;
     size_t nf = chunk / flen ? chunk / flen : 1;
     uint8_t *buf = malloc(nf * flen);
     if (!buf)
         die("malloc");
-    memset(buf, 0xA5, nf * flen);
-    for (size_t j = 0; j < nf; j++) {
-        uint8_t *f = buf + j * flen;
-        put_u16(f, type);
-        put_u32(f + 2, size);
-        put_u32(f + 6, id);
-    }
+    bu_fill_frames(buf, nf, type, size, id);
 
     if (gate) {
         int g = open(gate, O_RDONLY | O_CLOEXEC);
@@ -127,32 +91,18 @@ int main(int argc, char **argv)
             close(fd);
         }
         char c;
-        ssize_t n;
-        while ((n = read(g, &c, 1)) < 0 && errno == EINTR) {
-        }
-        if (n != 1) {
+        if (bu_read(g, &c, 1) != 1) {
             fprintf(stderr, "relay_producer: gate closed without a start byte\n");
             return 1;
         }
         close(g);
     }
 
-    uint64_t seq = 0;
-    while (seq < count) {
-        size_t k = count - seq < nf ? (size_t)(count - seq) : nf;
-        for (size_t j = 0; j < k; j++)
-            put_u64(buf + j * flen + 10, seq++);
-        write_all(1, buf, k * flen);
-    }
+    if (bu_send_frames(1, buf, nf, flen, count) < 0)
+        die("write");
     free(buf);
 
-    if (wait_eof) {
-        char sink[4096];
-        for (;;) {
-            ssize_t n = read(0, sink, sizeof sink);
-            if (n == 0 || (n < 0 && errno != EINTR))
-                break;
-        }
-    }
+    if (wait_eof)
+        bu_drain(0);
     return 0;
 }

@@ -25,23 +25,20 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
-#define HS_LEN 34
-#define PREFIX 18 /* header + u32 id + u64 seq */
+#include "benchutil.h"
+
 #define MAXCONN 256
 #define RBUF (1u << 20)
 #define LINGER_NS 200000000LL /* after the last frame, for extra ones */
 
 typedef struct conn {
     int fd;
-    size_t hs_have;
-    uint8_t hs[HS_LEN];
+    bu_hs hs;
     size_t have;           /* bytes of the current frame seen */
     size_t flen;           /* its total length, once the header is in */
-    uint8_t pre[PREFIX];
+    uint8_t pre[BU_PREFIX];
 } conn;
 
 static uint16_t want_type;
@@ -49,20 +46,6 @@ static uint32_t want_size;
 static uint32_t nprod;
 static uint64_t *next_seq;
 static uint64_t frames, expect;
-
-static long long now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_u64(const uint8_t *p) { return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32; }
 
 static void fail(const char *fmt, unsigned long long a, unsigned long long b, unsigned long long c)
 {
@@ -73,31 +56,31 @@ static void fail(const char *fmt, unsigned long long a, unsigned long long b, un
 }
 
 /* Walk a chunk of a connection's stream; frames are checked once their
- * first PREFIX bytes are in and counted once complete. */
+ * first BU_PREFIX bytes are in and counted once complete. */
 static void feed(conn *c, const uint8_t *p, size_t n)
 {
     while (n > 0) {
-        if (c->have < PREFIX) {
-            size_t take = PREFIX - c->have < n ? PREFIX - c->have : n;
+        if (c->have < BU_PREFIX) {
+            size_t take = BU_PREFIX - c->have < n ? BU_PREFIX - c->have : n;
             memcpy(c->pre + c->have, p, take);
             c->have += take;
             p += take;
             n -= take;
-            if (c->have < PREFIX)
+            if (c->have < BU_PREFIX)
                 return;
-            uint16_t type = (uint16_t)(c->pre[0] | c->pre[1] << 8);
-            uint32_t len = get_u32(c->pre + 2);
+            uint16_t type = bu_get_u16(c->pre);
+            uint32_t len = bu_get_u32(c->pre + 2);
             if (type != want_type || len != want_size)
                 fail("frame type %llu length %llu (want %llu)", type, len, want_size);
-            uint32_t id = get_u32(c->pre + 6);
-            uint64_t seq = get_u64(c->pre + 10);
+            uint32_t id = bu_get_u32(c->pre + 6);
+            uint64_t seq = bu_get_u64(c->pre + 10);
             if (id >= nprod)
                 fail("producer id %llu out of range (%llu producers)%llu", id, nprod, 0);
             if (seq != next_seq[id])
                 fail("producer %llu: seq %llu, expected %llu (lost, duplicated or reordered)", id, seq,
                      next_seq[id]);
             next_seq[id]++;
-            c->flen = 6 + (size_t)len;
+            c->flen = BU_HDR + (size_t)len;
         }
         size_t take = c->flen - c->have < n ? c->flen - c->have : n;
         c->have += take;
@@ -108,17 +91,6 @@ static void feed(conn *c, const uint8_t *p, size_t n)
             frames++;
         }
     }
-}
-
-static int hexval(int ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
 }
 
 int main(int argc, char **argv)
@@ -141,10 +113,9 @@ int main(int argc, char **argv)
     for (int i = 7; i < argc; i++) {
         if (!strcmp(argv[i], "--handshake") && i + 1 < argc) {
             const char *h = argv[++i];
-            if (strlen(h) != 64)
+            if (strlen(h) != BU_DIGEST_HEX)
                 return 2;
-            for (int k = 0; k < 32; k++)
-                digest[k] = (uint8_t)(hexval(h[2 * k]) << 4 | hexval(h[2 * k + 1]));
+            bu_digest(digest, h);
             handshake = 1;
         } else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) {
             timeout_s = atof(argv[++i]);
@@ -162,11 +133,8 @@ int main(int argc, char **argv)
     if (!next_seq || !conns || !buf)
         return 1;
 
-    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
-    unlink(path);
-    if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(lfd, 64) < 0) {
+    int lfd = bu_listen_unix(path);
+    if (lfd < 0) {
         perror("relay_sink: listen");
         return 1;
     }
@@ -175,13 +143,12 @@ int main(int argc, char **argv)
 
     int ep = epoll_create1(EPOLL_CLOEXEC);
     int accepted = 0, ready = 0, open_conns = 0;
-    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)MAXCONN};
-    epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
-    long long t_first = 0, t_last = 0, deadline = now_ns() + (long long)(timeout_s * 1e9);
+    bu_epoll_add(ep, lfd, MAXCONN);
+    long long t_first = 0, t_last = 0, deadline = bu_now_ns() + (long long)(timeout_s * 1e9);
     int done = 0;
     for (;;) {
         struct epoll_event evs[64];
-        long long left_ms = (deadline - now_ns()) / 1000000;
+        long long left_ms = (deadline - bu_now_ns()) / 1000000;
         if (left_ms <= 0 && done)
             break; /* lingered: nothing extra came */
         if (left_ms <= 0) {
@@ -197,7 +164,7 @@ int main(int argc, char **argv)
         for (int e = 0; e < ne; e++) {
             uint32_t k = evs[e].data.u32;
             if (k == MAXCONN) {
-                int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+                int fd = bu_accept(lfd, ep, (uint32_t)accepted);
                 if (fd < 0)
                     continue;
                 if (accepted >= nconn) {
@@ -205,8 +172,6 @@ int main(int argc, char **argv)
                     return 1;
                 }
                 conns[accepted].fd = fd;
-                struct epoll_event cev = {.events = EPOLLIN, .data.u32 = (uint32_t)accepted};
-                epoll_ctl(ep, EPOLL_CTL_ADD, fd, &cev);
                 accepted++;
                 open_conns++;
                 if (!handshake && ++ready == nconn) {
@@ -228,29 +193,22 @@ int main(int argc, char **argv)
                     fprintf(stderr, "relay_sink: FAIL: connection closed in the middle of a frame\n");
                     return 1;
                 }
-                epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
-                close(c->fd);
+                bu_unwatch(ep, c->fd);
                 c->fd = -1;
                 open_conns--;
                 continue;
             }
             const uint8_t *p = buf;
             size_t len = (size_t)n;
-            if (handshake && c->hs_have < HS_LEN) {
-                size_t take = HS_LEN - c->hs_have < len ? HS_LEN - c->hs_have : len;
-                memcpy(c->hs + c->hs_have, p, take);
-                c->hs_have += take;
-                p += take;
-                len -= take;
-                if (c->hs_have == HS_LEN) {
-                    if (c->hs[0] != 32 || c->hs[1] != 0 || memcmp(c->hs + 2, digest, 32) != 0) {
-                        fprintf(stderr, "relay_sink: FAIL: bad handshake\n");
-                        return 1;
-                    }
-                    if (++ready == nconn) {
-                        printf("connected\n");
-                        fflush(stdout);
-                    }
+            if (handshake) {
+                int hs = bu_hs_feed(&c->hs, digest, &p, &len);
+                if (hs < 0) {
+                    fprintf(stderr, "relay_sink: FAIL: bad handshake\n");
+                    return 1;
+                }
+                if (hs > 0 && ++ready == nconn) {
+                    printf("connected\n");
+                    fflush(stdout);
                 }
             }
             if (len == 0)
@@ -260,11 +218,11 @@ int main(int argc, char **argv)
                 return 1;
             }
             if (!t_first)
-                t_first = now_ns();
+                t_first = bu_now_ns();
             feed(c, p, len);
             if (frames >= expect && !done) {
                 /* Stay a moment: a frame sent twice would arrive now. */
-                t_last = now_ns();
+                t_last = bu_now_ns();
                 done = 1;
                 deadline = t_last + LINGER_NS;
             }
@@ -283,7 +241,7 @@ int main(int argc, char **argv)
         }
     printf("{\"frames\": %llu, \"payload_bytes\": %llu, \"wire_bytes\": %llu, \"elapsed_ns\": %lld}\n",
            (unsigned long long)frames, (unsigned long long)(frames * want_size),
-           (unsigned long long)(frames * (6 + (uint64_t)want_size)), t_last - t_first);
+           (unsigned long long)(frames * (BU_HDR + (uint64_t)want_size)), t_last - t_first);
     fflush(stdout);
     (void)open_conns;
     unlink(path);
