@@ -8,7 +8,6 @@
 #include "hypha/log.h"
 #include "hypha/tlv.h"
 
-#define RBUF_SIZE (256u * 1024)
 
 static inline bool tapped(const hy_bus *b, uint16_t type_id)
 {
@@ -19,12 +18,13 @@ static inline bool tapped(const hy_bus *b, uint16_t type_id)
 
 static void deliver(hy_bus *b, const hy_route *rt, const uint8_t *data, size_t len, size_t frames, uint16_t type_id)
 {
+    hy_rbuf *shared = hy_bus_in_rbuf(b, data) ? b->cur : NULL;
     if (rt)
         for (size_t i = 0; i < rt->n; i++)
-            hy_sink_push(rt->sinks[i], data, len, frames, type_id);
+            hy_sink_push(rt->sinks[i], shared, data, len, frames, type_id);
     for (hy_bus_client *c = b->clients; c;) {
         hy_bus_client *next = c->next; /* a client that cannot keep up leaves the list */
-        hy_sink_push(c->sink, data, len, frames, type_id);
+        hy_sink_push(c->sink, shared, data, len, frames, type_id);
         c = next;
     }
 }
@@ -64,7 +64,8 @@ static void to_local(hy_bus *b, const uint8_t *frame, size_t len, uint16_t type_
 /* Never drops; a queue that cannot grow counts the frames against their source. */
 static void push_up(hy_bus *b, const uint8_t *data, size_t len, size_t frames, const hy_origin *src)
 {
-    if (hy_sink_push(b->up, data, len, frames, 0) == HY_OUTQ_NOMEM)
+    hy_rbuf *shared = hy_bus_in_rbuf(b, data) ? b->cur : NULL;
+    if (hy_sink_push(b->up, shared, data, len, frames, 0) == HY_PUSH_NOMEM)
         hy_drops_add(src->drops, HY_DROP_NO_MEMORY, 0, frames);
 }
 
@@ -116,8 +117,17 @@ void hy_bus_publish(hy_bus *b, const hy_origin *from, const uint8_t *frame, size
 uint8_t *hy_bus_rbuf(hy_bus *b, size_t *size)
 {
     end_runs(b);
-    *size = b->rbuf_size;
-    return b->rbuf;
+    if (b->cur && b->cur->refs > 1) { /* queues hold frames in it: read into another */
+        hy_rbuf_unref(b->cur);
+        b->cur = NULL;
+    }
+    if (!b->cur && !(b->cur = hy_rbuf_new(HY_RBUF_READ_SIZE))) {
+        hy_log(HY_ERROR, "relay", "out of memory for a read buffer: reading later", NULL);
+        *size = 0;
+        return NULL;
+    }
+    *size = b->cur->cap;
+    return b->cur->data;
 }
 
 void hy_bus_forget(hy_bus *b, const hy_origin *o)
@@ -207,8 +217,7 @@ int hy_bus_init(hy_bus *b, struct ev_loop *loop, bool has_upstream, bool local_f
     b->has_upstream = has_upstream;
     b->local_feed = local_feed;
     b->sinks.loop = loop;
-    b->rbuf_size = RBUF_SIZE;
-    if (!(b->rbuf = malloc(b->rbuf_size)))
+    if (!(b->cur = hy_rbuf_new(HY_RBUF_READ_SIZE)))
         return -1;
     ev_prepare_init(&b->flush_w, flush_cb);
     b->flush_w.data = b;
@@ -222,6 +231,7 @@ void hy_bus_free(hy_bus *b)
     if (b->loop)
         ev_prepare_stop(b->loop, &b->flush_w);
     hy_routes_free(&b->routes);
-    free(b->rbuf);
-    b->rbuf = NULL;
+    if (b->cur)
+        hy_rbuf_unref(b->cur);
+    b->cur = NULL;
 }

@@ -18,6 +18,7 @@
 #include "hypha/log.h"
 #include "hypha/metrics.h"
 #include "hypha/notify.h"
+#include "hypha/rbuf.h"
 #include "hypha/relay.h"
 #include "hypha/reload.h"
 #include "hypha/spawn.h"
@@ -299,6 +300,7 @@ out:
     hy_sup_free(d->sup);
     hy_topology_free(t);
     hy_notify_free(&d->notify);
+    hy_rbuf_pool_drain();
     if (rc == 0)
         hy_log(HY_INFO, "hyphad", "exiting", NULL);
     return rc;

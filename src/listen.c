@@ -117,6 +117,8 @@ static int read_once(hy_client *c)
 {
     size_t cap;
     uint8_t *buf = hy_bus_rbuf(c->ls->bus, &cap);
+    if (!buf)
+        return 0;
     ssize_t n = read(c->fd, buf, cap);
     if (n < 0) {
         if (errno == EINTR)

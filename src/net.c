@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,12 +25,15 @@
 
 /* ---- writing a queue ------------------------------------------------------ */
 
-hy_net_wr hy_net_write_queue(int fd, hy_outq *q, bool is_socket)
+#define WRITE_IOV 64 /* segments per writev(2) */
+
+hy_net_wr hy_net_write_fanq(int fd, hy_fanq *q, bool is_socket)
 {
-    while (hy_outq_pending(q) > 0) {
-        const uint8_t *p = hy_outq_data(q);
-        size_t len = hy_outq_pending(q);
-        ssize_t n = is_socket ? send(fd, p, len, MSG_NOSIGNAL) : write(fd, p, len);
+    struct iovec iov[WRITE_IOV];
+    while (hy_fanq_pending(q) > 0) {
+        int k = hy_fanq_iov(q, iov, WRITE_IOV);
+        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)k};
+        ssize_t n = is_socket ? sendmsg(fd, &m, MSG_NOSIGNAL) : writev(fd, iov, k);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -41,7 +45,7 @@ hy_net_wr hy_net_write_queue(int fd, hy_outq *q, bool is_socket)
             errno = EIO;
             return HY_NET_WR_ERROR;
         }
-        hy_outq_consume(q, (size_t)n);
+        hy_fanq_consume(q, (size_t)n);
     }
     return HY_NET_WR_DONE;
 }

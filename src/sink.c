@@ -19,7 +19,7 @@ static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
 void hy_sink_init(hy_sink *s, hy_sinks *set, hy_flow *flow, hy_sink_role role, uint64_t limit, hy_overflow policy,
                   hy_drops *drops)
 {
-    hy_outq_init(&s->q);
+    hy_fanq_init(&s->q);
     s->fd = -1;
     s->is_socket = false;
     s->role = role;
@@ -75,7 +75,7 @@ void hy_sink_free(hy_sink *s)
     }
     if (s->over && s->role == HY_SINK_WORKER)
         set_over(s, false);
-    hy_outq_free(&s->q);
+    hy_fanq_free(&s->q);
 }
 
 void hy_sink_set_fd(hy_sink *s, int fd, bool is_socket)
@@ -121,21 +121,21 @@ static void count_queue_full(hy_sink *s, uint64_t oldest, uint64_t newest)
 static void push_one(hy_sink *s, const uint8_t *frame, size_t len, uint16_t type_id)
 {
     uint64_t oldest = s->q.dropped_oldest, newest = s->q.dropped_newest;
-    hy_outq_result r = hy_outq_push(&s->q, frame, len, s->limit, s->policy);
+    hy_push_result r = hy_fanq_push(&s->q, frame, len, s->limit, s->policy);
     if (s->q.dropped_oldest != oldest || s->q.dropped_newest != newest)
         count_queue_full(s, s->q.dropped_oldest - oldest, s->q.dropped_newest - newest);
-    if (r == HY_OUTQ_NOMEM) {
+    if (r == HY_PUSH_NOMEM) {
         hy_drops_add(s->drops, HY_DROP_NO_MEMORY, type_id, 1);
         return;
     }
-    if (r == HY_OUTQ_DROPPED)
+    if (r == HY_PUSH_DROPPED)
         return;
     accepted(s, len, 1);
-    if (r == HY_OUTQ_OVER)
+    if (r == HY_PUSH_OVER)
         set_over(s, true);
 }
 
-static void push_worker(hy_sink *s, const uint8_t *data, size_t len, size_t frames, uint16_t type_id)
+static void push_worker(hy_sink *s, hy_rbuf *b, const uint8_t *data, size_t len, size_t frames, uint16_t type_id)
 {
     if (s->fd < 0) {
         hy_drops_add(s->drops, HY_DROP_NOT_RUNNING, type_id, frames);
@@ -145,7 +145,7 @@ static void push_worker(hy_sink *s, const uint8_t *data, size_t len, size_t fram
         push_one(s, data, len, type_id);
         return;
     }
-    if (hy_outq_bytes(&s->q) + len > s->limit) {
+    if (hy_fanq_bytes(&s->q) + len > s->limit) {
         /* Near the limit the policy decides frame by frame. */
         for (size_t off = 0; off < len;) {
             hy_frame f;
@@ -157,42 +157,46 @@ static void push_worker(hy_sink *s, const uint8_t *data, size_t len, size_t fram
         }
         return;
     }
-    if (hy_outq_push(&s->q, data, len, UINT64_MAX, HY_OVERFLOW_BLOCK) == HY_OUTQ_NOMEM) {
+    if (hy_fanq_push_run(&s->q, b, data, len) == HY_PUSH_NOMEM) {
         hy_drops_add(s->drops, HY_DROP_NO_MEMORY, type_id, frames);
         return;
     }
     accepted(s, len, frames);
 }
 
-hy_outq_result hy_sink_push(hy_sink *s, const uint8_t *data, size_t len, size_t frames, uint16_t type_id)
+hy_push_result hy_sink_push(hy_sink *s, hy_rbuf *b, const uint8_t *data, size_t len, size_t frames,
+                            uint16_t type_id)
 {
     if (s->role == HY_SINK_WORKER) {
-        push_worker(s, data, len, frames, type_id);
-        return HY_OUTQ_QUEUED;
+        push_worker(s, b, data, len, frames, type_id);
+        return HY_PUSH_QUEUED;
     }
-    hy_outq_result r = hy_outq_push(&s->q, data, len, s->limit, HY_OVERFLOW_BLOCK);
-    if (r == HY_OUTQ_NOMEM && s->role == HY_SINK_UPSTREAM)
+    bool over = hy_fanq_bytes(&s->q) + len > s->limit;
+    hy_push_result r = hy_fanq_push_run(&s->q, b, data, len);
+    if (r == HY_PUSH_QUEUED && over)
+        r = HY_PUSH_OVER;
+    if (r == HY_PUSH_NOMEM && s->role == HY_SINK_UPSTREAM)
         return r;
-    if (s->role == HY_SINK_CLIENT && (r == HY_OUTQ_OVER || r == HY_OUTQ_NOMEM)) {
-        s->on_error(s, 0, r == HY_OUTQ_OVER ? "too slow: its queue passed queue.limit" : "out of memory");
+    if (s->role == HY_SINK_CLIENT && (r == HY_PUSH_OVER || r == HY_PUSH_NOMEM)) {
+        s->on_error(s, 0, r == HY_PUSH_OVER ? "too slow: its queue passed queue.limit" : "out of memory");
         return r;
     }
     accepted(s, len, frames);
-    if (r == HY_OUTQ_OVER)
+    if (r == HY_PUSH_OVER)
         set_over(s, true);
     return r;
 }
 
 void hy_sink_push_control(hy_sink *s, const uint8_t *frame, size_t len)
 {
-    if (s->fd < 0 || hy_outq_push(&s->q, frame, len, UINT64_MAX, HY_OVERFLOW_BLOCK) < 0)
+    if (s->fd < 0 || hy_fanq_push_run(&s->q, NULL, frame, len) < 0)
         return;
     mark_dirty(s);
 }
 
 void hy_sink_clear(hy_sink *s, hy_drop why)
 {
-    size_t n = hy_outq_clear(&s->q);
+    size_t n = hy_fanq_clear(&s->q);
     if (n)
         hy_drops_add(s->drops, why, 0, n);
     ev_io_stop(s->set->loop, &s->ww);
@@ -201,13 +205,13 @@ void hy_sink_clear(hy_sink *s, hy_drop why)
 
 void hy_sink_flush(hy_sink *s)
 {
-    if (s->fd < 0 || hy_outq_pending(&s->q) == 0) {
+    if (s->fd < 0 || hy_fanq_pending(&s->q) == 0) {
         ev_io_stop(s->set->loop, &s->ww);
         if (s->fd >= 0 && s->role == HY_SINK_WORKER)
             set_over(s, false);
         return;
     }
-    hy_net_wr r = hy_net_write_queue(s->fd, &s->q, s->is_socket);
+    hy_net_wr r = hy_net_write_fanq(s->fd, &s->q, s->is_socket);
     if (r == HY_NET_WR_ERROR) {
         if (s->on_error)
             s->on_error(s, errno, NULL);
@@ -219,7 +223,7 @@ void hy_sink_flush(hy_sink *s)
         ev_io_start(s->set->loop, &s->ww);
     else
         ev_io_stop(s->set->loop, &s->ww);
-    if (s->over && hy_outq_bytes(&s->q) <= s->limit)
+    if (s->over && hy_fanq_bytes(&s->q) <= s->limit)
         set_over(s, false); /* drained below the limit: sources may go on */
 }
 

@@ -33,8 +33,8 @@ static void inst_view(const hy_instance *in, double now, hy_inst_view *v)
     v->bytes_out = in->bytes_out;
     v->protocol_errors = in->protocol_errors;
     v->drops = in->drops;
-    v->queue_bytes = hy_outq_bytes(&in->in.q);
-    v->queue_frames = hy_outq_frames(&in->in.q);
+    v->queue_bytes = hy_fanq_bytes(&in->in.q);
+    v->queue_frames = hy_fanq_frames(&in->in.q);
     v->subs = in->sub.ids;
     v->nsubs = in->sub.nids;
     v->heartbeat_age_s = in->pid > 0 && in->spec->policy.heartbeat_timeout_ms ? now - in->last_heartbeat : -1;

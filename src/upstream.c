@@ -79,7 +79,7 @@ static void lost(hy_upstream *u, const char *why, int err)
     bool was_up = u->state == HY_UP_CONNECTED;
     close_fd(u);
     ev_timer_stop(u->loop, &u->timer);
-    hy_outq_rewind(&u->sink.q); /* the bus never got a partly written frame: it goes whole again */
+    hy_fanq_rewind(&u->sink.q); /* the bus never got a partly written frame: it goes whole again */
     if (was_up) {
         /* A Mycelium bus closes on a bad digest right after the handshake,
          * during the probation. A close after it is an ordinary loss. */
@@ -218,6 +218,8 @@ static int read_once(hy_upstream *u)
 {
     size_t cap;
     uint8_t *buf = hy_bus_rbuf(u->bus, &cap);
+    if (!buf)
+        return 0;
     ssize_t n = read(u->fd, buf, cap);
     if (n < 0) {
         if (errno == EINTR)

@@ -88,6 +88,8 @@ static int read_stdout(hy_instance *in)
     size_t missing = hy_tlv_direct(&in->dec, &dst), cap = 0;
     bool direct = missing >= DIRECT_READ_MIN;
     uint8_t *buf = direct ? dst : hy_bus_rbuf(bus_of(in), &cap);
+    if (!buf)
+        return 0;
     ssize_t n = read(in->out_fd, buf, direct ? missing : cap);
     if (n < 0) {
         if (errno == EINTR)

@@ -28,7 +28,7 @@ static void send_control(hy_instance *in, const char *json)
 void hy_wproto_send_shutdown(hy_instance *in)
 {
     /* Never inside a frame that is half written: then EOF alone says it. */
-    if (in->in.fd < 0 || !hy_outq_at_boundary(&in->in.q))
+    if (in->in.fd < 0 || !hy_fanq_at_boundary(&in->in.q))
         return;
     hy_sink_clear(&in->in, HY_DROP_EXITED);
     char json[64];

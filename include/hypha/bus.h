@@ -6,13 +6,17 @@
  * subscribers and clients. In embedded mode hyphad is the bus: every frame
  * goes to every subscriber and every client.
  *
- * Sources read into the bus's one read buffer (hy_bus_rbuf). Consecutive
- * frames of one read from one source that go to the same destinations are
- * queued as one run: one copy per destination instead of one per frame.
- * A run points into the read buffer, so it is queued before the buffer is
- * handed out again, before routes change, before its source goes away and
- * before the sinks are written: hy_bus_rbuf, hy_bus_subs_changed,
- * hy_bus_forget and the flush watcher are the only places that end it.
+ * Sources read into the bus's read buffer (hy_bus_rbuf), a shared,
+ * reference-counted buffer (rbuf.h): destination queues hold references to
+ * the frames in it, not copies, so a frame fanned out to a hundred workers
+ * is in memory once. Consecutive frames of one read from one source that go
+ * to the same destinations are queued as one run (one queue operation per
+ * destination, not one per frame). A pending run is queued before the next
+ * buffer is handed out, before routes change, before its source goes away
+ * and before the sinks are written: hy_bus_rbuf, hy_bus_subs_changed,
+ * hy_bus_forget and the flush watcher are the only places that end it. A
+ * buffer still referenced by a queue is never read into again: the next
+ * read gets another (from the pool, rbuf.c).
  */
 #ifndef HYPHA_BUS_H
 #define HYPHA_BUS_H
@@ -23,6 +27,7 @@
 #include <stdint.h>
 
 #include "hypha/drops.h"
+#include "hypha/rbuf.h"
 #include "hypha/route.h"
 #include "hypha/sink.h"
 
@@ -47,8 +52,7 @@ typedef struct hy_bus {
     hy_sink *up;                 /* the upstream queue (not owned); NULL in embedded mode */
     hy_sinks sinks;              /* every destination's dirty list */
     ev_prepare flush_w;
-    uint8_t *rbuf;               /* the shared read buffer (owned) */
-    size_t rbuf_size;
+    hy_rbuf *cur;                /* the read buffer (one reference is the bus's) */
     hy_routes routes;
     hy_sub *subs;                /* subscribers, in instance order (not owned) */
     hy_sub *subs_tail;
@@ -71,11 +75,12 @@ int hy_bus_init(hy_bus *b, struct ev_loop *loop, bool has_upstream, bool local_f
 void hy_bus_start(hy_bus *b);
 void hy_bus_free(hy_bus *b);
 
-/* The read buffer, for one read(2); any pending run is queued first. */
+/* The read buffer, for one read(2); any pending run is queued first. NULL
+ * when memory runs out (the source is read again at its next wakeup). */
 uint8_t *hy_bus_rbuf(hy_bus *b, size_t *size);
 static inline bool hy_bus_in_rbuf(const hy_bus *b, const uint8_t *p)
 {
-    return p >= b->rbuf && p < b->rbuf + b->rbuf_size;
+    return b->cur && p >= b->cur->data && p < b->cur->data + b->cur->cap;
 }
 
 /* A checked frame (header and payload contiguous). `upward`: from a worker

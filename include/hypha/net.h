@@ -15,7 +15,7 @@
 #include <sys/un.h>
 
 #include "hypha/err.h"
-#include "hypha/outq.h"
+#include "hypha/fanq.h"
 #include "hypha/topology.h"
 
 /* ---- writing a queue ------------------------------------------------------ */
@@ -27,10 +27,11 @@ typedef enum hy_net_wr {
 } hy_net_wr;
 
 /* Write what `q` holds to fd until it is empty or the fd would block,
- * consuming what was written; EINTR is retried. `is_socket`: send(2) with
- * MSG_NOSIGNAL, so a closed peer is EPIPE, never SIGPIPE; a pipe is written
- * with write(2) (hyphad ignores SIGPIPE for its pipes: hyphad.c). */
-hy_net_wr hy_net_write_queue(int fd, hy_outq *q, bool is_socket);
+ * consuming what was written (writev, up to 64 segments a call); EINTR is
+ * retried. `is_socket`: sendmsg(2) with MSG_NOSIGNAL, so a closed peer is
+ * EPIPE, never SIGPIPE; a pipe is written with writev(2) (hyphad ignores
+ * SIGPIPE for its pipes: hyphad.c). */
+hy_net_wr hy_net_write_fanq(int fd, hy_fanq *q, bool is_socket);
 
 /* ---- accepting ------------------------------------------------------------ */
 

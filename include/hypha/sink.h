@@ -1,5 +1,5 @@
 /* sink.h - where frames wait to be written: a worker's stdin, the upstream
- * bus, a listen client. One queue (hy_outq) per destination, its overflow
+ * bus, a listen client. One queue (hy_fanq) per destination, its overflow
  * rule, and one flush per loop iteration.
  *
  * Frames are pushed while a read is processed; a pushed sink goes on its
@@ -24,7 +24,8 @@
 
 #include "hypha/drops.h"
 #include "hypha/flow.h"
-#include "hypha/outq.h"
+#include "hypha/fanq.h"
+#include "hypha/rbuf.h"
 #include "hypha/topology.h"
 
 typedef enum hy_sink_role { HY_SINK_WORKER, HY_SINK_UPSTREAM, HY_SINK_CLIENT } hy_sink_role;
@@ -32,7 +33,7 @@ typedef enum hy_sink_role { HY_SINK_WORKER, HY_SINK_UPSTREAM, HY_SINK_CLIENT } h
 struct hy_sinks;
 
 typedef struct hy_sink {
-    hy_outq q;
+    hy_fanq q;
     int fd;                      /* not owned; -1: none */
     bool is_socket;              /* written with send(MSG_NOSIGNAL) */
     hy_sink_role role;
@@ -70,9 +71,11 @@ void hy_sink_free(hy_sink *s);
 void hy_sink_set_fd(hy_sink *s, int fd, bool is_socket);
 
 /* `frames` whole frames back to back (type_id: the first one's, for logs),
- * under the role's rule. HY_OUTQ_NOMEM for an upstream sink is the
- * caller's to count against the source; every other drop is counted here. */
-hy_outq_result hy_sink_push(hy_sink *s, const uint8_t *data, size_t len, size_t frames, uint16_t type_id);
+ * under the role's rule; `b`: the shared buffer they lie in (referenced,
+ * not copied), or NULL. HY_PUSH_NOMEM for an upstream sink is the caller's
+ * to count against the source; every other drop is counted here. */
+hy_push_result hy_sink_push(hy_sink *s, hy_rbuf *b, const uint8_t *data, size_t len, size_t frames,
+                            uint16_t type_id);
 /* A control frame for a worker: past any limit, never dropped. */
 void hy_sink_push_control(hy_sink *s, const uint8_t *frame, size_t len);
 /* Write what is queued now (until the fd would block). */
@@ -80,7 +83,7 @@ void hy_sink_flush(hy_sink *s);
 /* Drop everything queued, counting the frames as `why`. */
 void hy_sink_clear(hy_sink *s, hy_drop why);
 /* Payload bytes waiting, whole frames waiting (walks headers: not the hot path). */
-static inline size_t hy_sink_bytes(const hy_sink *s) { return hy_outq_bytes(&s->q); }
+static inline size_t hy_sink_bytes(const hy_sink *s) { return hy_fanq_bytes(&s->q); }
 
 /* Write every dirty sink. */
 void hy_sinks_flush(hy_sinks *set);

@@ -273,15 +273,15 @@ static void test_write_queue_epipe_not_sigpipe(void **state)
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
     close(sv[1]);
-    hy_outq q;
-    hy_outq_init(&q);
+    hy_fanq q;
+    hy_fanq_init(&q);
     uint8_t f[4096];
     size_t n = mkframe(f, sizeof f, 3);
-    assert_int_equal(hy_outq_push(&q, f, n, 1 << 20, HY_OVERFLOW_DROP_NEWEST), HY_OUTQ_QUEUED);
+    assert_int_equal(hy_fanq_push(&q, f, n, 1 << 20, HY_OVERFLOW_DROP_NEWEST), HY_PUSH_QUEUED);
     errno = 0;
-    assert_int_equal(hy_net_write_queue(sv[0], &q, true), HY_NET_WR_ERROR); /* alive: no SIGPIPE */
+    assert_int_equal(hy_net_write_fanq(sv[0], &q, true), HY_NET_WR_ERROR); /* alive: no SIGPIPE */
     assert_int_equal(errno, EPIPE);
-    assert_int_equal(hy_outq_pending(&q), n); /* nothing consumed */
+    assert_int_equal(hy_fanq_pending(&q), n); /* nothing consumed */
     close(sv[0]);
 
     /* A pipe is written with write(2): EPIPE when SIGPIPE is ignored. */
@@ -291,11 +291,11 @@ static void test_write_queue_epipe_not_sigpipe(void **state)
     assert_int_equal(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
     close(p[0]);
     errno = 0;
-    assert_int_equal(hy_net_write_queue(p[1], &q, false), HY_NET_WR_ERROR);
+    assert_int_equal(hy_net_write_fanq(p[1], &q, false), HY_NET_WR_ERROR);
     assert_int_equal(errno, EPIPE);
     close(p[1]);
     assert_int_equal(sigaction(SIGPIPE, &old, NULL), 0);
-    hy_outq_free(&q);
+    hy_fanq_free(&q);
 }
 
 /* Read what sv has into got (grown); returns the bytes read. */
@@ -322,7 +322,7 @@ static size_t drain(int fd, uint8_t **got, size_t *len, size_t *cap)
 
 /* Queue frames 0, 1, ... 64 at a time, writing after each batch, until the
  * socket is full; *want gets the same bytes (malloc'd). Returns *wlen. */
-static size_t fill_until_again(int fd, hy_outq *q, uint8_t **want)
+static size_t fill_until_again(int fd, hy_fanq *q, uint8_t **want)
 {
     uint8_t f[4096];
     size_t wlen = 0, wcap = 0;
@@ -332,7 +332,7 @@ static size_t fill_until_again(int fd, hy_outq *q, uint8_t **want)
         assert_true(wlen < (64u << 20)); /* a socket buffer is not that deep */
         for (int k = 0; k < 64; k++, frames++) {
             size_t n = mkframe(f, sizeof f, frames);
-            assert_int_equal(hy_outq_push(q, f, n, 1u << 30, HY_OVERFLOW_BLOCK), HY_OUTQ_QUEUED);
+            assert_int_equal(hy_fanq_push(q, f, n, 1u << 30, HY_OVERFLOW_BLOCK), HY_PUSH_QUEUED);
             if (wlen + n > wcap) {
                 wcap = (wlen + n) * 2;
                 *want = realloc(*want, wcap);
@@ -341,7 +341,7 @@ static size_t fill_until_again(int fd, hy_outq *q, uint8_t **want)
             memcpy(*want + wlen, f, n);
             wlen += n;
         }
-        rc = hy_net_write_queue(fd, q, true);
+        rc = hy_net_write_fanq(fd, q, true);
         assert_true(rc == HY_NET_WR_AGAIN || rc == HY_NET_WR_DONE);
     }
     return wlen;
@@ -354,32 +354,32 @@ static void test_write_queue_partial_writes_in_order(void **state)
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
     int small = 16384;
     assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
-    hy_outq q;
-    hy_outq_init(&q);
+    hy_fanq q;
+    hy_fanq_init(&q);
     uint8_t *want = NULL, *got = NULL;
     size_t glen = 0, gcap = 0;
     size_t wlen = fill_until_again(sv[0], &q, &want);
-    assert_true(hy_outq_pending(&q) > 0 && hy_outq_pending(&q) < wlen); /* some went, some wait */
+    assert_true(hy_fanq_pending(&q) > 0 && hy_fanq_pending(&q) < wlen); /* some went, some wait */
     hy_net_wr rc = HY_NET_WR_AGAIN;
     int rounds = 0;
     for (;; rounds++) {
         assert_true(rounds < 100000);
         drain(sv[1], &got, &glen, &gcap);
         /* The peer has exactly what left the queue: the frames, in order, so far. */
-        assert_int_equal(glen + hy_outq_pending(&q), wlen);
+        assert_int_equal(glen + hy_fanq_pending(&q), wlen);
         assert_memory_equal(got, want, glen);
         if (rc == HY_NET_WR_DONE)
             break;
-        rc = hy_net_write_queue(sv[0], &q, true);
+        rc = hy_net_write_fanq(sv[0], &q, true);
         assert_true(rc == HY_NET_WR_AGAIN || rc == HY_NET_WR_DONE);
     }
     assert_true(rounds >= 1); /* it really was written in parts */
     assert_int_equal(glen, wlen);
-    assert_int_equal(hy_outq_bytes(&q), 0);
-    assert_int_equal(hy_net_write_queue(sv[0], &q, true), HY_NET_WR_DONE); /* empty: nothing to do */
+    assert_int_equal(hy_fanq_bytes(&q), 0);
+    assert_int_equal(hy_net_write_fanq(sv[0], &q, true), HY_NET_WR_DONE); /* empty: nothing to do */
     free(want);
     free(got);
-    hy_outq_free(&q);
+    hy_fanq_free(&q);
     close(sv[0]);
     close(sv[1]);
 }

@@ -1,0 +1,77 @@
+/* fanq.h - a bounded queue of whole frames for a fan-out destination (a
+ * worker's stdin, a listen client), holding references to the shared read
+ * buffers the frames were read into rather than a copy each.
+ *
+ * The queue is a ring of segments, each some whole frames inside one
+ * buffer. A run of frames from the bus's read buffer is referenced; a run
+ * small enough that referencing it would pin a whole read buffer for a few
+ * bytes (under HY_FANQ_COPY_MAX) is copied into the queue's own buffer, and
+ * so is any frame from elsewhere. It is written with writev(2).
+ *
+ * The rules are the ones hyphad always had: past `limit`, drop-oldest drops the oldest whole
+ * frame that has not started to go out, drop-newest refuses the new one,
+ * block keeps it and says so; a frame partly written is never touched, so
+ * the reader never sees a split or interleaved frame. Pure: no I/O.
+ */
+#ifndef HYPHA_FANQ_H
+#define HYPHA_FANQ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "hypha/rbuf.h"
+#include "hypha/topology.h"
+
+#define HY_FANQ_COPY_MAX (16u * 1024) /* runs under this are copied, not referenced */
+#define HY_FANQ_OWN_SIZE (16u * 1024) /* the queue's own copy buffers */
+
+typedef enum hy_push_result {
+    HY_PUSH_QUEUED = 0,
+    HY_PUSH_DROPPED = 1, /* this frame was refused (drop-newest, or nothing droppable) */
+    HY_PUSH_OVER = 2,    /* queued past the limit (policy block): pause the sources */
+    HY_PUSH_NOMEM = -1,
+} hy_push_result;
+
+typedef struct hy_fanq_seg {
+    hy_rbuf *b;                  /* a reference held */
+    size_t off, len;             /* whole frames at b->data + off */
+} hy_fanq_seg;
+
+typedef struct hy_fanq {
+    hy_fanq_seg *seg;            /* ring (owned) */
+    size_t cap, first, n;        /* slots, index of the first, segments held */
+    size_t bytes;                /* bytes held, the written part of the first frame included */
+    size_t sent;                 /* bytes of the first frame already written */
+    hy_rbuf *own;                /* the copy buffer being filled (a reference held), or NULL */
+    uint64_t dropped_oldest, dropped_newest;
+} hy_fanq;
+
+void hy_fanq_init(hy_fanq *q);
+void hy_fanq_free(hy_fanq *q);
+/* Forget everything queued; returns how many frames were discarded (a
+ * partly written one included). */
+size_t hy_fanq_clear(hy_fanq *q);
+
+/* One whole frame, copied, under `limit` bytes with the overflow policy. */
+hy_push_result hy_fanq_push(hy_fanq *q, const uint8_t *frame, size_t len, uint64_t limit, hy_overflow policy);
+/* Whole frames lying inside `b` (or anywhere, b NULL: copied), past any
+ * limit: the caller has checked that they fit. */
+hy_push_result hy_fanq_push_run(hy_fanq *q, hy_rbuf *b, const uint8_t *data, size_t len);
+
+static inline size_t hy_fanq_bytes(const hy_fanq *q) { return q->bytes; }
+static inline size_t hy_fanq_pending(const hy_fanq *q) { return q->bytes - q->sent; }
+/* Whole or partly written frames held (walks headers: not the hot path). */
+size_t hy_fanq_frames(const hy_fanq *q);
+/* The pending bytes as at most `max` iovecs; returns how many. */
+int hy_fanq_iov(const hy_fanq *q, struct iovec *iov, int max);
+/* n bytes were written. */
+void hy_fanq_consume(hy_fanq *q, size_t n);
+/* True when the next byte to send starts a frame. */
+static inline bool hy_fanq_at_boundary(const hy_fanq *q) { return q->sent == 0; }
+/* The connection that was being written is gone: the first frame, if it was
+ * partly written, goes out again whole (the reader never got it). */
+static inline void hy_fanq_rewind(hy_fanq *q) { q->sent = 0; }
+
+#endif

@@ -1,0 +1,228 @@
+/* fanq.c - fan-out queues of shared segments (see hypha/fanq.h).
+ *
+ * Invariants: every segment holds whole frames and a reference to its
+ * buffer; `bytes` is the sum of the segments' lengths; the first segment
+ * starts with the frame being written, of which `sent` bytes went out
+ * (written frames are let go at once, so they never count against the limit).
+ */
+#include "hypha/fanq.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "hypha/tlv.h"
+
+void hy_fanq_init(hy_fanq *q) { memset(q, 0, sizeof *q); }
+
+static hy_fanq_seg *at(const hy_fanq *q, size_t i) { return &q->seg[(q->first + i) % q->cap]; }
+
+static int grow(hy_fanq *q)
+{
+    if (q->n < q->cap)
+        return 0;
+    size_t cap = q->cap ? q->cap * 2 : 8;
+    hy_fanq_seg *s = malloc(cap * sizeof *s);
+    if (!s)
+        return -1;
+    for (size_t i = 0; i < q->n; i++)
+        s[i] = *at(q, i);
+    free(q->seg);
+    q->seg = s;
+    q->cap = cap;
+    q->first = 0;
+    return 0;
+}
+
+static void pop_first(hy_fanq *q)
+{
+    hy_fanq_seg *s = at(q, 0);
+    q->bytes -= s->len;
+    hy_rbuf_unref(s->b);
+    q->first = (q->first + 1) % q->cap;
+    q->n--;
+    q->sent = 0;
+}
+
+size_t hy_fanq_clear(hy_fanq *q)
+{
+    size_t frames = hy_fanq_frames(q);
+    while (q->n)
+        pop_first(q);
+    q->first = 0;
+    return frames;
+}
+
+void hy_fanq_free(hy_fanq *q)
+{
+    hy_fanq_clear(q);
+    if (q->own)
+        hy_rbuf_unref(q->own);
+    free(q->seg);
+    memset(q, 0, sizeof *q);
+}
+
+/* Append `len` bytes at b->data + off (whole frames), merging with the last
+ * segment when they continue it. */
+static int append(hy_fanq *q, hy_rbuf *b, size_t off, size_t len)
+{
+    if (q->n) {
+        hy_fanq_seg *last = at(q, q->n - 1);
+        if (last->b == b && last->off + last->len == off) {
+            last->len += len;
+            q->bytes += len;
+            return 0;
+        }
+    }
+    if (grow(q) < 0)
+        return -1;
+    *at(q, q->n) = (hy_fanq_seg){hy_rbuf_ref(b), off, len};
+    q->n++;
+    q->bytes += len;
+    return 0;
+}
+
+/* Copied into the queue's own buffer (a new one when the current is full). */
+static int append_copy(hy_fanq *q, const uint8_t *data, size_t len)
+{
+    if (!q->own || q->own->cap - q->own->used < len) {
+        hy_rbuf *b = hy_rbuf_new(len > HY_FANQ_OWN_SIZE ? len : HY_FANQ_OWN_SIZE);
+        if (!b)
+            return -1;
+        if (q->own)
+            hy_rbuf_unref(q->own);
+        q->own = b;
+    }
+    size_t off = q->own->used;
+    if (append(q, q->own, off, len) < 0)
+        return -1;
+    memcpy(q->own->data + off, data, len);
+    q->own->used += len;
+    return 0;
+}
+
+hy_push_result hy_fanq_push_run(hy_fanq *q, hy_rbuf *b, const uint8_t *data, size_t len)
+{
+    int rc;
+    if (!b || len < HY_FANQ_COPY_MAX)
+        rc = append_copy(q, data, len);
+    else
+        rc = append(q, b, (size_t)(data - b->data), len);
+    return rc < 0 ? HY_PUSH_NOMEM : HY_PUSH_QUEUED;
+}
+
+static void remove_seg(hy_fanq *q, size_t i)
+{
+    hy_rbuf_unref(at(q, i)->b);
+    for (size_t k = i; k + 1 < q->n; k++)
+        *at(q, k) = *at(q, k + 1);
+    q->n--;
+}
+
+/* Remove `len` bytes at `pos` in segment i (whole frames), splitting it in
+ * two when they are in its middle. -1 on ENOMEM (nothing removed). */
+static int cut(hy_fanq *q, size_t i, size_t pos, size_t len)
+{
+    hy_fanq_seg *s = at(q, i);
+    if (pos > 0 && pos + len < s->len) {
+        if (grow(q) < 0)
+            return -1;
+        s = at(q, i);
+        for (size_t k = q->n; k > i + 1; k--)
+            *at(q, k) = *at(q, k - 1);
+        *at(q, i + 1) = (hy_fanq_seg){hy_rbuf_ref(s->b), s->off + pos + len, s->len - pos - len};
+        s->len = pos;
+        q->n++;
+    } else if (pos == 0) {
+        s->off += len;
+        s->len -= len;
+    } else {
+        s->len -= len;
+    }
+    q->bytes -= len;
+    if (s->len == 0)
+        remove_seg(q, i);
+    return 0;
+}
+
+/* Drop the oldest frame that has not started to go out. 0 if there is none. */
+static int drop_oldest(hy_fanq *q)
+{
+    if (!q->n)
+        return 0;
+    hy_fanq_seg *s = at(q, 0);
+    size_t first = hy_tlv_size(s->b->data + s->off);
+    if (q->sent == 0)
+        return cut(q, 0, 0, first) == 0;
+    if (first < s->len)
+        return cut(q, 0, first, hy_tlv_size(s->b->data + s->off + first)) == 0;
+    if (q->n < 2)
+        return 0;
+    hy_fanq_seg *t = at(q, 1);
+    return cut(q, 1, 0, hy_tlv_size(t->b->data + t->off)) == 0;
+}
+
+hy_push_result hy_fanq_push(hy_fanq *q, const uint8_t *frame, size_t len, uint64_t limit, hy_overflow policy)
+{
+    int over = 0;
+    while (q->bytes + len > limit) {
+        if (policy == HY_OVERFLOW_BLOCK) {
+            over = 1; /* keep it: the caller stops reading the sources */
+            break;
+        }
+        if (policy == HY_OVERFLOW_DROP_NEWEST || !drop_oldest(q)) {
+            q->dropped_newest++;
+            return HY_PUSH_DROPPED;
+        }
+        q->dropped_oldest++;
+    }
+    if (append_copy(q, frame, len) < 0)
+        return HY_PUSH_NOMEM;
+    return over ? HY_PUSH_OVER : HY_PUSH_QUEUED;
+}
+
+size_t hy_fanq_frames(const hy_fanq *q)
+{
+    size_t frames = 0;
+    for (size_t i = 0; i < q->n; i++) {
+        const hy_fanq_seg *s = at(q, i);
+        for (size_t off = 0; off + HY_TLV_HEADER <= s->len; frames++)
+            off += hy_tlv_size(s->b->data + s->off + off);
+    }
+    return frames;
+}
+
+int hy_fanq_iov(const hy_fanq *q, struct iovec *iov, int max)
+{
+    int k = 0;
+    for (size_t i = 0; i < q->n && k < max; i++, k++) {
+        const hy_fanq_seg *s = at(q, i);
+        size_t skip = i == 0 ? q->sent : 0;
+        iov[k].iov_base = s->b->data + s->off + skip;
+        iov[k].iov_len = s->len - skip;
+    }
+    return k;
+}
+
+void hy_fanq_consume(hy_fanq *q, size_t n)
+{
+    while (n > 0 && q->n) {
+        hy_fanq_seg *s = at(q, 0);
+        size_t rest = s->len - q->sent;
+        if (n >= rest) {
+            n -= rest;
+            pop_first(q);
+            continue;
+        }
+        q->sent += n;
+        n = 0;
+        /* let written frames go: amortised one header per frame written */
+        for (size_t flen; (flen = hy_tlv_size(s->b->data + s->off)) <= q->sent;) {
+            s->off += flen;
+            s->len -= flen;
+            q->bytes -= flen;
+            q->sent -= flen;
+        }
+    }
+    if (!q->n)
+        q->first = 0;
+}
