@@ -81,9 +81,7 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
         cl->inlen += (size_t)n;
         process_lines(cl, false);
         if (cl->inlen > HY_CTL_MAX_REQUEST) {
-            char uid[16];
-            snprintf(uid, sizeof uid, "%u", cl->uid);
-            hy_log(HY_WARN, COMP, "request too long: closing the connection", "uid", uid, NULL);
+            hy_log(HY_WARN, COMP, "request too long: closing the connection", "uid", HY_U64(cl->uid), NULL);
             hy_ctl_send_error(cl, "request too long (over %u bytes)", HY_CTL_MAX_REQUEST);
             cl->inlen = 0;
             cl->closing = true;
@@ -156,12 +154,10 @@ static void on_accept(hy_acceptor *a, int fd)
             return;
         }
         if (cred.uid != geteuid() && cred.uid != 0) {
-            char line[256], uid[16], pid[16];
+            char line[256];
             c->refused++;
-            snprintf(uid, sizeof uid, "%u", (unsigned)cred.uid);
-            snprintf(pid, sizeof pid, "%d", (int)cred.pid);
-            hy_log(HY_WARN, COMP, "control connection refused: not hyphad's uid nor root", "uid", uid, "pid", pid,
-                   NULL);
+            hy_log(HY_WARN, COMP, "control connection refused: not hyphad's uid nor root", "uid", HY_U64(cred.uid),
+                   "pid", HY_I64(cred.pid), NULL);
             snprintf(line, sizeof line,
                      "{\"ok\":false,\"refused\":true,\"error\":\"permission denied: uid %u is not hyphad's uid (%u) nor "
                      "root\"}\n",

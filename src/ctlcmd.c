@@ -161,9 +161,7 @@ static void cmd_operate(hy_ctl_client *cl, json_t *req, const char *cmd)
     hy_instance **sel = resolve_or_reply(cl, name, &n);
     if (!sel)
         return;
-    char uid[16];
-    snprintf(uid, sizeof uid, "%u", cl->uid);
-    hy_log(HY_INFO, COMP, "operator command", "command", cmd, "name", name, "uid", uid, NULL);
+    hy_log(HY_INFO, COMP, "operator command", "command", cmd, "name", name, "uid", HY_U64(cl->uid), NULL);
     json_t *list = json_array();
     for (size_t i = 0; i < n; i++) {
         if (cmd[2] == 'o') /* stop */

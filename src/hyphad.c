@@ -97,9 +97,7 @@ static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
     const char *sig = w->signum == SIGINT ? "INT" : "TERM";
     if (d->stop_requests++ == 0) {
         hy_notify_send(&d->notify, "STOPPING=1");
-        char n[16];
-        snprintf(n, sizeof n, "%zu", hy_sup_live(d->sup));
-        hy_log(HY_INFO, "hyphad", "stopping", "signal", sig, "live_workers", n, NULL);
+        hy_log(HY_INFO, "hyphad", "stopping", "signal", sig, "live_workers", HY_U64(hy_sup_live(d->sup)), NULL);
         hy_sup_stop_all(d->sup, all_stopped);
     } else {
         hy_log(HY_WARN, "hyphad", "second stop request: killing every worker now", "signal", sig, NULL);
@@ -277,11 +275,8 @@ static int run(hy_topology *t, hy_log_format log_format)
     hy_sup_observe(d->sup)->ud = d;
     hy_notify_start(&d->notify, loop);
 
-    char n[16], pid[16];
-    snprintf(n, sizeof n, "%zu", hy_sup_count(d->sup));
-    snprintf(pid, sizeof pid, "%d", (int)getpid());
-    hy_log(HY_INFO, "hyphad", "starting", "topology", t->path, "instances", n, "pid", pid,
-           "schema", t->schema->digest_hex, NULL);
+    hy_log(HY_INFO, "hyphad", "starting", "topology", t->path, "instances", HY_U64(hy_sup_count(d->sup)), "pid",
+           HY_I64(getpid()), "schema", t->schema->digest_hex, NULL);
     hy_sup_start_all(d->sup);
     on_change(d);
     ev_run(loop, 0);

@@ -76,16 +76,6 @@ void hy_topic_for_domain(const char *domain, char *out, size_t outlen)
     snprintf(out, outlen, "%s", strcmp(low, "marketdata") == 0 ? "market-data" : low);
 }
 
-static bool is_ident(const char *s)
-{
-    if (!(isalpha((unsigned char)*s) || *s == '_'))
-        return false;
-    for (s++; *s; s++)
-        if (!(isalnum((unsigned char)*s) || *s == '_'))
-            return false;
-    return true;
-}
-
 /* Parse "N" (a positive decimal) at *p, skipping spaces around it. */
 static int parse_dim(const char **p, uint32_t *out)
 {
@@ -291,7 +281,7 @@ static int load_field(hy_ydoc *y, hy_message *m, yaml_node_t *key, yaml_node_t *
     char what[256];
     const char *fname = hy_ystr(key);
     snprintf(what, sizeof what, "field %s.%s", m->name, fname);
-    if (!is_ident(fname))
+    if (!hy_is_ident(fname))
         return hy_yerr(y, key, "%s: field names must be identifiers", what);
     f->line = hy_yline(key);
     f->col = hy_ycol(key);
@@ -336,7 +326,7 @@ static int load_message(hy_ydoc *y, yaml_node_t *key, yaml_node_t *val, hy_messa
     snprintf(what, sizeof what, "message %s", name);
     m->line = hy_yline(key);
     m->col = hy_ycol(key);
-    if (!is_ident(name))
+    if (!hy_is_ident(name))
         return hy_yerr(y, key, "%s: message names must be identifiers", what);
     if (!(m->name = strdup(name)))
         return hy_yerr(y, key, "out of memory");

@@ -23,7 +23,7 @@
 
 /* ---- freeing ---------------------------------------------------------- */
 
-static void free_strv(char **v)
+void hy_strv_free(char **v)
 {
     if (!v)
         return;
@@ -45,10 +45,10 @@ void hy_topology_free(hy_topology *t)
     for (size_t i = 0; i < t->nworkers; i++) {
         hy_worker_spec *w = &t->workers[i];
         free(w->name);
-        free_strv(w->argv);
+        hy_strv_free(w->argv);
         free(w->exec_path);
         free(w->cwd);
-        free_strv(w->env);
+        hy_strv_free(w->env);
         free(w->subscribe);
         free(w->publish);
     }

@@ -296,16 +296,6 @@ static bool valid_worker_name(const char *s)
     return true;
 }
 
-static bool valid_env_name(const char *s)
-{
-    if (!(isalpha((unsigned char)*s) || *s == '_'))
-        return false;
-    for (s++; *s; s++)
-        if (!(isalnum((unsigned char)*s) || *s == '_'))
-            return false;
-    return true;
-}
-
 /* Find an executable: a name with a slash relative to cwd, else a PATH search.
  * Returns a malloc'd absolute path or NULL (errno-ish reason in *why). */
 static char *resolve_exec(const char *cmd, const char *cwd, const char *pathvar, const char **why)
@@ -401,7 +391,7 @@ static int parse_env(loader *L, const yaml_node_t *n, hy_worker_spec *w, const c
     for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
         yaml_node_t *k = hy_ynode(&L->y, p->key), *v = hy_ynode(&L->y, p->value);
         const char *ks = hy_ystr(k);
-        if (!valid_env_name(ks))
+        if (!hy_is_ident(ks))
             return hy_yerr(&L->y, k, "%s: '%s' is not a valid variable name", what, ks);
         if (!strncmp(ks, "HYPHA_", 6))
             return hy_yerr(&L->y, k, "%s: %s is set by hyphad itself", what, ks);

@@ -311,13 +311,15 @@ void hy_wio_free(hy_instance *in)
     close_io(in, &in->out_w, &in->out_fd);
     close_io(in, &in->err_w, &in->err_fd);
     close_io(in, &in->status_w, &in->status_fd);
+    /* Off the bus first: removing it queues any pending run, which may be
+     * for this very sink. */
+    hy_bus_forget(&r->bus, &in->origin);
+    hy_bus_remove_sub(&r->bus, &in->sub);
+    hy_sub_clear(&in->sub);
+    hy_flow_remove(&r->flow, &in->src);
     int fd = in->in.fd;
     hy_sink_free(&in->in);
     if (fd >= 0)
         close(fd);
-    hy_flow_remove(&r->flow, &in->src);
-    hy_bus_forget(&r->bus, &in->origin);
-    hy_bus_remove_sub(&r->bus, &in->sub);
-    hy_sub_clear(&in->sub);
     hy_tlv_decoder_free(&in->dec);
 }

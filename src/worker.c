@@ -48,15 +48,6 @@ static bool overridden(const hy_worker_spec *w, const char *e)
     return false;
 }
 
-static void free_env(char **env)
-{
-    if (!env)
-        return;
-    for (char **e = env; *e; e++)
-        free(*e);
-    free(env);
-}
-
 static char **build_env(const hy_worker_spec *w, unsigned index, const char *digest)
 {
     size_t n = 0;
@@ -79,7 +70,7 @@ static char **build_env(const hy_worker_spec *w, unsigned index, const char *dig
     }
     return env;
 oom:
-    free_env(env);
+    hy_strv_free(env);
     return NULL;
 }
 
@@ -440,7 +431,7 @@ void hy_worker_free(hy_instance *in)
     ev_timer_stop(loop, &in->timer);
     ev_timer_stop(loop, &in->stop_timer);
     ev_timer_stop(loop, &in->hb_timer);
-    free_env(in->envp);
+    hy_strv_free(in->envp);
     in->envp = NULL;
     hy_giveup_free(&in->giveup);
 }

@@ -321,3 +321,13 @@ int hy_yget_str(hy_ydoc *y, const yaml_node_t *n, const char *what, const char *
     *out = hy_ystr(n);
     return 0;
 }
+
+bool hy_is_ident(const char *s)
+{
+    if (!(isalpha((unsigned char)*s) || *s == '_'))
+        return false;
+    for (s++; *s; s++)
+        if (!(isalnum((unsigned char)*s) || *s == '_'))
+            return false;
+    return true;
+}

@@ -30,6 +30,10 @@ yaml_node_t *hy_ynode(hy_ydoc *y, int id);
 /* Report an error at n; returns -1. */
 int hy_yerr(hy_ydoc *y, const yaml_node_t *n, const char *fmt, ...) HY_PRINTF(3, 4);
 
+/* A C identifier: a letter or '_', then letters, digits and '_' (field
+ * names in contracts, environment variable names in topologies). */
+bool hy_is_ident(const char *s);
+
 static inline size_t hy_yline(const yaml_node_t *n) { return n->start_mark.line + 1; }
 static inline size_t hy_ycol(const yaml_node_t *n) { return n->start_mark.column + 1; }
 

@@ -113,6 +113,8 @@ hy_topology *hy_topology_load_buffer(const char *name, const char *base_dir,
                                      const uint8_t *data, size_t len,
                                      hy_err *err);
 void hy_topology_free(hy_topology *t);
+/* Free a NULL-terminated array of strings and the strings (NULL: nothing). */
+void hy_strv_free(char **v);
 
 const hy_worker_spec *hy_topology_find_worker(const hy_topology *t,
                                               const char *name);

@@ -1,0 +1,265 @@
+/* test_drops.c - the drop counters (hypha/drops.h): the "log at the 1st,
+ * 10th, 100th" rule (also when one step jumps past a power of ten, and near
+ * UINT64_MAX), counting, the text form and the total, and what reaches the
+ * log. */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "hypha/drops.h"
+#include "logcap.h"
+
+/* ---- hy_log_mark ------------------------------------------------------------ */
+
+static void test_log_mark_single_steps(void **state)
+{
+    (void)state;
+    /* one at a time: true exactly at 1, 10, 100, 1000 */
+    int marks = 0;
+    for (uint64_t n = 0; n < 5000; n++)
+        if (hy_log_mark(n, n + 1)) {
+            assert_true(n + 1 == 1 || n + 1 == 10 || n + 1 == 100 || n + 1 == 1000);
+            marks++;
+        }
+    assert_int_equal(marks, 4);
+    assert_true(hy_log_mark(0, 1));
+    assert_true(hy_log_mark(9, 10));
+    assert_true(hy_log_mark(99, 100));
+    assert_false(hy_log_mark(1, 2));
+    assert_false(hy_log_mark(10, 11));
+    assert_false(hy_log_mark(100, 101));
+    /* no change: nothing passed */
+    assert_false(hy_log_mark(0, 0));
+    assert_false(hy_log_mark(10, 10));
+}
+
+static void test_log_mark_jumps(void **state)
+{
+    (void)state;
+    assert_true(hy_log_mark(5, 12));    /* passes 10 */
+    assert_false(hy_log_mark(12, 15));  /* 100 not reached */
+    assert_true(hy_log_mark(0, 150));   /* passes 1, 10 and 100 at once */
+    assert_true(hy_log_mark(99, 100));
+    assert_true(hy_log_mark(1, 10));
+    assert_false(hy_log_mark(1, 9));
+    assert_true(hy_log_mark(11, 1000));
+    assert_false(hy_log_mark(100, 999));
+    assert_true(hy_log_mark(999999, 1000000));
+    assert_false(hy_log_mark(1000000, 9999999));
+}
+
+static void test_log_mark_near_uint64_max(void **state)
+{
+    (void)state;
+    const uint64_t e19 = 10000000000000000000ull; /* the last power of ten under UINT64_MAX */
+    const uint64_t e18 = 1000000000000000000ull;
+    /* each returns (the loop that looks for the next mark ends) */
+    assert_false(hy_log_mark(UINT64_MAX - 1, UINT64_MAX));
+    assert_false(hy_log_mark(UINT64_MAX, UINT64_MAX));
+    assert_false(hy_log_mark(e19, UINT64_MAX));
+    assert_true(hy_log_mark(e19 - 1, e19));
+    assert_true(hy_log_mark(e19 - 1, UINT64_MAX));
+    assert_true(hy_log_mark(e18 - 1, e18));
+    assert_false(hy_log_mark(e18, e19 - 1));
+    assert_true(hy_log_mark(0, UINT64_MAX));
+}
+
+/* ---- counting and the text form ----------------------------------------------- */
+
+static void test_add_counts_each_reason(void **state)
+{
+    (void)state;
+    logcap log;
+    log_capture(&log);
+    hy_drops d;
+    hy_drops_init(&d, "router", "worker", "w", "instance", "0");
+    assert_int_equal(hy_drops_total(&d), 0);
+    hy_drops_add(&d, HY_DROP_UNKNOWN_TYPE, 7, 1);
+    hy_drops_add(&d, HY_DROP_UNKNOWN_TYPE, 7, 2);
+    hy_drops_add(&d, HY_DROP_NOT_RUNNING, 1001, 5);
+    hy_drops_add(&d, HY_DROP_QUEUE_NEWEST, 1001, 4);
+    assert_int_equal(d.n[HY_DROP_UNKNOWN_TYPE], 3);
+    assert_int_equal(d.n[HY_DROP_NOT_RUNNING], 5);
+    assert_int_equal(d.n[HY_DROP_QUEUE_NEWEST], 4);
+    for (int i = 0; i < HY_DROP__COUNT; i++)
+        if (i != HY_DROP_UNKNOWN_TYPE && i != HY_DROP_NOT_RUNNING && i != HY_DROP_QUEUE_NEWEST)
+            assert_int_equal(d.n[i], 0);
+    assert_int_equal(hy_drops_total(&d), 12);
+    /* init again: all zero, identity kept as given */
+    hy_drops_init(&d, "relay", "from", "x#1", NULL, NULL);
+    assert_int_equal(hy_drops_total(&d), 0);
+    assert_string_equal(d.component, "relay");
+    assert_null(d.k2);
+    log_release(&log);
+}
+
+static void test_total_counts_every_reason(void **state)
+{
+    (void)state;
+    logcap log;
+    log_capture(&log);
+    hy_drops d;
+    hy_drops_init(&d, "router", "worker", "w", "instance", "0");
+    uint64_t want = 0;
+    for (int i = 0; i < HY_DROP__COUNT; i++) {
+        hy_drops_add(&d, (hy_drop)i, 1, (uint64_t)i + 1);
+        want += (uint64_t)i + 1;
+    }
+    assert_int_equal(hy_drops_total(&d), want);
+    log_release(&log);
+}
+
+static void test_reason_names(void **state)
+{
+    (void)state;
+    assert_string_equal(hy_drop_str(HY_DROP_UNKNOWN_TYPE), "unknown-type");
+    assert_string_equal(hy_drop_str(HY_DROP_WRONG_SIZE), "wrong-size");
+    assert_string_equal(hy_drop_str(HY_DROP_NOT_ALLOWED), "not-allowed");
+    assert_string_equal(hy_drop_str(HY_DROP_NOT_RUNNING), "not-running");
+    assert_string_equal(hy_drop_str(HY_DROP_EXITED), "worker-exited");
+    assert_string_equal(hy_drop_str(HY_DROP_NO_MEMORY), "out-of-memory");
+    assert_string_equal(hy_drop_str(HY_DROP_QUEUE_OLDEST), "queue-full-oldest");
+    assert_string_equal(hy_drop_str(HY_DROP_QUEUE_NEWEST), "queue-full-newest");
+}
+
+static void test_format(void **state)
+{
+    (void)state;
+    hy_drops d;
+    hy_drops_init(&d, "router", "worker", "w", "instance", "0");
+    char out[256];
+    assert_string_equal(hy_drops_format(&d, ",", out, sizeof out), "none");
+    assert_string_equal(hy_drops_format(&d, " ", out, sizeof out), "none");
+    d.n[HY_DROP_WRONG_SIZE] = 2;
+    assert_ptr_equal(hy_drops_format(&d, ",", out, sizeof out), out);
+    assert_string_equal(out, "wrong-size=2");
+    d.n[HY_DROP_UNKNOWN_TYPE] = 1;
+    d.n[HY_DROP_QUEUE_NEWEST] = 12345678901234ull;
+    assert_string_equal(hy_drops_format(&d, ",", out, sizeof out),
+                        "unknown-type=1,wrong-size=2,queue-full-newest=12345678901234");
+    assert_string_equal(hy_drops_format(&d, " ", out, sizeof out),
+                        "unknown-type=1 wrong-size=2 queue-full-newest=12345678901234");
+    /* every reason, in enum order */
+    for (int i = 0; i < HY_DROP__COUNT; i++)
+        d.n[i] = (uint64_t)i + 1;
+    assert_string_equal(hy_drops_format(&d, ",", out, sizeof out),
+                        "unknown-type=1,wrong-size=2,not-allowed=3,not-running=4,worker-exited=5,"
+                        "out-of-memory=6,queue-full-oldest=7,queue-full-newest=8");
+    /* a short buffer: cut, still terminated, nothing written past it */
+    char small[16];
+    memset(small, 'X', sizeof small);
+    hy_drops_format(&d, ",", small, 10);
+    assert_int_equal(strlen(small), 9);
+    assert_memory_equal(small, "unknown-t", 9);
+    for (size_t i = 10; i < sizeof small; i++)
+        assert_int_equal(small[i], 'X');
+}
+
+/* ---- what is logged ------------------------------------------------------------------ */
+
+static void test_flood_logs_at_powers_of_ten(void **state)
+{
+    (void)state;
+    logcap log;
+    log_capture(&log);
+    hy_drops d;
+    hy_drops_init(&d, "router", "worker", "w", "instance", "3");
+    for (int i = 0; i < 1000; i++)
+        hy_drops_add(&d, HY_DROP_NOT_RUNNING, 1002, 1);
+    assert_int_equal(d.n[HY_DROP_NOT_RUNNING], 1000);
+    assert_int_equal(log_count(&log, "frame dropped"), 4);
+    assert_int_equal(log_count_lines(&log, "frame dropped", "total=1\n"), 1);
+    assert_int_equal(log_count_lines(&log, "frame dropped", "total=10\n"), 1);
+    assert_int_equal(log_count_lines(&log, "frame dropped", "total=100\n"), 1);
+    assert_int_equal(log_count_lines(&log, "frame dropped", "total=1000\n"), 1);
+    /* the line names who, why and what */
+    assert_int_equal(log_count_lines(&log, "frame dropped", " router "), 4);
+    assert_int_equal(log_count_lines(&log, "frame dropped", "worker=w instance=3"), 4);
+    assert_int_equal(log_count_lines(&log, "frame dropped", "reason=not-running"), 4);
+    assert_int_equal(log_count_lines(&log, "frame dropped", "type=1002"), 4);
+    /* 1000 more: only 10000 is missing, so nothing */
+    for (int i = 0; i < 1000; i++)
+        hy_drops_add(&d, HY_DROP_NOT_RUNNING, 1002, 1);
+    assert_int_equal(log_count(&log, "frame dropped"), 4);
+    log_release(&log);
+}
+
+static void test_counters_log_apart(void **state)
+{
+    (void)state;
+    logcap log;
+    log_capture(&log);
+    hy_drops d;
+    hy_drops_init(&d, "relay", "from", "tcp:h:1#2", NULL, NULL);
+    hy_drops_add(&d, HY_DROP_UNKNOWN_TYPE, 9, 1);
+    hy_drops_add(&d, HY_DROP_WRONG_SIZE, 1001, 1);
+    hy_drops_add(&d, HY_DROP_UNKNOWN_TYPE, 9, 1);
+    /* each reason has its own 1st */
+    assert_int_equal(log_count(&log, "frame dropped"), 2);
+    assert_int_equal(log_count_lines(&log, "reason=unknown-type", "from=tcp:h:1#2"), 1);
+    assert_int_equal(log_count_lines(&log, "reason=wrong-size", "type=1001"), 1);
+    assert_int_equal(log_count(&log, "instance="), 0); /* no second key */
+    log_release(&log);
+}
+
+static void test_batch_passing_a_mark_logs_once(void **state)
+{
+    (void)state;
+    logcap log;
+    log_capture(&log);
+    hy_drops d;
+    hy_drops_init(&d, "router", "worker", "w", "instance", "0");
+    hy_drops_add(&d, HY_DROP_EXITED, 0, 5);  /* passes 1 */
+    assert_int_equal(log_count(&log, "frame dropped"), 1);
+    assert_int_equal(log_count_lines(&log, "reason=worker-exited", "total=5"), 1);
+    hy_drops_add(&d, HY_DROP_EXITED, 0, 7);  /* 5 -> 12 passes 10 */
+    assert_int_equal(log_count(&log, "frame dropped"), 2);
+    assert_int_equal(log_count_lines(&log, "reason=worker-exited", "total=12"), 1);
+    hy_drops_add(&d, HY_DROP_EXITED, 0, 3);  /* 12 -> 15: nothing */
+    assert_int_equal(log_count(&log, "frame dropped"), 2);
+    hy_drops_add(&d, HY_DROP_EXITED, 0, 500); /* 15 -> 515 passes 100: one line */
+    assert_int_equal(log_count(&log, "frame dropped"), 3);
+    hy_drops_add(&d, HY_DROP_EXITED, 0, 0);   /* nothing dropped: nothing said */
+    assert_int_equal(log_count(&log, "frame dropped"), 3);
+    assert_int_equal(d.n[HY_DROP_EXITED], 515);
+    log_release(&log);
+}
+
+static void test_queue_full_not_logged_here(void **state)
+{
+    (void)state;
+    logcap log;
+    log_capture(&log);
+    hy_drops d;
+    hy_drops_init(&d, "router", "worker", "w", "instance", "0");
+    for (int i = 0; i < 100; i++) {
+        hy_drops_add(&d, HY_DROP_QUEUE_OLDEST, 1001, 1);
+        hy_drops_add(&d, HY_DROP_QUEUE_NEWEST, 1001, 1);
+    }
+    assert_int_equal(d.n[HY_DROP_QUEUE_OLDEST], 100);
+    assert_int_equal(d.n[HY_DROP_QUEUE_NEWEST], 100);
+    assert_int_equal(hy_drops_total(&d), 200);
+    assert_int_equal(strlen(log_text(&log)), 0);
+    log_release(&log);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_log_mark_single_steps),
+        cmocka_unit_test(test_log_mark_jumps),
+        cmocka_unit_test(test_log_mark_near_uint64_max),
+        cmocka_unit_test(test_add_counts_each_reason),
+        cmocka_unit_test(test_total_counts_every_reason),
+        cmocka_unit_test(test_reason_names),
+        cmocka_unit_test(test_format),
+        cmocka_unit_test(test_flood_logs_at_powers_of_ten),
+        cmocka_unit_test(test_counters_log_apart),
+        cmocka_unit_test(test_batch_passing_a_mark_logs_once),
+        cmocka_unit_test(test_queue_full_not_logged_here),
+    };
+    return cmocka_run_group_tests_name("drops", tests, NULL, NULL);
+}
