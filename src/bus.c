@@ -2,8 +2,10 @@
  * hypha/bus.h). */
 #include "hypha/bus.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "hypha/log.h"
 #include "hypha/tlv.h"
@@ -128,6 +130,19 @@ uint8_t *hy_bus_rbuf(hy_bus *b, size_t *size)
     }
     *size = b->cur->cap;
     return b->cur->data;
+}
+
+ssize_t hy_bus_read(hy_bus *b, int fd, uint8_t **buf, size_t *cap)
+{
+    if (!(*buf = hy_bus_rbuf(b, cap))) {
+        errno = ENOMEM;
+        return -1;
+    }
+    ssize_t n;
+    do
+        n = read(fd, *buf, *cap);
+    while (n < 0 && errno == EINTR);
+    return n;
 }
 
 void hy_bus_forget(hy_bus *b, const hy_origin *o)

@@ -84,6 +84,8 @@ static int append(hy_fanq *q, hy_rbuf *b, size_t off, size_t len)
 /* Copied into the queue's own buffer (a new one when the current is full). */
 static int append_copy(hy_fanq *q, const uint8_t *data, size_t len)
 {
+    if (q->own && q->own->refs == 1 && q->own->cap >= len)
+        q->own->used = 0; /* no segment holds it any more: fill it again */
     if (!q->own || q->own->cap - q->own->used < len) {
         hy_rbuf *b = hy_rbuf_new(len > HY_FANQ_OWN_SIZE ? len : HY_FANQ_OWN_SIZE);
         if (!b)
@@ -103,6 +105,8 @@ static int append_copy(hy_fanq *q, const uint8_t *data, size_t len)
 hy_push_result hy_fanq_push_run(hy_fanq *q, hy_rbuf *b, const uint8_t *data, size_t len)
 {
     int rc;
+    if (len == 0)
+        return HY_PUSH_QUEUED;
     if (!b || len < HY_FANQ_COPY_MAX)
         rc = append_copy(q, data, len);
     else

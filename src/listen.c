@@ -115,15 +115,11 @@ static void closed(hy_client *c)
 /* 1: go on reading; 0: stop. */
 static int read_once(hy_client *c)
 {
+    uint8_t *buf;
     size_t cap;
-    uint8_t *buf = hy_bus_rbuf(c->ls->bus, &cap);
-    if (!buf)
-        return 0;
-    ssize_t n = read(c->fd, buf, cap);
+    ssize_t n = hy_bus_read(c->ls->bus, c->fd, &buf, &cap);
     if (n < 0) {
-        if (errno == EINTR)
-            return 1;
-        if (errno != EAGAIN)
+        if (errno != EAGAIN && errno != ENOMEM)
             doom(c, strerror(errno));
         return 0;
     }

@@ -216,15 +216,11 @@ static int on_frame(void *ud, const hy_frame *f)
 /* 1: go on reading; 0: stop (would block, or the connection is gone). */
 static int read_once(hy_upstream *u)
 {
+    uint8_t *buf;
     size_t cap;
-    uint8_t *buf = hy_bus_rbuf(u->bus, &cap);
-    if (!buf)
-        return 0;
-    ssize_t n = read(u->fd, buf, cap);
+    ssize_t n = hy_bus_read(u->bus, u->fd, &buf, &cap);
     if (n < 0) {
-        if (errno == EINTR)
-            return 1;
-        if (errno != EAGAIN)
+        if (errno != EAGAIN && errno != ENOMEM)
             lost(u, "read failed", errno);
         return 0;
     }

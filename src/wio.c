@@ -84,20 +84,16 @@ static int read_stdout(hy_instance *in)
 {
     /* The rest of a large frame goes straight where it is assembled: one
      * copy fewer than through the read buffer. */
-    uint8_t *dst;
+    uint8_t *dst, *buf;
     size_t missing = hy_tlv_direct(&in->dec, &dst), cap = 0;
     bool direct = missing >= DIRECT_READ_MIN;
-    uint8_t *buf = direct ? dst : hy_bus_rbuf(bus_of(in), &cap);
-    if (!buf)
-        return 0;
-    ssize_t n = read(in->out_fd, buf, direct ? missing : cap);
+    ssize_t n = direct ? read(in->out_fd, buf = dst, missing) : hy_bus_read(bus_of(in), in->out_fd, &buf, &cap);
     if (n < 0) {
-        if (errno == EINTR)
-            return 2;
-        if (errno != EAGAIN)
-            hy_log(HY_WARN, COMP, "read from worker stdout failed", "worker", in->name, "instance", in->idx, "error",
-                   strerror(errno), NULL);
-        return errno == EAGAIN ? 0 : 1;
+        if (errno == EINTR || errno == EAGAIN || errno == ENOMEM)
+            return errno == EINTR ? 2 : 0;
+        hy_log(HY_WARN, COMP, "read from worker stdout failed", "worker", in->name, "instance", in->idx, "error",
+               strerror(errno), NULL);
+        return 1;
     }
     if (n == 0) {
         if (hy_tlv_finish(&in->dec) == HY_TLV_PARTIAL && in->pid > 0)
