@@ -24,12 +24,28 @@ typedef struct buf {
     bool oom;
 } buf;
 
+/* Room for n more bytes and a NUL; false (and oom set) when memory runs out. */
+static bool reserve(buf *b, size_t n)
+{
+    if (b->oom)
+        return false;
+    if (b->len + n + 1 <= b->cap)
+        return true;
+    size_t cap = b->cap * 2 + n + 1;
+    char *p = realloc(b->p, cap);
+    if (!p) {
+        b->oom = true;
+        return false;
+    }
+    b->p = p;
+    b->cap = cap;
+    return true;
+}
+
 static void bprintf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void bprintf(buf *b, const char *fmt, ...)
 {
-    if (b->oom)
-        return;
-    for (;;) {
+    for (size_t need = 0; reserve(b, need);) {
         va_list ap;
         va_start(ap, fmt);
         int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
@@ -42,31 +58,14 @@ static void bprintf(buf *b, const char *fmt, ...)
             b->len += (size_t)n;
             return;
         }
-        size_t cap = b->cap * 2 + (size_t)n + 1;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
+        need = (size_t)n;
     }
 }
 
 static void bput(buf *b, const char *p, size_t n)
 {
-    if (b->oom)
+    if (!reserve(b, n))
         return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap * 2 + n + 1;
-        char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = true;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
     memcpy(b->p + b->len, p, n);
     b->len += n;
     b->p[b->len] = '\0';
