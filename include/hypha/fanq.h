@@ -6,7 +6,10 @@
  * buffer. A run of frames from the bus's read buffer is referenced; a run
  * small enough that referencing it would pin a whole read buffer for a few
  * bytes (under HY_FANQ_COPY_MAX) is copied into the queue's own buffer, and
- * so is any frame from elsewhere. It is written with writev(2).
+ * so is any frame from elsewhere. It is written with writev(2). The limit
+ * counts the frames' bytes, not the buffers they keep alive: at worst a
+ * queue holding runs of just over 16 KiB from different reads keeps 16x its
+ * bytes in 256 KiB buffers alive (docs/architecture.md, "One copy").
  *
  * The rules are the ones hyphad always had: past `limit`, drop-oldest drops the oldest whole
  * frame that has not started to go out, drop-newest refuses the new one,
