@@ -27,30 +27,7 @@
 #define PLEN 10u
 #define FLEN (HY_TLV_HEADER + PLEN)
 
-/* Worker pipes are written with write(2): counted per fd, to see one write
- * per destination per flush. */
-static int nwrites[1024];
-
-ssize_t write(int fd, const void *buf, size_t n)
-{
-    static ssize_t (*real)(int, const void *, size_t);
-    if (!real)
-        *(void **)&real = dlsym(RTLD_NEXT, "write");
-    if (fd >= 0 && fd < 1024)
-        nwrites[fd]++;
-    return real(fd, buf, n);
-}
-
-/* Pipes are written with writev(2) (a queue of shared segments): counted too. */
-ssize_t writev(int fd, const struct iovec *iov, int n)
-{
-    static ssize_t (*real)(int, const struct iovec *, int);
-    if (!real)
-        *(void **)&real = dlsym(RTLD_NEXT, "writev");
-    if (fd >= 0 && fd < 1024)
-        nwrites[fd]++;
-    return real(fd, iov, n);
-}
+#include "wcount.h"
 
 /* ---- fixture ------------------------------------------------------------------ */
 
