@@ -19,6 +19,7 @@
 
 #include "fsutil.h"
 #include "hypha/log.h"
+#include "hypha/resolve.h"
 
 #define LISTEN_BACKLOG 128
 #define DEFAULT_PAUSE_S 1.0
@@ -460,37 +461,50 @@ static int resolve_unix(hy_connector *c, const char *path)
     return 0;
 }
 
+/* The name's addresses came (off the loop): try them in turn. */
+static void resolved(void *ud, struct addrinfo *ai, int gai, int sys)
+{
+    hy_connector *c = ud;
+    c->resolving = NULL;
+    if (gai != 0) {
+        c->lookup_failed = true;
+        c->last_err = gai_errno(gai, sys);
+        snprintf(c->reason, sizeof c->reason, "%s", gai == EAI_SYSTEM ? strerror(c->last_err) : gai_strerror(gai));
+        fail_later(c);
+        return;
+    }
+    c->ai = c->next = ai;
+    try_next(c);
+}
+
 static int resolve_tcp(hy_connector *c, const hy_endpoint *ep)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
-    char port[8];
-    snprintf(port, sizeof port, "%u", ep->port);
-    int gai = getaddrinfo(ep->host, port, &hints, &c->ai);
-    if (gai != 0) {
-        c->last_err = gai_errno(gai, errno);
-        snprintf(c->reason, sizeof c->reason, "%s", gai == EAI_SYSTEM ? strerror(c->last_err) : gai_strerror(gai));
-        c->ai = NULL;
-        return -1;
-    }
-    c->next = c->ai;
-    return 0;
+    if ((c->resolving = hy_resolve_start(c->loop, ep->host, ep->port, resolved, c)))
+        return 1; /* the answer comes from the loop */
+    c->last_err = errno;
+    snprintf(c->reason, sizeof c->reason, "cannot resolve %s: %s", ep->host, strerror(errno));
+    return -1;
 }
 
 void hy_connector_start(hy_connector *c, const hy_endpoint *ep)
 {
     hy_connector_cancel(c);
     c->active = true;
+    c->lookup_failed = false;
     c->last_err = 0;
     c->reason[0] = '\0';
     int rc = ep->kind == HY_EP_UNIX ? resolve_unix(c, ep->path) : resolve_tcp(c, ep);
     if (rc < 0)
         fail_later(c);
-    else
+    else if (rc == 0)
         try_next(c);
 }
 
 void hy_connector_cancel(hy_connector *c)
 {
+    if (c->resolving)
+        hy_resolve_cancel(c->resolving);
+    c->resolving = NULL;
     conn_stop(c);
     if (c->fd >= 0)
         close(c->fd);

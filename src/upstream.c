@@ -158,7 +158,7 @@ static void connect_done(hy_connector *c, int fd, int err, const char *reason)
 {
     hy_upstream *u = c->data;
     if (fd < 0)
-        lost(u, reason, err);
+        lost(u, reason, c->lookup_failed ? 0 : err); /* the lookup's own message says more than its errno */
     else
         on_connected(u, fd);
 }

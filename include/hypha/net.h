@@ -91,7 +91,7 @@ void hy_acceptor_close(hy_acceptor *a);
 /* ---- connecting ----------------------------------------------------------- */
 
 /* A non-blocking connect to `ep` that tries every address getaddrinfo gives
- * (TCP) in order, each with its own deadline of `timeout_s`, until one
+ * (TCP; the name is resolved off the loop, resolve.h) in order, each with its own deadline of `timeout_s`, until one
  * connects. On success on_done(c, fd, 0, NULL) gets the connected fd
  * (non-blocking, close-on-exec; TCP_NODELAY and SO_KEEPALIVE on for TCP);
  * the fd is then the caller's. When every address failed on_done(c, -1,
@@ -109,6 +109,8 @@ typedef struct hy_connector {
     ev_io w;                     /* writable: connected or failed */
     ev_timer timer;              /* this address's deadline; also defers on_done */
     struct addrinfo *ai, *next;  /* owned list, the address being tried */
+    struct hy_resolve *resolving; /* the name being resolved off the loop, or NULL */
+    bool lookup_failed;          /* the last failure was the name lookup: `reason` is its message */
     int fd;                      /* the attempt in flight, -1 none */
     int last_err;
     char reason[128];

@@ -97,7 +97,8 @@ class Bus:
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 s.bind(self.unix)
             else:
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                family = socket.AF_INET6 if ":" in self.tcp[0] else socket.AF_INET
+                s = socket.socket(family, socket.SOCK_STREAM)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 s.bind((self.tcp[0], self.port or self.tcp[1]))
                 self.port = s.getsockname()[1]

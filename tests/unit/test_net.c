@@ -65,9 +65,16 @@ static void real_freeaddrinfo(struct addrinfo *ai)
     fn(ai);
 }
 
+/* "slow.test": 127.0.0.1 after SLOW_RESOLVE_US, as a slow DNS server answers. */
+#define SLOW_RESOLVE_US 300000
+
 int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints, struct addrinfo **res)
 {
     const char *first_host = NULL, *first_port = service;
+    if (node && strcmp(node, "slow.test") == 0) {
+        usleep(SLOW_RESOLVE_US); /* the stimulus: a lookup that takes its time */
+        return real_getaddrinfo("127.0.0.1", service, hints, res);
+    }
     if (node && strcmp(node, "first-refused.test") == 0) {
         first_host = "127.0.0.1";
         first_port = fake_dead_port;
@@ -744,6 +751,57 @@ static void test_connector_localhost(void **state)
     ev_loop_destroy(loop);
 }
 
+static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    (*(int *)w->data)++;
+}
+
+/* A slow name lookup does not stop the loop: timers keep firing while it
+ * runs, and the connection comes once the answer does. */
+static void test_connector_resolves_off_the_loop(void **state)
+{
+    (void)state;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    hy_endpoint lep = {.kind = HY_EP_TCP, .host = "127.0.0.1", .port = 0};
+    hy_acceptor a;
+    hy_err err = {{0}};
+    accepted acc = {.n = 0};
+    assert_int_equal(hy_acceptor_open(&a, loop, &lep, "listen", "test", &err), 0);
+    a.on_accept = on_accept;
+    a.data = &acc;
+    hy_acceptor_start(&a);
+    int ticks = 0;
+    ev_timer tick;
+    ev_timer_init(&tick, tick_cb, 0.02, 0.02);
+    tick.data = &ticks;
+    ev_timer_start(loop, &tick);
+    hy_connector c;
+    outcome o = {.fd = -1};
+    hy_connector_init(&c, loop, 2.0, on_done, &o);
+    hy_endpoint ep = {.kind = HY_EP_TCP, .host = "slow.test", .port = local_port(a.fd)};
+    start(&c, &o, &ep);
+    assert_true(run_until(loop, &o.n, 1, DEADLINE_S));
+    int during = ticks;
+    ev_timer_stop(loop, &tick);
+    assert_true(during >= 5); /* 300 ms of lookup: the 20 ms timer went on */
+    assert_true(o.fd >= 0);
+    assert_true(run_until(loop, &acc.n, 1, DEADLINE_S));
+    close(o.fd);
+    /* cancelled while resolving: no answer, ever, and nothing leaks */
+    outcome o2 = {.fd = -1};
+    hy_connector c2;
+    hy_connector_init(&c2, loop, 2.0, on_done, &o2);
+    start(&c2, &o2, &ep);
+    hy_connector_cancel(&c2);
+    run_for(loop, 0.5);
+    assert_int_equal(o2.n, 0);
+    hy_acceptor_close(&a);
+    close_accepted(&acc);
+    ev_loop_destroy(loop);
+}
+
 static void test_connector_next_address_after_refused(void **state)
 {
     (void)state;
@@ -933,6 +991,7 @@ int main(void)
         cmocka_unit_test(test_acceptor_emfile_pause),
         cmocka_unit_test(test_connector_unix),
         cmocka_unit_test(test_connector_localhost),
+        cmocka_unit_test(test_connector_resolves_off_the_loop),
         cmocka_unit_test(test_connector_next_address_after_refused),
         cmocka_unit_test(test_connector_failures),
         cmocka_unit_test(test_connector_cancel),
