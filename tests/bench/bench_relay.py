@@ -7,6 +7,10 @@
       `socat -b 65536 STDIO UNIX-CONNECT:sink.sock` into the same sink.
       Producers wait at a gate until everything is connected, so the time
       (sink: first frame byte to last frame) excludes process start-up.
+      --transport tcp: the same over TCP, the sink also listening on
+      127.0.0.1:PORT, hyphad's upstream `tcp: 127.0.0.1:PORT` and the
+      baseline `socat -b 65536 STDIO TCP:127.0.0.1:PORT`; both: each case
+      over Unix then TCP within every round.
   (b) round-trip latency, 64 B frames: relay_ping writes a frame and waits for
       its echo from relay_bus, K times after a warm-up; through hyphad
       (stdout -> hyphad -> bus -> hyphad -> stdin), connected to the bus
@@ -23,6 +27,7 @@ payload: nothing lost, duplicated or reordered) and fails loudly otherwise.
 
 usage: bench_relay.py [--build DIR] [--rounds R] [--quick] [--json]
                       [--only throughput,latency,fanout] [--baseline-build DIR]
+                      [--transport unix|tcp|both]
 Rounds alternate baseline and hyphad (B H B H ...); medians over rounds are
 reported, with the ratio hyphad/baseline.
 
@@ -53,6 +58,8 @@ SOCAT = shutil.which("socat") or "/usr/bin/socat"
 TASKSET = shutil.which("taskset") or "/usr/bin/taskset"
 SMALL, BIG = (1001, 64), (1002, 65536)
 PIN = [TASKSET, "-c", "0"]
+# The JSON key of each transport's throughput rows (Unix's as it always was).
+TP_KEY = {"unix": "throughput", "tcp": "throughput_tcp"}
 
 
 class BenchError(SystemExit):
@@ -105,10 +112,11 @@ class Run:
         self.files.append(f)
         return f
 
-    def hyphad(self, bins, upstream, workers, pin=False):
+    def hyphad(self, bins, upstream, workers, pin=False, transport="unix"):
+        """transport: "unix" (upstream a path) or "tcp" (upstream host:port)."""
         topo = {"version": 1, "schema": "contracts.yaml",
                 "control": {"socket": self.path("ctl.sock")},
-                "upstream": {"unix": upstream, "echo": True, "buffer": "8MiB"},
+                "upstream": {transport: upstream, "echo": True, "buffer": "8MiB"},
                 "workers": workers}
         path = self.path("topology.yaml")
         with open(path, "w") as f:
@@ -231,8 +239,9 @@ def tail(path, n=15):
 
 # ---- (a) throughput ---------------------------------------------------------
 
-def throughput(bins, mode, nprod, msg, per):
-    """Frames/s and payload bytes/s from nprod producers to one sink."""
+def throughput(bins, mode, nprod, msg, per, transport="unix"):
+    """Frames/s and payload bytes/s from nprod producers to one sink, over a
+    Unix socket or (transport "tcp") over TCP on the loopback."""
     mtype, size = msg
     with Run() as run:
         sock = run.path("sink.sock")
@@ -240,22 +249,30 @@ def throughput(bins, mode, nprod, msg, per):
         argv = [bins.sink, sock, str(nconn), str(mtype), str(size), str(nprod), str(per), "--timeout", "120"]
         if mode == "hyphad":
             argv += ["--handshake", run.digest]
+        if transport == "tcp":
+            argv += ["--tcp", "0"]  # a free port, said on the "listening" line
         sink = run.spawn(argv, stdout=subprocess.PIPE, stderr=run.logfile("sink.err"))
-        readline(sink, 10, "the sink to listen")
+        listening = readline(sink, 10, "the sink to listen").split()
+        if transport == "tcp":
+            if len(listening) != 2:
+                fail(f"the sink did not say its TCP address: {' '.join(listening)}")
+            upstream, connect = listening[1], f"TCP:{listening[1]}"
+        else:
+            upstream, connect = sock, f"UNIX-CONNECT:{sock}"
         gate = run.path("gate")
         os.mkfifo(gate)
         gfd = os.open(gate, os.O_RDWR)  # producers block reading one byte each
         try:
             prod = [bins.producer, str(mtype), str(size), str(per), "--gate", gate, "--ready", run.dir]
             if mode == "hyphad":
-                relays = [run.hyphad(bins, sock, {"p": {"command": prod + ["--wait"], "instances": nprod,
-                                                        "restart": "never"}})]
+                relays = [run.hyphad(bins, upstream, {"p": {"command": prod + ["--wait"], "instances": nprod,
+                                                            "restart": "never"}}, transport=transport)]
             else:
                 relays = []
                 for i in range(nprod):
                     r, w = os.pipe()
                     run.spawn(prod + ["--id", str(i)], stdout=w)
-                    relays.append(run.spawn([SOCAT, "-b", "65536", "STDIO", f"UNIX-CONNECT:{sock}"], stdin=r,
+                    relays.append(run.spawn([SOCAT, "-b", "65536", "STDIO", connect], stdin=r,
                                             stdout=subprocess.DEVNULL))
                     os.close(r)
                     os.close(w)
@@ -266,7 +283,7 @@ def throughput(bins, mode, nprod, msg, per):
             line = readline(sink, 150, "the sink's result")
             cpu = sum(cpu_s(p.pid) for p in relays) - cpu0
             if sink.wait(30) != 0 or not line.startswith("{"):
-                fail(f"sink ({mode}, {nprod}x{size} B): {line}\n{tail(run.path('sink.err'))}")
+                fail(f"sink ({mode}, {transport}, {nprod}x{size} B): {line}\n{tail(run.path('sink.err'))}")
         finally:
             os.close(gfd)
         res = json.loads(line)
@@ -376,6 +393,34 @@ def med(runs, key):
     return statistics.median(r[key] for r in runs)
 
 
+def tp_rows(tp, tp_cases, base):
+    """The table rows of the throughput runs tp[label][key] of one transport."""
+    BB = bc.BASE
+    rows = []
+    for label, n, msg, per in tp_cases:
+        h, b = tp[label]["hyphad"], tp[label]["baseline"]
+        row = {"case": label, "workers": n, "payload": msg[1], "frames": n * per,
+               "hyphad_frames_per_s": med(h, "frames_per_s"), "hyphad_mb_per_s": med(h, "mb_per_s"),
+               "socat_frames_per_s": med(b, "frames_per_s"), "socat_mb_per_s": med(b, "mb_per_s"),
+               "hyphad_cpu_s_per_gb": med(h, "relay_cpu_s_per_gb"),
+               "socat_cpu_s_per_gb": med(b, "relay_cpu_s_per_gb"),
+               "hyphad_runs_mb_per_s": [round(x["mb_per_s"], 1) for x in h],
+               "socat_runs_mb_per_s": [round(x["mb_per_s"], 1) for x in b]}
+        row["ratio"] = row["hyphad_frames_per_s"] / row["socat_frames_per_s"]
+        row["ratio_paired"] = statistics.median(x["frames_per_s"] / y["frames_per_s"] for x, y in zip(h, b))
+        if base:
+            o = tp[label][BB]
+            row.update({"base_build_frames_per_s": med(o, "frames_per_s"), "base_build_mb_per_s": med(o, "mb_per_s"),
+                        "base_build_cpu_s_per_gb": med(o, "relay_cpu_s_per_gb"),
+                        "base_build_runs_mb_per_s": [round(x["mb_per_s"], 1) for x in o],
+                        "cur_vs_base_runs": bc.per_round(h, o, "frames_per_s")})
+            row["cur_vs_base"] = bc.ratio(row["hyphad_frames_per_s"], row["base_build_frames_per_s"])
+            row["cur_vs_base_paired"] = bc.paired(row["cur_vs_base_runs"])
+            row["cur_vs_base_cpu_s_per_gb"] = bc.ratio(row["hyphad_cpu_s_per_gb"], row["base_build_cpu_s_per_gb"])
+        rows.append(row)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default=os.path.join(SOURCE, "build"))
@@ -384,6 +429,8 @@ def main():
     ap.add_argument("--only", default="throughput,latency,fanout",
                     help="comma-separated subset of throughput,latency,fanout")
     ap.add_argument("--json", action="store_true", help="print results as JSON")
+    ap.add_argument("--transport", choices=("unix", "tcp", "both"), default="unix",
+                    help="throughput over a Unix socket, TCP on 127.0.0.1, or both (default unix)")
     bc.add_option(ap)
     a = ap.parse_args()
     bins = Bins(os.path.abspath(a.build))
@@ -397,6 +444,7 @@ def main():
 
     rounds = a.rounds or (2 if a.quick else 7)
     only = set(a.only.split(","))
+    transports = ("unix", "tcp") if a.transport == "both" else (a.transport,)
     q = 5 if a.quick else 1  # counts divided by q
     # (label, workers, message, frames per worker)
     tp_cases = [("64 B, 1 worker", 1, SMALL, 5_000_000 // q),
@@ -411,35 +459,17 @@ def main():
     if base:
         res["baseline_build"] = base
     if "throughput" in only:
-        tp = {c[0]: {"baseline": [], CUR: [], BB: []} for c in tp_cases}
+        tp = {t: {c[0]: {"baseline": [], CUR: [], BB: []} for c in tp_cases} for t in transports}
         for r in range(rounds):
             for label, n, msg, per in tp_cases:
-                log(f"round {r + 1}/{rounds}: throughput {label} ({n * per} frames) ...")
-                tp[label]["baseline"].append(throughput(bins, "baseline", n, msg, per))
-                for key, b in hy(r):
-                    tp[label][key].append(throughput(b, "hyphad", n, msg, per))
-        res["throughput"] = []
-        for label, n, msg, per in tp_cases:
-            h, b = tp[label]["hyphad"], tp[label]["baseline"]
-            row = {"case": label, "workers": n, "payload": msg[1], "frames": n * per,
-                   "hyphad_frames_per_s": med(h, "frames_per_s"), "hyphad_mb_per_s": med(h, "mb_per_s"),
-                   "socat_frames_per_s": med(b, "frames_per_s"), "socat_mb_per_s": med(b, "mb_per_s"),
-                   "hyphad_cpu_s_per_gb": med(h, "relay_cpu_s_per_gb"),
-                   "socat_cpu_s_per_gb": med(b, "relay_cpu_s_per_gb"),
-                   "hyphad_runs_mb_per_s": [round(x["mb_per_s"], 1) for x in h],
-                   "socat_runs_mb_per_s": [round(x["mb_per_s"], 1) for x in b]}
-            row["ratio"] = row["hyphad_frames_per_s"] / row["socat_frames_per_s"]
-            row["ratio_paired"] = statistics.median(x["frames_per_s"] / y["frames_per_s"] for x, y in zip(h, b))
-            if base:
-                o = tp[label][BB]
-                row.update({"base_build_frames_per_s": med(o, "frames_per_s"), "base_build_mb_per_s": med(o, "mb_per_s"),
-                            "base_build_cpu_s_per_gb": med(o, "relay_cpu_s_per_gb"),
-                            "base_build_runs_mb_per_s": [round(x["mb_per_s"], 1) for x in o],
-                            "cur_vs_base_runs": bc.per_round(h, o, "frames_per_s")})
-                row["cur_vs_base"] = bc.ratio(row["hyphad_frames_per_s"], row["base_build_frames_per_s"])
-                row["cur_vs_base_paired"] = bc.paired(row["cur_vs_base_runs"])
-                row["cur_vs_base_cpu_s_per_gb"] = bc.ratio(row["hyphad_cpu_s_per_gb"], row["base_build_cpu_s_per_gb"])
-            res["throughput"].append(row)
+                for t in transports:
+                    over = " over TCP" if t == "tcp" else ""
+                    log(f"round {r + 1}/{rounds}: throughput {label}{over} ({n * per} frames) ...")
+                    tp[t][label]["baseline"].append(throughput(bins, "baseline", n, msg, per, t))
+                    for key, b in hy(r):
+                        tp[t][label][key].append(throughput(b, "hyphad", n, msg, per, t))
+        for t in transports:
+            res[TP_KEY[t]] = tp_rows(tp[t], tp_cases, base)
     if "latency" in only:
         lat = {"direct": [], "socat": [], CUR: []}
         if base:
@@ -498,12 +528,13 @@ def main():
           f"{' (quick)' if a.quick else ''}; every count verified exact")
     if base:
         print(bc.NOTE.format(dir=base) + "\n" + bc.NOTE_ROUNDS)
-    if "throughput" in res:
-        print(f"\n(a) throughput worker -> upstream (MB = 10^6 payload bytes)")
+    shown = [t for t in ("unix", "tcp") if TP_KEY[t] in res]
+    for t in shown:
+        print(f"\n(a) throughput worker -> upstream{' over TCP' if t == 'tcp' else ''} (MB = 10^6 payload bytes)")
         print(f"{'case':<19}{'hyphad frames/s':>16}{'MB/s':>7}{'socat frames/s':>16}{'MB/s':>7}{'ratio':>7}"
               f"{'paired':>8}  target  {'CPU s/GB hyphad':>15}{'socat':>7}"
               + (f"{'base frames/s':>16}{'cur/base':>9}{'paired':>7}{'range':>11}{'CPU cur/base':>13}" if base else ""))
-        for row in res["throughput"]:
+        for row in res[TP_KEY[t]]:
             print(f"{row['case']:<19}{row['hyphad_frames_per_s']:>16,.0f}{row['hyphad_mb_per_s']:>7.0f}"
                   f"{row['socat_frames_per_s']:>16,.0f}{row['socat_mb_per_s']:>7.0f}{row['ratio']:>7.2f}"
                   f"{row['ratio_paired']:>8.2f}  >= 1.0  {row['hyphad_cpu_s_per_gb']:>15.2f}"
@@ -511,8 +542,14 @@ def main():
                   + (f"{row['base_build_frames_per_s']:>16,.0f}{bc.fmt(row['cur_vs_base'], 9)}"
                      f"{bc.fmt(row['cur_vs_base_paired'], 7)}{bc.span(row['cur_vs_base_runs'], 11)}"
                      f"{bc.fmt(row['cur_vs_base_cpu_s_per_gb'], 13)}" if base else ""))
+    if shown:
         print("ratio = median hyphad / median socat; paired = median of the per-round ratios;"
               "\nCPU s/GB = CPU time of hyphad, or of all socat processes, per GB of payload")
+    if len(shown) == 2:
+        print(f"\n(a) TCP / Unix, median frames/s\n{'case':<19}{'hyphad':>8}{'socat':>8}")
+        for u, t in zip(res["throughput"], res["throughput_tcp"]):
+            print(f"{u['case']:<19}{t['hyphad_frames_per_s'] / u['hyphad_frames_per_s']:>8.2f}"
+                  f"{t['socat_frames_per_s'] / u['socat_frames_per_s']:>8.2f}")
     if "latency" in res:
         L = res["latency"]
         print(f"\n(b) round-trip latency, 64 B, {L['round_trips']} round trips, all on CPU 0 (us)")

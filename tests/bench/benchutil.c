@@ -3,7 +3,9 @@
 #define _GNU_SOURCE
 #include "benchutil.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -109,14 +111,6 @@ int bu_hs_feed(bu_hs *h, const uint8_t digest[32], const uint8_t **p, size_t *le
     return h->buf[0] == 32 && h->buf[1] == 0 && memcmp(h->buf + 2, digest, 32) == 0 ? 1 : -1;
 }
 
-static int unix_socket(const char *path, struct sockaddr_un *sa)
-{
-    memset(sa, 0, sizeof *sa);
-    sa->sun_family = AF_UNIX;
-    snprintf(sa->sun_path, sizeof sa->sun_path, "%s", path);
-    return socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-}
-
 static int fail_close(int fd)
 {
     int e = errno;
@@ -125,26 +119,48 @@ static int fail_close(int fd)
     return -1;
 }
 
-int bu_listen_unix(const char *path)
+static int bind_listen(int fd, const struct sockaddr *sa, socklen_t len)
 {
-    struct sockaddr_un sa;
-    int fd = unix_socket(path, &sa);
+    return bind(fd, sa, len) < 0 || listen(fd, 64) < 0 ? -1 : 0;
+}
+
+static int do_connect(int fd, const struct sockaddr *sa, socklen_t len) { return connect(fd, sa, len); }
+
+/* A Unix stream socket on which `then` (bind_listen or do_connect) was done
+ * with path's address; -1 if either failed (errno set). */
+static int unix_socket(const char *path, int (*then)(int, const struct sockaddr *, socklen_t))
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
-    unlink(path);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 64) < 0)
+    if (then(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
         return fail_close(fd);
     return fd;
 }
 
-int bu_connect_unix(const char *path)
+int bu_listen_unix(const char *path)
 {
-    struct sockaddr_un sa;
-    int fd = unix_socket(path, &sa);
+    unlink(path);
+    return unix_socket(path, bind_listen);
+}
+
+int bu_connect_unix(const char *path) { return unix_socket(path, do_connect); }
+
+int bu_listen_tcp_loopback(int port, int *bound)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sa;
+    int one = 1;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        bind_listen(fd, (struct sockaddr *)&sa, len) < 0 || getsockname(fd, (struct sockaddr *)&sa, &len) < 0)
         return fail_close(fd);
+    *bound = ntohs(sa.sin_port);
     return fd;
 }
 

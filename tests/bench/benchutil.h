@@ -1,6 +1,7 @@
 /* benchutil.h - helpers shared by the relay benchmark programs (relay_*.c,
  * driven by bench_relay.py): TLV frame encoding, the bus handshake, Unix
- * socket set-up, write-all and read loops, the monotonic clock.
+ * and loopback TCP socket set-up, write-all and read loops, the monotonic
+ * clock.
  *
  * A frame is `u16 type | u32 length | payload[length]`, little-endian; the
  * benchmark payloads start with `u32 producer id | u64 seq`. The bus
@@ -59,6 +60,10 @@ int bu_hs_feed(bu_hs *h, const uint8_t digest[32], const uint8_t **p, size_t *le
  * connected to path; -1 on error (errno set). */
 int bu_listen_unix(const char *path);
 int bu_connect_unix(const char *path);
+
+/* A TCP socket listening on 127.0.0.1:port (0: a free port, chosen by the
+ * kernel); *bound is set to the port it got. -1 on error (errno set). */
+int bu_listen_tcp_loopback(int port, int *bound);
 
 /* Adds fd to the epoll set ep, for input, with tag as its event data (u32). */
 int bu_epoll_add(int ep, int fd, uint32_t tag);

@@ -1,12 +1,15 @@
 /* relay_sink.c - the receiving end of the relay throughput benchmark
- * (bench_relay.py): a Unix socket server that counts and checks frames.
+ * (bench_relay.py): a Unix (and TCP) socket server that counts and checks
+ * frames.
  *
  *   relay_sink PATH NCONN TYPE SIZE PRODUCERS PER_PRODUCER
- *              [--handshake HEX] [--timeout SECONDS]
+ *              [--handshake HEX] [--timeout SECONDS] [--tcp PORT]
  *
- * Listens on PATH, accepts NCONN connections; with --handshake each one must
+ * Listens on PATH and, with --tcp, also on 127.0.0.1:PORT (0: a free port);
+ * accepts NCONN connections in all, on either; with --handshake each one must
  * start with `u16 LE 32 | 32-byte digest` equal to HEX (what hyphad sends).
- * Prints "listening" once bound and "connected" once all NCONN connections
+ * Prints "listening" once bound ("listening 127.0.0.1:PORT" with --tcp, the
+ * port it got) and "connected" once all NCONN connections
  * are in (and their handshakes read), then reads every connection and checks
  * each frame: type TYPE, length SIZE, payload `u32 id | u64 seq` with
  * id < PRODUCERS and seq exactly the next one expected from that producer.
@@ -30,6 +33,8 @@
 #include "benchutil.h"
 
 #define MAXCONN 256
+#define TAG_UNIX MAXCONN /* epoll tags of the listening sockets */
+#define TAG_TCP (MAXCONN + 1)
 #define RBUF (1u << 20)
 #define LINGER_NS 200000000LL /* after the last frame, for extra ones */
 
@@ -97,7 +102,7 @@ int main(int argc, char **argv)
 {
     if (argc < 7) {
         fprintf(stderr, "usage: relay_sink PATH NCONN TYPE SIZE PRODUCERS PER_PRODUCER [--handshake HEX] "
-                        "[--timeout S]\n");
+                        "[--timeout S] [--tcp PORT]\n");
         return 2;
     }
     const char *path = argv[1];
@@ -110,6 +115,7 @@ int main(int argc, char **argv)
     uint8_t digest[32];
     int handshake = 0;
     double timeout_s = 120;
+    int tcp_port = -1;
     for (int i = 7; i < argc; i++) {
         if (!strcmp(argv[i], "--handshake") && i + 1 < argc) {
             const char *h = argv[++i];
@@ -119,6 +125,8 @@ int main(int argc, char **argv)
             handshake = 1;
         } else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) {
             timeout_s = atof(argv[++i]);
+        } else if (!strcmp(argv[i], "--tcp") && i + 1 < argc) {
+            tcp_port = atoi(argv[++i]);
         } else {
             fprintf(stderr, "relay_sink: unknown option %s\n", argv[i]);
             return 2;
@@ -138,12 +146,22 @@ int main(int argc, char **argv)
         perror("relay_sink: listen");
         return 1;
     }
-    printf("listening\n");
+    int tfd = -1, bound = 0;
+    if (tcp_port >= 0 && (tfd = bu_listen_tcp_loopback(tcp_port, &bound)) < 0) {
+        perror("relay_sink: listen tcp");
+        return 1;
+    }
+    if (tfd >= 0)
+        printf("listening 127.0.0.1:%d\n", bound);
+    else
+        printf("listening\n");
     fflush(stdout);
 
     int ep = epoll_create1(EPOLL_CLOEXEC);
     int accepted = 0, ready = 0, open_conns = 0;
-    bu_epoll_add(ep, lfd, MAXCONN);
+    bu_epoll_add(ep, lfd, TAG_UNIX);
+    if (tfd >= 0)
+        bu_epoll_add(ep, tfd, TAG_TCP);
     long long t_first = 0, t_last = 0, deadline = bu_now_ns() + (long long)(timeout_s * 1e9);
     int done = 0;
     for (;;) {
@@ -163,8 +181,8 @@ int main(int argc, char **argv)
         }
         for (int e = 0; e < ne; e++) {
             uint32_t k = evs[e].data.u32;
-            if (k == MAXCONN) {
-                int fd = bu_accept(lfd, ep, (uint32_t)accepted);
+            if (k == TAG_UNIX || k == TAG_TCP) {
+                int fd = bu_accept(k == TAG_TCP ? tfd : lfd, ep, (uint32_t)accepted);
                 if (fd < 0)
                     continue;
                 if (accepted >= nconn) {
