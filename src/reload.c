@@ -68,6 +68,8 @@ int hy_reload_check(const hy_topology *cur, const hy_topology *next, hy_err *err
     if (cur->has_upstream != next->has_upstream ||
         (cur->has_upstream && !endpoint_eq(&cur->upstream, &next->upstream)))
         return REFUSE("upstream");
+    if (cur->has_upstream && cur->upstream_handshake != next->upstream_handshake)
+        return REFUSE("upstream.handshake");
     if (cur->has_upstream &&
         (cur->upstream_echo != next->upstream_echo || cur->upstream_buffer != next->upstream_buffer ||
          cur->reconnect_initial_ms != next->reconnect_initial_ms || cur->reconnect_max_ms != next->reconnect_max_ms))

@@ -160,14 +160,35 @@ static int parse_endpoint(loader *L, const yaml_node_t *map, const char *what,
 
 /* ---- top level -------------------------------------------------------- */
 
+const char *hy_up_handshake_str(hy_up_handshake h)
+{
+    return h == HY_UP_HANDSHAKE_NONE ? "none" : "digest";
+}
+
+static int parse_up_handshake(loader *L, const yaml_node_t *v, hy_up_handshake *out)
+{
+    const char *s;
+    if (hy_yget_str(&L->y, v, "upstream.handshake", &s) < 0)
+        return -1;
+    if (!strcmp(s, "digest"))
+        *out = HY_UP_HANDSHAKE_DIGEST;
+    else if (!strcmp(s, "none"))
+        *out = HY_UP_HANDSHAKE_NONE;
+    else
+        return hy_yerr(&L->y, v, "upstream.handshake must be digest or none, not '%s'", s);
+    return 0;
+}
+
 static int parse_upstream(loader *L, const yaml_node_t *n)
 {
-    static const char *const keys[] = {"unix", "tcp", "echo", "buffer", "reconnect", NULL};
+    static const char *const keys[] = {"unix", "tcp", "handshake", "echo", "buffer", "reconnect", NULL};
     hy_topology *t = L->t;
     if (parse_endpoint(L, n, "upstream", keys, &t->upstream) < 0)
         return -1;
     t->has_upstream = true;
     yaml_node_t *v;
+    if ((v = hy_ymap_get(&L->y, n, "handshake")) && parse_up_handshake(L, v, &t->upstream_handshake) < 0)
+        return -1;
     if ((v = hy_ymap_get(&L->y, n, "echo")) && hy_yget_bool(&L->y, v, "upstream.echo", &t->upstream_echo) < 0)
         return -1;
     if ((v = hy_ymap_get(&L->y, n, "buffer"))) {
@@ -354,6 +375,7 @@ static int parse_root(loader *L)
 
     /* upstream first: listen checks against it, and the defaults apply */
     yaml_node_t *v;
+    t->upstream_handshake = HY_UP_HANDSHAKE_DIGEST;
     t->upstream_echo = true;
     t->upstream_buffer = 8ull << 20;
     t->reconnect_initial_ms = 100;

@@ -41,8 +41,9 @@ void hy_topology_print(FILE *out, const hy_topology *t)
     fprintf(out, "schema    %s\n", t->schema_path);
     fprintf(out, "digest    %s (%zu messages)\n", t->schema->digest_hex, t->schema->nmsgs);
     if (t->has_upstream) {
-        fprintf(out, "upstream  %s  echo=%s buffer=%s reconnect=%s..%s\n",
-                hy_endpoint_str(&t->upstream, ep, sizeof ep), t->upstream_echo ? "true" : "false",
+        fprintf(out, "upstream  %s  handshake=%s echo=%s buffer=%s reconnect=%s..%s\n",
+                hy_endpoint_str(&t->upstream, ep, sizeof ep), hy_up_handshake_str(t->upstream_handshake),
+                t->upstream_echo ? "true" : "false",
                 hy_format_size(t->upstream_buffer, b, sizeof b),
                 hy_format_duration(t->reconnect_initial_ms, c, sizeof c),
                 hy_format_duration(t->reconnect_max_ms, a, sizeof a));
@@ -162,6 +163,7 @@ json_t *hy_topology_to_json(const hy_topology *t)
                                                   (json_int_t)t->schema->nmsgs));
     if (t->has_upstream) {
         json_t *up = endpoint_json(&t->upstream);
+        json_object_set_new(up, "handshake", json_string(hy_up_handshake_str(t->upstream_handshake)));
         json_object_set_new(up, "echo", json_boolean(t->upstream_echo));
         json_object_set_new(up, "buffer_bytes", json_integer((json_int_t)t->upstream_buffer));
         json_object_set_new(up, "reconnect",

@@ -31,6 +31,11 @@ typedef enum hy_overflow {
 
 typedef enum hy_endpoint_kind { HY_EP_UNIX, HY_EP_TCP } hy_endpoint_kind;
 
+/* What the upstream sends first: Mycelium's digest handshake (its
+ * PythonBridgeService endpoint), or nothing (bind_unix_endpoint, every
+ * bind_tcp_endpoint, topology.toml endpoints: frames from byte 0). */
+typedef enum hy_up_handshake { HY_UP_HANDSHAKE_DIGEST, HY_UP_HANDSHAKE_NONE } hy_up_handshake;
+
 typedef struct hy_endpoint {
     hy_endpoint_kind kind;
     char *path;      /* HY_EP_UNIX: absolute socket path (owned) */
@@ -84,6 +89,7 @@ typedef struct hy_topology {
 
     bool has_upstream;       /* false: embedded mode */
     hy_endpoint upstream;
+    hy_up_handshake upstream_handshake; /* default digest */
     bool upstream_echo;
     uint64_t upstream_buffer;
     uint64_t reconnect_initial_ms;
@@ -121,6 +127,7 @@ const hy_worker_spec *hy_topology_find_worker(const hy_topology *t,
 
 const char *hy_restart_policy_str(hy_restart_policy p);
 const char *hy_overflow_str(hy_overflow o);
+const char *hy_up_handshake_str(hy_up_handshake h); /* "digest" or "none" */
 /* "TERM" for SIGTERM; NULL if not a signal hypha names. */
 const char *hy_signal_name(int sig);
 /* Any signal's short name for people ("SEGV" for SIGSEGV); NULL if none. */

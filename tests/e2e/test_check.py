@@ -54,7 +54,8 @@ class UpstreamTopology(TempDirTest):
         r = run([HYPHAD, "--check", path])
         self.assertEqual(r.returncode, 0, r.stderr)
         lines = r.stdout.splitlines()
-        self.assertIn(f"upstream  unix:{long_dir}/bus.sock  echo=false buffer=2MiB reconnect=50ms..3s", lines)
+        self.assertIn(f"upstream  unix:{long_dir}/bus.sock  handshake=digest echo=false buffer=2MiB reconnect=50ms..3s",
+                      lines)
         self.assertIn(f"listen    unix:{long_dir}/listen.sock", lines)
         self.assertIn("listen    tcp:127.0.0.1:9099", lines)
 

@@ -165,6 +165,10 @@ static const bad_doc bad_docs[] = {
      "workers.a.instances must be a whole number from 1 to 1000, not 'two'", 6, 16},
     {"echo: maybe", HDR "upstream:\n  unix: bus.sock\n  echo: maybe\n",
      "upstream.echo must be true or false, not 'maybe'", 5, 9},
+    {"handshake: auto (upstream)", HDR "upstream:\n  unix: bus.sock\n  handshake: auto\n",
+     "upstream.handshake must be digest or none, not 'auto'", 5, 14},
+    {"handshake: a list", HDR "upstream: {tcp: \"127.0.0.1:9091\", handshake: [none]}\n",
+     "upstream.handshake must be", 3, 46},
     {"version not a number", "version: one\nschema: contracts.yaml\n",
      "version must be a whole number from 0 to 1000, not 'one'", 1, 10},
     /* durations and sizes */
@@ -425,6 +429,7 @@ static void test_minimal(void **state)
     assert_null(t->upstream.path);
     assert_null(t->upstream.host);
     assert_true(t->upstream_echo);
+    assert_int_equal(t->upstream_handshake, HY_UP_HANDSHAKE_DIGEST);
     assert_int_equal(t->upstream_buffer, 8u << 20);
     assert_int_equal(t->reconnect_initial_ms, 100);
     assert_int_equal(t->reconnect_max_ms, 5000);
@@ -509,6 +514,7 @@ static void test_full(void **state)
     assert_path_in_base(t->upstream.path, "run/python.sock");
     assert_null(t->upstream.host);
     assert_false(t->upstream_echo);
+    assert_int_equal(t->upstream_handshake, HY_UP_HANDSHAKE_DIGEST); /* the default */
     assert_int_equal(t->upstream_buffer, 16u << 20);
     assert_int_equal(t->reconnect_initial_ms, 250);
     assert_int_equal(t->reconnect_max_ms, 10000);
@@ -605,7 +611,7 @@ static void test_full(void **state)
 static void test_tcp_upstream_and_publish_all(void **state)
 {
     (void)state;
-    hy_topology *t = load_ok(HDR "upstream: {tcp: \"[fe80::1]:9091\", echo: no}\n"
+    hy_topology *t = load_ok(HDR "upstream: {tcp: \"[fe80::1]:9091\", echo: no, handshake: none}\n"
                                  "workers:\n"
                                  "  w.1:\n"
                                  "    stop: {signal: SIGKILL}\n"
@@ -619,6 +625,8 @@ static void test_tcp_upstream_and_publish_all(void **state)
     assert_int_equal(t->upstream.port, 9091);
     assert_string_equal(hy_endpoint_str(&t->upstream, buf, sizeof buf), "tcp:[fe80::1]:9091");
     assert_false(t->upstream_echo);
+    assert_int_equal(t->upstream_handshake, HY_UP_HANDSHAKE_NONE);
+    assert_string_equal(hy_up_handshake_str(t->upstream_handshake), "none");
     assert_int_equal(t->upstream_buffer, 8u << 20);
     const hy_worker_spec *w = hy_topology_find_worker(t, "w.1");
     assert_non_null(w);
