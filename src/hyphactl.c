@@ -253,9 +253,11 @@ static void print_status(json_t *r)
     if (json_is_object(hl))
         printf("health %s: %s\n", json_string_value(json_object_get(hl, "health")),
                json_string_value(json_object_get(hl, "reason")));
+    const char *hs = json_string_value(json_object_get(up, "handshake")); /* an older hyphad has none */
     if (json_is_object(up))
-        printf("upstream %s  %s for %s  buffered %s%s  out %s frames  in %s frames\n",
-               json_string_value(json_object_get(up, "endpoint")), json_string_value(json_object_get(up, "state")),
+        printf("upstream %s  handshake %s  %s for %s  buffered %s%s  out %s frames  in %s frames\n",
+               json_string_value(json_object_get(up, "endpoint")), hs ? hs : "?",
+               json_string_value(json_object_get(up, "state")),
                dur(json_object_get(up, "state_for_s"), a, sizeof a), bytes(json_object_get(up, "buffered_bytes"), b, sizeof b),
                json_is_true(json_object_get(up, "back_pressure")) ? " (full: workers paused)" : "",
                num(json_object_get(up, "frames_out"), c, sizeof c),

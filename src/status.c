@@ -87,6 +87,7 @@ static json_t *upstream_json(const hy_snapshot *snap)
     json_object_set_new(o, "endpoint", json_string(u->name));
     json_object_set_new(o, "state", json_string(u->state));
     json_object_set_new(o, "state_for_s", json_real(u->state_for_s));
+    json_object_set_new(o, "handshake", json_string(hy_up_handshake_str(t->upstream_handshake)));
     json_object_set_new(o, "echo", json_boolean(t->upstream_echo));
     json_object_set_new(o, "connects", u64(u->connects));
     json_object_set_new(o, "disconnects", u64(u->disconnects));

@@ -60,6 +60,22 @@ static void close_fd(hy_upstream *u)
     u->fd = -1;
 }
 
+/* What to do about a close right after the handshake. A Mycelium endpoint
+ * that reads no handshake takes its 34 bytes for a frame header (type 32, a
+ * length from the digest's first bytes), finds it corrupt and closes: just
+ * what a digest mismatch looks like from here. Every Mycelium TCP endpoint
+ * is of that kind; over Unix only PythonBridgeService reads the digest. */
+static const char *suspect_fix(const hy_upstream *u)
+{
+    if (u->topo->upstream.kind == HY_EP_TCP)
+        return "Mycelium's TCP endpoints (bind_tcp_endpoint, topology.toml endpoints) read no handshake: "
+               "set upstream.handshake: none; if the bus is a hyphad listen endpoint, give both the same "
+               "contracts file";
+    return "if the bus is an endpoint that reads no handshake (Mycelium's bind_unix_endpoint, topology.toml "
+           "endpoints), set upstream.handshake: none; if it is PythonBridgeService, give both the same "
+           "contracts file";
+}
+
 static void log_lost(hy_upstream *u, bool suspect, const char *why, int err)
 {
     const char *b = HY_U64(hy_sink_bytes(&u->sink));
@@ -67,7 +83,8 @@ static void log_lost(hy_upstream *u, bool suspect, const char *why, int err)
         hy_log(HY_ERROR, COMP,
                "upstream closed the connection right after the handshake: probably a schema "
                "digest mismatch (the bus and hyphad load different contracts files)",
-               "upstream", u->name, "schema", u->topo->schema->digest_hex, "buffered_bytes", b, NULL);
+               "upstream", u->name, "schema", u->topo->schema->digest_hex, "fix", suspect_fix(u),
+               "buffered_bytes", b, NULL);
     else
         hy_log(HY_WARN, COMP, "upstream connection lost: reconnecting", "upstream", u->name, "error",
                err ? strerror(err) : why, "buffered_bytes", b, NULL);
@@ -121,6 +138,7 @@ static int send_handshake(hy_upstream *u)
     return 0;
 }
 
+/* From here the queue is written to the bus. */
 static void end_probation(hy_upstream *u)
 {
     u->probation = false;
@@ -136,20 +154,27 @@ static void on_connected(hy_upstream *u, int fd)
     int want = (int)(u->topo->upstream_buffer < SNDBUF_MAX ? u->topo->upstream_buffer : SNDBUF_MAX);
     if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &want, sizeof want) < 0)
         (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &want, sizeof want);
+    bool digest = u->topo->upstream_handshake == HY_UP_HANDSHAKE_DIGEST;
     u->fd = fd;
     u->state = HY_UP_CONNECTED;
     u->since = ev_now(u->loop);
     u->connects++;
     u->hs_sent = 0;
     hy_tlv_decoder_reset(&u->dec);
-    hy_log(HY_INFO, COMP, "upstream connected", "upstream", u->name, "failed_attempts", HY_U64(u->failures),
+    hy_log(HY_INFO, COMP, "upstream connected", "upstream", u->name, "handshake",
+           hy_up_handshake_str(u->topo->upstream_handshake), "failed_attempts", HY_U64(u->failures),
            "buffered_bytes", HY_U64(hy_sink_bytes(&u->sink)), NULL);
     ev_io_set(&u->rw, fd, EV_READ);
     ev_io_set(&u->ww, fd, EV_WRITE);
+    hy_flow_open(u->flow, &u->src, true);
+    if (!digest) {
+        /* frames from byte 0: nothing to send first, no refusal to wait for */
+        end_probation(u);
+        return;
+    }
     u->probation = true;
     ev_timer_set(&u->timer, PROBATION_S, 0.0);
     ev_timer_start(u->loop, &u->timer);
-    hy_flow_open(u->flow, &u->src, true);
     if (send_handshake(u) < 0)
         lost(u, "write failed", errno);
 }

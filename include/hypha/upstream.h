@@ -1,9 +1,11 @@
 /* upstream.h - hyphad's one connection to the Mycelium bus.
  *
- * Connect (every address tried, net.c), send the digest handshake, hold
- * frames back for a short probation (a bus that refuses the digest closes
- * in that time, and then no frame was written to it), then write the queue
- * (its sink) and read the bus's frames into the bus. A lost connection
+ * Connect (every address tried, net.c); with `handshake: digest` send the
+ * digest handshake and hold frames back for a short probation (a bus that
+ * refuses the digest closes in that time, and then no frame was written to
+ * it); with `handshake: none` (a Mycelium endpoint that reads none) send
+ * nothing first and have no probation. Then write the queue (its sink) and
+ * read the bus's frames into the bus. A lost connection
  * keeps what is queued (a partly written frame goes out again whole) and
  * reconnects with backoff between reconnect.initial and reconnect.max.
  */
@@ -37,7 +39,7 @@ typedef struct hy_upstream {
     hy_connector conn;
     int fd;                      /* -1 when down (owned) */
     ev_io rw, ww;                /* ww: the handshake, while the socket is full */
-    ev_timer timer;              /* reconnect delay, or the probation */
+    ev_timer timer;              /* reconnect delay, or the probation (digest only) */
     hy_source src;
     hy_sink sink;                /* frames for the bus; its fd is set after the probation */
     hy_tlv_decoder dec;
