@@ -52,6 +52,9 @@ static int reserve(hy_tlv_decoder *d, size_t need)
     size_t cap = d->cap ? d->cap : 256;
     while (cap < need)
         cap *= 2;
+    /* no more than the largest frame: doubling past 16 MiB + 6 would keep 32 MiB */
+    if (cap > HY_TLV_HEADER + (size_t)d->max_payload && need <= HY_TLV_HEADER + (size_t)d->max_payload)
+        cap = HY_TLV_HEADER + (size_t)d->max_payload;
     uint8_t *nb = realloc(d->buf, cap);
     if (!nb)
         return -1;

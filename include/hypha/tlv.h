@@ -13,7 +13,8 @@
 #include <stdint.h>
 
 #define HY_TLV_HEADER 6u
-#define HY_TLV_MAX_PAYLOAD 4194304u /* Mycelium's MAX_PAYLOAD_SIZE */
+#define HY_TLV_MAX_PAYLOAD 16777216u /* 16 MiB: MAX_PAYLOAD_SIZE in mycelium-protocol's codec.rs
+                                       (its wire-protocol doc's 4 MiB is stale) */
 #define HY_TLV_CONTROL_TYPE 0u      /* reserved: hyphad <-> worker control */
 
 typedef struct hy_frame {

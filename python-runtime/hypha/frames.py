@@ -7,7 +7,7 @@ from typing import List, Tuple
 
 HEADER = struct.Struct("<HI")
 HEADER_SIZE = HEADER.size  # 6
-MAX_PAYLOAD = 4194304  # Mycelium's MAX_PAYLOAD_SIZE
+MAX_PAYLOAD = 16777216  # 16 MiB: MAX_PAYLOAD_SIZE in mycelium-protocol's codec.rs (hyphad's HY_TLV_MAX_PAYLOAD)
 CONTROL_TYPE = 0  # reserved: hyphad <-> worker control frames (JSON)
 
 

@@ -9,7 +9,8 @@ the sender included ("echo"), unless the bus was made with echo=False.
 Everything runs on one background thread (selectors), so a test can look at
 what the bus received (`frames`), inject frames (`publish`), drop every
 connection (`drop_clients`), or stop and restart listening (`close`,
-`start`). Frames are parsed strictly: a length over 4 MiB closes the client.
+`start`). Frames are parsed strictly: a length over 16 MiB (Mycelium's MAX_PAYLOAD_SIZE)
+closes the client.
 """
 import os
 import selectors
@@ -19,7 +20,7 @@ import threading
 import time
 
 HEADER = struct.Struct("<HI")
-MAX_PAYLOAD = 4194304
+MAX_PAYLOAD = 16777216  # mycelium-protocol's codec.rs
 
 
 class _Client:

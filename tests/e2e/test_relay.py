@@ -348,7 +348,7 @@ os.write(1, b"".join([
 
 GARBAGE = r'''
 import os, time
-os.write(1, b"\xde\xad\xbe\xef\xca\xfe" * 50)   # type 0xadde, length 0xcafebeef: over 4 MiB
+os.write(1, b"\xde\xad\xbe\xef\xca\xfe" * 50)   # type 0xadde, length 0xcafebeef: over 16 MiB
 time.sleep(60)
 '''
 
@@ -700,10 +700,11 @@ class UpstreamOutages(RelayTest):
                               extra={"upstream": self.upstream(bus)})
         up = self.connected(h, bus)
         self.wait_started(h, "sub")
-        bus.publish_frames(text("one") + HEADER.pack(COUNTER, 5000000) + bytes(100))
+        # one byte over Mycelium's 16 MiB limit
+        bus.publish_frames(text("one") + HEADER.pack(COUNTER, 16777217) + bytes(100))
         lost = h.wait_for(5, after=up, component="relay", level="warn")
         self.assertEqual((lost["msg"], lost["error"]), ("upstream connection lost: reconnecting",
-                                                        "corrupt stream from the bus (frame length 5000000)"))
+                                                        "corrupt stream from the bus (frame length 16777217)"))
         again = h.wait_for(5, after=lost, component="relay", msg="upstream connected")
         self.assertTrue(wait_until(lambda: bus.accepted == 2, 5))
         bus.publish_frames(text("two"))

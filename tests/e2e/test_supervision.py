@@ -641,7 +641,7 @@ class Protocol(SupervisionTest):
         self.assert_stopped_cleanly(h)
 
     def test_corrupt_stdout_kills_and_restarts(self):
-        # a header whose length (0xffffffff) is over the 4 MiB limit
+        # a header whose length (0xffffffff) is over the 16 MiB limit
         garbage = self.script("garbage.py", 'import os, time\nos.write(1, b"\\xff" * 6)\ntime.sleep(300)\n', PY)
         # half a header, then a clean exit
         partial = self.script("partial.py", 'import os\nos.write(1, b"\\x01\\x00\\x05")\n', PY)

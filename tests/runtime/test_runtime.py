@@ -16,6 +16,7 @@ CODEGEN = os.environ.get("HYPHA_CODEGEN", os.path.join(SOURCE, "build", "hypha-c
 RUNTIME = os.path.join(SOURCE, "python-runtime")
 sys.path.insert(0, RUNTIME)
 
+import hypha  # noqa: E402
 from hypha import Decoder, ProtocolError, encode  # noqa: E402
 
 HDR = struct.Struct("<HI")
@@ -106,9 +107,15 @@ class Framing(unittest.TestCase):
 
     def test_limit(self):
         d = Decoder()
-        self.assertEqual(d.feed(HDR.pack(1, 4194304))[:1], [])
+        self.assertEqual(hypha.MAX_PAYLOAD, 16777216)   # Mycelium's codec.rs, and hyphad's
+        self.assertEqual(d.feed(HDR.pack(1, 16777216))[:1], [])
         with self.assertRaises(ProtocolError):
-            Decoder().feed(HDR.pack(1, 4194305))
+            Decoder().feed(HDR.pack(1, 16777217))
+        big = bytes(16777216)
+        got = Decoder().feed(encode(7, big))
+        self.assertEqual([(t, len(p)) for t, p in got], [(7, 16777216)])
+        with self.assertRaises(ProtocolError):
+            encode(7, big + b"x")
 
 
 class WorkerOverPipes(unittest.TestCase):

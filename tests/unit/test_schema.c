@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "hypha/schema.h"
+#include "hypha/tlv.h"
 
 static char vec_path[4096];
 
@@ -184,8 +185,11 @@ static void test_errors(void **state)
          "      v: {type: \"Vec<[u8; 21]>\"}\n",
          "unsupported type 'Vec<[u8; 21]>'"},
         {"messages:\n  A:\n    tlv_type: 5\n    domain: X\n    fields:\n"
-         "      v: {type: \"[u8; 5000000]\"}\n",
-         "larger than a frame can carry"},
+         "      v: {type: \"[u8; 16777217]\"}\n",
+         "c.yaml:6:17: field A.v: type '[u8; 16777217]' is larger than a frame can carry (16777216 bytes)"},
+        {"messages:\n  A:\n    tlv_type: 5\n    domain: X\n    fields:\n"
+         "      v: {type: \"[u8; 16777216]\"}\n      w: u8\n",
+         "c.yaml:2:3: message A is larger than a frame can carry (16777216 bytes)"},
         {"messages:\n  A:\n    tlv_typo: 5\n    domain: X\n    fields:\n      f: u8\n",
          "c.yaml:2:3: message A: missing 'tlv_type'"},
         {"messages:\n  A:\n    tlv_type: 5\n    tlv_type: 6\n    domain: X\n    fields:\n      f: u8\n",
@@ -210,6 +214,24 @@ static void test_errors(void **state)
             { print_error("case %zu: got '%s', expected '%s'\n", i, err.msg, cases[i].expect); bad++; }
     }
     assert_int_equal(bad, 0);
+}
+
+/* A message of exactly the frame limit (Mycelium's 16 MiB) is accepted;
+ * one of the old 4 MiB limit and more, too. */
+static void test_largest_message(void **state)
+{
+    (void)state;
+    hy_err err = {{0}};
+    hy_schema *s = load_str("messages:\n  A:\n    tlv_type: 5\n    domain: X\n    fields:\n"
+                            "      v: {type: \"[u8; 16777216]\"}\n"
+                            "  B:\n    tlv_type: 6\n    domain: X\n    fields:\n"
+                            "      v: {type: \"[u8; 4194305]\"}\n",
+                            &err);
+    if (!s)
+        fail_msg("%s", err.msg);
+    assert_int_equal(s->msgs[0].size, HY_TLV_MAX_PAYLOAD);
+    assert_int_equal(s->msgs[1].size, 4194305);
+    hy_schema_free(s);
 }
 
 /* Keys Mycelium may add that do not change the wire are accepted. */
@@ -273,6 +295,7 @@ int main(void)
         cmocka_unit_test(test_vectors),      cmocka_unit_test(test_layout_details),
         cmocka_unit_test(test_all_types),    cmocka_unit_test(test_errors),
         cmocka_unit_test(test_missing_file), cmocka_unit_test(test_digest_is_of_bytes),
+        cmocka_unit_test(test_largest_message),
         cmocka_unit_test(test_unknown_keys_ignored),
         cmocka_unit_test(test_topic),
     };

@@ -128,6 +128,10 @@ static void test_partial_at_eof(void **state)
     }
 }
 
+/* Mycelium's code allows 16 MiB (MAX_PAYLOAD_SIZE in mycelium-protocol's
+ * codec.rs); its wire-protocol doc's 4 MiB is stale. */
+_Static_assert(HY_TLV_MAX_PAYLOAD == 16777216u, "the frame limit is Mycelium's 16 MiB");
+
 static void test_limit(void **state)
 {
     (void)state;
@@ -150,6 +154,27 @@ static void test_limit(void **state)
     assert_int_equal(g.payloads[0][0], 0xAB);
     assert_int_equal(g.payloads[0][HY_TLV_MAX_PAYLOAD - 1], 0xCD);
     got_free(&g);
+    /* the assembly buffer holds the largest frame, not twice it */
+    assert_int_equal(d.cap, total);
+    hy_tlv_decoder_free(&d);
+
+    /* whole in one chunk: handed out in place, no assembly */
+    hy_tlv_decoder_init(&d, 0);
+    assert_int_equal(hy_tlv_feed(&d, big, total, collect, &g), HY_TLV_OK);
+    assert_int_equal(g.n, 1);
+    assert_int_equal(g.lens[0], HY_TLV_MAX_PAYLOAD);
+    assert_int_equal(g.payloads[0][HY_TLV_MAX_PAYLOAD - 1], 0xCD);
+    assert_int_equal(d.cap, 0);
+    got_free(&g);
+    hy_tlv_decoder_free(&d);
+
+    /* the old 4 MiB limit + 1 is an ordinary length now: the decoder waits */
+    uint8_t old[HY_TLV_HEADER];
+    hy_tlv_put_header(old, 1001, 4194305);
+    hy_tlv_decoder_init(&d, 0);
+    assert_int_equal(hy_tlv_feed(&d, old, sizeof old, collect, &g), HY_TLV_OK);
+    assert_int_equal(hy_tlv_pending(&d), sizeof old);
+    assert_int_equal(hy_tlv_finish(&d), HY_TLV_PARTIAL);
     hy_tlv_decoder_free(&d);
 
     /* limit + 1 is corruption, whether whole or arriving byte by byte */
