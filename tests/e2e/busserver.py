@@ -1,10 +1,21 @@
 """A MessageBus for the tests, with Mycelium endpoint semantics.
 
-It listens on a Unix path or a TCP port. Each client must first send the
-handshake `u16 LE 32 | 32-byte schema digest`; a client with another digest
-(or another first u16) is closed at once and counted in `refused`. After
-that, every frame a client sends is fanned out to every connected client,
-the sender included ("echo"), unless the bus was made with echo=False.
+It listens on a Unix path or a TCP port. Mycelium has two kinds of endpoint
+and the bus plays either:
+
+- handshake=True (PythonBridgeService, `bind_unix_endpoint_with_digest`):
+  each client must first send `u16 LE 32 | 32-byte schema digest`; a client
+  with another digest (or another first u16) is closed at once and counted
+  in `refused`.
+- handshake=False (`bind_unix_endpoint`, every `bind_tcp_endpoint`,
+  topology.toml endpoints): no handshake is read, frames from byte 0. A
+  client that sends one anyway has its 34 bytes read as a frame header
+  (type 32, a length from the digest's first four bytes): a length over the
+  limit closes it, counted in `corrupt` (its header in `corrupt_headers`).
+
+After that, every frame a client sends is fanned out to every connected
+client, the sender included ("echo"), unless the bus was made with
+echo=False.
 
 Everything runs on one background thread (selectors), so a test can look at
 what the bus received (`frames`), inject frames (`publish`), drop every
@@ -34,13 +45,15 @@ class _Client:
 
 
 class Bus:
-    def __init__(self, digest, unix=None, tcp=None, echo=True):
-        """digest: 32 bytes, or a 64-char hex string. unix: a socket path;
-        tcp: (host, port), port 0 picks a free one (see `.port`)."""
+    def __init__(self, digest, unix=None, tcp=None, echo=True, handshake=True):
+        """digest: 32 bytes, or a 64-char hex string (None with
+        handshake=False). unix: a socket path; tcp: (host, port), port 0
+        picks a free one (see `.port`). handshake=False: read none."""
         if isinstance(digest, str):
             digest = bytes.fromhex(digest)
-        assert len(digest) == 32
+        assert digest is None and not handshake or len(digest) == 32
         self.digest = digest
+        self.handshake = handshake
         self.unix = unix
         self.tcp = tcp
         self.echo = echo
@@ -49,8 +62,10 @@ class Bus:
         self.frames = []          # (type_id, payload bytes) in arrival order
         self.from_client = []     # client name for each frame in `frames`
         self.refused = 0          # handshakes that did not match
-        self.accepted = 0         # clients whose handshake matched
+        self.accepted = 0         # clients whose handshake matched (handshake=False: every client)
         self.handshakes = []      # raw 34-byte handshakes received
+        self.corrupt = 0          # clients closed for a length over the limit
+        self.corrupt_headers = [] # (type, length) of each such frame header
         self._clients = {}
         self._sel = selectors.DefaultSelector()
         self._listener = None
@@ -135,7 +150,8 @@ class Bus:
         self._call(lambda: self._fanout(data, None))
 
     def clients(self):
-        """Names of the connected clients that passed the handshake."""
+        """Names of the connected clients that passed the handshake (with
+        handshake=False: every connected client)."""
         return self._call(lambda: [c.name for c in self._clients.values() if c.ready])
 
     def received(self, type_id=None):
@@ -211,6 +227,10 @@ class Bus:
             s.setblocking(False)
             self._n += 1
             c = _Client(s, f"client{self._n}")
+            if not self.handshake:  # frames from byte 0: ready at once
+                c.ready = True
+                with self.lock:
+                    self.accepted += 1
             self._clients[s.fileno()] = c
             self._sel.register(s, selectors.EVENT_READ, ("client", c))
 
@@ -251,6 +271,9 @@ class Bus:
         while len(buf) - off >= 6:
             t, n = HEADER.unpack_from(buf, off)
             if n > MAX_PAYLOAD:
+                with self.lock:
+                    self.corrupt += 1
+                    self.corrupt_headers.append((t, n))
                 self._drop(c)
                 return
             if len(buf) - off < 6 + n:
