@@ -100,8 +100,10 @@ static void near_limit(const uint8_t *data, size_t size, size_t chunk)
     uint16_t type = (uint16_t)(data[0] | data[1] << 8);
     uint32_t raw = (uint32_t)data[2] | (uint32_t)data[3] << 8 | (uint32_t)data[4] << 16 | (uint32_t)data[5] << 24;
     uint32_t len = HY_TLV_MAX_PAYLOAD - 32 + raw % 64; /* limit-32 .. limit+31 */
-    /* a frame within the limit costs 16 MiB of copying: one input in 32 */
-    if (len <= HY_TLV_MAX_PAYLOAD && (data[5] & 31) != 0)
+    /* a frame within the limit costs 16 MiB of copying: one input in 1024,
+     * or the smoke run would spend its time copying (over the limit is
+     * cheap and always checked) */
+    if (len <= HY_TLV_MAX_PAYLOAD && ((raw >> 16) & 1023) != 0)
         return;
     size_t tail = size - HY_TLV_HEADER < TAIL_MAX ? size - HY_TLV_HEADER : TAIL_MAX;
     hy_tlv_put_header(near, type, len);
