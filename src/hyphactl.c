@@ -264,9 +264,16 @@ static void print_status(json_t *r)
                num(json_object_get(up, "frames_in"), a, sizeof a));
     size_t i;
     json_t *l;
-    json_array_foreach(json_object_get(r, "listen"), i, l)
-        printf("listen %s  %s clients\n", json_string_value(json_object_get(l, "endpoint")),
-               num(json_object_get(l, "clients"), a, sizeof a));
+    json_array_foreach(json_object_get(r, "listen"), i, l) {
+        json_t *rf = json_object_get(l, "refused");
+        char d[32], e[32];
+        printf("listen %s  %s clients (max %s, handshake %s)  refused: handshake %s, max_clients %s, fd_reserve %s\n",
+               json_string_value(json_object_get(l, "endpoint")), num(json_object_get(l, "clients"), a, sizeof a),
+               num(json_object_get(l, "max_clients"), b, sizeof b),
+               json_string_value(json_object_get(l, "handshake")) ? json_string_value(json_object_get(l, "handshake")) : "?",
+               num(json_object_get(rf, "handshake"), c, sizeof c), num(json_object_get(rf, "max_clients"), d, sizeof d),
+               num(json_object_get(rf, "fd_reserve"), e, sizeof e));
+    }
     putchar('\n');
     json_t *rows = json_object_get(r, "rows");
     size_t ncols = json_array_size(json_array_get(rows, 0));

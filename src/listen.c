@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "hypha/listen.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
@@ -9,9 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "hypha/listen_hs.h"
 #include "hypha/log.h"
 #include "hypha/route.h"
 
@@ -26,6 +29,7 @@ static void doom(hy_client *c, const char *why)
     if (c->doomed)
         return;
     c->doomed = true;
+    ((hy_listener *)c->listener)->nclients--;
     snprintf(c->why, sizeof c->why, "%s", why);
     hy_flow_open(c->ls->flow, &c->src, false);
     ev_timer_stop(c->ls->loop, &c->timer);
@@ -76,32 +80,88 @@ static int on_frame(void *ud, const hy_frame *f)
     return 0;
 }
 
-/* The first 34 bytes: u16 LE 32 and the digest. Returns bytes used, or -1. */
-static long take_handshake(hy_client *c, const uint8_t *p, size_t n)
+/* On the bus: it receives every frame from now on. */
+static void join(hy_client *c)
+{
+    hy_log(HY_INFO, COMP, "listen client connected", "client", c->name, "handshake",
+           hy_listen_handshake_str(c->mode), NULL);
+    hy_bus_add_client(c->ls->bus, &c->member);
+}
+
+/* Its first bytes are told apart: frames from now on, read as flow.c says. */
+static void set_ready(hy_client *c)
+{
+    c->ready = true;
+    ev_timer_stop(c->ls->loop, &c->timer);
+    hy_flow_set_always(c->ls->flow, &c->src, false);
+}
+
+static void refuse(hy_client *c, hy_hs_verdict v)
 {
     hy_listen *ls = c->ls;
+    char got[2 * HY_DIGEST_LEN + 1] = "";
+    for (size_t i = 2; i < c->hs_len; i++)
+        snprintf(got + 2 * (i - 2), 3, "%02x", c->hs[i]);
+    ls->refused++;
+    ((hy_listener *)c->listener)->refused_handshake++;
+    hy_log(HY_ERROR, COMP, "listen client refused: schema digest mismatch", "client", c->name, "client_schema",
+           v == HY_HS_MISMATCH ? got : "(not a Mycelium handshake)", "schema", ls->topo->schema->digest_hex,
+           "handshake", hy_listen_handshake_str(c->mode), NULL);
+    doom(c, "schema digest mismatch");
+}
+
+/* `digest`: the first 34 bytes, checked whole. */
+static hy_hs_verdict digest_verdict(const hy_client *c)
+{
+    if (c->hs_len < HY_HANDSHAKE_LEN)
+        return HY_HS_MORE;
+    if (hy_le16(c->hs) != 32)
+        return HY_HS_GARBAGE;
+    return memcmp(c->hs + 2, c->ls->topo->schema->digest, 32) == 0 ? HY_HS_DIGEST : HY_HS_MISMATCH;
+}
+
+/* The first bytes of a `digest` or `auto` client, up to 34 kept in c->hs.
+ * Returns the bytes of p used up (the rest are frames), or -1 once refused.
+ * Told to be frames from byte 0, the bytes kept from earlier reads are fed
+ * to the decoder here and p is left whole. */
+static long take_first(hy_client *c, const uint8_t *p, size_t n)
+{
+    hy_listen *ls = c->ls;
+    size_t before = c->hs_len;
     size_t take = HY_HANDSHAKE_LEN - c->hs_len < n ? HY_HANDSHAKE_LEN - c->hs_len : n;
     memcpy(c->hs + c->hs_len, p, take);
     c->hs_len += take;
-    if (c->hs_len < HY_HANDSHAKE_LEN)
+    hy_hs_verdict v = c->mode == HY_LISTEN_HS_AUTO ? hy_listen_hs_classify(ls->topo->schema, c->hs, c->hs_len)
+                                                   : digest_verdict(c);
+    switch (v) {
+    case HY_HS_MORE:
+        if (before == 0 && c->mode == HY_LISTEN_HS_AUTO) /* auto: the deadline runs from the first byte */
+            ev_timer_start(ls->loop, &c->timer);
         return (long)take;
-    unsigned dlen = hy_le16(c->hs);
-    if (dlen != 32 || memcmp(c->hs + 2, ls->topo->schema->digest, 32) != 0) {
-        char got[65];
-        for (int i = 0; i < 32; i++)
-            snprintf(got + 2 * i, 3, "%02x", c->hs[2 + i]);
-        ls->refused++;
-        hy_log(HY_ERROR, COMP, "listen client refused: schema digest mismatch", "client", c->name, "client_schema",
-               dlen == 32 ? got : "(not a Mycelium handshake)", "schema", ls->topo->schema->digest_hex, NULL);
-        doom(c, "schema digest mismatch");
-        return -1;
+    case HY_HS_DIGEST:
+        set_ready(c);
+        if (c->mode == HY_LISTEN_HS_DIGEST)
+            join(c);
+        else
+            hy_log(HY_INFO, COMP, "listen client handshake", "client", c->name, "handshake", "digest", NULL);
+        return (long)take;
+    case HY_HS_FRAMES:
+        set_ready(c);
+        hy_log(HY_INFO, COMP, "listen client handshake", "client", c->name, "handshake", "none", NULL);
+        if (before) {
+            hy_tlv_status st = hy_tlv_feed(&c->dec, c->hs, before, on_frame, c);
+            if (st != HY_TLV_OK) { /* 5 bytes or less: never a whole frame, never corrupt */
+                doom(c, "out of memory");
+                return -1;
+            }
+        }
+        return 0;
+    case HY_HS_MISMATCH:
+    case HY_HS_GARBAGE:
+        break;
     }
-    c->ready = true;
-    ev_timer_stop(ls->loop, &c->timer);
-    hy_log(HY_INFO, COMP, "listen client connected", "client", c->name, NULL);
-    hy_bus_add_client(ls->bus, &c->member);
-    hy_flow_set_always(ls->flow, &c->src, false); /* from now on flow.c decides */
-    return (long)take;
+    refuse(c, v);
+    return -1;
 }
 
 static void closed(hy_client *c)
@@ -109,7 +169,7 @@ static void closed(hy_client *c)
     if (hy_tlv_finish(&c->dec) == HY_TLV_PARTIAL)
         doom(c, "closed in the middle of a frame");
     else
-        doom(c, c->ready ? "closed" : "closed before the handshake");
+        doom(c, c->ready || c->hs_len == 0 ? "closed" : "closed before the handshake");
 }
 
 /* 1: go on reading; 0: stop. */
@@ -130,7 +190,7 @@ static int read_once(hy_client *c)
     const uint8_t *p = buf;
     size_t len = (size_t)n;
     if (!c->ready) {
-        long used = take_handshake(c, p, len);
+        long used = take_first(c, p, len);
         if (used < 0)
             return 0;
         p += used;
@@ -164,21 +224,84 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     }
     c->ls->refused++;
+    ((hy_listener *)c->listener)->refused_handshake++;
+    hy_log(HY_ERROR, COMP, "listen client refused: no handshake within 5s", "client", c->name, "bytes",
+           HY_U64(c->hs_len), "handshake", hy_listen_handshake_str(c->mode), NULL);
     doom(c, "no handshake within 5s");
 }
 
 static void sink_error(hy_sink *s, int err, const char *why)
 {
     hy_client *c = s->owner;
-    if (why)
+    if (why) {
         c->ls->slow++;
+        ((hy_listener *)c->listener)->slow++;
+    }
     doom(c, why ? why : strerror(err));
+}
+
+size_t hy_listen_fd_reserve(const hy_topology *t)
+{
+    size_t n = HY_LISTEN_FD_BASE;
+    for (size_t i = 0; i < t->nworkers; i++)
+        n += HY_LISTEN_FD_PER_INSTANCE * t->workers[i].instances;
+    return n;
+}
+
+/* fds open now: /proc/self/fd, less the one reading it. Without /proc, the
+ * fd just accepted (the lowest free one) is all that is known: fds 0..fd
+ * are open. */
+static size_t fds_in_use(int fd)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return errno == EMFILE || errno == ENFILE ? SIZE_MAX : (size_t)fd + 1;
+    size_t n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n ? n - 1 : 0;
+}
+
+/* The new client `fd` leaves the reserve free: in use + reserve <= limit. */
+static bool fds_to_spare(const hy_listen *ls, int fd, size_t *in_use, size_t *limit)
+{
+    struct rlimit rl;
+    *in_use = *limit = 0;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+        return true;
+    *limit = (size_t)rl.rlim_cur;
+    *in_use = fds_in_use(fd);
+    return *in_use != SIZE_MAX && *in_use + hy_listen_fd_reserve(ls->topo) <= *limit;
+}
+
+/* Closed at once, counted, logged at the 1st, 10th, 100th ... of its kind. */
+static void refuse_at_accept(hy_listener *l, int fd, uint64_t *count, const char *why, size_t in_use, size_t limit)
+{
+    hy_listen *ls = l->ls;
+    close(fd);
+    ls->refused++;
+    uint64_t before = (*count)++;
+    if (hy_log_mark(before, *count))
+        hy_log(HY_WARN, COMP, "listen client refused", "endpoint", l->name, "why", why, "max_clients",
+               HY_U64(ls->topo->listen[l->index].max_clients), "fds_in_use", HY_U64(in_use), "fd_limit",
+               HY_U64(limit), "fd_reserve", HY_U64(hy_listen_fd_reserve(ls->topo)), "total", HY_U64(*count), NULL);
 }
 
 static void on_accept(hy_acceptor *a, int fd)
 {
     hy_listener *l = a->data;
     hy_listen *ls = l->ls;
+    const hy_listen_spec *spec = &ls->topo->listen[l->index];
+    size_t in_use, limit;
+    if (l->nclients >= spec->max_clients) {
+        refuse_at_accept(l, fd, &l->refused_full, "max_clients reached", 0, 0);
+        return;
+    }
+    if (!fds_to_spare(ls, fd, &in_use, &limit)) {
+        refuse_at_accept(l, fd, &l->refused_fds, "too few fds left: they are kept for the workers", in_use, limit);
+        return;
+    }
     hy_client *c = calloc(1, sizeof *c);
     if (!c) {
         close(fd);
@@ -188,6 +311,7 @@ static void on_accept(hy_acceptor *a, int fd)
     c->ls = ls;
     c->listener = l;
     c->fd = fd;
+    c->mode = spec->handshake;
     snprintf(c->name, sizeof c->name, "%s#%" PRIu64, l->name, ++ls->next_id);
     hy_drops_init(&c->drops, COMP, "from", c->name, NULL, NULL);
     c->origin = (hy_origin){c->name, &c->drops};
@@ -205,10 +329,20 @@ static void on_accept(hy_acceptor *a, int fd)
     ls->clients = c;
     ls->nclients++;
     ls->accepted++;
+    l->nclients++;
+    l->accepted++;
     hy_flow_add(ls->flow, &c->src, &c->rw, HY_SRC_CLIENT);
-    c->src.always = true; /* the handshake is always read */
+    if (c->mode == HY_LISTEN_HS_NONE) {
+        c->ready = true;
+    } else {
+        c->src.always = true; /* the first bytes are always read */
+        if (c->mode == HY_LISTEN_HS_DIGEST)
+            ev_timer_start(ls->loop, &c->timer);
+    }
+    /* `auto` and `none` serve a client that never sends a byte: on the bus now */
+    if (c->mode != HY_LISTEN_HS_DIGEST)
+        join(c);
     hy_flow_open(ls->flow, &c->src, true);
-    ev_timer_start(ls->loop, &c->timer);
 }
 
 int hy_listen_init(hy_listen *ls, struct ev_loop *loop, const hy_topology *t, hy_bus *bus, hy_flow *flow, hy_err *err)
@@ -223,8 +357,9 @@ int hy_listen_init(hy_listen *ls, struct ev_loop *loop, const hy_topology *t, hy
     for (size_t i = 0; i < t->nlisten; i++) {
         hy_listener *l = &ls->l[i];
         l->ls = ls;
-        hy_endpoint_str(&t->listen[i], l->name, sizeof l->name);
-        if (hy_acceptor_open(&l->acc, loop, &t->listen[i], "listen", COMP, err) < 0)
+        l->index = i;
+        hy_endpoint_str(&t->listen[i].ep, l->name, sizeof l->name);
+        if (hy_acceptor_open(&l->acc, loop, &t->listen[i].ep, "listen", COMP, err) < 0)
             return -1;
         ls->n++;
         l->acc.on_accept = on_accept;
@@ -242,13 +377,7 @@ void hy_listen_start(hy_listen *ls)
     }
 }
 
-size_t hy_listen_clients(const hy_listen *ls, size_t i)
-{
-    size_t n = 0;
-    for (const hy_client *c = ls->clients; c; c = c->next)
-        n += c->listener == &ls->l[i] && !c->doomed;
-    return n;
-}
+size_t hy_listen_clients(const hy_listen *ls, size_t i) { return ls->l[i].nclients; }
 
 void hy_listen_retopo(hy_listen *ls, const hy_topology *t) { ls->topo = t; }
 

@@ -217,6 +217,30 @@ static void links(buf *b, const hy_snapshot *s)
             blabel(b, s->listen[i].name);
             bprintf(b, "\"} %zu\n", s->listen[i].clients);
         }
+        family(b, "hypha_listen_accepted_total", "counter", "Clients accepted by a listen endpoint.");
+        for (size_t i = 0; i < s->nlisten; i++) {
+            bprintf(b, "hypha_listen_accepted_total{endpoint=\"");
+            blabel(b, s->listen[i].name);
+            bprintf(b, "\"} %llu\n", (unsigned long long)s->listen[i].accepted);
+        }
+        family(b, "hypha_listen_refused_total", "counter",
+               "Clients refused: a wrong or missing handshake, max_clients, the workers' fd reserve.");
+        for (size_t i = 0; i < s->nlisten; i++) {
+            const hy_listen_view *l = &s->listen[i];
+            const char *why[] = {"handshake", "max-clients", "fd-reserve"};
+            const uint64_t n[] = {l->refused_handshake, l->refused_full, l->refused_fds};
+            for (int k = 0; k < 3; k++) {
+                bprintf(b, "hypha_listen_refused_total{endpoint=\"");
+                blabel(b, l->name);
+                bprintf(b, "\",reason=\"%s\"} %llu\n", why[k], (unsigned long long)n[k]);
+            }
+        }
+        family(b, "hypha_listen_too_slow_total", "counter", "Clients dropped because their queue passed the limit.");
+        for (size_t i = 0; i < s->nlisten; i++) {
+            bprintf(b, "hypha_listen_too_slow_total{endpoint=\"");
+            blabel(b, s->listen[i].name);
+            bprintf(b, "\"} %llu\n", (unsigned long long)s->listen[i].too_slow);
+        }
     }
 }
 

@@ -66,6 +66,13 @@ void hy_relay_log_counters(const hy_relay *r)
     if (ls->n)
         hy_log(HY_INFO, "relay", "listen counters", "accepted", HY_U64(ls->accepted), "refused", HY_U64(ls->refused),
                "too_slow", HY_U64(ls->slow), "connected", HY_U64(ls->nclients), NULL);
+    for (size_t i = 0; i < ls->n; i++) {
+        const hy_listener *l = &ls->l[i];
+        if (l->refused_full || l->refused_fds)
+            hy_log(HY_INFO, "relay", "listen refusals", "endpoint", l->name, "handshake",
+                   HY_U64(l->refused_handshake), "max_clients", HY_U64(l->refused_full), "fd_reserve",
+                   HY_U64(l->refused_fds), NULL);
+    }
 }
 
 static void up_view(const hy_upstream *u, double now, hy_up_view *v)
@@ -93,7 +100,18 @@ void hy_relay_view(const hy_relay *r, double now, hy_up_view *up, hy_listen_view
     if (r->topo->has_upstream)
         up_view(&r->up, now, up);
     for (size_t i = 0; i < r->listen.n; i++) {
-        listen[i].name = r->listen.l[i].name;
-        listen[i].clients = hy_listen_clients(&r->listen, i);
+        const hy_listener *l = &r->listen.l[i];
+        const hy_listen_spec *spec = &r->topo->listen[i];
+        listen[i] = (hy_listen_view){
+            .name = l->name,
+            .handshake = hy_listen_handshake_str(spec->handshake),
+            .max_clients = spec->max_clients,
+            .clients = hy_listen_clients(&r->listen, i),
+            .accepted = l->accepted,
+            .refused_handshake = l->refused_handshake,
+            .refused_full = l->refused_full,
+            .refused_fds = l->refused_fds,
+            .too_slow = l->slow,
+        };
     }
 }

@@ -76,9 +76,14 @@ int hy_reload_check(const hy_topology *cur, const hy_topology *next, hy_err *err
         return REFUSE("upstream (echo, buffer or reconnect)");
     if (cur->nlisten != next->nlisten)
         return REFUSE("listen");
-    for (size_t i = 0; i < cur->nlisten; i++)
-        if (!endpoint_eq(&cur->listen[i], &next->listen[i]))
+    /* A listen entry's max_clients may change: it applies to the clients
+     * that connect from then on. */
+    for (size_t i = 0; i < cur->nlisten; i++) {
+        if (!endpoint_eq(&cur->listen[i].ep, &next->listen[i].ep))
             return REFUSE("listen");
+        if (cur->listen[i].handshake != next->listen[i].handshake)
+            return REFUSE("listen handshake");
+    }
     if (!str_eq(cur->control_socket, next->control_socket) || cur->control_mode != next->control_mode)
         return REFUSE("control");
     if (cur->has_metrics != next->has_metrics || (cur->has_metrics && !endpoint_eq(&cur->metrics, &next->metrics)))

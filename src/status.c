@@ -108,9 +108,17 @@ static json_t *upstream_json(const hy_snapshot *snap)
 static json_t *listen_json(const hy_snapshot *snap)
 {
     json_t *a = json_array();
-    for (size_t i = 0; i < snap->nlisten; i++)
-        json_array_append_new(a, json_pack("{s:s,s:I}", "endpoint", snap->listen[i].name, "clients",
-                                           (json_int_t)snap->listen[i].clients));
+    for (size_t i = 0; i < snap->nlisten; i++) {
+        const hy_listen_view *l = &snap->listen[i];
+        json_t *o = json_pack("{s:s,s:s,s:I,s:I,s:I}", "endpoint", l->name, "handshake", l->handshake,
+                              "max_clients", (json_int_t)l->max_clients, "clients", (json_int_t)l->clients,
+                              "accepted", (json_int_t)l->accepted);
+        json_object_set_new(o, "too_slow", u64(l->too_slow));
+        json_object_set_new(o, "refused", json_pack("{s:o,s:o,s:o}", "handshake", u64(l->refused_handshake),
+                                                    "max_clients", u64(l->refused_full), "fd_reserve",
+                                                    u64(l->refused_fds)));
+        json_array_append_new(a, o);
+    }
     return a;
 }
 

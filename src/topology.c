@@ -18,6 +18,7 @@
 #include <sys/un.h>
 
 #include "fsutil.h"
+#include "hypha/listen_hs.h"
 #include "hypha/units.h"
 #include "topology_int.h"
 
@@ -54,7 +55,7 @@ void hy_topology_free(hy_topology *t)
     }
     free(t->workers);
     for (size_t i = 0; i < t->nlisten; i++)
-        free_endpoint(&t->listen[i]);
+        free_endpoint(&t->listen[i].ep);
     free_endpoint(&t->metrics);
     free(t->listen);
     free_endpoint(&t->upstream);
@@ -230,9 +231,63 @@ static bool same_endpoint(const hy_endpoint *a, const hy_endpoint *b)
     return a->port == b->port && strcmp(a->host, b->host) == 0;
 }
 
+const char *hy_listen_handshake_str(hy_listen_handshake h)
+{
+    switch (h) {
+    case HY_LISTEN_HS_AUTO: return "auto";
+    case HY_LISTEN_HS_DIGEST: return "digest";
+    case HY_LISTEN_HS_NONE: return "none";
+    }
+    return "?";
+}
+
+int hy_listen_check_auto(const char *file, const hy_schema *s, const hy_listen_spec *l, size_t n, hy_err *err)
+{
+    const hy_message *m = hy_listen_hs_ambiguous(s);
+    for (size_t i = 0; m && i < n; i++)
+        if (l[i].handshake == HY_LISTEN_HS_AUTO)
+            return hy_err_at(err, file, l[i].line, l[i].col,
+                             "listen: handshake auto cannot serve this schema: message %s (type 32) is %u bytes, "
+                             "and the digest's first 4 bytes read as a length are %u too, so its frames start "
+                             "like the digest handshake; set 'handshake: digest' (clients send the handshake) or "
+                             "'handshake: none' (they send frames from byte 0) on this endpoint",
+                             m->name, m->size, m->size);
+    return 0;
+}
+
+/* handshake: auto | digest | none; max_clients: 1 .. HY_LISTEN_MAX_CLIENTS_MAX. */
+static int parse_listen_opts(loader *L, const yaml_node_t *e, hy_listen_spec *ls)
+{
+    ls->handshake = HY_LISTEN_HS_AUTO;
+    ls->max_clients = HY_LISTEN_MAX_CLIENTS_DEFAULT;
+    ls->line = hy_yline(e);
+    ls->col = hy_ycol(e);
+    yaml_node_t *v;
+    if ((v = hy_ymap_get(&L->y, e, "handshake"))) {
+        const char *s;
+        if (hy_yget_str(&L->y, v, "listen.handshake", &s) < 0)
+            return -1;
+        if (strcmp(s, "auto") == 0)
+            ls->handshake = HY_LISTEN_HS_AUTO;
+        else if (strcmp(s, "digest") == 0)
+            ls->handshake = HY_LISTEN_HS_DIGEST;
+        else if (strcmp(s, "none") == 0)
+            ls->handshake = HY_LISTEN_HS_NONE;
+        else
+            return hy_yerr(&L->y, v, "listen.handshake must be auto, digest or none, not '%s'", s);
+    }
+    if ((v = hy_ymap_get(&L->y, e, "max_clients"))) {
+        uint64_t m;
+        if (hy_yget_uint(&L->y, v, "listen.max_clients", 1, HY_LISTEN_MAX_CLIENTS_MAX, &m) < 0)
+            return -1;
+        ls->max_clients = (uint32_t)m;
+    }
+    return 0;
+}
+
 static int parse_listen(loader *L, const yaml_node_t *n)
 {
-    static const char *const keys[] = {"unix", "tcp", NULL};
+    static const char *const keys[] = {"unix", "tcp", "handshake", "max_clients", NULL};
     hy_topology *t = L->t;
     if (hy_yexpect_seq(&L->y, n, "listen") < 0)
         return -1;
@@ -241,16 +296,17 @@ static int parse_listen(loader *L, const yaml_node_t *n)
         return oom(L, n);
     for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++) {
         yaml_node_t *e = hy_ynode(&L->y, *it);
-        hy_endpoint *ep = &t->listen[t->nlisten++];
-        if (parse_endpoint(L, e, "listen", keys, ep) < 0)
+        hy_listen_spec *ls = &t->listen[t->nlisten++];
+        hy_endpoint *ep = &ls->ep;
+        if (parse_endpoint(L, e, "listen", keys, ep) < 0 || parse_listen_opts(L, e, ls) < 0)
             return -1;
         for (size_t i = 0; i + 1 < t->nlisten; i++)
-            if (same_endpoint(&t->listen[i], ep))
+            if (same_endpoint(&t->listen[i].ep, ep))
                 return hy_yerr(&L->y, e, "listen: endpoint listed twice");
         if (t->has_upstream && same_endpoint(&t->upstream, ep))
             return hy_yerr(&L->y, e, "listen: endpoint is the upstream itself");
     }
-    return 0;
+    return hy_listen_check_auto(t->path, t->schema, t->listen, t->nlisten, L->y.err);
 }
 
 static char *default_control_socket(void)
@@ -274,7 +330,7 @@ static int parse_metrics(loader *L, const yaml_node_t *n)
         return -1;
     t->has_metrics = true;
     for (size_t i = 0; i < t->nlisten; i++)
-        if (same_endpoint(&t->listen[i], &t->metrics))
+        if (same_endpoint(&t->listen[i].ep, &t->metrics))
             return hy_yerr(&L->y, v, "metrics.listen is also a listen endpoint");
     return 0;
 }
@@ -353,7 +409,7 @@ static int check_control_socket(loader *L, const yaml_node_t *n, const yaml_node
 {
     const hy_topology *t = L->t;
     for (size_t i = 0; i <= t->nlisten; i++) {
-        const hy_endpoint *ep = i < t->nlisten ? &t->listen[i] : (t->has_upstream ? &t->upstream : NULL);
+        const hy_endpoint *ep = i < t->nlisten ? &t->listen[i].ep : (t->has_upstream ? &t->upstream : NULL);
         if (ep && ep->kind == HY_EP_UNIX && strcmp(ep->path, t->control_socket) == 0)
             return hy_yerr(&L->y, n ? n : root, "control.socket %s is also used by %s", t->control_socket,
                            i < t->nlisten ? "a listen endpoint" : "the upstream");

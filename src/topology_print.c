@@ -51,7 +51,9 @@ void hy_topology_print(FILE *out, const hy_topology *t)
         fprintf(out, "upstream  none (embedded: hyphad is the bus)\n");
     }
     for (size_t i = 0; i < t->nlisten; i++)
-        fprintf(out, "listen    %s\n", hy_endpoint_str(&t->listen[i], ep, sizeof ep));
+        fprintf(out, "listen    %s\n          handshake %s, max_clients %u\n",
+                hy_endpoint_str(&t->listen[i].ep, ep, sizeof ep), hy_listen_handshake_str(t->listen[i].handshake),
+                t->listen[i].max_clients);
     fprintf(out, "control   %s (mode %04o)\n", t->control_socket, t->control_mode);
     if (t->has_metrics)
         fprintf(out, "metrics   http://%s/metrics\n", hy_endpoint_str(&t->metrics, ep, sizeof ep) + 4);
@@ -174,8 +176,12 @@ json_t *hy_topology_to_json(const hy_topology *t)
         json_object_set_new(root, "upstream", json_null());
     }
     json_t *listen = json_array();
-    for (size_t i = 0; i < t->nlisten; i++)
-        json_array_append_new(listen, endpoint_json(&t->listen[i]));
+    for (size_t i = 0; i < t->nlisten; i++) {
+        json_t *l = endpoint_json(&t->listen[i].ep);
+        json_object_set_new(l, "handshake", json_string(hy_listen_handshake_str(t->listen[i].handshake)));
+        json_object_set_new(l, "max_clients", json_integer(t->listen[i].max_clients));
+        json_array_append_new(listen, l);
+    }
     json_object_set_new(root, "listen", listen);
     char mode[8];
     snprintf(mode, sizeof mode, "%04o", t->control_mode);

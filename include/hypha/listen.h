@@ -1,11 +1,19 @@
 /* listen.h - hyphad's own Mycelium-compatible endpoints (`listen:`).
  *
- * A client sends the digest handshake (u16 LE 32 | 32-byte digest, within
- * 5 s), then frames; it receives every frame the bus carries (its own
- * included) and its frames are routed like a worker's. One that cannot keep
- * up (its queue passes defaults.queue.limit) is dropped, never the bus
+ * What a client sends first depends on the entry's `handshake`: `digest`,
+ * the digest handshake (u16 LE 32 | 32-byte digest, within 5 s) before
+ * frames; `none`, frames from byte 0; `auto` (default), either, told apart
+ * by its first bytes (hypha/listen_hs.h). A client receives every frame the
+ * bus carries (its own included) from the moment it joins the bus (after
+ * the handshake with `digest`, at once otherwise: a Rust client may never
+ * send a byte) and its frames are routed like a worker's. One that cannot
+ * keep up (its queue passes defaults.queue.limit) is dropped, never the bus
  * slowed for it. A client is freed only from its own watcher, so no walk
  * over the clients ever meets a freed one.
+ *
+ * A connection past the entry's `max_clients`, or one that would leave
+ * fewer free fds than the workers' reserve (hy_listen_fd_reserve), is closed
+ * at once and counted.
  */
 #ifndef HYPHA_LISTEN_H
 #define HYPHA_LISTEN_H
@@ -27,8 +35,15 @@ struct hy_listen;
 
 typedef struct hy_listener {
     struct hy_listen *ls;
+    size_t index;                /* in topo->listen */
     hy_acceptor acc;
     char name[96];
+    size_t nclients;             /* clients not being dropped */
+    uint64_t accepted;
+    uint64_t refused_handshake;  /* wrong digest, not a handshake, none in time */
+    uint64_t refused_full;       /* past max_clients */
+    uint64_t refused_fds;        /* would eat into the workers' fd reserve */
+    uint64_t slow;               /* dropped: too slow */
 } hy_listener;
 
 typedef struct hy_client {
@@ -43,9 +58,10 @@ typedef struct hy_client {
     hy_tlv_decoder dec;
     hy_drops drops;
     hy_origin origin;
-    uint8_t hs[HY_HANDSHAKE_LEN];
+    hy_listen_handshake mode;    /* its endpoint's, when it connected */
+    uint8_t hs[HY_HANDSHAKE_LEN]; /* the first bytes, until they are told apart */
     size_t hs_len;
-    bool ready;                  /* handshake done */
+    bool ready;                  /* past the handshake (or told to have none): frames */
     bool doomed;                 /* to be freed from its timer */
     char why[128];               /* why it was doomed (copied: strerror's buffer is reused) */
     char name[112];              /* "unix:/path#3" or "tcp:1.2.3.4:5#3" */
@@ -63,8 +79,18 @@ typedef struct hy_listen {
     hy_client *clients;          /* owned list */
     size_t nclients;
     uint64_t next_id;
-    uint64_t accepted, refused, slow;
+    uint64_t accepted, refused, slow; /* all endpoints' */
 } hy_listen;
+
+/* fds kept free for the workers and the control plane: a client is refused
+ * when the fds in use (its own included) plus this would pass RLIMIT_NOFILE.
+ * HY_LISTEN_FD_BASE covers one spawn's peak (8: four pipes) and the control
+ * plane (8: hyphactl connections, a reload reading its files); each worker
+ * instance adds its 4 pipe ends, so that every instance can be respawned at
+ * once (those that run hold theirs already: conservative by that much). */
+#define HY_LISTEN_FD_BASE 16u
+#define HY_LISTEN_FD_PER_INSTANCE 4u
+size_t hy_listen_fd_reserve(const hy_topology *t);
 
 /* Binds every endpoint (an error if one cannot be served); nothing is
  * accepted until hy_listen_start. */

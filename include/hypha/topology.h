@@ -43,6 +43,24 @@ typedef struct hy_endpoint {
     uint16_t port;   /* HY_EP_TCP */
 } hy_endpoint;
 
+/* What a listen endpoint reads first (docs/routing.md, "Listen endpoints"). */
+typedef enum hy_listen_handshake {
+    HY_LISTEN_HS_AUTO,   /* tell a digest handshake from frames by the first bytes */
+    HY_LISTEN_HS_DIGEST, /* u16 LE 32 | digest required within 5 s */
+    HY_LISTEN_HS_NONE,   /* frames from byte 0 */
+} hy_listen_handshake;
+
+#define HY_LISTEN_MAX_CLIENTS_DEFAULT 256u
+#define HY_LISTEN_MAX_CLIENTS_MAX 65536u
+
+/* One `listen:` entry. */
+typedef struct hy_listen_spec {
+    hy_endpoint ep;
+    hy_listen_handshake handshake;
+    uint32_t max_clients;          /* 1 .. HY_LISTEN_MAX_CLIENTS_MAX */
+    size_t line, col;              /* where the entry is, for errors found later */
+} hy_listen_spec;
+
 /* Restart, stop and queue policy: what `defaults` holds and workers override. */
 typedef struct hy_policy {
     hy_restart_policy restart;
@@ -95,7 +113,7 @@ typedef struct hy_topology {
     uint64_t reconnect_initial_ms;
     uint64_t reconnect_max_ms;
 
-    hy_endpoint *listen;     /* owned */
+    hy_listen_spec *listen;  /* owned */
     size_t nlisten;
 
     char *control_socket;    /* absolute (owned) */
@@ -134,6 +152,13 @@ const char *hy_signal_name(int sig);
 const char *hy_signal_abbrev(int sig);
 /* "TERM", "SIGTERM", "term" -> SIGTERM; -1 if unknown. */
 int hy_signal_parse(const char *s);
+
+const char *hy_listen_handshake_str(hy_listen_handshake h);
+/* `handshake: auto` needs a schema in which no frame's first 6 bytes can be
+ * those of the digest handshake: 0, or -1 with `file:line:col: message`
+ * (the entry's place) naming the fix, for the first auto entry that cannot
+ * be served. Called by the loader; pure, so tests can hand it a schema. */
+int hy_listen_check_auto(const char *file, const hy_schema *s, const hy_listen_spec *l, size_t n, hy_err *err);
 
 /* Text form of an endpoint: "unix:/path" or "tcp:host:port". */
 char *hy_endpoint_str(const hy_endpoint *ep, char *out, size_t outlen);

@@ -70,7 +70,14 @@ typedef struct hy_up_view {
 
 typedef struct hy_listen_view {
     const char *name;
+    const char *handshake;       /* auto, digest, none */
+    uint32_t max_clients;
     size_t clients;
+    uint64_t accepted;
+    uint64_t refused_handshake;  /* wrong digest, not a handshake, none in time */
+    uint64_t refused_full;       /* past max_clients */
+    uint64_t refused_fds;        /* would eat into the workers' fd reserve */
+    uint64_t too_slow;
 } hy_listen_view;
 
 typedef struct hy_snapshot {
