@@ -182,7 +182,7 @@ class Hyphad:
     outlives it can be found (survivors()). It runs from / so that nothing
     depends on the test's working directory."""
 
-    def __init__(self, topology, log_format="json", env=None, pass_fds=()):
+    def __init__(self, topology, log_format="json", env=None, pass_fds=(), preexec_fn=None):
         tag = uuid.uuid4().hex
         self.tag = f"{TAG_VAR}={tag}"  # as it appears in /proc/PID/environ
         full_env = dict(os.environ)
@@ -195,7 +195,7 @@ class Hyphad:
         self._eof = False
         self.proc = subprocess.Popen([HYPHAD, "--log-format", log_format, topology], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/", env=full_env,
-                                     pass_fds=pass_fds)
+                                     pass_fds=pass_fds, preexec_fn=preexec_fn)
         self.pid = self.proc.pid
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -299,13 +299,15 @@ class HyphadTest(TempDirTest):
     Each hyphad started is SIGKILLed at cleanup if still alive; then the test
     fails if any process it started (worker, grandchild, warden) is left."""
 
-    def start_hyphad(self, workers, defaults=None, log_format="json", env=None, pass_fds=(), extra=None):
-        """extra: more top-level keys for the topology (upstream, listen ...)."""
+    def start_hyphad(self, workers, defaults=None, log_format="json", env=None, pass_fds=(), extra=None,
+                     preexec_fn=None):
+        """extra: more top-level keys for the topology (upstream, listen ...);
+        preexec_fn: run in the child before exec (e.g. a lower RLIMIT_NOFILE)."""
         doc = {"version": 1, "schema": "contracts.yaml", "control": {"socket": "ctl.sock"},
                "defaults": defaults or {}, "workers": workers}
         doc.update(extra or {})
         path = self.write("topology.yaml", json.dumps(doc, indent=2))  # JSON is YAML flow syntax
-        h = Hyphad(path, log_format, env, pass_fds)
+        h = Hyphad(path, log_format, env, pass_fds, preexec_fn)
         self.addCleanup(self._finish, h)
         return h
 
