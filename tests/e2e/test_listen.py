@@ -20,6 +20,18 @@ HYPHACTL = os.environ.get("HYPHACTL", os.path.join(BUILD, "hyphactl"))
 BOTH = ["CounterUpdate", "TextMessage"]
 
 
+class SafeClient(Client):
+    """A Client whose socket is closed when hyphad closed it before the
+    handshake could even be written."""
+
+    def __init__(self, addr, digest, **kw):
+        try:
+            super().__init__(addr, digest, **kw)
+        except OSError:
+            self.sock.close()
+            raise
+
+
 def rust(addr):
     """A client as Mycelium's Rust ones: no handshake, frames from byte 0."""
     return Client(addr, None, hello=b"")
@@ -272,7 +284,7 @@ class FdReserve(ListenTest):
         clients, broken = [], 0
         for _ in range(self.LIMIT):
             try:
-                c = Client(sock, self.digest)
+                c = SafeClient(sock, self.digest)
             except (BrokenPipeError, ConnectionResetError):
                 broken += 1   # refused before its handshake was written
                 continue
