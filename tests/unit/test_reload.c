@@ -405,6 +405,10 @@ static void test_check_refused(void **state)
         {"listen: one added", 3, "listen: [{unix: bus.sock}, {tcp: \"127.0.0.1:9091\"}, {unix: b2.sock}]\n",
          "listen"},
         {"listen removed", 3, "", "listen"},
+        {"listen: handshake auto to digest", 3,
+         "listen: [{unix: bus.sock, handshake: digest}, {tcp: \"127.0.0.1:9091\"}]\n", "listen handshake"},
+        {"listen: handshake auto to none", 3,
+         "listen: [{unix: bus.sock}, {tcp: \"127.0.0.1:9091\", handshake: none}]\n", "listen handshake"},
         {"control.socket", 4, "control: {socket: ctl2.sock, mode: \"0600\"}\n", "control"},
         {"control.mode", 4, "control: {socket: ctl.sock, mode: \"0660\"}\n", "control"},
         {"metrics: another port", 5, "metrics: {listen: \"127.0.0.1:9465\"}\n", "metrics"},
@@ -433,6 +437,12 @@ static void test_check_refused(void **state)
     assert_non_null(strstr(err.msg, "upstream"));
     assert_int_equal(hy_reload_check(nomet, cur, &err), -1);
     assert_non_null(strstr(err.msg, "metrics"));
+    /* max_clients may change (it applies to new clients); so may spelling out the default handshake */
+    hy_topology *more = load_ok(top_doc(3, "listen: [{unix: bus.sock, max_clients: 3, handshake: auto}, "
+                                           "{tcp: \"127.0.0.1:9091\", max_clients: 1000}]\n", plain_workers));
+    if (hy_reload_check(cur, more, &err) != 0)
+        fail_msg("a max_clients change refused: %s", err.msg);
+    hy_topology_free(more);
     /* embedded to embedded with the same rest: allowed */
     hy_topology *noup2 = load_ok(top_doc(2, "", "workers: {}\n"));
     if (hy_reload_check(noup, noup2, &err) != 0)
