@@ -177,8 +177,18 @@ hy_push_result hy_sink_push(hy_sink *s, hy_rbuf *b, const uint8_t *data, size_t 
         r = HY_PUSH_OVER;
     if (r == HY_PUSH_NOMEM && s->role == HY_SINK_UPSTREAM)
         return r;
-    if (s->role == HY_SINK_CLIENT && (r == HY_PUSH_OVER || r == HY_PUSH_NOMEM)) {
-        s->on_error(s, 0, r == HY_PUSH_OVER ? "too slow: its queue passed queue.limit" : "out of memory");
+    if (s->role == HY_SINK_CLIENT && r == HY_PUSH_NOMEM) {
+        s->on_error(s, 0, "out of memory");
+        return r;
+    }
+    if (s->role == HY_SINK_CLIENT && r == HY_PUSH_OVER) {
+        /* One read can bring more than queue.limit at once: a client is too
+         * slow only if its queue is still over the limit once its socket
+         * has taken what it can. */
+        accepted(s, len, frames);
+        hy_sink_flush(s);
+        if (hy_fanq_bytes(&s->q) > s->limit)
+            s->on_error(s, 0, "too slow: its queue passed queue.limit");
         return r;
     }
     accepted(s, len, frames);

@@ -687,10 +687,18 @@ static void test_client_over_limit_fails(void **state)
     errs e = {0};
     s.on_error = on_error;
     s.owner = &e;
+    /* over the limit in one go, but its socket takes it all: not too slow */
     for (uint32_t i = 0; i < 3; i++)
         assert_int_equal(push1(&s, i), HY_PUSH_QUEUED);
+    assert_int_equal(push_batch(&s, 3, 4), HY_PUSH_OVER);
     assert_int_equal(e.n, 0);
-    assert_int_equal(push1(&s, 3), HY_PUSH_OVER); /* cannot keep up */
+    assert_int_equal(hy_fanq_bytes(&s.q), 0);
+    /* a client that does not read: once its socket is full, over the limit fails it */
+    tf_fill(sv[0]);
+    for (uint32_t i = 7; i < 10; i++)
+        assert_int_equal(push1(&s, i), HY_PUSH_QUEUED);
+    assert_int_equal(e.n, 0);
+    assert_int_equal(push1(&s, 10), HY_PUSH_OVER); /* cannot keep up */
     assert_int_equal(e.n, 1);
     assert_int_equal(e.err, 0);
     assert_true(e.had_why);
