@@ -103,12 +103,22 @@ static void accept_recovered(hy_acceptor *a)
     a->pauses = 0;
 }
 
-static void set_nodelay(hy_acceptor *a, int fd)
+static int tcp_options(int fd)
 {
     int one = 1;
-    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
-        hy_log(HY_WARN, a->component, "accepted connection: cannot set TCP_NODELAY", "endpoint", a->name, "error",
-               strerror(errno), NULL);
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) < 0)
+        return -1;
+    return 0;
+}
+
+/* Frames go out at once, and a peer that vanished is noticed: TCP_NODELAY
+ * and SO_KEEPALIVE, for accepted and connected sockets alike. */
+static void set_nodelay(hy_acceptor *a, int fd)
+{
+    if (tcp_options(fd) < 0)
+        hy_log(HY_WARN, a->component, "accepted connection: cannot set TCP_NODELAY or SO_KEEPALIVE", "endpoint",
+               a->name, "error", strerror(errno), NULL);
 }
 
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -338,15 +348,6 @@ static void fail_later(hy_connector *c)
     c->fd = -1;
     ev_timer_set(&c->timer, 0.0, 0.0);
     ev_timer_start(c->loop, &c->timer);
-}
-
-static int tcp_options(int fd)
-{
-    int one = 1;
-    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) < 0)
-        return -1;
-    return 0;
 }
 
 /* Start connecting to c->next. 0: in flight (or done, the write watcher

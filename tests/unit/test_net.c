@@ -522,6 +522,7 @@ static void test_acceptor_tcp(void **state)
     assert_false(acc.bad_flags);
     for (int i = 0; i < 2; i++) {
         assert_int_equal(sockopt_int(acc.fds[i], IPPROTO_TCP, TCP_NODELAY), 1);
+        assert_int_equal(sockopt_int(acc.fds[i], SOL_SOCKET, SO_KEEPALIVE), 1);
         assert_connected(cl[i], acc.fds[i]);
     }
     /* The port is taken: the error names the endpoint and the address. */
