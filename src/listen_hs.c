@@ -4,7 +4,7 @@
 
 #include <string.h>
 
-static uint32_t le32(const uint8_t *p) { return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24; }
+#include "hypha/tlv.h"
 
 /* b[0..n) equals the handshake's first n bytes (n <= 34). */
 static bool handshake_prefix(const hy_schema *s, const uint8_t *b, size_t n)
@@ -25,13 +25,13 @@ hy_hs_verdict hy_listen_hs_classify(const hy_schema *s, const uint8_t *b, size_t
     /* Not our handshake: the header of a frame of this schema, or refused. */
     if (n < 2)
         return HY_HS_MORE;
-    uint16_t type = (uint16_t)(b[0] | b[1] << 8);
+    uint16_t type = hy_le16(b);
     const hy_message *m = hy_schema_find(s, type);
     if (!m)
         return type == 32 ? HY_HS_MISMATCH : HY_HS_GARBAGE;
     if (n < 6)
         return HY_HS_MORE;
-    if (le32(b + 2) == m->size)
+    if (hy_le32(b + 2) == m->size)
         return HY_HS_FRAMES;
     return type == 32 ? HY_HS_MISMATCH : HY_HS_GARBAGE;
 }
@@ -39,5 +39,5 @@ hy_hs_verdict hy_listen_hs_classify(const hy_schema *s, const uint8_t *b, size_t
 const hy_message *hy_listen_hs_ambiguous(const hy_schema *s)
 {
     const hy_message *m = hy_schema_find(s, 32);
-    return m && m->size == le32(s->digest) ? m : NULL;
+    return m && m->size == hy_le32(s->digest) ? m : NULL;
 }

@@ -34,7 +34,8 @@ static void argv_text(char **argv, char *out, size_t len)
     }
 }
 
-void hy_topology_print(FILE *out, const hy_topology *t)
+/* The file, the contracts, and the links: upstream, listen, control, metrics. */
+static void print_head(FILE *out, const hy_topology *t)
 {
     char a[64], b[64], c[64], ep[160];
     fprintf(out, "topology  %s\n", t->path);
@@ -58,30 +59,12 @@ void hy_topology_print(FILE *out, const hy_topology *t)
     if (t->has_metrics)
         fprintf(out, "metrics   http://%s/metrics\n", hy_endpoint_str(&t->metrics, ep, sizeof ep) + 4);
 
-    fputc('\n', out);
-    hy_table tb;
-    hy_table_init(&tb, 6);
-    hy_table_add(&tb, (const char *const[]){"WORKER", "INST", "RESTART", "COMMAND", "SUBSCRIBE", "PUBLISH"});
-    for (size_t i = 0; i < t->nworkers; i++) {
-        const hy_worker_spec *w = &t->workers[i];
-        char cmd[512], sub[512], pub[512], inst[16];
-        argv_text(w->argv, cmd, sizeof cmd);
-        types_text(t, w->subscribe, w->nsubscribe, sub, sizeof sub);
-        if (w->publish_all)
-            snprintf(pub, sizeof pub, "(all)");
-        else
-            types_text(t, w->publish, w->npublish, pub, sizeof pub);
-        snprintf(inst, sizeof inst, "%u", w->instances);
-        hy_table_add(&tb, (const char *const[]){w->name, inst, hy_restart_policy_str(w->policy.restart),
-                                                 cmd, sub, pub});
-    }
-    hy_table_print(&tb, out);
-    hy_table_free(&tb);
-    if (t->nworkers == 0) {
-        fprintf(out, "(no workers)\n");
-        return;
-    }
+}
 
+/* Per worker: the restart, stop, start, heartbeat and queue policy. */
+static void print_policies(FILE *out, const hy_topology *t)
+{
+    hy_table tb;
     fputc('\n', out);
     hy_table_init(&tb, 7);
     hy_table_add(&tb, (const char *const[]){"WORKER", "BACKOFF", "GIVE-UP", "STOP", "START",
@@ -116,6 +99,36 @@ void hy_topology_print(FILE *out, const hy_topology *t)
     }
     hy_table_print(&tb, out);
     hy_table_free(&tb);
+}
+
+void hy_topology_print(FILE *out, const hy_topology *t)
+{
+    print_head(out, t);
+    fputc('\n', out);
+    hy_table tb;
+    hy_table_init(&tb, 6);
+    hy_table_add(&tb, (const char *const[]){"WORKER", "INST", "RESTART", "COMMAND", "SUBSCRIBE", "PUBLISH"});
+    for (size_t i = 0; i < t->nworkers; i++) {
+        const hy_worker_spec *w = &t->workers[i];
+        char cmd[512], sub[512], pub[512], inst[16];
+        argv_text(w->argv, cmd, sizeof cmd);
+        types_text(t, w->subscribe, w->nsubscribe, sub, sizeof sub);
+        if (w->publish_all)
+            snprintf(pub, sizeof pub, "(all)");
+        else
+            types_text(t, w->publish, w->npublish, pub, sizeof pub);
+        snprintf(inst, sizeof inst, "%u", w->instances);
+        hy_table_add(&tb, (const char *const[]){w->name, inst, hy_restart_policy_str(w->policy.restart),
+                                                 cmd, sub, pub});
+    }
+    hy_table_print(&tb, out);
+    hy_table_free(&tb);
+    if (t->nworkers == 0) {
+        fprintf(out, "(no workers)\n");
+        return;
+    }
+
+    print_policies(out, t);
 }
 
 static json_t *types_json(const hy_topology *t, const uint16_t *ids, size_t n)

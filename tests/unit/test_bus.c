@@ -566,9 +566,10 @@ static void test_slow_client_leaves_others_served(void **state)
     fx *f = cur = fx_new(false, true);
     dest c1, c2, c3;
     add_client(f, &c1, 1 << 20);
-    add_client(f, &c2, 2 * FLEN); /* the slow one, in the middle */
+    add_client(f, &c2, 2 * FLEN); /* the slow one, in the middle: it does not read */
     add_client(f, &c3, 1 << 20);
     c2.s.on_error = fail_client;
+    tf_fill(c2.fds[0]); /* its socket is full: what passes its limit stays queued */
     dest *all[] = {&c1, &c3};
     /* the pushes, not the flush: frames from outside the buffer */
     for (uint32_t i = 0; i < 5; i++)
