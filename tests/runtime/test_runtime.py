@@ -1,7 +1,9 @@
 """The `hypha` worker runtime over real pipes: each test runs a worker in a
 subprocess and plays hyphad on its stdin/stdout."""
 import json
+import atexit
 import os
+import shutil
 import pty
 import signal
 import struct
@@ -21,6 +23,7 @@ from hypha import Decoder, ProtocolError, encode  # noqa: E402
 
 HDR = struct.Struct("<HI")
 GEN = tempfile.mkdtemp(prefix="hypha-runtime-")
+atexit.register(shutil.rmtree, GEN, True)
 subprocess.run([CODEGEN, os.path.join(SOURCE, "config", "contracts.yaml"), "--py-out",
                 os.path.join(GEN, "messages.py")], check=True)
 sys.path.insert(0, GEN)
@@ -42,6 +45,7 @@ class Fake:
 
     def __init__(self, body, env=None):
         self.dir = tempfile.mkdtemp(prefix="hypha-w-")
+        atexit.register(shutil.rmtree, self.dir, True)
         script = os.path.join(self.dir, "w.py")
         with open(script, "w") as f:
             f.write("import sys\nsys.path[:0] = [%r, %r]\n" % (RUNTIME, GEN) + textwrap.dedent(body))
