@@ -22,12 +22,32 @@ bool hy_flow_may_read(const hy_flow *f, const hy_source *s)
     return s->kind == HY_SRC_UPSTREAM ? f->blocked == 0 : feeders_may_read(f);
 }
 
+/* Held back, or not any more: the time it was is kept. */
+static void set_paused(hy_flow *f, hy_source *s, bool paused)
+{
+    if (s->paused == paused)
+        return;
+    double now = ev_now(f->loop);
+    if (paused)
+        s->paused_at = now;
+    else
+        s->paused_s += now - s->paused_at;
+    s->paused = paused;
+}
+
 static void apply(hy_flow *f, hy_source *s)
 {
-    if (hy_flow_may_read(f, s))
+    bool read = hy_flow_may_read(f, s);
+    set_paused(f, s, s->open && !read);
+    if (read)
         ev_io_start(f->loop, s->w);
     else
         ev_io_stop(f->loop, s->w);
+}
+
+double hy_flow_paused_s(const hy_flow *f, const hy_source *s)
+{
+    return s->paused_s + (s->paused ? ev_now(f->loop) - s->paused_at : 0);
 }
 
 static void apply_all(hy_flow *f)
@@ -42,6 +62,8 @@ void hy_flow_add(hy_flow *f, hy_source *s, ev_io *w, hy_src_kind kind)
     s->kind = kind;
     s->open = false;
     s->always = false;
+    s->paused = false;
+    s->paused_at = s->paused_s = 0;
     s->prev = NULL;
     s->next = f->sources;
     if (f->sources)

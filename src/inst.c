@@ -22,6 +22,18 @@ void hy_inst_kill_for(hy_instance *in, hy_exit_reason why)
     hy_inst_kill_group(in, SIGKILL);
 }
 
+void hy_inst_heartbeat(hy_instance *in)
+{
+    in->last_heartbeat = ev_now(in->sup->loop);
+    in->hb_paused = hy_flow_paused_s(&in->sup->relay.flow, &in->src);
+}
+
+double hy_inst_heartbeat_age(const hy_instance *in)
+{
+    double paused = hy_flow_paused_s(&in->sup->relay.flow, &in->src) - in->hb_paused;
+    return ev_now(in->sup->loop) - in->last_heartbeat - paused;
+}
+
 void hy_inst_ready(hy_instance *in, const char *by)
 {
     if (in->state != HY_ST_STARTING)

@@ -63,6 +63,7 @@ struct hy_instance {
     bool start_after_stop;       /* restart: start again once stopped */
     double started_at;           /* ev_now() at spawn */
     double last_heartbeat;       /* ev_now() of its last heartbeat (or spawn) */
+    double hb_paused;            /* its stdout's paused seconds (flow.c) at that moment */
     double last_exit_at;         /* ev_now() of the last exit, 0 before any */
     uint32_t n;                  /* backoff exponent */
     uint32_t restarts;           /* spawns after the first */
@@ -115,6 +116,10 @@ void hy_inst_kill_group(hy_instance *in, int sig);
 void hy_inst_kill_for(hy_instance *in, hy_exit_reason why);
 /* starting -> running, `by` a ready frame or start_timeout. */
 void hy_inst_ready(hy_instance *in, const char *by);
+/* A heartbeat now (or the spawn): the watchdog's deadline starts again. */
+void hy_inst_heartbeat(hy_instance *in);
+/* Seconds since then that count: the time hyphad held its stdout back does not. */
+double hy_inst_heartbeat_age(const hy_instance *in);
 
 /* ---- wio.c: the pipes ----------------------------------------------------- */
 

@@ -37,7 +37,7 @@ static void inst_view(const hy_instance *in, double now, hy_inst_view *v)
     v->queue_frames = hy_fanq_frames(&in->in.q);
     v->subs = in->sub.ids;
     v->nsubs = in->sub.nids;
-    v->heartbeat_age_s = in->pid > 0 && in->spec->policy.heartbeat_timeout_ms ? now - in->last_heartbeat : -1;
+    v->heartbeat_age_s = in->pid > 0 && in->spec->policy.heartbeat_timeout_ms ? hy_inst_heartbeat_age(in) : -1;
 }
 
 int hy_sup_snapshot(const hy_sup *s, double now, hy_instance *const *sel, size_t nsel, hy_snapshot *out)

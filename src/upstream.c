@@ -81,8 +81,8 @@ static void log_lost(hy_upstream *u, bool suspect, const char *why, int err)
     const char *b = HY_U64(hy_sink_bytes(&u->sink));
     if (suspect)
         hy_log(HY_ERROR, COMP,
-               "upstream closed the connection right after the handshake: probably a schema "
-               "digest mismatch (the bus and hyphad load different contracts files)",
+               "upstream closed the connection right after the handshake: a schema digest mismatch (the "
+               "bus and hyphad load different contracts files), or the bus stopped",
                "upstream", u->name, "schema", u->topo->schema->digest_hex, "fix", suspect_fix(u),
                "buffered_bytes", b, NULL);
     else

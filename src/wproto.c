@@ -137,7 +137,7 @@ void hy_wproto_on_frame(hy_instance *in, const hy_frame *f)
     } else if (strcmp(op, "ready") == 0) {
         hy_inst_ready(in, "ready frame");
     } else if (strcmp(op, "heartbeat") == 0) {
-        in->last_heartbeat = ev_now(in->sup->loop);
+        hy_inst_heartbeat(in);
     } else if (strcmp(op, "subscribe") == 0 || strcmp(op, "unsubscribe") == 0) {
         change_subs(in, json_object_get(j, "types"), op, op[0] == 's', false);
     } else {

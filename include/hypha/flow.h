@@ -26,6 +26,9 @@ typedef struct hy_source {
     hy_src_kind kind;
     bool open;                   /* it has an fd to read */
     bool always;                 /* read whatever the pressure */
+    bool paused;                 /* open, but held back by the pressure */
+    double paused_at;            /* ev_now() when it was last held back */
+    double paused_s;             /* seconds held back before that, in all */
     struct hy_source *next, *prev;
 } hy_source;
 
@@ -44,6 +47,10 @@ void hy_flow_remove(hy_flow *f, hy_source *s);
 void hy_flow_open(hy_flow *f, hy_source *s, bool open);
 void hy_flow_set_always(hy_flow *f, hy_source *s, bool always);
 bool hy_flow_may_read(const hy_flow *f, const hy_source *s);
+/* Seconds this source has been held back by the pressure so far, in all
+ * (a worker's heartbeat deadline does not run meanwhile: back-pressure is
+ * not a fault). */
+double hy_flow_paused_s(const hy_flow *f, const hy_source *s);
 /* A worker queue went over (+1) or back under (-1) its limit under `block`. */
 void hy_flow_block(hy_flow *f, bool over);
 /* The upstream queue went over or back under upstream.buffer. */

@@ -19,8 +19,8 @@ from test_relay import BASE, COUNTER, RelayTest, counters, expect, text
 
 HYPHACTL = os.environ.get("HYPHACTL", os.path.join(BUILD, "hyphactl"))
 
-MISMATCH = ("upstream closed the connection right after the handshake: probably a schema digest "
-            "mismatch (the bus and hyphad load different contracts files)")
+MISMATCH = ("upstream closed the connection right after the handshake: a schema digest mismatch (the "
+            "bus and hyphad load different contracts files), or the bus stopped")
 
 
 class MyceliumTest(RelayTest):
