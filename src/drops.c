@@ -32,6 +32,37 @@ bool hy_log_mark(uint64_t before, uint64_t after)
     return after >= mark && before < mark;
 }
 
+bool hy_warn_mark(hy_warn_count *c, uint64_t *suppressed)
+{
+    uint64_t before = c->total;
+    if (c->total < UINT64_MAX)
+        c->total++;
+    if (!hy_log_mark(before, c->total)) {
+        *suppressed = 0;
+        return false;
+    }
+    /* Lines at 1, 10, 100 ...: the ones in between were not logged. */
+    *suppressed = c->total - c->logged - 1;
+    c->logged = c->total;
+    return true;
+}
+
+const char *hy_log_cut(char *out, size_t max, const char *s, size_t len)
+{
+    if (len <= max) {
+        memcpy(out, s, len);
+        out[len] = '\0';
+        return out;
+    }
+    size_t n = max;
+    /* Not inside a UTF-8 sequence: back up over continuation bytes. */
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+        n--;
+    memcpy(out, s, n);
+    memcpy(out + n, "...", 4);
+    return out;
+}
+
 void hy_drops_init(hy_drops *d, const char *component, const char *k1, const char *v1, const char *k2,
                    const char *v2)
 {

@@ -49,4 +49,24 @@ const char *hy_drops_format(const hy_drops *d, const char *sep, char *out, size_
  * (1, 10, 100 ...): the shared "log at the 1st, 10th, 100th" rule. */
 bool hy_log_mark(uint64_t before, uint64_t after);
 
+/* One kind of warning about one peer (a worker's bad control frames, ...),
+ * rate-limited by the same rule: a flood of them from one peer is a few
+ * lines, each saying how many there were. One counter per peer and kind. */
+typedef struct hy_warn_count {
+    uint64_t total;  /* occurrences so far */
+    uint64_t logged; /* `total` when the last line was logged (0: none yet) */
+} hy_warn_count;
+
+/* Count one occurrence. True when it is to be logged (the 1st, 10th,
+ * 100th ...): the line carries c->total and *suppressed, the occurrences
+ * since the previous line that were not logged. */
+bool hy_warn_mark(hy_warn_count *c, uint64_t *suppressed);
+
+/* A peer's value echoed into a log line: at most `max` bytes of s (cut back
+ * to a UTF-8 character boundary) followed by "..." when longer, so one value
+ * cannot make a line of megabytes. out holds at least max + 4 bytes.
+ * Returns out. */
+const char *hy_log_cut(char *out, size_t max, const char *s, size_t len);
+#define HY_LOG_CUT 64 /* the usual `max`: enough to recognise a value */
+
 #endif

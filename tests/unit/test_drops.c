@@ -1,7 +1,8 @@
 /* test_drops.c - the drop counters (hypha/drops.h): the "log at the 1st,
  * 10th, 100th" rule (also when one step jumps past a power of ten, and near
  * UINT64_MAX), counting, the text form and the total, and what reaches the
- * log. */
+ * log; the per-peer warning counter (hy_warn_mark) and values cut for the
+ * log (hy_log_cut). */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -246,6 +247,85 @@ static void test_queue_full_not_logged_here(void **state)
     log_release(&log);
 }
 
+/* ---- hy_warn_mark: one peer's warnings of one kind ------------------------------ */
+
+static void test_warn_mark_thousand_is_four_lines(void **state)
+{
+    (void)state;
+    hy_warn_count c = {0};
+    uint64_t logged_at[8], supp[8], s = 99;
+    int lines = 0;
+    for (int i = 0; i < 1000; i++)
+        if (hy_warn_mark(&c, &s)) {
+            assert_true(lines < 8);
+            logged_at[lines] = c.total;
+            supp[lines++] = s;
+        } else {
+            assert_int_equal(s, 0);
+        }
+    assert_int_equal(lines, 4);
+    assert_int_equal(c.total, 1000);
+    const uint64_t at[] = {1, 10, 100, 1000}, sup[] = {0, 8, 89, 899};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(logged_at[i], at[i]);
+        assert_int_equal(supp[i], sup[i]);
+    }
+    /* what was logged plus what was suppressed is every occurrence */
+    assert_int_equal(4 + 0 + 8 + 89 + 899, 1000);
+    /* on to 10000: the next line says the 8999 in between */
+    for (int i = 0; i < 8999; i++)
+        assert_false(hy_warn_mark(&c, &s));
+    assert_true(hy_warn_mark(&c, &s));
+    assert_int_equal(c.total, 10000);
+    assert_int_equal(s, 8999);
+}
+
+static void test_warn_mark_counters_apart(void **state)
+{
+    (void)state;
+    hy_warn_count a = {0}, b = {0};
+    uint64_t s;
+    assert_true(hy_warn_mark(&a, &s));
+    assert_false(hy_warn_mark(&a, &s));
+    assert_true(hy_warn_mark(&b, &s)); /* b's own 1st */
+    assert_int_equal(s, 0);
+    assert_int_equal(a.total, 2);
+    assert_int_equal(b.total, 1);
+}
+
+static void test_warn_mark_saturates(void **state)
+{
+    (void)state;
+    hy_warn_count c = {UINT64_MAX - 1, 10000000000000000000ull};
+    uint64_t s;
+    assert_false(hy_warn_mark(&c, &s));
+    assert_int_equal(c.total, UINT64_MAX);
+    assert_false(hy_warn_mark(&c, &s)); /* stays, never wraps to a new 1st */
+    assert_int_equal(c.total, UINT64_MAX);
+}
+
+/* ---- hy_log_cut ------------------------------------------------------------------- */
+
+static void test_log_cut(void **state)
+{
+    (void)state;
+    char out[HY_LOG_CUT + 4];
+    assert_string_equal(hy_log_cut(out, HY_LOG_CUT, "subscribe", 9), "subscribe");
+    assert_string_equal(hy_log_cut(out, HY_LOG_CUT, "", 0), "");
+    char big[65536];
+    memset(big, 'a', sizeof big);
+    assert_ptr_equal(hy_log_cut(out, HY_LOG_CUT, big, sizeof big), out);
+    assert_int_equal(strlen(out), HY_LOG_CUT + 3);
+    assert_memory_equal(out + HY_LOG_CUT, "...", 4);
+    /* exactly max: whole, no dots; max + 1: cut */
+    assert_int_equal(strlen(hy_log_cut(out, HY_LOG_CUT, big, HY_LOG_CUT)), HY_LOG_CUT);
+    assert_int_equal(strlen(hy_log_cut(out, HY_LOG_CUT, big, HY_LOG_CUT + 1)), HY_LOG_CUT + 3);
+    /* never inside a UTF-8 character: "é" is C3 A9, the cut falls on A9 */
+    char utf[8] = {'a', 'b', 'c', (char)0xC3, (char)0xA9, 'x', 'y', 'z'};
+    assert_string_equal(hy_log_cut(out, 4, utf, sizeof utf), "abc...");
+    assert_string_equal(hy_log_cut(out, 5, utf, sizeof utf), "abc\xC3\xA9...");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -260,6 +340,10 @@ int main(void)
         cmocka_unit_test(test_counters_log_apart),
         cmocka_unit_test(test_batch_passing_a_mark_logs_once),
         cmocka_unit_test(test_queue_full_not_logged_here),
+        cmocka_unit_test(test_warn_mark_thousand_is_four_lines),
+        cmocka_unit_test(test_warn_mark_counters_apart),
+        cmocka_unit_test(test_warn_mark_saturates),
+        cmocka_unit_test(test_log_cut),
     };
     return cmocka_run_group_tests_name("drops", tests, NULL, NULL);
 }
