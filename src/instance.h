@@ -32,6 +32,18 @@
 
 #define HY_ERRLINE_MAX 4096 /* worker stderr lines are cut past this */
 
+/* The kinds of warning wproto.c gives about a worker's control frames, each
+ * rate-limited on its own (hy_warn_mark). */
+typedef enum hy_wproto_warn {
+    HY_WW_MALFORMED,     /* not JSON, or no op */
+    HY_WW_TOO_LARGE,     /* over the size or value cap: refused unparsed */
+    HY_WW_UNKNOWN_OP,
+    HY_WW_LIST,          /* a type list that is not an array, or over the cap */
+    HY_WW_UNKNOWN_TYPES, /* names or ids the schema does not have */
+    HY_WW_SCHEMA,        /* a hello with another schema digest */
+    HY_WW__COUNT,
+} hy_wproto_warn;
+
 struct hy_instance {
     hy_sup *sup;
     const hy_worker_spec *spec;  /* owned by a topology the supervisor keeps */
@@ -55,6 +67,7 @@ struct hy_instance {
     hy_pubcheck check;           /* the outbound checks' cache */
     hy_drops drops;
     uint64_t frames_out, bytes_out, protocol_errors;
+    hy_warn_count wwarn[HY_WW__COUNT]; /* wproto.c's warnings, for its whole life */
     /* the process's life (worker.c) */
     ev_timer timer;              /* start_timeout, backoff or retry_after */
     ev_timer stop_timer;         /* stop escalation */

@@ -41,24 +41,81 @@ void hy_wproto_send_shutdown(hy_instance *in)
     (void)w;
 }
 
+/* What one control frame may hold, so that one frame holds the loop for a
+ * few milliseconds at most (about 2 ms: docs/routing.md), whatever a worker
+ * writes. A frame over a cap is refused whole: a protocol error, nothing
+ * applied. */
+#define MAX_BYTES 65536u              /* its payload: jansson parses ~25-90 ns a byte */
+#define MAX_TYPES 4096u               /* entries in one type list (subscribe, hello) */
+#define MAX_VALUES (MAX_TYPES + 64u)  /* JSON values at any depth: ~200 ns each */
+#define UNKNOWN_NAMED 3               /* unknown types named in the frame's one line */
+
+/* A bound on the JSON values in p: 1 + the commas and opened containers
+ * outside strings (every container's values but its first follow a comma).
+ * Stops counting past `limit`. Bytes, no allocation: microseconds. */
+static size_t values_bound(const uint8_t *p, size_t n, size_t limit)
+{
+    size_t v = 1;
+    bool in_str = false;
+    for (size_t i = 0; i < n && v <= limit; i++) {
+        uint8_t c = p[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = false;
+        } else if (c == '"') {
+            in_str = true;
+        } else if (c == ',' || c == '[' || c == '{') {
+            v++;
+        }
+    }
+    return v;
+}
+
+/* A warning about this worker's control frames: logged at the 1st, 10th,
+ * 100th ... of its kind (per instance), saying how many there were. Up to
+ * three more key/value pairs; a NULL key ends them. */
+static void warn(hy_instance *in, hy_wproto_warn kind, hy_log_level level, const char *msg, const char *k1,
+                 const char *v1, const char *k2, const char *v2, const char *k3, const char *v3)
+{
+    uint64_t suppressed;
+    if (!hy_warn_mark(&in->wwarn[kind], &suppressed))
+        return;
+    hy_log(level, COMP, msg, "worker", in->name, "instance", in->idx, "total", HY_U64(in->wwarn[kind].total),
+           "suppressed", HY_U64(suppressed), k1, v1, k2, v2, k3, v3, NULL);
+}
+
 /* Type names or ids from a control frame, resolved against the schema,
- * sorted and unique. Unknown entries are logged and skipped. -1 on ENOMEM. */
+ * sorted and unique. Unknown entries are skipped, and named (the first few,
+ * and how many) in one line for the frame. A list that is not an array or
+ * is over MAX_TYPES refuses the frame: 1 (a protocol error, logged). -1 on
+ * ENOMEM, 0 otherwise. */
 static int parse_types(hy_instance *in, json_t *list, const char *op, uint16_t **out, size_t *nout)
 {
-    size_t n = json_is_array(list) ? json_array_size(list) : 0;
     *out = NULL;
     *nout = 0;
-    if (list && !json_is_array(list)) {
+    if (!list)
+        return 0;
+    if (!json_is_array(list) || json_array_size(list) > MAX_TYPES) {
         in->protocol_errors++;
-        hy_log(HY_WARN, COMP, "control frame: the type list is not an array", "worker", in->name, "instance",
-               in->idx, "op", op, NULL);
+        if (!json_is_array(list))
+            warn(in, HY_WW_LIST, HY_WARN, "control frame: the type list is not an array: refused", "op", op, NULL,
+                 NULL, NULL, NULL);
+        else
+            warn(in, HY_WW_LIST, HY_WARN, "control frame: the type list is over the cap: refused", "op", op,
+                 "entries", HY_U64(json_array_size(list)), "cap", HY_U64(MAX_TYPES));
+        return 1;
     }
+    size_t n = json_array_size(list);
     if (n == 0)
         return 0;
     uint16_t *ids = calloc(n, sizeof *ids);
     if (!ids)
         return -1;
-    size_t k = 0;
+    size_t k = 0, unknown = 0;
+    char named[UNKNOWN_NAMED * (HY_LOG_CUT / 2 + 5)] = "";
+    size_t used = 0;
     for (size_t i = 0; i < n; i++) {
         json_t *v = json_array_get(list, i);
         const hy_message *m = hy_decode_type(in->sup->topo->schema, v);
@@ -66,30 +123,39 @@ static int parse_types(hy_instance *in, json_t *list, const char *op, uint16_t *
             ids[k++] = m->type_id;
             continue;
         }
+        if (unknown++ >= UNKNOWN_NAMED)
+            continue;
         char *txt = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-        hy_log(HY_WARN, COMP, "control frame names a type the schema does not have: ignored", "worker", in->name,
-               "instance", in->idx, "op", op, "type", txt ? txt : "?", NULL);
+        char cut[HY_LOG_CUT / 2 + 4];
+        hy_log_cut(cut, HY_LOG_CUT / 2, txt ? txt : "?", txt ? strlen(txt) : 1);
+        used += (size_t)snprintf(named + used, sizeof named - used, "%s%s", used ? "," : "", cut);
         free(txt);
     }
+    if (unknown)
+        warn(in, HY_WW_UNKNOWN_TYPES, HY_WARN, "control frame names a type the schema does not have: ignored", "op",
+             op, "type", named, "unknown", HY_U64(unknown));
     *out = ids;
     *nout = hy_ids_sort_unique(ids, k);
     return 0;
 }
 
-/* Run-time subscriptions: add (hello, subscribe) or remove (unsubscribe). */
-static void change_subs(hy_instance *in, json_t *list, const char *op, bool add, bool afresh)
+/* Run-time subscriptions: add (hello, subscribe) or remove (unsubscribe).
+ * False when the frame was refused: nothing changed. */
+static bool change_subs(hy_instance *in, json_t *list, const char *op, bool add, bool afresh)
 {
     uint16_t *ids;
     size_t n;
-    if (parse_types(in, list, op, &ids, &n) < 0)
-        return;
-    if (afresh)
+    int r = parse_types(in, list, op, &ids, &n);
+    if (r > 0)
+        return false;
+    if (r == 0 && afresh)
         hy_sub_clear(&in->sub);
-    if (hy_sub_change(&in->sub, ids, n, add) < 0)
+    if (r < 0 || hy_sub_change(&in->sub, ids, n, add) < 0)
         hy_log(HY_ERROR, COMP, "out of memory changing subscriptions", "worker", in->name, "instance", in->idx,
                NULL);
     free(ids);
     hy_bus_subs_changed(&in->sup->relay.bus);
+    return true;
 }
 
 static void send_welcome(hy_instance *in)
@@ -108,30 +174,44 @@ static void send_welcome(hy_instance *in)
     json_decref(w);
 }
 
-/* hello: check the schema, take its subscriptions, answer welcome. */
+/* hello: check the schema, take its subscriptions, answer welcome. A
+ * refused subscription list refuses the hello: no welcome. */
 static void on_hello(hy_instance *in, json_t *j)
 {
     const hy_schema *schema = in->sup->topo->schema;
-    const char *digest = json_string_value(json_object_get(j, "schema"));
+    json_t *dj = json_object_get(j, "schema");
+    const char *digest = json_string_value(dj);
     if (digest && *digest && strcmp(digest, schema->digest_hex) != 0) {
-        hy_log(HY_ERROR, COMP, "worker runs another schema: stopping it", "worker", in->name, "instance", in->idx,
-               "worker_schema", digest, "schema", schema->digest_hex, NULL);
+        char cut[HY_LOG_CUT + 4]; /* a digest is 64 hex digits: whole */
+        warn(in, HY_WW_SCHEMA, HY_ERROR, "worker runs another schema: stopping it", "worker_schema",
+             hy_log_cut(cut, HY_LOG_CUT, digest, json_string_length(dj)), "schema", schema->digest_hex, NULL, NULL);
         hy_inst_kill_for(in, HY_EXIT_SCHEMA);
         return;
     }
-    change_subs(in, json_object_get(j, "subscribe"), "hello", true, true); /* a hello starts afresh */
-    send_welcome(in);
+    if (change_subs(in, json_object_get(j, "subscribe"), "hello", true, true)) /* a hello starts afresh */
+        send_welcome(in);
 }
 
 void hy_wproto_on_frame(hy_instance *in, const hy_frame *f)
 {
+    /* The caps first, on bytes: jansson never sees an oversized frame. */
+    bool too_long = f->len > MAX_BYTES;
+    if (too_long || values_bound(f->payload, f->len, MAX_VALUES) > MAX_VALUES) {
+        in->protocol_errors++;
+        warn(in, HY_WW_TOO_LARGE, HY_WARN, "control frame too large: refused", "bytes", HY_U64(f->len), "why",
+             too_long ? "over the size cap" : "over the JSON value cap", "cap",
+             HY_U64(too_long ? MAX_BYTES : MAX_VALUES));
+        return;
+    }
     json_error_t jerr;
     json_t *j = json_loadb((const char *)f->payload, f->len, 0, &jerr);
-    const char *op = j ? json_string_value(json_object_get(j, "op")) : NULL;
+    json_t *oj = j ? json_object_get(j, "op") : NULL;
+    const char *op = json_string_value(oj);
     if (!op) {
         in->protocol_errors++;
-        hy_log(HY_WARN, COMP, "malformed control frame", "worker", in->name, "instance", in->idx, "why",
-               j ? "no op" : jerr.text, NULL);
+        char why[HY_LOG_CUT + 4];
+        warn(in, HY_WW_MALFORMED, HY_WARN, "malformed control frame", "why",
+             j ? "no op" : hy_log_cut(why, HY_LOG_CUT, jerr.text, strlen(jerr.text)), NULL, NULL, NULL, NULL);
     } else if (strcmp(op, "hello") == 0) {
         on_hello(in, j);
     } else if (strcmp(op, "ready") == 0) {
@@ -142,7 +222,10 @@ void hy_wproto_on_frame(hy_instance *in, const hy_frame *f)
         change_subs(in, json_object_get(j, "types"), op, op[0] == 's', false);
     } else {
         in->protocol_errors++;
-        hy_log(HY_WARN, COMP, "unknown control op: ignored", "worker", in->name, "instance", in->idx, "op", op, NULL);
+        size_t len = json_string_length(oj);
+        char cut[HY_LOG_CUT + 4];
+        warn(in, HY_WW_UNKNOWN_OP, HY_WARN, "unknown control op: ignored", "op", hy_log_cut(cut, HY_LOG_CUT, op, len),
+             len > HY_LOG_CUT ? "op_bytes" : NULL, HY_U64(len), NULL, NULL);
     }
     json_decref(j);
 }
