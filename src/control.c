@@ -21,6 +21,8 @@
 #include <unistd.h>
 
 #include "ctl_int.h"
+#include "fsutil.h"
+#include "hypha/ctlpath.h"
 #include "hypha/log.h"
 #include "hypha/net.h"
 #include "hypha/relay.h"
@@ -204,6 +206,12 @@ int hy_ctl_start(hy_ctl *c, hy_sup *s, hy_err *err)
     c->sup = s;
     c->loop = hy_sup_relay(s)->bus.loop;
     const hy_topology *t = hy_sup_topology(s);
+    /* Its directory: made 0700, or checked, before anything is put in it
+     * (docs/control.md, "Who may connect"). */
+    char dflt[256];
+    hy_default_control_socket(dflt, sizeof dflt);
+    if (hy_private_socket_dir(t->control_socket, strcmp(dflt, t->control_socket) == 0, "control socket", err) < 0)
+        return -1;
     if (hy_acceptor_open_unix(&c->acc, c->loop, t->control_socket, "control socket", COMP, err) < 0)
         return -1;
     if (chmod(t->control_socket, t->control_mode) < 0) {

@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
+#include <stdio.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,6 +185,81 @@ int hy_mkdir_parents(const char *path, unsigned mode)
         *p = '/';
     }
     free(copy);
+    return 0;
+}
+
+/* "uid 65534 (nobody)" */
+static void owner_str(uid_t uid, char *out, size_t len)
+{
+    struct passwd *pw = getpwuid(uid);
+    if (pw && pw->pw_name)
+        snprintf(out, len, "uid %u (%s)", (unsigned)uid, pw->pw_name);
+    else
+        snprintf(out, len, "uid %u", (unsigned)uid);
+}
+
+int hy_private_socket_dir(const char *path, bool strict, const char *what, hy_err *err)
+{
+    char *dir = strdup(path);
+    if (!dir)
+        return hy_err_set(err, "%s %s: out of memory", what, path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) { /* relative, in the current directory: topology.c makes paths absolute */
+        free(dir);
+        return 0;
+    }
+    if (slash == dir)
+        slash[1] = '\0';
+    else
+        *slash = '\0';
+    /* Made by hyphad: 0700 (hyphad serves its own uid and root only, so
+     * nobody else needs to reach inside). */
+    if (hy_mkdir_parents(path, 0700) < 0) {
+        hy_err_set(err, "%s %s: cannot create its directory %s: %s", what, path, dir, strerror(errno));
+        free(dir);
+        return -1;
+    }
+    struct stat st;
+    /* The default directory must be a directory of its own, not a link to
+     * one; a configured path may go through links the operator made. */
+    int rc = strict ? lstat(dir, &st) : stat(dir, &st);
+    if (rc < 0) {
+        hy_err_set(err, "%s %s: cannot stat its directory %s: %s", what, path, dir, strerror(errno));
+        free(dir);
+        return -1;
+    }
+    uid_t me = geteuid();
+    char owner[96], mine[96];
+    owner_str(st.st_uid, owner, sizeof owner);
+    owner_str(me, mine, sizeof mine);
+    unsigned mode = (unsigned)(st.st_mode & 07777);
+    const char *bad = NULL;
+    char fix[512] = "";
+    if (!S_ISDIR(st.st_mode)) {
+        bad = "is not a directory";
+        snprintf(fix, sizeof fix, "remove it (rm %s) if you did not make it", dir);
+    } else if (strict ? st.st_uid != me : st.st_uid != me && st.st_uid != 0) {
+        bad = strict ? "is not owned by hyphad's user" : "is owned by another user than hyphad's or root";
+        snprintf(fix, sizeof fix,
+                 "another user may have made it to take over the socket: remove it (as root: rm -r %s) so that "
+                 "hyphad makes it, or set control.socket to a directory %s owns",
+                 dir, mine);
+    } else if (strict ? (st.st_mode & (S_IWGRP | S_IWOTH)) != 0
+                      : (st.st_mode & S_IWOTH) && !(st.st_mode & S_ISVTX)) {
+        bad = strict ? "is writable by group or others" : "is writable by others (and not sticky)";
+        snprintf(fix, sizeof fix, "anyone who can write there can replace the socket: chmod %s %s", strict ? "go-w" : "o-w",
+                 dir);
+    }
+    if (bad) {
+        hy_err_set(err,
+                   "%s %s: refusing its directory %s (owner %s, mode %04o): it %s; it must be owned by %s%s and %s; "
+                   "%s",
+                   what, path, dir, owner, mode, bad, mine, strict ? "" : " or root",
+                   strict ? "not writable by group or others" : "not writable by others unless sticky", fix);
+        free(dir);
+        return -1;
+    }
+    free(dir);
     return 0;
 }
 

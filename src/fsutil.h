@@ -2,6 +2,7 @@
 #ifndef HYPHA_FSUTIL_H
 #define HYPHA_FSUTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,6 +23,17 @@ char *hy_path_join(const char *base, const char *rel);
 /* Create the missing parent directories of `path` (not `path` itself) with
  * `mode`, like `mkdir -p "$(dirname path)"`. 0, or -1 with errno. */
 int hy_mkdir_parents(const char *path, unsigned mode);
+
+/* The directory of a socket only its owner may use (the control socket):
+ * missing directories are made 0700; the one that holds the socket must be
+ * a directory that no other user can write to, or they could replace the
+ * socket with their own. `strict` (hyphad chose the path itself, the
+ * default /tmp/hypha-UID, $XDG_RUNTIME_DIR/hypha or /run/hypha): a real
+ * directory (not a link), owned by the euid, not writable by group or
+ * others. Otherwise (a configured path): owned by the euid or root, not
+ * writable by others unless sticky (as /tmp). 0, or -1 with err naming the
+ * directory, its owner and mode, and the fix. */
+int hy_private_socket_dir(const char *path, bool strict, const char *what, hy_err *err);
 
 /* A listening Unix stream socket at `path` (non-blocking, close-on-exec):
  * missing parent directories are made (0755), a stale socket file left by
