@@ -48,6 +48,7 @@ static void process_lines(hy_ctl_client *cl, bool eof)
         if (len && cl->in[start + len - 1] == '\r')
             len--;
         if (len) {
+            cl->last_active = ev_now(cl->ctl->loop);
             hy_ctl_dispatch(cl, cl->in + start, len);
             if (cl->mode == CL_REQUESTS && !cl->dead)
                 ev_timer_again(cl->ctl->loop, &cl->idle);
@@ -142,6 +143,45 @@ static void refuse_now(int fd, const char *json_line)
     close(fd);
 }
 
+/* A client that can be closed to make room for a new one: it is not
+ * streaming (tail -f, tap), has no request pending (not even part of one:
+ * nothing unanswered in its input) and no reply unread. Such a client only
+ * holds its slot; it would be closed at its idle deadline anyway. */
+static bool evictable(const hy_ctl_client *cl)
+{
+    return cl->dead || (cl->mode == CL_REQUESTS && !cl->closing && !cl->paused && cl->inlen == 0 &&
+                        hy_ctl_pending(cl) == 0);
+}
+
+/* The table is full: close the client idle the longest (a dead one first).
+ * false: every client is busy. */
+static bool make_room(hy_ctl *c)
+{
+    hy_ctl_client *victim = NULL;
+    for (hy_ctl_client *cl = c->clients; cl; cl = cl->next) {
+        if (!evictable(cl))
+            continue;
+        if (cl->dead) {
+            victim = cl;
+            break;
+        }
+        if (!victim || cl->last_active <= victim->last_active)
+            victim = cl; /* the list is newest first: <= keeps the oldest of a tie */
+    }
+    if (!victim)
+        return false;
+    if (!victim->dead) {
+        static const char bye[] = "{\"ok\":false,\"error\":\"closed: this connection was idle and every control "
+                                  "connection was in use\"}\n";
+        ssize_t w = send(victim->fd, bye, sizeof bye - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w;
+        hy_log(HY_INFO, COMP, "idle control connection closed to make room for a new one", "uid", HY_U64(victim->uid),
+               "pid", HY_U64(victim->pid), NULL);
+    }
+    client_free(victim);
+    return true;
+}
+
 static void on_accept(hy_acceptor *a, int fd)
 {
     hy_ctl *c = a->data;
@@ -167,9 +207,13 @@ static void on_accept(hy_acceptor *a, int fd)
             refuse_now(fd, line);
             return;
         }
-        if (c->nclients >= HY_CTL_MAX_CLIENTS) {
-            char line[128];
-            snprintf(line, sizeof line, "{\"ok\":false,\"error\":\"too many control connections (%u)\"}\n",
+        if (c->nclients >= HY_CTL_MAX_CLIENTS && !make_room(c)) {
+            char line[256];
+            hy_log(HY_WARN, COMP, "control connection refused: every slot is busy", "max", HY_U64(HY_CTL_MAX_CLIENTS),
+                   "uid", HY_U64(cred.uid), "pid", HY_I64(cred.pid), NULL);
+            snprintf(line, sizeof line,
+                     "{\"ok\":false,\"refused\":true,\"busy\":true,\"error\":\"too many control connections (%u), "
+                     "none of them idle: tail -f or tap sessions, or requests being answered\"}\n",
                      HY_CTL_MAX_CLIENTS);
             refuse_now(fd, line);
             return;
@@ -184,6 +228,7 @@ static void on_accept(hy_acceptor *a, int fd)
         cl->uid = (unsigned)cred.uid;
         cl->pid = (unsigned)cred.pid;
         cl->follow_inst = -1;
+        cl->last_active = ev_now(loop);
         ev_io_init(&cl->rw, read_cb, fd, EV_READ);
         ev_io_init(&cl->ww, hy_ctl_write_cb, fd, EV_WRITE);
         /* Answered first in a loop iteration that also carries frames. */

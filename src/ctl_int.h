@@ -39,6 +39,7 @@ typedef struct hy_ctl_client {
     bool tap_count;
     uint64_t skipped;            /* stream lines skipped while it did not read */
     unsigned uid, pid;
+    ev_tstamp last_active;       /* accepted, or its last request: the idlest goes first when the table is full */
     struct hy_ctl_client *next;
 } hy_ctl_client;
 

@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <poll.h>
@@ -29,6 +30,7 @@
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
 
 #define REPLY_TIMEOUT_MS 5000
+#define CONNECT_TIMEOUT_MS 5000
 #define MAX_LINE (64u << 20)
 
 static void usage(FILE *out)
@@ -83,6 +85,74 @@ static int unreachable(const char *path, const char *what, int e)
     return EXIT_UNREACHABLE;
 }
 
+static long long now_ms(void);
+static long long deadline_in(int timeout_ms);
+static int ms_until(long long deadline);
+
+/* connect(2) within timeout_ms, however often a signal interrupts it. A
+ * Unix socket whose listen queue is full answers a non-blocking connect
+ * with EAGAIN (it never completes later, as TCP's EINPROGRESS does): tried
+ * again every 20 ms until the deadline. 0, or -1 with errno (ETIMEDOUT). */
+static int connect_within(int fd, const struct sockaddr_un *sa, int timeout_ms)
+{
+    long long deadline = deadline_in(timeout_ms);
+    for (;;) {
+        if (connect(fd, (const struct sockaddr *)sa, sizeof *sa) == 0)
+            return 0;
+        int e = errno;
+        if (e == EISCONN)
+            return 0;
+        if (e != EAGAIN && e != EINTR && e != EINPROGRESS && e != EALREADY)
+            return -1;
+        int left = ms_until(deadline);
+        if (left == 0) {
+            errno = ETIMEDOUT;
+            return -1;
+        }
+        if (e == EINPROGRESS || e == EALREADY) { /* completes by itself: wait for it */
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+            int pr = poll(&pfd, 1, left);
+            if (pr < 0 && errno != EINTR)
+                return -1;
+            if (pr > 0) {
+                int soerr = 0;
+                socklen_t sl = sizeof soerr;
+                if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+                    return -1;
+                if (soerr) {
+                    errno = soerr;
+                    return -1;
+                }
+                return 0;
+            }
+            continue;
+        }
+        if (e == EAGAIN) /* the queue is full: a slot may free up */
+            (void)poll(NULL, 0, left < 20 ? left : 20);
+    }
+}
+
+/* The server must be hyphad as we trust it: our own uid or root. Anyone
+ * else may have put a socket where hyphad's should be (a directory another
+ * user could write to); its answers would be forged. */
+static int check_server(conn *c)
+{
+    struct ucred cred;
+    socklen_t clen = sizeof cred;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0)
+        return unreachable(c->path, "cannot learn the server's uid (SO_PEERCRED)", errno);
+    uid_t me = geteuid();
+    if (cred.uid == me || cred.uid == 0)
+        return EXIT_OK;
+    fprintf(stderr,
+            "hyphactl: refusing %s: it is served by uid %u (pid %d), which is neither yours (%u) nor root, so its "
+            "answers cannot be trusted\n"
+            "hyphactl: if that is hyphad's own user, run hyphactl as that user (sudo -u '#%u' hyphactl ...); "
+            "otherwise another user has put a socket where hyphad's should be\n",
+            c->path, (unsigned)cred.uid, (int)cred.pid, (unsigned)me, (unsigned)cred.uid);
+    return EXIT_UNREACHABLE;
+}
+
 static int conn_open(conn *c, const char *path)
 {
     memset(c, 0, sizeof *c);
@@ -94,15 +164,24 @@ static int conn_open(conn *c, const char *path)
         return EXIT_USAGE;
     }
     memcpy(sa.sun_path, path, strlen(path) + 1);
-    if ((c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+    if ((c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0)
         return unreachable(path, "socket", errno);
-    if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    int rc = EXIT_OK;
+    if (connect_within(c->fd, &sa, CONNECT_TIMEOUT_MS) < 0) {
         int e = errno;
+        rc = e == ETIMEDOUT ? unreachable(path, "connect: no connection within 5 s (hyphad is not accepting: its "
+                                                "queue of new connections is full)", 0)
+                            : unreachable(path, "connect", e);
+    } else if ((rc = check_server(c)) == EXIT_OK) {
+        int fl = fcntl(c->fd, F_GETFL);
+        if (fl < 0 || fcntl(c->fd, F_SETFL, fl & ~O_NONBLOCK) < 0) /* the rest waits with poll(2) */
+            rc = unreachable(path, "fcntl", errno);
+    }
+    if (rc != EXIT_OK) {
         close(c->fd);
         c->fd = -1;
-        return unreachable(path, "connect", e);
     }
-    return EXIT_OK;
+    return rc;
 }
 
 static int conn_send(conn *c, json_t *req)
@@ -572,6 +651,9 @@ static int parse_reply(const cli *o, const char *line, json_t **reply)
     if (!json_is_true(json_object_get(r, "ok"))) {
         if (!o->json)
             fprintf(stderr, "hyphactl: %s\n", json_string_value(json_object_get(r, "error")));
+        if (!o->json && json_is_true(json_object_get(r, "busy")))
+            fprintf(stderr, "hyphactl: hyphad is alive but has no control connection to spare: end forgotten "
+                            "`hyphactl tail -f` or `tap` sessions and try again\n");
         int rc = json_is_true(json_object_get(r, "refused")) ? EXIT_UNREACHABLE : EXIT_FAIL;
         json_decref(r);
         return rc;

@@ -1,6 +1,7 @@
 /* httpd.h - the metrics endpoint (`metrics: {listen: HOST:PORT}`): a
  * listening TCP socket; each connection gets one answer and is closed.
- * Requests are read up to 8 KiB and 5 s. */
+ * Requests are read up to 8 KiB (then 431) and 2 s; 16 connections at once,
+ * the oldest not being answered making room for a new one. */
 #ifndef HYPHA_HTTPD_H
 #define HYPHA_HTTPD_H
 
