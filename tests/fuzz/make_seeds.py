@@ -37,6 +37,14 @@ def main():
     for i, payload in order.items():
         put(os.path.join(out, "decode"), bytes([i]) + payload)
         put(os.path.join(out, "decode"), bytes([i]) + b"\xff" * len(payload))
+    # listen_hs: byte 0 picks the schema (0-2) and, with 0x80, a handshake
+    # first; the rest is what the client sends: frames from byte 0, or after it
+    for i, f in enumerate(frames):
+        for schema in range(3):
+            put(os.path.join(out, "listen_hs"), bytes([schema]) + f[:40])
+            put(os.path.join(out, "listen_hs"), bytes([0x80 | schema]) + f[:20])
+    put(os.path.join(out, "listen_hs"), b"\x00\x20\x00" + bytes(32))  # type 32, another digest
+    put(os.path.join(out, "listen_hs"), b"\x01GET / HTTP/1.1\r\n\r\n")
     for path in glob.glob(os.path.join(vectors, "*.contracts.yaml")):
         put(os.path.join(out, "contracts"), open(path, "rb").read())
     topo = [os.path.join(src, "config", "demo.yaml")]
