@@ -224,12 +224,20 @@ def expect(*ranges):
 # then the marker TextMessage "end-NAME", once the file $GO exists (if GO is
 # set); BURST/PAUSE pace it. With SUB=1 (default) it handles CounterUpdate
 # and TextMessage, prints "report marker {...}" at each TextMessage and
-# "report final {...}" when it stops.
+# "report final {...}" when it stops. Its handlers (main thread) and its
+# publisher thread both print: say() writes each line whole, under one lock,
+# or two lines could interleave into one the test cannot parse.
 NODE = PATHS + r'''
-import json, os, threading, time
+import json, os, sys, threading, time
 from hypha import Worker
 from messages import CounterUpdate, TextMessage
 w = Worker()
+_say = threading.Lock()
+def say(*words):
+    line = " ".join(str(x) for x in words) + "\n"
+    with _say:
+        sys.stderr.write(line)
+        sys.stderr.flush()
 NAME = os.environ["HYPHA_WORKER"]
 N = int(os.environ.get("N", "0"))
 BASE = int(os.environ.get("BASE", "0"))
@@ -241,7 +249,7 @@ got, markers = {}, []
 def report(tag):
     src = {k: {"n": len(v), "unique": len(set(v)), "in_order": v == sorted(v), "first": v[0], "last": v[-1]}
            for k, v in got.items()}
-    print("report", tag, json.dumps({"markers": sorted(markers), "src": src}, sort_keys=True), flush=True)
+    say("report", tag, json.dumps({"markers": sorted(markers), "src": src}, sort_keys=True))
 
 if os.environ.get("SUB", "1") == "1":
     @w.on(CounterUpdate)
@@ -262,7 +270,7 @@ def publish():
         if BURST and (i + 1) % BURST == 0:
             time.sleep(PAUSE)
     w.publish(TextMessage(sender=NAME, content="end-" + NAME, timestamp=N))
-    print("sent", N, flush=True)
+    say("sent", N)
 
 if N or GO:
     threading.Thread(target=publish, daemon=True).start()
