@@ -148,6 +148,41 @@ def describe_pids(pids):
     return "; ".join(out)
 
 
+DEMO_DIR = "/tmp/hypha-demo"  # where config/demo.yaml puts its sockets
+
+
+def demo_topology(directory):
+    """A copy of config/demo.yaml written into directory, for a test of its
+    own: its sockets (bus, control) in directory instead of /tmp/hypha-demo,
+    which another run would share. Relative paths resolve against the
+    topology file's directory and a worker's cwd defaults to it, so the copy
+    names the schema by its absolute path and gives each worker `cwd:
+    config/`: its command (workers/....py) and PYTHONPATH (../python-runtime:.)
+    still mean config/'s files. Returns the copy's path."""
+    config = os.path.join(SOURCE, "config")
+    with open(os.path.join(config, "demo.yaml")) as f:
+        text = f.read()
+    q = json.dumps  # a JSON string is a YAML double-quoted scalar
+    out, sockets, schemas, cwds = [], 0, 0, 0
+    for line in text.splitlines(keepends=True):
+        sockets += line.count(DEMO_DIR + "/")
+        line = line.replace(DEMO_DIR + "/", directory.rstrip("/") + "/")
+        if line.startswith("schema: contracts.yaml"):
+            line = "schema: %s\n" % q(os.path.join(config, "contracts.yaml"))
+            schemas += 1
+        out.append(line)
+        if line.startswith("    command: "):
+            out.append("    cwd: %s\n" % q(config))
+            cwds += 1
+    if (sockets, schemas) != (2, 1) or cwds < 1 or "cwd:" in text:
+        raise AssertionError(f"config/demo.yaml changed shape ({sockets} socket paths, {schemas} schema, "
+                             f"{cwds} workers): update hyphatest.demo_topology")
+    path = os.path.join(directory, "demo.yaml")
+    with open(path, "w") as f:
+        f.write("".join(out))
+    return path
+
+
 # ---- a running hyphad ---------------------------------------------------------
 
 TAG_VAR = "E2E_HYPHAD_TAG"  # not HYPHA_*: hyphad keeps those names for itself
@@ -242,6 +277,20 @@ class Hyphad:
     def wait_for(self, timeout=5.0, after=None, **match):
         """The first event matching (after `after`), waiting up to timeout."""
         return self.wait_count(1, timeout, after, **match)[0]
+
+    def wait(self, cond, timeout=5.0, what="condition"):
+        """Wait up to timeout for cond(events so far) to return something
+        true, re-checked at each new line; returns that value."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                value = cond(list(self.events))
+                if value:
+                    return value
+                left = deadline - time.monotonic()
+                if left <= 0 or self._eof:
+                    raise AssertionError(f"no {what} in {timeout}s; log tail:\n{self.tail()}")
+                self._cond.wait(left)
 
     def lines(self):
         with self._cond:
