@@ -4,9 +4,14 @@
 # flaky crashes and is restarted with backoff, and SIGTERM stops them all.
 # Midway, hyphactl shows what an on-call engineer sees: status, health, the
 # live frames (tap), a worker's stderr (tail) and a restart.
+#
+# HYPHA_DEMO_DIR (default /tmp/hypha-demo, where config/demo.yaml puts its
+# sockets): another directory runs a copy of config/demo.yaml with its
+# sockets there instead (the tests do, so that runs never share sockets).
 set -eu
 cd "$(dirname "$0")/.."
 build=${HYPHA_BUILD:-build}
+demo_dir=${HYPHA_DEMO_DIR:-/tmp/hypha-demo}
 echo "== hyphad --check config/demo.yaml"
 "$build"/hyphad --check config/demo.yaml
 echo
@@ -26,12 +31,25 @@ else
     echo "(exit $?)"
 fi
 
+topology=config/demo.yaml
+if [ "$demo_dir" != /tmp/hypha-demo ]; then
+    # The copy lives in $tmp: it names the schema by its absolute path and
+    # gives each worker cwd config/, so relative paths keep their meaning.
+    config=$(pwd)/config
+    topology=$tmp/demo-run.yaml
+    awk -v dir="${demo_dir%/}" -v config="$config" '
+        { gsub("/tmp/hypha-demo/", dir "/") }
+        /^schema: contracts.yaml/ { sub("contracts.yaml", "\"" config "/contracts.yaml\"") }
+        { print }
+        /^    command: / { print "    cwd: \"" config "\"" }' config/demo.yaml > "$topology"
+fi
+
 seconds=${DEMO_SECONDS:-8}
 echo
 echo "== hyphad config/demo.yaml, for ${seconds}s (then SIGTERM, as Ctrl-C would)"
-"$build"/hyphad config/demo.yaml &
+"$build"/hyphad "$topology" &
 pid=$!
-ctl="$build/hyphactl --config config/demo.yaml"
+ctl="$build/hyphactl --config $topology"
 sleep 3
 echo
 echo "== hyphactl status"

@@ -18,6 +18,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -1788,7 +1789,11 @@ class DemoScript(unittest.TestCase):
     show the control plane against the demo's real workers."""
 
     def test_demo_script_shows_status_health_tap_tail_and_restart(self):
-        env = dict(os.environ, DEMO_SECONDS="6", HYPHA_BUILD=BUILD)
+        # Its sockets in a directory of its own, not the demo's /tmp/hypha-demo
+        # (which a person running `make demo`, or another test run, may use).
+        demo_dir = tempfile.TemporaryDirectory(prefix="hypha-demo-test-")
+        self.addCleanup(demo_dir.cleanup)
+        env = dict(os.environ, DEMO_SECONDS="6", HYPHA_BUILD=BUILD, HYPHA_DEMO_DIR=demo_dir.name)
         r = subprocess.run(["sh", os.path.join(SOURCE, "config", "demo.sh")], capture_output=True, text=True,
                            timeout=60, env=env)
         self.assertEqual(r.returncode, 0, r.stdout[-2000:] + r.stderr[-2000:])
@@ -1803,3 +1808,4 @@ class DemoScript(unittest.TestCase):
             self.assertIsInstance(t["fields"], dict)
         self.assertIn("restarting: ticker (1 instance)", out)
         self.assertIn("(hyphad exited 0)", out)
+        self.assertIn(os.path.join(demo_dir.name, "control.sock"), r.stderr, "the sockets were not in HYPHA_DEMO_DIR")
