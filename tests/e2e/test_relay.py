@@ -734,6 +734,10 @@ class UpstreamOutages(RelayTest):
         h.wait_for(15, component="pub[0]", msg=f"sent {n}")
         h.send_signal(signal.SIGTERM)  # at once
         h.wait_for(5, component="hyphad", msg="all workers stopped")
+        # The bus stays busy a while after the stop: a scenario, not a
+        # synchronisation (hyphad logs nothing while it waits to flush). What
+        # is asserted comes after, from events; a longer wait under load
+        # only makes the bus busier for longer.
         time.sleep(0.2)
         bus.holding.clear()
         self.assertEqual(h.wait_exit(15), 0, h.tail())
@@ -761,6 +765,9 @@ class UpstreamOutages(RelayTest):
         self.assertEqual(full["state"], "connected")
         h.send_signal(signal.SIGTERM)
         h.wait_for(5, component="hyphad", msg="all workers stopped")
+        # A window (hyphad logs nothing while it holds frames for a busy bus,
+        # so no event can prove it will not exit early): under load it only
+        # tells less (a false pass), it cannot make hyphad exit.
         time.sleep(0.3)
         # hyphad may exit once every frame is in the socket (a Unix socket's
         # peer still reads what was queued before the close); it must not
@@ -852,6 +859,9 @@ class SlowWorker(RelayTest):
         # routed (queued or dropped) every frame before it
         bus.publish_frames(b"".join(text("x" * 200, i) for i in range(s)) + counter(7))
         if overflow == "block":
+            # A window: "upstream is not read" is a negative, and what would
+            # end it (slow reading) is in the test's hands. Under load it
+            # tells less (a false pass), it cannot make probe get its frame.
             time.sleep(0.3)
             self.assertEqual(h.find(component="probe[0]"), [],
                              "block: upstream must not be read while slow's queue is over its limit")
