@@ -124,8 +124,12 @@ class DefaultDirectory(tc.ControlTest):
         os.chmod(self.dir, 0o755)  # nobody reads the topology and runs the worker
         wrapper = self.write("as-nobody.sh", WRAPPER)
         os.chmod(wrapper, 0o755)
+        # hyphad is run from the test directory: the build may live under
+        # /tmp too (a CI clone), which the private /tmp hides
+        hyphad = os.path.join(self.dir, "hyphad")
+        shutil.copy2(HYPHAD, hyphad)
         env = {"E2E_SOCKDIR_DIR": self.dir, "E2E_SOCKDIR_BASE": os.path.relpath(self.dir, "/tmp"),
-               "E2E_SOCKDIR_PREP": prep, "E2E_SOCKDIR_HYPHAD": HYPHAD}
+               "E2E_SOCKDIR_PREP": prep, "E2E_SOCKDIR_HYPHAD": hyphad}
         self.assertTrue(self.dir.startswith("/tmp/"), self.dir)
         saved = hyphatest.HYPHAD
         hyphatest.HYPHAD = wrapper
