@@ -338,12 +338,14 @@ static void finish(hy_connector *c, int fd, int e, const char *reason)
     c->ai = c->next = NULL;
     c->fd = -1;
     c->active = false;
+    c->failed = false;
     c->on_done(c, fd, e, reason);
 }
 
 /* Every address failed (or none was found): tell the owner from the loop. */
 static void fail_later(hy_connector *c)
 {
+    c->failed = true;
     conn_stop(c);
     c->fd = -1;
     ev_timer_set(&c->timer, 0.0, 0.0);
@@ -514,4 +516,5 @@ void hy_connector_cancel(hy_connector *c)
         freeaddrinfo(c->ai);
     c->ai = c->next = NULL;
     c->active = false;
+    c->failed = false;
 }

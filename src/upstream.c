@@ -31,8 +31,10 @@ bool hy_upstream_ready(const hy_upstream *u) { return u->state == HY_UP_CONNECTE
 
 static void connect_now(hy_upstream *u)
 {
-    u->state = HY_UP_CONNECTING;
     hy_connector_start(&u->conn, &u->topo->upstream);
+    /* A Unix socket nobody serves fails at once (the connector says so at
+     * the next loop turn): the bus is down, not being connected to. */
+    u->state = u->conn.failed ? HY_UP_DOWN : HY_UP_CONNECTING;
 }
 
 static void schedule(hy_upstream *u)

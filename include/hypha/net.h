@@ -117,6 +117,7 @@ typedef struct hy_connector {
     void (*on_done)(struct hy_connector *c, int fd, int err, const char *reason);
     void *data;
     bool active;
+    bool failed;                 /* every address has failed: on_done comes at the next loop turn */
     struct addrinfo un_ai;       /* a Unix endpoint as a one-entry list */
     struct sockaddr_un un;
 } hy_connector;

@@ -862,7 +862,9 @@ static void test_connector_failures(void **state)
     o.n = 0;
     o.fd = 0;
     start(&c, &o, &nofile);
+    assert_true(c.failed); /* known at once: the owner can say "down", not "connecting" */
     assert_true(run_until(loop, &o.n, 1, DEADLINE_S));
+    assert_false(c.failed);
     assert_int_equal(o.fd, -1);
     assert_int_equal(o.err, ENOENT);
     assert_string_equal(o.reason, "connect failed");
