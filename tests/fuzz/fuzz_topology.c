@@ -11,6 +11,15 @@
 
 static char dir[256];
 
+/* The scratch directory goes with the process (libFuzzer exits through exit()). */
+static void cleanup(void)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/contracts.yaml", dir);
+    (void)unlink(path);
+    (void)rmdir(dir);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -19,6 +28,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     snprintf(dir, sizeof dir, "/tmp/hypha-fuzz-topo-XXXXXX");
     if (!mkdtemp(dir))
         abort();
+    atexit(cleanup);
     char dst[512];
     snprintf(dst, sizeof dst, "%s/contracts.yaml", dir);
     FILE *in = fopen(HYPHA_FUZZ_CONTRACTS, "rb"), *out = fopen(dst, "wb");
