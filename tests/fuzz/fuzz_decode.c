@@ -12,20 +12,16 @@
 
 #include "hypha/decode.h"
 #include "hypha/schema.h"
+#include "vectors.h"
 
-static hy_schema *schemas[3];
+static hy_schema *schemas[FUZZ_NSCHEMAS];
 static const hy_message *msgs[64];
 static size_t nmsgs;
 
 static void load(void)
 {
-    static const char *const files[] = {HYPHA_FUZZ_VECTORS "/mycelium-examples.contracts.yaml",
-                                        HYPHA_FUZZ_VECTORS "/mycelium-defi.contracts.yaml",
-                                        HYPHA_FUZZ_VECTORS "/mycelium-game.contracts.yaml"};
-    for (size_t i = 0; i < 3; i++) {
-        hy_err err = {{0}};
-        if (!(schemas[i] = hy_schema_load(files[i], &err)))
-            abort();
+    fuzz_load_schemas(schemas);
+    for (size_t i = 0; i < FUZZ_NSCHEMAS; i++) {
         for (size_t k = 0; k < schemas[i]->nmsgs && nmsgs < 64; k++)
             msgs[nmsgs++] = &schemas[i]->msgs[k];
     }

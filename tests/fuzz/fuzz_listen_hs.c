@@ -14,20 +14,9 @@
 #include "hypha/listen_hs.h"
 #include "hypha/schema.h"
 #include "hypha/tlv.h"
+#include "vectors.h"
 
-static hy_schema *schemas[3];
-
-static void load(void)
-{
-    static const char *const files[] = {HYPHA_FUZZ_VECTORS "/mycelium-examples.contracts.yaml",
-                                        HYPHA_FUZZ_VECTORS "/mycelium-defi.contracts.yaml",
-                                        HYPHA_FUZZ_VECTORS "/mycelium-game.contracts.yaml"};
-    for (size_t i = 0; i < 3; i++) {
-        hy_err err = {{0}};
-        if (!(schemas[i] = hy_schema_load(files[i], &err)))
-            abort();
-    }
-}
+static hy_schema *schemas[FUZZ_NSCHEMAS];
 
 static bool valid_frame_header(const hy_schema *s, const uint8_t *b)
 {
@@ -38,10 +27,10 @@ static bool valid_frame_header(const hy_schema *s, const uint8_t *b)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!schemas[0])
-        load();
+        fuzz_load_schemas(schemas);
     if (size < 1)
         return 0;
-    const hy_schema *s = schemas[data[0] % 3];
+    const hy_schema *s = schemas[data[0] % FUZZ_NSCHEMAS];
     uint8_t b[HY_LISTEN_HS_LEN + 64];
     size_t n = 0;
     bool hs = data[0] & 0x80;

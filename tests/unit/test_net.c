@@ -111,26 +111,7 @@ void freeaddrinfo(struct addrinfo *ai)
 
 /* ---- the loop -------------------------------------------------------------- */
 
-/* A deadline on the loop: ev_run(EVRUN_ONCE) returns by then at the latest. */
-typedef struct deadline {
-    ev_timer t;
-    bool expired;
-} deadline;
-
-static void expire_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    ((deadline *)w->data)->expired = true;
-}
-
-static void deadline_start(struct ev_loop *loop, deadline *d, double s)
-{
-    d->expired = false;
-    ev_timer_init(&d->t, expire_cb, s, 0.0);
-    d->t.data = d;
-    ev_timer_start(loop, &d->t);
-}
+#include "deadline.h"
 
 /* Run the loop until *n >= want or max_s passed. True if reached. */
 static bool run_until(struct ev_loop *loop, const int *n, int want, double max_s)

@@ -130,26 +130,14 @@ static void assert_got_range(const tf_reader *r, uint32_t first, size_t n)
     assert_got(r, seqs, n);
 }
 
-typedef struct deadline {
-    ev_timer t;
-    bool expired;
-} deadline;
-
-static void expire_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    ((deadline *)w->data)->expired = true;
-}
+#include "deadline.h"
 
 /* Run the loop (the writable watcher) and read until the reader has `want`
  * whole frames or the deadline passes. */
 static bool pump(struct ev_loop *loop, tf_reader *r, size_t want)
 {
-    deadline d = {.expired = false};
-    ev_timer_init(&d.t, expire_cb, DEADLINE_S, 0.0);
-    d.t.data = &d;
-    ev_timer_start(loop, &d.t);
+    deadline d;
+    deadline_start(loop, &d, DEADLINE_S);
     tf_read(r);
     while (r->nframes < want && !d.expired) {
         ev_run(loop, EVRUN_ONCE);
