@@ -103,14 +103,16 @@ static const char *str_arg(json_t *req, const char *key) { return json_string_va
 /* ---- commands ------------------------------------------------------------ */
 
 /* The health line of every instance and link, now. */
-static json_t *health_json(hy_ctl *c, bool with_ok)
+/* Health judged on `all` (a snapshot of every instance), or on a fresh one. */
+static json_t *health_json(hy_ctl *c, const hy_snapshot *all, bool with_ok)
 {
     hy_snapshot snap;
     char reason[512];
-    if (hy_sup_snapshot(c->sup, ev_now(c->loop), NULL, 0, &snap) < 0)
+    if (!all && hy_sup_snapshot(c->sup, ev_now(c->loop), NULL, 0, &snap) < 0)
         return NULL;
-    hy_health h = hy_health_eval(&snap, reason, sizeof reason);
-    hy_snapshot_free(&snap);
+    hy_health h = hy_health_eval(all ? all : &snap, reason, sizeof reason);
+    if (!all)
+        hy_snapshot_free(&snap);
     if (with_ok)
         return json_pack("{s:b,s:s,s:i,s:s}", "ok", 1, "health", hy_health_str(h), "code", (int)h, "reason", reason);
     return json_pack("{s:s,s:i,s:s}", "health", hy_health_str(h), "code", (int)h, "reason", reason);
@@ -138,12 +140,12 @@ static void cmd_status(hy_ctl_client *cl, json_t *req)
         return;
     }
     json_t *j = json_is_true(json_object_get(req, "table")) ? hy_status_table(&snap) : hy_status_json(&snap);
+    json_object_set_new(j, "health", health_json(c, n ? NULL : &snap, false)); /* all shown: judged on the same */
     hy_snapshot_free(&snap);
-    json_object_set_new(j, "health", health_json(c, false));
     hy_ctl_send_json(cl, j);
 }
 
-static void cmd_health(hy_ctl_client *cl) { hy_ctl_send_json(cl, health_json(cl->ctl, true)); }
+static void cmd_health(hy_ctl_client *cl) { hy_ctl_send_json(cl, health_json(cl->ctl, NULL, true)); }
 
 static void cmd_operate(hy_ctl_client *cl, json_t *req, const char *cmd)
 {
