@@ -1,9 +1,12 @@
 /* fanq.c - fan-out queues of shared segments (see hypha/fanq.h).
  *
  * Invariants: every segment holds whole frames and a reference to its
- * buffer; `bytes` is the sum of the segments' lengths; the first segment
- * starts with the frame being written, of which `sent` bytes went out
- * (written frames are let go at once, so they never count against the limit).
+ * buffer; `bytes` is the sum of the segments' lengths; `sent` bytes from
+ * the front went out, and the next one is at (wseg, woff): woff < the
+ * length of segment wseg, or wseg == n and woff == 0 when all went out.
+ * Without `keep`, written frames are let go at once, so the first segment
+ * starts with the frame being written (sent < its size, wseg == 0) and
+ * written frames never count against the limit.
  */
 #include "hypha/fanq.h"
 
@@ -40,7 +43,6 @@ static void pop_first(hy_fanq *q)
     hy_rbuf_unref(s->b);
     q->first = (q->first + 1) % q->cap;
     q->n--;
-    q->sent = 0;
 }
 
 size_t hy_fanq_clear(hy_fanq *q)
@@ -49,6 +51,7 @@ size_t hy_fanq_clear(hy_fanq *q)
     while (q->n)
         pop_first(q);
     q->first = 0;
+    q->sent = q->wseg = q->woff = 0;
     return frames;
 }
 
@@ -65,7 +68,7 @@ void hy_fanq_free(hy_fanq *q)
  * segment when they continue it. */
 static int append(hy_fanq *q, hy_rbuf *b, size_t off, size_t len)
 {
-    if (q->n) {
+    if (q->n > q->wseg) { /* never behind the next byte to write: a written segment stays as it was */
         hy_fanq_seg *last = at(q, q->n - 1);
         if (last->b == b && last->off + last->len == off) {
             last->len += len;
@@ -198,9 +201,9 @@ size_t hy_fanq_frames(const hy_fanq *q)
 int hy_fanq_iov(const hy_fanq *q, struct iovec *iov, int max)
 {
     int k = 0;
-    for (size_t i = 0; i < q->n && k < max; i++, k++) {
+    for (size_t i = q->wseg; i < q->n && k < max; i++, k++) {
         const hy_fanq_seg *s = at(q, i);
-        size_t skip = i == 0 ? q->sent : 0;
+        size_t skip = i == q->wseg ? q->woff : 0;
         iov[k].iov_base = s->b->data + s->off + skip;
         iov[k].iov_len = s->len - skip;
     }
@@ -209,24 +212,78 @@ int hy_fanq_iov(const hy_fanq *q, struct iovec *iov, int max)
 
 void hy_fanq_consume(hy_fanq *q, size_t n)
 {
-    while (n > 0 && q->n) {
+    q->sent += n;
+    while (n > 0 && q->wseg < q->n) {
+        size_t rest = at(q, q->wseg)->len - q->woff;
+        if (n < rest) {
+            q->woff += n;
+            break;
+        }
+        n -= rest;
+        q->wseg++;
+        q->woff = 0;
+    }
+    if (!q->keep)
+        hy_fanq_release(q, q->sent, NULL);
+}
+
+static size_t seg_frames(const hy_fanq_seg *s, size_t upto)
+{
+    size_t frames = 0;
+    for (size_t off = 0; off < upto; frames++)
+        off += hy_tlv_size(s->b->data + s->off + off);
+    return frames;
+}
+
+/* The first segment was let go whole. */
+static void release_first(hy_fanq *q)
+{
+    q->sent -= at(q, 0)->len;
+    pop_first(q);
+    q->wseg--;
+}
+
+size_t hy_fanq_release(hy_fanq *q, size_t n, uint64_t *frames)
+{
+    size_t done = 0;
+    while (q->n && done < n) {
         hy_fanq_seg *s = at(q, 0);
-        size_t rest = s->len - q->sent;
-        if (n >= rest) {
-            n -= rest;
-            pop_first(q);
+        if (q->wseg > 0 && s->len <= n - done) { /* written whole: no header to walk unless counting */
+            if (frames)
+                *frames += seg_frames(s, s->len);
+            done += s->len;
+            release_first(q);
             continue;
         }
-        q->sent += n;
-        n = 0;
-        /* let written frames go: amortised one header per frame written */
-        for (size_t flen; (flen = hy_tlv_size(s->b->data + s->off)) <= q->sent;) {
+        /* amortised one header per frame let go */
+        for (size_t flen; s->len && (flen = hy_tlv_size(s->b->data + s->off)) <= n - done;) {
             s->off += flen;
             s->len -= flen;
             q->bytes -= flen;
             q->sent -= flen;
+            if (q->wseg == 0)
+                q->woff -= flen;
+            done += flen;
+            if (frames)
+                (*frames)++;
         }
+        if (s->len)
+            break;
+        pop_first(q); /* emptied, so written whole: wseg > 0 */
+        q->wseg--;
     }
     if (!q->n)
         q->first = 0;
+    return done;
+}
+
+size_t hy_fanq_rewind(hy_fanq *q)
+{
+    size_t frames = 0;
+    for (size_t i = 0; i < q->n && i <= q->wseg; i++) {
+        const hy_fanq_seg *s = at(q, i);
+        frames += seg_frames(s, i < q->wseg ? s->len : q->woff);
+    }
+    q->sent = q->wseg = q->woff = 0;
+    return frames;
 }

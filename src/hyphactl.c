@@ -101,14 +101,18 @@ static void print_status(json_t *r)
         printf("health %s: %s\n", json_string_value(json_object_get(hl, "health")),
                json_string_value(json_object_get(hl, "reason")));
     const char *hs = json_string_value(json_object_get(up, "handshake")); /* an older hyphad has none */
-    if (json_is_object(up))
-        printf("upstream %s  handshake %s  %s for %s  buffered %s%s  out %s frames  in %s frames\n",
+    if (json_is_object(up)) {
+        char t[64], rs[64], in[64];
+        json_int_t resent = json_integer_value(json_object_get(up, "frames_resent"));
+        printf("upstream %s  handshake %s  %s for %s  buffered %s%s  out %s frames (taken %s%s%s)  in %s frames\n",
                json_string_value(json_object_get(up, "endpoint")), hs ? hs : "?",
                json_string_value(json_object_get(up, "state")),
                dur(json_object_get(up, "state_for_s"), a, sizeof a), bytes(json_object_get(up, "buffered_bytes"), b, sizeof b),
                json_is_true(json_object_get(up, "back_pressure")) ? " (full: workers paused)" : "",
-               num(json_object_get(up, "frames_out"), c, sizeof c),
-               num(json_object_get(up, "frames_in"), a, sizeof a));
+               num(json_object_get(up, "frames_out"), c, sizeof c), num(json_object_get(up, "frames_taken"), t, sizeof t),
+               resent ? ", resent " : "", resent ? num(json_object_get(up, "frames_resent"), rs, sizeof rs) : "",
+               num(json_object_get(up, "frames_in"), in, sizeof in));
+    }
     size_t i;
     json_t *l;
     json_array_foreach(json_object_get(r, "listen"), i, l) {

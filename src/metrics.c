@@ -200,6 +200,12 @@ static void links(buf *b, const hy_snapshot *s)
         counter(b, "hypha_upstream_disconnects_total", "counter", "Connections to the bus lost.", u->disconnects);
         counter(b, "hypha_upstream_buffered_bytes", "gauge", "Bytes held for the bus.", u->buffered);
         counter(b, "hypha_upstream_frames_out_total", "counter", "Frames queued for the bus.", u->frames_out);
+        counter(b, "hypha_upstream_frames_taken_total", "counter",
+                "Frames the bus took (read by it over Unix, acknowledged by its host over TCP).", u->frames_taken);
+        counter(b, "hypha_upstream_frames_resent_total", "counter",
+                "Frames written but not known taken when the connection was lost, sent again.", u->frames_resent);
+        counter(b, "hypha_upstream_unconfirmed_bytes", "gauge", "Bytes written to the bus, not yet known taken.",
+                u->unconfirmed);
         counter(b, "hypha_upstream_bytes_out_total", "counter", "Payload bytes queued for the bus.", u->bytes_out);
         counter(b, "hypha_upstream_frames_in_total", "counter", "Frames received from the bus and accepted.",
                 u->frames_in);

@@ -56,7 +56,8 @@ void hy_relay_log_counters(const hy_relay *r)
         char dr[256];
         const char *buffered = HY_U64(hy_sink_bytes(&u->sink));
         hy_log(HY_INFO, "relay", "upstream counters", "upstream", u->name, "frames_out", HY_U64(u->sink.frames),
-               "frames_in", HY_U64(u->frames_in), "connects", HY_U64(u->connects), "dropped",
+               "frames_taken", HY_U64(u->sink.taken), "frames_resent", HY_U64(u->resent), "frames_in",
+               HY_U64(u->frames_in), "connects", HY_U64(u->connects), "dropped",
                hy_drops_format(&u->drops, ",", dr, sizeof dr), "buffered_bytes", buffered, NULL);
         if (hy_sink_bytes(&u->sink))
             hy_log(HY_ERROR, "relay", "exiting with frames the bus never received", "upstream", u->name, "state",
@@ -91,6 +92,9 @@ static void up_view(const hy_upstream *u, double now, hy_up_view *v)
     v->bytes_out = u->sink.bytes;
     v->frames_in = u->frames_in;
     v->bytes_in = u->bytes_in;
+    v->frames_taken = u->sink.taken;
+    v->frames_resent = u->resent;
+    v->unconfirmed = u->sink.q.sent;
     v->drops = u->drops;
 }
 

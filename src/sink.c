@@ -31,9 +31,10 @@ void hy_sink_init(hy_sink *s, hy_sinks *set, hy_flow *flow, hy_sink_role role, u
     s->flow = flow;
     s->own = NULL;
     s->drops = drops;
-    s->frames = s->bytes = 0;
+    s->frames = s->bytes = s->taken = 0;
     s->on_error = NULL;
     s->on_over = NULL;
+    s->on_written = NULL;
     s->owner = NULL;
     s->next_dirty = NULL;
     ev_io_init(&s->ww, write_cb, -1, EV_WRITE);
@@ -233,8 +234,22 @@ void hy_sink_flush(hy_sink *s)
         ev_io_start(s->set->loop, &s->ww);
     else
         ev_io_stop(s->set->loop, &s->ww);
+    if (s->on_written)
+        s->on_written(s);
     if (s->over && hy_fanq_bytes(&s->q) <= s->limit)
         set_over(s, false); /* drained below the limit: sources may go on */
+}
+
+uint64_t hy_sink_taken(hy_sink *s, size_t unread)
+{
+    uint64_t frames = 0;
+    size_t sent = s->q.sent;
+    if (unread < sent)
+        hy_fanq_release(&s->q, sent - unread, &frames);
+    s->taken += frames;
+    if (frames && s->over && hy_fanq_bytes(&s->q) <= s->limit)
+        set_over(s, false);
+    return frames;
 }
 
 void hy_sinks_flush(hy_sinks *set)

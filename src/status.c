@@ -95,6 +95,9 @@ static json_t *upstream_json(const hy_snapshot *snap)
     json_object_set_new(o, "buffer_limit", u64(t->upstream_buffer));
     json_object_set_new(o, "back_pressure", json_boolean(u->back_pressure));
     json_object_set_new(o, "frames_out", u64(u->frames_out));
+    json_object_set_new(o, "frames_taken", u64(u->frames_taken));
+    json_object_set_new(o, "frames_resent", u64(u->frames_resent));
+    json_object_set_new(o, "unconfirmed_bytes", u64(u->unconfirmed));
     json_object_set_new(o, "bytes_out", u64(u->bytes_out));
     json_object_set_new(o, "frames_in", u64(u->frames_in));
     json_object_set_new(o, "bytes_in", u64(u->bytes_in));

@@ -3,7 +3,10 @@
 #include "hypha/upstream.h"
 
 #include <errno.h>
+#include <linux/sockios.h>
+#include <poll.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -16,6 +19,7 @@
 #define PROBATION_S 0.25      /* after the handshake, before the first frame */
 #define READ_ROUNDS 16
 #define SNDBUF_MAX (4u << 20) /* kernel send buffer asked for the socket */
+#define TAKEN_POLL_S 0.01     /* asking what the bus took, while some is not known taken */
 
 const char *hy_up_state_str(hy_up_state st)
 {
@@ -54,6 +58,7 @@ static void schedule(hy_upstream *u)
 
 static void close_fd(hy_upstream *u)
 {
+    ev_timer_stop(u->loop, &u->taken_w);
     hy_flow_open(u->flow, &u->src, false);
     ev_io_stop(u->loop, &u->ww);
     hy_sink_set_fd(&u->sink, -1, true);
@@ -78,9 +83,10 @@ static const char *suspect_fix(const hy_upstream *u)
            "contracts file";
 }
 
-static void log_lost(hy_upstream *u, bool suspect, const char *why, int err)
+static void log_lost(hy_upstream *u, bool suspect, const char *why, int err, size_t resend)
 {
     const char *b = HY_U64(hy_sink_bytes(&u->sink));
+    const char *again = HY_U64(resend);
     if (suspect)
         hy_log(HY_ERROR, COMP,
                "upstream closed the connection right after the handshake: a schema digest mismatch (the "
@@ -89,7 +95,7 @@ static void log_lost(hy_upstream *u, bool suspect, const char *why, int err)
                "buffered_bytes", b, NULL);
     else
         hy_log(HY_WARN, COMP, "upstream connection lost: reconnecting", "upstream", u->name, "error",
-               err ? strerror(err) : why, "buffered_bytes", b, NULL);
+               err ? strerror(err) : why, "buffered_bytes", b, "resend_frames", again, NULL);
 }
 
 /* The connection is gone (or never came): keep what is queued, retry. */
@@ -98,7 +104,11 @@ static void lost(hy_upstream *u, const char *why, int err)
     bool was_up = u->state == HY_UP_CONNECTED;
     close_fd(u);
     ev_timer_stop(u->loop, &u->timer);
-    hy_fanq_rewind(&u->sink.q); /* the bus never got a partly written frame: it goes whole again */
+    /* What the bus was not known to have taken goes again, whole: a partly
+     * written frame never reached it, and the kernel dropped what it held
+     * for a bus that died. */
+    size_t resend = hy_fanq_rewind(&u->sink.q);
+    u->resent += resend;
     if (was_up) {
         /* A Mycelium bus closes on a bad digest right after the handshake,
          * during the probation. A close after it is an ordinary loss. */
@@ -108,7 +118,7 @@ static void lost(hy_upstream *u, const char *why, int err)
         u->failures = suspect ? u->failures + 1 : 1;
         if (!suspect)
             u->down_since = ev_now(u->loop);
-        log_lost(u, suspect, why, err);
+        log_lost(u, suspect, why, err, resend);
     } else {
         u->failures++;
         if (hy_log_mark(u->failures - 1, u->failures))
@@ -140,6 +150,50 @@ static int send_handshake(hy_upstream *u)
     return 0;
 }
 
+/* ---- what the bus took ---------------------------------------------------- */
+
+/* The peer shut its side or is gone: from then on the kernel may have freed
+ * what it held for it, and SIOCOUTQ reads as if the bus had taken it. */
+static bool peer_gone(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    return poll(&p, 1, 0) != 0; /* an event, or poll failed: not to be trusted */
+}
+
+/* SIOCOUTQ is what the socket still holds: on a Unix socket, what the bus
+ * process has not read; on TCP, what the bus host has not acknowledged. The
+ * frames before it are let go. An answer is trusted only if the peer was
+ * still there after it was given. */
+static void ask_taken(hy_upstream *u)
+{
+    int unread = 0;
+    if (u->fd < 0 || u->sink.fd < 0)
+        return;
+    if (ioctl(u->fd, SIOCOUTQ, &unread) < 0 || unread < 0) {
+        if (!u->taken_unknown)
+            hy_log(HY_WARN, COMP, "cannot ask the kernel what the bus took (SIOCOUTQ): frames count as taken once written",
+                   "upstream", u->name, "error", strerror(errno), NULL);
+        u->taken_unknown = true;
+        unread = 0;
+    } else if ((size_t)unread < u->sink.q.sent && peer_gone(u->fd)) {
+        return;
+    }
+    hy_sink_taken(&u->sink, (size_t)unread);
+    if (u->sink.q.sent == 0)
+        ev_timer_stop(u->loop, &u->taken_w);
+    else if (!ev_is_active(&u->taken_w))
+        ev_timer_again(u->loop, &u->taken_w);
+}
+
+static void taken_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    ask_taken(w->data);
+}
+
+static void sink_written(hy_sink *s) { ask_taken(s->owner); }
+
 /* From here the queue is written to the bus. */
 static void end_probation(hy_upstream *u)
 {
@@ -162,6 +216,7 @@ static void on_connected(hy_upstream *u, int fd)
     u->since = ev_now(u->loop);
     u->connects++;
     u->hs_sent = 0;
+    u->taken_unknown = false;
     hy_tlv_decoder_reset(&u->dec);
     hy_log(HY_INFO, COMP, "upstream connected", "upstream", u->name, "handshake",
            hy_up_handshake_str(u->topo->upstream_handshake), "failed_attempts", HY_U64(u->failures),
@@ -294,6 +349,8 @@ void hy_upstream_init(hy_upstream *u, struct ev_loop *loop, const hy_topology *t
     hy_sink_init(&u->sink, &bus->sinks, flow, HY_SINK_UPSTREAM, t->upstream_buffer, HY_OVERFLOW_BLOCK, &u->drops);
     u->sink.on_error = sink_error;
     u->sink.on_over = sink_over;
+    u->sink.on_written = sink_written;
+    u->sink.q.keep = true;
     u->sink.owner = u;
     u->hs[0] = 32;
     u->hs[1] = 0;
@@ -301,7 +358,9 @@ void hy_upstream_init(hy_upstream *u, struct ev_loop *loop, const hy_topology *t
     ev_io_init(&u->rw, read_cb, -1, EV_READ);
     ev_io_init(&u->ww, hs_write_cb, -1, EV_WRITE);
     ev_init(&u->timer, timer_cb);
-    u->rw.data = u->ww.data = u->timer.data = u;
+    ev_init(&u->taken_w, taken_cb);
+    u->taken_w.repeat = TAKEN_POLL_S;
+    u->rw.data = u->ww.data = u->timer.data = u->taken_w.data = u;
     hy_flow_add(flow, &u->src, &u->rw, HY_SRC_UPSTREAM);
     hy_connector_init(&u->conn, loop, CONNECT_TIMEOUT_S, connect_done, u);
     u->down_since = ev_now(loop);

@@ -15,6 +15,11 @@
  * frame that has not started to go out, drop-newest refuses the new one,
  * block keeps it and says so; a frame partly written is never touched, so
  * the reader never sees a split or interleaved frame. Pure: no I/O.
+ *
+ * A queue made with `keep` (the upstream's) holds what was written until
+ * the caller learns that the reader took it (hy_fanq_release), so that a
+ * lost connection can send it again (hy_fanq_rewind). Its policy must be
+ * block: nothing is dropped from it.
  */
 #ifndef HYPHA_FANQ_H
 #define HYPHA_FANQ_H
@@ -46,7 +51,9 @@ typedef struct hy_fanq {
     hy_fanq_seg *seg;            /* ring (owned) */
     size_t cap, first, n;        /* slots, index of the first, segments held */
     size_t bytes;                /* bytes held, the written part of the first frame included */
-    size_t sent;                 /* bytes of the first frame already written */
+    size_t sent;                 /* bytes from the front already written */
+    size_t wseg, woff;           /* the next byte to write: segment (from the first) and offset in it */
+    bool keep;                   /* written frames are kept until released (hy_fanq_release) */
     hy_rbuf *own;                /* the copy buffer being filled (a reference held), or NULL */
     uint64_t dropped_oldest, dropped_newest;
 } hy_fanq;
@@ -69,12 +76,17 @@ static inline size_t hy_fanq_pending(const hy_fanq *q) { return q->bytes - q->se
 size_t hy_fanq_frames(const hy_fanq *q);
 /* The pending bytes as at most `max` iovecs; returns how many. */
 int hy_fanq_iov(const hy_fanq *q, struct iovec *iov, int max);
-/* n bytes were written. */
+/* n bytes were written. Without `keep`, the whole frames among them are let go. */
 void hy_fanq_consume(hy_fanq *q, size_t n);
-/* True when the next byte to send starts a frame. */
+/* Let go of the whole frames in the first n written bytes (n <= sent), the
+ * ones the reader took; returns the bytes let go, and adds the frames to
+ * *frames when not NULL. */
+size_t hy_fanq_release(hy_fanq *q, size_t n, uint64_t *frames);
+/* True when the next byte to send starts a frame (a queue without `keep`). */
 static inline bool hy_fanq_at_boundary(const hy_fanq *q) { return q->sent == 0; }
-/* The connection that was being written is gone: the first frame, if it was
- * partly written, goes out again whole (the reader never got it). */
-static inline void hy_fanq_rewind(hy_fanq *q) { q->sent = 0; }
+/* The connection that was being written is gone: everything written and not
+ * let go (without `keep`: a partly written first frame) goes out again,
+ * whole. Returns how many frames had started to go out. */
+size_t hy_fanq_rewind(hy_fanq *q);
 
 #endif

@@ -5,9 +5,12 @@
  * refuses the digest closes in that time, and then no frame was written to
  * it); with `handshake: none` (a Mycelium endpoint that reads none) send
  * nothing first and have no probation. Then write the queue (its sink) and
- * read the bus's frames into the bus. A lost connection
- * keeps what is queued (a partly written frame goes out again whole) and
+ * read the bus's frames into the bus. What was written stays queued until
+ * the kernel says the bus took it (SIOCOUTQ: on a Unix socket, read by the
+ * bus process; on TCP, acknowledged by the bus host), so a lost connection
+ * sends again, whole, every frame not known taken (counted as resent), and
  * reconnects with backoff between reconnect.initial and reconnect.max.
+ * docs/reliability.md says what that promises.
  */
 #ifndef HYPHA_UPSTREAM_H
 #define HYPHA_UPSTREAM_H
@@ -40,6 +43,7 @@ typedef struct hy_upstream {
     int fd;                      /* -1 when down (owned) */
     ev_io rw, ww;                /* ww: the handshake, while the socket is full */
     ev_timer timer;              /* reconnect delay, or the probation (digest only) */
+    ev_timer taken_w;            /* asks again how much the bus took, while some is not known taken */
     hy_source src;
     hy_sink sink;                /* frames for the bus; its fd is set after the probation */
     hy_tlv_decoder dec;
@@ -49,11 +53,13 @@ typedef struct hy_upstream {
     size_t hs_sent;
     hy_up_state state;
     bool probation;              /* connected, handshake sent, frames held back */
+    bool taken_unknown;          /* SIOCOUTQ failed on this connection (logged once) */
     uint32_t failures;           /* consecutive failed attempts */
     double since;                /* ev_now() at connect */
     double down_since;           /* ev_now() when the bus was last lost (or hyphad started) */
     uint64_t connects, disconnects;
     uint64_t frames_in, bytes_in;
+    uint64_t resent;             /* frames written, not known taken, sent again after a reconnect */
     char name[160];              /* "unix:/path" or "tcp:host:port" */
 } hy_upstream;
 

@@ -65,6 +65,9 @@ typedef struct hy_up_view {
     size_t buffered;
     bool back_pressure;
     uint64_t frames_out, bytes_out, frames_in, bytes_in;
+    uint64_t frames_taken;       /* the bus is known to have taken them (SIOCOUTQ) */
+    uint64_t frames_resent;      /* written, not known taken when the connection went: sent again */
+    size_t unconfirmed;          /* bytes written, not yet known taken */
     hy_drops drops;
 } hy_up_view;
 

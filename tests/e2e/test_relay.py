@@ -491,7 +491,8 @@ class RelayTest(HyphadTest):
 
     def up_counters(self, h):
         [e] = h.find(component="relay", msg="upstream counters")
-        return {k: e[k] for k in ("frames_out", "frames_in", "connects", "dropped", "buffered_bytes")}
+        return {k: e[k] for k in ("frames_out", "frames_taken", "frames_resent", "frames_in", "connects", "dropped",
+                                  "buffered_bytes")}
 
     def listen_counters(self, h):
         [e] = h.find(component="relay", msg="listen counters")
@@ -537,7 +538,8 @@ class BothDirections(RelayTest):
         self.stop(h)
         self.assertEqual(self.final(h, "sub")["src"], want, "frames after the markers")
         self.assertEqual(self.final(h, "pub")["src"], {})
-        self.assertEqual(self.up_counters(h), {"frames_out": str(n + 1), "frames_in": str(n + 1 + m + 1),
+        self.assertEqual(self.up_counters(h), {"frames_out": str(n + 1), "frames_taken": str(n + 1),
+                                               "frames_resent": "0", "frames_in": str(n + 1 + m + 1),
                                                "connects": "1", "dropped": "unknown-type=2,wrong-size=1",
                                                "buffered_bytes": "0"})
         c = self.router_counters(h, "sub")
@@ -624,7 +626,7 @@ class UpstreamOutages(RelayTest):
         self.assertEqual(self.router_counters(h, "pub")["dropped"], "none")
         self.assertEqual(bus.count(), n + 1)
 
-    def killed_mid_stream_and_restarted(self, bus):
+    def killed_mid_stream_and_restarted(self, bus, lossless):
         n = 3000
         h = self.start_hyphad({"pub": self.node(N=n, GO="GO", SUB=0, BURST=50, PAUSE=0.01)},
                               {"start_timeout": "5s"}, extra={"upstream": self.upstream(bus)})
@@ -645,24 +647,31 @@ class UpstreamOutages(RelayTest):
                 conns.setdefault(client, []).append(counter_id(p))
         self.assertEqual(len(conns), 2, list(conns))
         one, two = conns.values()
-        all_ids = one + two
-        self.assertEqual(len(all_ids), len(set(all_ids)), "a frame reached the bus twice")
         self.assertEqual(one, list(range(len(one))), "first connection: a gap or disorder")
-        self.assertTrue(two and two[0] >= len(one), (len(one), two[:3]))
-        # what was lost is one run, right where the bus went away (in flight
-        # in the kernel); everything after it arrives, in order
+        # everything from where the second connection starts arrives, in order
         self.assertEqual(two, list(range(two[0], n)), "second connection: a gap, disorder, or the end missing")
         self.assertEqual(bus.texts(), ["end-pub"])
         self.assert_bus_frames_valid(bus)
         self.stop(h)
         up = self.up_counters(h)
-        self.assertEqual((up["connects"], up["frames_out"], up["buffered_bytes"]), ("2", str(n + 1), "0"))
+        self.assertEqual((up["connects"], up["frames_out"], up["frames_taken"], up["buffered_bytes"]),
+                         ("2", str(n + 1), str(n + 1), "0"))
+        # What the bus read after hyphad last asked the kernel goes again: a
+        # duplicate, never more than hyphad counted as resent.
+        resent = int(up["frames_resent"])
+        self.assertEqual(int(lost["resend_frames"]), resent)
+        self.assertLessEqual(len(one) - two[0], resent, "more duplicates than frames resent")
+        if lossless:
+            self.assertLessEqual(two[0], len(one), "frames the bus never read were lost")
+        return len(one) - two[0]
 
     def test_unix_upstream_killed_mid_stream_and_restarted(self):
-        self.killed_mid_stream_and_restarted(self.bus(unix=self.path("bus.sock")))
+        self.killed_mid_stream_and_restarted(self.bus(unix=self.path("bus.sock")), lossless=True)
 
     def test_tcp_upstream_killed_mid_stream_and_restarted(self):
-        self.killed_mid_stream_and_restarted(self.bus(tcp=("127.0.0.1", 0)))
+        # over TCP what the bus host acknowledged but the bus did not read
+        # is at risk (docs/reliability.md): a gap is allowed there
+        self.killed_mid_stream_and_restarted(self.bus(tcp=("127.0.0.1", 0)), lossless=False)
 
     def test_upstream_killed_with_a_backlog_resends_whole_frames(self):
         # The bus takes the handshake and then reads nothing: hyphad's writes
@@ -697,10 +706,14 @@ class UpstreamOutages(RelayTest):
         self.assertEqual(len(conns), 1, "the first connection got frames (the bus was not reading)")
         [two] = conns.values()
         self.assertEqual(two[-1], "end-pub")
-        self.assertEqual(two[:-1], list(range(two[0], n)), "a gap, disorder, or a duplicate")
+        # what sat in the socket when the bus went is not lost: it goes again
+        self.assertEqual(two[:-1], list(range(n)), "a gap, disorder, or a duplicate")
         self.stop(h)
         up = self.up_counters(h)
-        self.assertEqual((up["connects"], up["frames_out"], up["buffered_bytes"]), ("2", str(n + 1), "0"))
+        self.assertEqual((up["connects"], up["frames_out"], up["frames_taken"], up["buffered_bytes"]),
+                         ("2", str(n + 1), str(n + 1), "0"))
+        self.assertEqual(int(lost["resend_frames"]), int(up["frames_resent"]))
+        self.assertGreater(int(up["frames_resent"]), 0, "nothing was in the socket when the bus went")
 
     def test_corrupt_stream_from_the_bus_reconnects(self):
         bus = self.bus(unix=self.path("bus.sock"))

@@ -998,6 +998,74 @@ static void test_rbuf_pool(void **state)
     hy_rbuf_pool_drain();
 }
 
+
+/* ---- keep: written frames stay until released, and go again on a rewind ---- */
+
+/* The frames whole in out[0, n): their ids appended to ids; returns how many. */
+static size_t whole_ids(const uint8_t *out, size_t n, uint32_t *ids, size_t nids)
+{
+    size_t off = 0;
+    while (off + HY_TLV_HEADER <= n && off + hy_tlv_size(out + off) <= n) {
+        ids[nids++] = check_frame(out + off, hy_tlv_size(out + off));
+        off += hy_tlv_size(out + off);
+    }
+    return nids;
+}
+
+/* A reader takes part of what was written, hyphad learns it late, the
+ * connection goes at random: what the reader got whole, connection after
+ * connection, is every frame once and in order when the release is told
+ * exactly what was taken before each rewind. Runs referenced from one big
+ * buffer continue each other, so segments merge behind the write position. */
+static void test_keep_random(void **state)
+{
+    (void)state;
+    enum { N = 6000 };
+    static uint8_t out[8 << 20];
+    static uint32_t ids[2 * N];
+    hy_rbuf *big = hy_rbuf_new(16u << 20);
+    assert_non_null(big);
+    hy_fanq q;
+    hy_fanq_init(&q);
+    q.keep = true;
+    uint64_t s = 0x2545F4914F6CDD1Dull, released = 0;
+    uint32_t next = 0;
+    size_t nids = 0, outlen = 0, taken = 0, front = 0, cur = 0;
+    while (next < N || hy_fanq_bytes(&q)) {
+        uint64_t r = xs(&s);
+        if (next < N && r % 4 == 0) {
+            size_t nfr = 1 + (size_t)(xs(&s) % 40), len = 0;
+            uint8_t *p = big->data + cur;
+            for (size_t i = 0; i < nfr && next < N; i++)
+                len += put(p + len, next++, 4 + (uint32_t)(xs(&s) % 900));
+            assert_int_equal(hy_fanq_push_run(&q, big, p, len), HY_PUSH_QUEUED);
+            cur += len;
+        } else if (r % 4 == 1) {
+            outlen += write_out(&q, out + outlen, (size_t)(xs(&s) % 30000));
+        } else if (r % 4 == 2) {
+            taken += (size_t)(xs(&s) % (outlen - taken + 1)); /* the reader reads */
+            if (xs(&s) % 3 == 0)                              /* hyphad asks the kernel */
+                front += hy_fanq_release(&q, taken - front, &released);
+        } else if (r % 64 == 3 || (next == N && hy_fanq_pending(&q) == 0 && taken == outlen)) {
+            front += hy_fanq_release(&q, taken - front, &released);
+            assert_int_equal(q.sent, outlen - front);
+            size_t started = 0;
+            nids = whole_ids(out, taken, ids, nids);
+            for (size_t off = front; off < outlen; started++)
+                off += hy_tlv_size(out + off);
+            assert_int_equal(hy_fanq_rewind(&q), started); /* the connection goes */
+            outlen = taken = front = 0;
+        }
+        assert_true(q.sent <= hy_fanq_bytes(&q));
+    }
+    assert_int_equal(nids, N);
+    assert_int_equal(released, N);
+    for (uint32_t i = 0; i < N; i++)
+        assert_int_equal(ids[i], i);
+    hy_fanq_free(&q);
+    hy_rbuf_unref(big);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1011,6 +1079,7 @@ int main(void)
         cmocka_unit_test(test_consume_across_segments),
         cmocka_unit_test(test_drop_oldest_with_shared_segments),
         cmocka_unit_test(test_random_shared_runs),
+        cmocka_unit_test(test_keep_random),
         cmocka_unit_test(test_rbuf_pool),
     };
     int rc = cmocka_run_group_tests_name("fanq", tests, NULL, NULL);
