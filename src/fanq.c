@@ -51,7 +51,7 @@ size_t hy_fanq_clear(hy_fanq *q)
     while (q->n)
         pop_first(q);
     q->first = 0;
-    q->sent = q->wseg = q->woff = 0;
+    q->sent = q->wseg = q->woff = q->acked = 0;
     return frames;
 }
 
@@ -210,6 +210,39 @@ int hy_fanq_iov(const hy_fanq *q, struct iovec *iov, int max)
     return k;
 }
 
+/* The first segment was let go whole. */
+static void release_first(hy_fanq *q)
+{
+    q->sent -= at(q, 0)->len;
+    pop_first(q);
+    q->wseg--;
+}
+
+/* Let go of the whole frames in the first n written bytes: segments written
+ * whole at once, then the frames of the first one (amortised one header per
+ * frame let go). */
+static void let_go(hy_fanq *q, size_t n)
+{
+    while (q->wseg > 0 && at(q, 0)->len <= n) {
+        n -= at(q, 0)->len;
+        release_first(q);
+    }
+    if (q->n) {
+        hy_fanq_seg *s = at(q, 0);
+        for (size_t flen; (flen = hy_tlv_size(s->b->data + s->off)) <= n;) {
+            s->off += flen;
+            s->len -= flen;
+            q->bytes -= flen;
+            q->sent -= flen;
+            if (q->wseg == 0)
+                q->woff -= flen;
+            n -= flen;
+        }
+    }
+    if (!q->n)
+        q->first = 0;
+}
+
 void hy_fanq_consume(hy_fanq *q, size_t n)
 {
     q->sent += n;
@@ -224,9 +257,21 @@ void hy_fanq_consume(hy_fanq *q, size_t n)
         q->woff = 0;
     }
     if (!q->keep)
-        hy_fanq_release(q, q->sent, NULL);
+        let_go(q, q->sent);
 }
 
+void hy_fanq_taken(hy_fanq *q, size_t n)
+{
+    while (q->wseg > 0 && at(q, 0)->len <= n) {
+        n -= at(q, 0)->len;
+        release_first(q);
+    }
+    q->acked = n;
+    if (!q->n)
+        q->first = 0;
+}
+
+/* Frames starting in the first `upto` bytes of segment s. */
 static size_t seg_frames(const hy_fanq_seg *s, size_t upto)
 {
     size_t frames = 0;
@@ -235,55 +280,26 @@ static size_t seg_frames(const hy_fanq_seg *s, size_t upto)
     return frames;
 }
 
-/* The first segment was let go whole. */
-static void release_first(hy_fanq *q)
-{
-    q->sent -= at(q, 0)->len;
-    pop_first(q);
-    q->wseg--;
-}
-
-size_t hy_fanq_release(hy_fanq *q, size_t n, uint64_t *frames)
-{
-    size_t done = 0;
-    while (q->n && done < n) {
-        hy_fanq_seg *s = at(q, 0);
-        if (q->wseg > 0 && s->len <= n - done) { /* written whole: no header to walk unless counting */
-            if (frames)
-                *frames += seg_frames(s, s->len);
-            done += s->len;
-            release_first(q);
-            continue;
-        }
-        /* amortised one header per frame let go */
-        for (size_t flen; s->len && (flen = hy_tlv_size(s->b->data + s->off)) <= n - done;) {
-            s->off += flen;
-            s->len -= flen;
-            q->bytes -= flen;
-            q->sent -= flen;
-            if (q->wseg == 0)
-                q->woff -= flen;
-            done += flen;
-            if (frames)
-                (*frames)++;
-        }
-        if (s->len)
-            break;
-        pop_first(q); /* emptied, so written whole: wseg > 0 */
-        q->wseg--;
-    }
-    if (!q->n)
-        q->first = 0;
-    return done;
-}
-
 size_t hy_fanq_rewind(hy_fanq *q)
 {
+    let_go(q, q->acked);
+    q->acked = 0;
     size_t frames = 0;
     for (size_t i = 0; i < q->n && i <= q->wseg; i++) {
         const hy_fanq_seg *s = at(q, i);
         frames += seg_frames(s, i < q->wseg ? s->len : q->woff);
     }
     q->sent = q->wseg = q->woff = 0;
+    return frames;
+}
+
+size_t hy_fanq_untaken_frames(const hy_fanq *q)
+{
+    size_t frames = hy_fanq_frames(q);
+    if (q->acked == 0)
+        return frames;
+    const hy_fanq_seg *s = at(q, 0);
+    for (size_t off = 0; off + hy_tlv_size(s->b->data + s->off + off) <= q->acked; frames--)
+        off += hy_tlv_size(s->b->data + s->off + off);
     return frames;
 }

@@ -56,7 +56,7 @@ void hy_relay_log_counters(const hy_relay *r)
         char dr[256];
         const char *buffered = HY_U64(hy_sink_bytes(&u->sink));
         hy_log(HY_INFO, "relay", "upstream counters", "upstream", u->name, "frames_out", HY_U64(u->sink.frames),
-               "frames_taken", HY_U64(u->sink.taken), "frames_resent", HY_U64(u->resent), "frames_in",
+               "frames_taken", HY_U64(u->sink.frames - hy_fanq_untaken_frames(&u->sink.q)), "frames_resent", HY_U64(u->resent), "frames_in",
                HY_U64(u->frames_in), "connects", HY_U64(u->connects), "dropped",
                hy_drops_format(&u->drops, ",", dr, sizeof dr), "buffered_bytes", buffered, NULL);
         if (hy_sink_bytes(&u->sink))
@@ -92,9 +92,9 @@ static void up_view(const hy_upstream *u, double now, hy_up_view *v)
     v->bytes_out = u->sink.bytes;
     v->frames_in = u->frames_in;
     v->bytes_in = u->bytes_in;
-    v->frames_taken = u->sink.taken;
+    v->frames_taken = u->sink.frames - hy_fanq_untaken_frames(&u->sink.q);
     v->frames_resent = u->resent;
-    v->unconfirmed = u->sink.q.sent;
+    v->unconfirmed = hy_fanq_unconfirmed(&u->sink.q);
     v->drops = u->drops;
 }
 

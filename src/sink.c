@@ -31,7 +31,7 @@ void hy_sink_init(hy_sink *s, hy_sinks *set, hy_flow *flow, hy_sink_role role, u
     s->flow = flow;
     s->own = NULL;
     s->drops = drops;
-    s->frames = s->bytes = s->taken = 0;
+    s->frames = s->bytes = 0;
     s->on_error = NULL;
     s->on_over = NULL;
     s->on_written = NULL;
@@ -240,16 +240,12 @@ void hy_sink_flush(hy_sink *s)
         set_over(s, false); /* drained below the limit: sources may go on */
 }
 
-uint64_t hy_sink_taken(hy_sink *s, size_t unread)
+void hy_sink_taken(hy_sink *s, size_t unread)
 {
-    uint64_t frames = 0;
     size_t sent = s->q.sent;
-    if (unread < sent)
-        hy_fanq_release(&s->q, sent - unread, &frames);
-    s->taken += frames;
-    if (frames && s->over && hy_fanq_bytes(&s->q) <= s->limit)
+    hy_fanq_taken(&s->q, unread < sent ? sent - unread : 0);
+    if (s->over && hy_fanq_bytes(&s->q) <= s->limit)
         set_over(s, false);
-    return frames;
 }
 
 void hy_sinks_flush(hy_sinks *set)

@@ -20,6 +20,7 @@
 #define READ_ROUNDS 16
 #define SNDBUF_MAX (4u << 20) /* kernel send buffer asked for the socket */
 #define TAKEN_POLL_S 0.01     /* asking what the bus took, while some is not known taken */
+#define TAKEN_GAP_S 0.001     /* and after a write, at most this often */
 
 const char *hy_up_state_str(hy_up_state st)
 {
@@ -166,20 +167,22 @@ static bool peer_gone(int fd)
  * still there after it was given. */
 static void ask_taken(hy_upstream *u)
 {
+    const hy_fanq *q = &u->sink.q;
     int unread = 0;
     if (u->fd < 0 || u->sink.fd < 0)
         return;
+    u->asked_at = ev_now(u->loop);
     if (ioctl(u->fd, SIOCOUTQ, &unread) < 0 || unread < 0) {
         if (!u->taken_unknown)
             hy_log(HY_WARN, COMP, "cannot ask the kernel what the bus took (SIOCOUTQ): frames count as taken once written",
                    "upstream", u->name, "error", strerror(errno), NULL);
         u->taken_unknown = true;
         unread = 0;
-    } else if ((size_t)unread < u->sink.q.sent && peer_gone(u->fd)) {
+    } else if ((size_t)unread < q->sent && q->sent - (size_t)unread > q->acked && peer_gone(u->fd)) {
         return;
     }
     hy_sink_taken(&u->sink, (size_t)unread);
-    if (u->sink.q.sent == 0)
+    if (hy_fanq_unconfirmed(q) == 0)
         ev_timer_stop(u->loop, &u->taken_w);
     else if (!ev_is_active(&u->taken_w))
         ev_timer_again(u->loop, &u->taken_w);
@@ -192,7 +195,16 @@ static void taken_cb(struct ev_loop *loop, ev_timer *w, int revents)
     ask_taken(w->data);
 }
 
-static void sink_written(hy_sink *s) { ask_taken(s->owner); }
+/* After a write: asked at most every TAKEN_GAP_S (two syscalls), the timer
+ * asking meanwhile. */
+static void sink_written(hy_sink *s)
+{
+    hy_upstream *u = s->owner;
+    if (ev_now(u->loop) - u->asked_at >= TAKEN_GAP_S)
+        ask_taken(u);
+    else if (!ev_is_active(&u->taken_w))
+        ev_timer_again(u->loop, &u->taken_w);
+}
 
 /* From here the queue is written to the bus. */
 static void end_probation(hy_upstream *u)

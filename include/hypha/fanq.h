@@ -17,7 +17,7 @@
  * the reader never sees a split or interleaved frame. Pure: no I/O.
  *
  * A queue made with `keep` (the upstream's) holds what was written until
- * the caller learns that the reader took it (hy_fanq_release), so that a
+ * the caller learns that the reader took it (hy_fanq_taken), so that a
  * lost connection can send it again (hy_fanq_rewind). Its policy must be
  * block: nothing is dropped from it.
  */
@@ -53,7 +53,8 @@ typedef struct hy_fanq {
     size_t bytes;                /* bytes held, the written part of the first frame included */
     size_t sent;                 /* bytes from the front already written */
     size_t wseg, woff;           /* the next byte to write: segment (from the first) and offset in it */
-    bool keep;                   /* written frames are kept until released (hy_fanq_release) */
+    bool keep;                   /* written frames are kept until taken (hy_fanq_taken) */
+    size_t acked;                /* keep: bytes at the front known taken, in a segment not let go yet */
     hy_rbuf *own;                /* the copy buffer being filled (a reference held), or NULL */
     uint64_t dropped_oldest, dropped_newest;
 } hy_fanq;
@@ -78,14 +79,19 @@ size_t hy_fanq_frames(const hy_fanq *q);
 int hy_fanq_iov(const hy_fanq *q, struct iovec *iov, int max);
 /* n bytes were written. Without `keep`, the whole frames among them are let go. */
 void hy_fanq_consume(hy_fanq *q, size_t n);
-/* Let go of the whole frames in the first n written bytes (n <= sent), the
- * ones the reader took; returns the bytes let go, and adds the frames to
- * *frames when not NULL. */
-size_t hy_fanq_release(hy_fanq *q, size_t n, uint64_t *frames);
+/* A `keep` queue: the reader took the first n bytes from the front (n <=
+ * sent, what it took before included). Segments taken whole are let go; the
+ * frames of one taken in part wait for it, or for a rewind (no header is
+ * walked here: this runs at every write). */
+void hy_fanq_taken(hy_fanq *q, size_t n);
+/* Bytes written and not known taken. */
+static inline size_t hy_fanq_unconfirmed(const hy_fanq *q) { return q->sent - q->acked; }
+/* Frames held and not known taken (walks headers: not the hot path). */
+size_t hy_fanq_untaken_frames(const hy_fanq *q);
 /* True when the next byte to send starts a frame (a queue without `keep`). */
 static inline bool hy_fanq_at_boundary(const hy_fanq *q) { return q->sent == 0; }
 /* The connection that was being written is gone: everything written and not
- * let go (without `keep`: a partly written first frame) goes out again,
+ * known taken (without `keep`: a partly written first frame) goes out again,
  * whole. Returns how many frames had started to go out. */
 size_t hy_fanq_rewind(hy_fanq *q);
 

@@ -47,7 +47,6 @@ typedef struct hy_sink {
     hy_source *own;              /* worker: its own stdout, read while its queue is over */
     hy_drops *drops;             /* worker: its counters (queue-full, not-running, exited) */
     uint64_t frames, bytes;      /* accepted for it: frames and payload bytes */
-    uint64_t taken;              /* a `keep` queue's frames the reader is known to have taken */
     /* A write failed (err = errno, why NULL) or a client could not keep up
      * (why says how). NULL: the queue is dropped as worker-exited. */
     void (*on_error)(struct hy_sink *s, int err, const char *why);
@@ -85,8 +84,8 @@ void hy_sink_push_control(hy_sink *s, const uint8_t *frame, size_t len);
 /* Write what is queued now (until the fd would block). */
 void hy_sink_flush(hy_sink *s);
 /* A `keep` queue: of what was written, all but `unread` bytes were taken by
- * the reader; those frames are let go. Returns how many. */
-uint64_t hy_sink_taken(hy_sink *s, size_t unread);
+ * the reader. */
+void hy_sink_taken(hy_sink *s, size_t unread);
 /* Drop everything queued, counting the frames as `why`. */
 void hy_sink_clear(hy_sink *s, hy_drop why);
 /* Payload bytes waiting, whole frames waiting (walks headers: not the hot path). */

@@ -44,6 +44,7 @@ typedef struct hy_upstream {
     ev_io rw, ww;                /* ww: the handshake, while the socket is full */
     ev_timer timer;              /* reconnect delay, or the probation (digest only) */
     ev_timer taken_w;            /* asks again how much the bus took, while some is not known taken */
+    double asked_at;             /* ev_now() when it last asked */
     hy_source src;
     hy_sink sink;                /* frames for the bus; its fd is set after the probation */
     hy_tlv_decoder dec;
