@@ -70,8 +70,9 @@ static void drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     daemon_state *d = w->data;
     const hy_relay *r = hy_sup_relay(d->sup);
-    if (hy_relay_upstream_pending(r) == 0 || !hy_relay_upstream_connected(r) || ev_now(loop) >= d->drain_until ||
-        d->stop_requests > 1) {
+    bool bus_gone = r->topo->has_upstream && !hy_relay_upstream_connected(r);
+    bool left = hy_relay_upstream_pending(r) > 0 || hy_sup_output_held(d->sup);
+    if (!left || bus_gone || ev_now(loop) >= d->drain_until || d->stop_requests > 1) {
         ev_timer_stop(loop, w);
         ev_break(loop, EVBREAK_ALL);
     }

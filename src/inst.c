@@ -44,3 +44,11 @@ void hy_inst_ready(hy_instance *in, const char *by)
            NULL);
     hy_sup_changed(in->sup);
 }
+
+void hy_inst_log_counters(const hy_instance *in)
+{
+    char drops[256];
+    hy_log(HY_INFO, "router", "counters", "worker", in->name, "instance", in->idx, "frames_out",
+           HY_U64(in->frames_out), "frames_in", HY_U64(in->in.frames), "dropped",
+           hy_drops_format(&in->drops, ",", drops, sizeof drops), NULL);
+}

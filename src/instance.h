@@ -56,6 +56,10 @@ struct hy_instance {
     char **envp;                 /* owned */
     /* the pipes (wio.c) */
     int out_fd, err_fd, status_fd; /* -1 when closed; stdin's fd is in.fd */
+    bool out_held;               /* out_fd is an exited process's pipe, read as the pressure allows */
+    int out_next;                /* the next process's stdout, read once the held pipe is done (-1: none) */
+    bool next_dead;              /* out_next's process exited too */
+    bool spawn_deferred;         /* a restart waits for out_next to be free */
     ev_io out_w, err_w, status_w;
     hy_tlv_decoder dec;
     char errline[HY_ERRLINE_MAX];
@@ -133,12 +137,18 @@ void hy_inst_ready(hy_instance *in, const char *by);
 void hy_inst_heartbeat(hy_instance *in);
 /* Seconds since then that count: the time hyphad held its stdout back does not. */
 double hy_inst_heartbeat_age(const hy_instance *in);
+/* What went through this instance so far (all its processes): a line at each
+ * exit, and when an exited process's held output was read, so the counts are
+ * in the log before hyphactl exists. */
+void hy_inst_log_counters(const hy_instance *in);
 
 /* ---- wio.c: the pipes ----------------------------------------------------- */
 
 void hy_wio_init(hy_instance *in);
 /* A spawned process's pipes: stdin (into the sink), stdout, stderr, status. */
 void hy_wio_attach(hy_instance *in, int in_fd, int out_fd, int err_fd, int status_fd);
+/* An exited process's stdout waits behind a held one: no new process until it is read. */
+bool hy_wio_slot_busy(const hy_instance *in);
 /* The process is gone: learn a failed exec, read what is left, close all. */
 void hy_wio_detach(hy_instance *in);
 /* Stop: stdin EOF (what is queued for it is dropped as worker-exited). */

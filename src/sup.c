@@ -123,7 +123,7 @@ static void gc_cb(struct ev_loop *loop, ev_timer *w, int revents)
     bool freed = false;
     for (size_t i = 0; i < s->ninst; i++) {
         hy_instance *in = s->inst[i];
-        if (in->retiring && in->pid == 0 && in->state != HY_ST_STOPPING) {
+        if (in->retiring && in->pid == 0 && in->state != HY_ST_STOPPING && !in->out_held) {
             instance_free(in);
             freed = true;
         } else {
@@ -241,6 +241,14 @@ size_t hy_sup_live(const hy_sup *s)
 }
 
 bool hy_sup_shutting_down(const hy_sup *s) { return s->shutting_down; }
+
+bool hy_sup_output_held(const hy_sup *s)
+{
+    for (size_t i = 0; i < s->ninst; i++)
+        if (s->inst[i]->out_held)
+            return true;
+    return false;
+}
 
 bool hy_sup_all_started(const hy_sup *s)
 {

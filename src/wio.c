@@ -78,8 +78,10 @@ static int feed_failed(hy_instance *in, hy_tlv_status st)
     return 0;
 }
 
-/* One read. 1: EOF or a dead stream; 0: would block or the buffer was not
- * filled; 2: read more. */
+enum { RD_AGAIN = 0, RD_DONE = 1, RD_MORE = 2, RD_SHORT = 3 };
+
+/* One read. RD_DONE: EOF or a dead stream; RD_AGAIN: would block; RD_SHORT:
+ * the buffer was not filled; RD_MORE: read more. */
 static int read_stdout(hy_instance *in)
 {
     /* The rest of a large frame goes straight where it is assembled: one
@@ -90,50 +92,97 @@ static int read_stdout(hy_instance *in)
     ssize_t n = direct ? read(in->out_fd, buf = dst, missing) : hy_bus_read(bus_of(in), in->out_fd, &buf, &cap);
     if (n < 0) {
         if (errno == EINTR || errno == EAGAIN || errno == ENOMEM)
-            return errno == EINTR ? 2 : 0;
+            return errno == EINTR ? RD_MORE : RD_AGAIN;
         hy_log(HY_WARN, COMP, "read from worker stdout failed", "worker", in->name, "instance", in->idx, "error",
                strerror(errno), NULL);
-        return 1;
+        return RD_DONE;
     }
     if (n == 0) {
-        if (hy_tlv_finish(&in->dec) == HY_TLV_PARTIAL && in->pid > 0)
+        if (hy_tlv_finish(&in->dec) != HY_TLV_PARTIAL)
+            return RD_DONE;
+        if (in->out_held) { /* killed while writing it: the part it wrote goes, counted */
+            in->protocol_errors++;
+            hy_log(HY_WARN, COMP, "exited worker's stdout ended in the middle of a frame: dropped", "worker",
+                   in->name, "instance", in->idx, NULL);
+        } else if (in->pid > 0) {
             protocol_kill(in, "stdout closed in the middle of a frame");
-        return 1;
+        }
+        return RD_DONE;
     }
     if (direct)
-        return feed_failed(in, hy_tlv_direct_done(&in->dec, (size_t)n, on_frame, in)) ? 1 : 2;
+        return feed_failed(in, hy_tlv_direct_done(&in->dec, (size_t)n, on_frame, in)) ? RD_DONE : RD_MORE;
     if (feed_failed(in, hy_tlv_feed(&in->dec, buf, (size_t)n, on_frame, in)))
-        return 1;
-    return (size_t)n == cap ? 2 : 0;
+        return RD_DONE;
+    return (size_t)n == cap ? RD_MORE : RD_SHORT;
 }
 
-/* Returns 1 on EOF. `draining`: the worker exited; what it wrote is read
- * whatever the back-pressure, or it would be lost with the pipe. */
-static int pump_stdout(hy_instance *in, bool draining)
+/* Reads while the back-pressure allows. true: the pipe is done with (EOF,
+ * or, for an exited worker's, nothing more in it). `rounds`: reads at most. */
+static bool pump_stdout(hy_instance *in, int rounds)
 {
-    for (int rounds = 0; rounds < (draining ? DRAIN_READ_ROUNDS : STDOUT_READ_ROUNDS); rounds++) {
-        if (in->out_fd < 0 || (!draining && !hy_flow_may_read(flow_of(in), &in->src)))
-            return 0; /* back-pressure: it blocks in write until we resume */
+    while (rounds-- > 0 && in->out_fd >= 0 && hy_flow_may_read(flow_of(in), &in->src)) {
         int r = read_stdout(in);
-        if (r != 2)
-            return r;
+        if (r == RD_DONE || (r == RD_AGAIN && in->out_held))
+            return true; /* a held pipe that would block: what is left holds its write end */
+        if (r == RD_AGAIN || (r == RD_SHORT && !in->out_held))
+            return false; /* it blocks in write until we resume, or wrote no more yet */
     }
-    return 0;
+    return false;
 }
 
+/* A pipe is done with. If it was an exited process's, the next one's (read
+ * after it, so its frames follow all of its predecessor's) is read now, held
+ * in turn if that process exited too; a restart that waited for the slot
+ * goes ahead (through the instance's timer: worker.c decides). */
 static void close_stdout(hy_instance *in)
 {
     hy_flow_open(flow_of(in), &in->src, false);
     close_io(in, &in->out_w, &in->out_fd);
+    if (!in->out_held)
+        return;
+    hy_inst_log_counters(in); /* what the exited process wrote is all counted now */
+    hy_tlv_decoder_reset(&in->dec);
+    in->out_held = in->next_dead;
+    in->next_dead = false;
+    if (in->out_next >= 0) {
+        in->out_fd = in->out_next;
+        in->out_next = -1;
+        ev_io_set(&in->out_w, in->out_fd, EV_READ);
+        hy_flow_open(flow_of(in), &in->src, true);
+    }
+    if (in->retiring) {
+        if (!in->out_held)
+            ev_feed_event(in->sup->loop, &in->sup->gc_w, EV_TIMER); /* it waited for this to be freed */
+    } else if (in->spawn_deferred) {
+        in->spawn_deferred = false;
+        ev_feed_event(in->sup->loop, &in->timer, EV_TIMER);
+    }
 }
+
+bool hy_wio_slot_busy(const hy_instance *in) { return in->out_next >= 0; }
 
 static void out_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     (void)revents;
     hy_instance *in = w->data;
-    if (pump_stdout(in, false))
+    if (pump_stdout(in, in->out_held ? DRAIN_READ_ROUNDS : STDOUT_READ_ROUNDS))
         close_stdout(in);
+}
+
+/* The worker exited: what it wrote is read as the back-pressure allows.
+ * What the pressure holds back stays in its pipe, held, read like a live
+ * worker's; a restart meanwhile waits to be read after it (never a queue
+ * past its limit, never a frame lost with the pipe). */
+static void drain_exited(hy_instance *in)
+{
+    in->out_held = true;
+    if (pump_stdout(in, DRAIN_READ_ROUNDS)) {
+        close_stdout(in);
+        return;
+    }
+    hy_log(HY_INFO, COMP, "exited worker's output waits in its pipe: back-pressure", "worker", in->name, "instance",
+           in->idx, NULL);
 }
 
 /* ---- stderr: log lines ------------------------------------------------------ */
@@ -235,7 +284,7 @@ void hy_wio_init(hy_instance *in)
 {
     hy_relay *r = &in->sup->relay;
     const hy_policy *p = &in->spec->policy;
-    in->out_fd = in->err_fd = in->status_fd = -1;
+    in->out_fd = in->out_next = in->err_fd = in->status_fd = -1;
     hy_tlv_decoder_init(&in->dec, 0);
     ev_io_init(&in->out_w, out_cb, -1, EV_READ);
     ev_io_init(&in->err_w, err_cb, -1, EV_READ);
@@ -254,17 +303,22 @@ void hy_wio_init(hy_instance *in)
 
 void hy_wio_attach(hy_instance *in, int in_fd, int out_fd, int err_fd, int status_fd)
 {
-    hy_tlv_decoder_reset(&in->dec);
+    if (!in->out_held)
+        hy_tlv_decoder_reset(&in->dec);
     in->errlen = in->errcut = 0;
     in->check.msg = NULL;
     hy_sink_set_fd(&in->in, in_fd, false);
-    in->out_fd = out_fd;
     in->err_fd = err_fd;
     in->status_fd = status_fd;
-    ev_io_set(&in->out_w, out_fd, EV_READ);
     ev_io_set(&in->err_w, err_fd, EV_READ);
     ev_io_set(&in->status_w, status_fd, EV_READ);
-    hy_flow_open(flow_of(in), &in->src, true);
+    if (in->out_held) {
+        in->out_next = out_fd; /* read once its predecessor's pipe is done with */
+    } else {
+        in->out_fd = out_fd;
+        ev_io_set(&in->out_w, out_fd, EV_READ);
+        hy_flow_open(flow_of(in), &in->src, true);
+    }
     ev_io_start(in->sup->loop, &in->err_w);
     ev_io_start(in->sup->loop, &in->status_w);
 }
@@ -285,10 +339,10 @@ void hy_wio_detach(hy_instance *in)
         read_spawn_status(in);
     if (in->status_fd >= 0)
         close_io(in, &in->status_w, &in->status_fd);
-    if (in->out_fd >= 0) {
-        pump_stdout(in, true);
-        close_stdout(in);
-    }
+    if (in->out_held)
+        in->next_dead = in->out_next >= 0; /* its pipe waits behind the held one */
+    else if (in->out_fd >= 0)
+        drain_exited(in);
     if (in->err_fd >= 0) {
         pump_stderr(in);
         flush_errline(in);
@@ -304,7 +358,13 @@ void hy_wio_detach(hy_instance *in)
 void hy_wio_free(hy_instance *in)
 {
     hy_relay *r = &in->sup->relay;
+    if (in->out_held)
+        hy_log(HY_WARN, COMP, "exiting with an exited worker's output still in its pipe", "worker", in->name,
+               "instance", in->idx, NULL);
     close_io(in, &in->out_w, &in->out_fd);
+    if (in->out_next >= 0)
+        close(in->out_next);
+    in->out_next = -1;
     close_io(in, &in->err_w, &in->err_fd);
     close_io(in, &in->status_w, &in->status_fd);
     /* Off the bus first: removing it queues any pending run, which may be

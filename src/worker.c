@@ -95,6 +95,17 @@ void hy_worker_spawn(hy_instance *in)
                         .pipe_size = hy_spawn_pipe_size(s->ninst)};
     hy_spawn_res res;
     hy_err err;
+    if (hy_wio_slot_busy(in)) {
+        /* Two exited processes' output still waits for the back-pressure
+         * to ease: a third waits too (wio.c starts it through the timer). */
+        in->state = HY_ST_BACKOFF;
+        ev_timer_stop(s->loop, &in->timer);
+        in->spawn_deferred = true;
+        hy_log(HY_INFO, COMP, "restart waits until its predecessors' output is read: back-pressure", "worker",
+               in->name, "instance", in->idx, NULL);
+        hy_sup_changed(s);
+        return;
+    }
     in->kill_reason = HY_EXIT_NONE;
     in->spawn_error[0] = '\0';
     in->started_at = now_s(in);
@@ -124,16 +135,6 @@ void hy_worker_spawn(hy_instance *in)
 }
 
 /* ---- exits: the facts, the verdict, and carrying it out -------------------- */
-
-/* What went through this instance so far (all its processes): one line at
- * each exit, so the counts are in the log before hyphactl exists. */
-static void log_counters(const hy_instance *in)
-{
-    char drops[256];
-    hy_log(HY_INFO, "router", "counters", "worker", in->name, "instance", in->idx, "frames_out",
-           HY_U64(in->frames_out), "frames_in", HY_U64(in->in.frames), "dropped",
-           hy_drops_format(&in->drops, ",", drops, sizeof drops), NULL);
-}
 
 /* The worker is its process group: what it left running there goes with
  * it (as systemd does with a unit's leftovers), so a restart never runs
@@ -288,7 +289,7 @@ void hy_worker_exited(hy_instance *in, int wstatus)
     in->last_reason = v.reason;
     in->last_code = v.code;
     in->last_signal = v.signal;
-    log_counters(in);
+    hy_inst_log_counters(in);
     carry_out(in, &v, oldpid, uptime < 0 ? 0 : uptime);
 }
 

@@ -51,6 +51,8 @@ void hy_sup_kill_all(hy_sup *s);
 /* Live processes (any state with a pid). */
 size_t hy_sup_live(const hy_sup *s);
 bool hy_sup_shutting_down(const hy_sup *s);
+/* Some exited process's output still waits in its pipe (back-pressure). */
+bool hy_sup_output_held(const hy_sup *s);
 /* Every instance was started once (or waits for a predecessor): systemd READY. */
 bool hy_sup_all_started(const hy_sup *s);
 
