@@ -17,6 +17,7 @@
 #include "hypha/listen_hs.h"
 #include "hypha/log.h"
 #include "hypha/route.h"
+#include "hypha/units.h"
 
 #define COMP "relay"
 #define HANDSHAKE_TIMEOUT_S 5.0
@@ -33,6 +34,7 @@ static void doom(hy_client *c, const char *why)
     snprintf(c->why, sizeof c->why, "%s", why);
     hy_flow_open(c->ls->flow, &c->src, false);
     ev_timer_stop(c->ls->loop, &c->timer);
+    ev_timer_stop(c->ls->loop, &c->frame_w);
     ev_io_stop(c->ls->loop, &c->sink.ww);
     hy_bus_remove_client(c->ls->bus, &c->member);
     ev_feed_event(c->ls->loop, &c->timer, EV_TIMER);
@@ -45,7 +47,9 @@ static void client_free(hy_client *c)
     hy_bus_remove_client(ls->bus, &c->member);
     hy_flow_remove(ls->flow, &c->src);
     ev_timer_stop(ls->loop, &c->timer);
+    ev_timer_stop(ls->loop, &c->frame_w);
     ev_clear_pending(ls->loop, &c->timer);
+    ev_clear_pending(ls->loop, &c->frame_w);
     ev_clear_pending(ls->loop, &c->rw);
     hy_sink_free(&c->sink);
     hy_tlv_decoder_free(&c->dec);
@@ -172,6 +176,71 @@ static void closed(hy_client *c)
         doom(c, c->ready || c->hs_len == 0 ? "closed" : "closed before the handshake");
 }
 
+/* ---- a frame once started ------------------------------------------------ */
+
+static const hy_listen_spec *spec_of(const hy_client *c)
+{
+    return &c->ls->topo->listen[((const hy_listener *)c->listener)->index];
+}
+
+/* Seconds the frame being sent has taken, less the time hyphad held the
+ * client back (it cannot finish a frame nobody reads). */
+static double frame_age(const hy_client *c)
+{
+    double held = hy_flow_paused_s(c->ls->flow, &c->src) - c->frame_paused;
+    return ev_now(c->ls->loop) - c->frame_at - held;
+}
+
+/* After a feed: a frame left half-received starts the deadline (once per
+ * frame); none stops it. */
+static void watch_frame(hy_client *c)
+{
+    uint64_t ms = spec_of(c)->frame_timeout_ms;
+    if (c->dec.have == 0 || ms == 0) {
+        ev_timer_stop(c->ls->loop, &c->frame_w);
+        return;
+    }
+    if (ev_is_active(&c->frame_w) && c->frame_mark == c->dec.frames)
+        return;
+    c->frame_at = ev_now(c->ls->loop);
+    c->frame_paused = hy_flow_paused_s(c->ls->flow, &c->src);
+    c->frame_mark = c->dec.frames;
+    ev_timer_stop(c->ls->loop, &c->frame_w);
+    ev_timer_set(&c->frame_w, (double)ms / 1000.0, 0.0);
+    ev_timer_start(c->ls->loop, &c->frame_w);
+}
+
+static void frame_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    hy_client *c = w->data;
+    double left = (double)spec_of(c)->frame_timeout_ms / 1000.0 - frame_age(c);
+    if (c->doomed)
+        return;
+    if (left > 0.0005) { /* held back meanwhile: the time left */
+        ev_timer_set(w, left, 0.0);
+        ev_timer_start(loop, w);
+        return;
+    }
+    hy_listener *l = (hy_listener *)c->listener;
+    char t[24], why[128];
+    l->frame_timeouts++;
+    hy_format_duration(spec_of(c)->frame_timeout_ms, t, sizeof t);
+    snprintf(why, sizeof why, "a frame not whole within listen.frame_timeout (%s): %zu of %zu bytes", t,
+             c->dec.have, c->dec.have >= HY_TLV_HEADER ? HY_TLV_HEADER + (size_t)hy_le32(c->dec.buf + 2) : 0);
+    doom(c, why);
+}
+
+/* A frame over max_frame (or a length no frame has): the stream is unusable. */
+static void too_long(hy_client *c)
+{
+    char why[128];
+    ((hy_listener *)c->listener)->too_long++;
+    snprintf(why, sizeof why, "a frame of %u bytes, over listen.max_frame (%u)", (unsigned)c->dec.bad_len,
+             (unsigned)spec_of(c)->max_frame);
+    doom(c, why);
+}
+
 /* 1: go on reading; 0: stop. */
 static int read_once(hy_client *c)
 {
@@ -197,10 +266,15 @@ static int read_once(hy_client *c)
         len -= (size_t)used;
     }
     hy_tlv_status st = len ? hy_tlv_feed(&c->dec, p, len, on_frame, c) : HY_TLV_OK;
-    if (st == HY_TLV_CORRUPT || st == HY_TLV_NOMEM) {
-        doom(c, st == HY_TLV_CORRUPT ? "corrupt stream (frame length over the limit)" : "out of memory");
+    if (st == HY_TLV_CORRUPT) {
+        too_long(c);
         return 0;
     }
+    if (st == HY_TLV_NOMEM) {
+        doom(c, "out of memory");
+        return 0;
+    }
+    watch_frame(c);
     return (size_t)n == cap || (len == 0 && !c->doomed);
 }
 
@@ -316,7 +390,7 @@ static void on_accept(hy_acceptor *a, int fd)
     hy_drops_init(&c->drops, COMP, "from", c->name, NULL, NULL);
     c->origin = (hy_origin){c->name, &c->drops};
     c->member.sink = &c->sink;
-    hy_tlv_decoder_init(&c->dec, 0);
+    hy_tlv_decoder_init(&c->dec, spec->max_frame);
     hy_sink_init(&c->sink, &ls->bus->sinks, ls->flow, HY_SINK_CLIENT, ls->topo->defaults.queue_limit,
                  HY_OVERFLOW_BLOCK, &c->drops);
     hy_sink_set_fd(&c->sink, fd, true);
@@ -324,7 +398,8 @@ static void on_accept(hy_acceptor *a, int fd)
     c->sink.owner = c;
     ev_io_init(&c->rw, read_cb, fd, EV_READ);
     ev_timer_init(&c->timer, timer_cb, HANDSHAKE_TIMEOUT_S, 0.0);
-    c->rw.data = c->timer.data = c;
+    ev_init(&c->frame_w, frame_cb);
+    c->rw.data = c->timer.data = c->frame_w.data = c;
     c->next = ls->clients;
     ls->clients = c;
     ls->nclients++;

@@ -116,6 +116,10 @@ void hy_relay_view(const hy_relay *r, double now, hy_up_view *up, hy_listen_view
             .refused_full = l->refused_full,
             .refused_fds = l->refused_fds,
             .too_slow = l->slow,
+            .frame_timeouts = l->frame_timeouts,
+            .too_long = l->too_long,
+            .max_frame = spec->max_frame,
+            .frame_timeout_ms = spec->frame_timeout_ms,
         };
     }
 }

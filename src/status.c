@@ -117,6 +117,10 @@ static json_t *listen_json(const hy_snapshot *snap)
                               "max_clients", (json_int_t)l->max_clients, "clients", (json_int_t)l->clients,
                               "accepted", (json_int_t)l->accepted);
         json_object_set_new(o, "too_slow", u64(l->too_slow));
+        json_object_set_new(o, "frame_timeouts", u64(l->frame_timeouts));
+        json_object_set_new(o, "too_long", u64(l->too_long));
+        json_object_set_new(o, "max_frame", u64(l->max_frame));
+        json_object_set_new(o, "frame_timeout_ms", u64(l->frame_timeout_ms));
         json_object_set_new(o, "refused", json_pack("{s:o,s:o,s:o}", "handshake", u64(l->refused_handshake),
                                                     "max_clients", u64(l->refused_full), "fd_reserve",
                                                     u64(l->refused_fds)));

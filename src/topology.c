@@ -255,11 +255,31 @@ int hy_listen_check_auto(const char *file, const hy_schema *s, const hy_listen_s
     return 0;
 }
 
+/* A client's bounds: max_frame (its input's memory), frame_timeout. */
+static int parse_listen_bounds(loader *L, const yaml_node_t *e, hy_listen_spec *ls)
+{
+    yaml_node_t *v;
+    if ((v = hy_ymap_get(&L->y, e, "max_frame"))) {
+        uint64_t m;
+        if (hy_yget_size(&L->y, v, "listen.max_frame", &m) < 0)
+            return -1;
+        if (m < HY_LISTEN_MAX_FRAME_MIN || m > HY_TLV_MAX_PAYLOAD)
+            return hy_yerr(&L->y, v, "listen.max_frame must be between 64B and 16MiB (Mycelium's frame limit)");
+        ls->max_frame = (uint32_t)m;
+    }
+    if ((v = hy_ymap_get(&L->y, e, "frame_timeout")) &&
+        hy_yget_duration(&L->y, v, "listen.frame_timeout", &ls->frame_timeout_ms) < 0)
+        return -1;
+    return 0;
+}
+
 /* handshake: auto | digest | none; max_clients: 1 .. HY_LISTEN_MAX_CLIENTS_MAX. */
 static int parse_listen_opts(loader *L, const yaml_node_t *e, hy_listen_spec *ls)
 {
     ls->handshake = HY_LISTEN_HS_AUTO;
     ls->max_clients = HY_LISTEN_MAX_CLIENTS_DEFAULT;
+    ls->max_frame = HY_TLV_MAX_PAYLOAD;
+    ls->frame_timeout_ms = HY_LISTEN_FRAME_TIMEOUT_DEFAULT_MS;
     ls->line = hy_yline(e);
     ls->col = hy_ycol(e);
     yaml_node_t *v;
@@ -282,12 +302,12 @@ static int parse_listen_opts(loader *L, const yaml_node_t *e, hy_listen_spec *ls
             return -1;
         ls->max_clients = (uint32_t)m;
     }
-    return 0;
+    return parse_listen_bounds(L, e, ls);
 }
 
 static int parse_listen(loader *L, const yaml_node_t *n)
 {
-    static const char *const keys[] = {"unix", "tcp", "handshake", "max_clients", NULL};
+    static const char *const keys[] = {"unix", "tcp", "handshake", "max_clients", "max_frame", "frame_timeout", NULL};
     hy_topology *t = L->t;
     if (hy_yexpect_seq(&L->y, n, "listen") < 0)
         return -1;

@@ -51,10 +51,14 @@ static void print_head(FILE *out, const hy_topology *t)
     } else {
         fprintf(out, "upstream  none (embedded: hyphad is the bus)\n");
     }
-    for (size_t i = 0; i < t->nlisten; i++)
-        fprintf(out, "listen    %s\n          handshake %s, max_clients %u\n",
-                hy_endpoint_str(&t->listen[i].ep, ep, sizeof ep), hy_listen_handshake_str(t->listen[i].handshake),
-                t->listen[i].max_clients);
+    for (size_t i = 0; i < t->nlisten; i++) {
+        char mf[32], ft[32];
+        const hy_listen_spec *l = &t->listen[i];
+        fprintf(out, "listen    %s\n          handshake %s, max_clients %u, max_frame %s, frame_timeout %s\n",
+                hy_endpoint_str(&l->ep, ep, sizeof ep), hy_listen_handshake_str(l->handshake), l->max_clients,
+                hy_format_bytes(l->max_frame, mf, sizeof mf),
+                l->frame_timeout_ms ? hy_format_duration(l->frame_timeout_ms, ft, sizeof ft) : "none");
+    }
     fprintf(out, "control   %s (mode %04o)\n", t->control_socket, t->control_mode);
     if (t->has_metrics)
         fprintf(out, "metrics   http://%s/metrics\n", hy_endpoint_str(&t->metrics, ep, sizeof ep) + 4);

@@ -44,6 +44,8 @@ typedef struct hy_listener {
     uint64_t refused_full;       /* past max_clients */
     uint64_t refused_fds;        /* would eat into the workers' fd reserve */
     uint64_t slow;               /* dropped: too slow */
+    uint64_t frame_timeouts;     /* dropped: a frame not whole within frame_timeout */
+    uint64_t too_long;           /* dropped: a frame over max_frame */
 } hy_listener;
 
 typedef struct hy_client {
@@ -52,6 +54,10 @@ typedef struct hy_client {
     int fd;                      /* owned */
     ev_io rw;
     ev_timer timer;              /* the handshake deadline; fed to free it once doomed */
+    ev_timer frame_w;            /* a frame once started: listen.frame_timeout */
+    double frame_at;             /* ev_now() when the frame it is sending started */
+    double frame_paused;         /* hy_flow_paused_s() then: time hyphad held it back does not count */
+    uint64_t frame_mark;         /* the decoder's frame count then */
     hy_source src;
     hy_sink sink;
     hy_bus_client member;        /* on the bus's client list once past the handshake */

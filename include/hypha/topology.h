@@ -52,12 +52,16 @@ typedef enum hy_listen_handshake {
 
 #define HY_LISTEN_MAX_CLIENTS_DEFAULT 256u
 #define HY_LISTEN_MAX_CLIENTS_MAX 65536u
+#define HY_LISTEN_MAX_FRAME_MIN 64u
+#define HY_LISTEN_FRAME_TIMEOUT_DEFAULT_MS 10000u
 
 /* One `listen:` entry. */
 typedef struct hy_listen_spec {
     hy_endpoint ep;
     hy_listen_handshake handshake;
     uint32_t max_clients;          /* 1 .. HY_LISTEN_MAX_CLIENTS_MAX */
+    uint32_t max_frame;            /* a client's longest frame payload: its input's memory cap */
+    uint64_t frame_timeout_ms;     /* a frame once started is whole within this (0: no limit) */
     size_t line, col;              /* where the entry is, for errors found later */
 } hy_listen_spec;
 

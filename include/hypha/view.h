@@ -81,6 +81,10 @@ typedef struct hy_listen_view {
     uint64_t refused_full;       /* past max_clients */
     uint64_t refused_fds;        /* would eat into the workers' fd reserve */
     uint64_t too_slow;
+    uint64_t frame_timeouts;     /* a frame not whole within frame_timeout */
+    uint64_t too_long;           /* a frame over max_frame */
+    uint32_t max_frame;
+    uint64_t frame_timeout_ms;
 } hy_listen_view;
 
 typedef struct hy_snapshot {
