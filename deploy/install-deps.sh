@@ -5,7 +5,8 @@
 set -eu
 
 PKGS="build-essential cmake pkg-config libev-dev libyaml-dev libjansson-dev \
-libcmocka-dev libssl-dev python3 clang libclang-rt-14-dev socat procps"
+libcmocka-dev libssl-dev python3 clang libclang-rt-14-dev socat procps \
+stunnel4 openssl"
 
 missing=""
 for p in $PKGS; do

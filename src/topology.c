@@ -54,8 +54,11 @@ void hy_topology_free(hy_topology *t)
         free(w->publish);
     }
     free(t->workers);
-    for (size_t i = 0; i < t->nlisten; i++)
+    for (size_t i = 0; i < t->nlisten; i++) {
         free_endpoint(&t->listen[i].ep);
+        hy_tls_spec_free(t->listen[i].tls);
+    }
+    hy_tls_spec_free(t->upstream_tls);
     free_endpoint(&t->metrics);
     free(t->listen);
     free_endpoint(&t->upstream);
@@ -182,7 +185,7 @@ static int parse_up_handshake(loader *L, const yaml_node_t *v, hy_up_handshake *
 
 static int parse_upstream(loader *L, const yaml_node_t *n)
 {
-    static const char *const keys[] = {"unix", "tcp", "handshake", "echo", "buffer", "reconnect", NULL};
+    static const char *const keys[] = {"unix", "tcp", "handshake", "echo", "buffer", "reconnect", "tls", NULL};
     hy_topology *t = L->t;
     if (parse_endpoint(L, n, "upstream", keys, &t->upstream) < 0)
         return -1;
@@ -192,6 +195,12 @@ static int parse_upstream(loader *L, const yaml_node_t *n)
         return -1;
     if ((v = hy_ymap_get(&L->y, n, "echo")) && hy_yget_bool(&L->y, v, "upstream.echo", &t->upstream_echo) < 0)
         return -1;
+    if ((v = hy_ymap_get(&L->y, n, "tls"))) {
+        if (t->upstream.kind != HY_EP_TCP)
+            return hy_yerr(&L->y, v, "upstream.tls is for a tcp upstream (a Unix socket stays on this host)");
+        if (hy_parse_tls(L, v, "upstream.tls.", false, &t->upstream_tls) < 0)
+            return -1;
+    }
     if ((v = hy_ymap_get(&L->y, n, "buffer"))) {
         if (hy_yget_size(&L->y, v, "upstream.buffer", &t->upstream_buffer) < 0)
             return -1;
@@ -305,9 +314,29 @@ static int parse_listen_opts(loader *L, const yaml_node_t *e, hy_listen_spec *ls
     return parse_listen_bounds(L, e, ls);
 }
 
+/* tls and insecure: a TCP endpoint other hosts can reach needs one of them. */
+static int parse_listen_tls(loader *L, const yaml_node_t *e, hy_listen_spec *ls)
+{
+    yaml_node_t *v;
+    if ((v = hy_ymap_get(&L->y, e, "insecure")) && hy_yget_bool(&L->y, v, "listen.insecure", &ls->insecure) < 0)
+        return -1;
+    if ((v = hy_ymap_get(&L->y, e, "tls"))) {
+        if (ls->ep.kind != HY_EP_TCP)
+            return hy_yerr(&L->y, v, "listen.tls is for a tcp endpoint (a Unix socket stays on this host)");
+        return hy_parse_tls(L, v, "listen.tls.", true, &ls->tls);
+    }
+    if (ls->ep.kind == HY_EP_TCP && !ls->insecure && !hy_host_is_loopback(ls->ep.host))
+        return hy_yerr(&L->y, e,
+                       "listen: tcp %s:%u can be reached from other hosts, and anyone who reaches it could publish "
+                       "into the bus: give it tls: {cert: ..., key: ..., client_ca: ...}, or set insecure: true",
+                       ls->ep.host, (unsigned)ls->ep.port);
+    return 0;
+}
+
 static int parse_listen(loader *L, const yaml_node_t *n)
 {
-    static const char *const keys[] = {"unix", "tcp", "handshake", "max_clients", "max_frame", "frame_timeout", NULL};
+    static const char *const keys[] = {"unix",      "tcp", "handshake", "max_clients", "max_frame", "frame_timeout",
+                                       "tls",       "insecure", NULL};
     hy_topology *t = L->t;
     if (hy_yexpect_seq(&L->y, n, "listen") < 0)
         return -1;
@@ -318,7 +347,8 @@ static int parse_listen(loader *L, const yaml_node_t *n)
         yaml_node_t *e = hy_ynode(&L->y, *it);
         hy_listen_spec *ls = &t->listen[t->nlisten++];
         hy_endpoint *ep = &ls->ep;
-        if (parse_endpoint(L, e, "listen", keys, ep) < 0 || parse_listen_opts(L, e, ls) < 0)
+        if (parse_endpoint(L, e, "listen", keys, ep) < 0 || parse_listen_opts(L, e, ls) < 0 ||
+            parse_listen_tls(L, e, ls) < 0)
             return -1;
         for (size_t i = 0; i + 1 < t->nlisten; i++)
             if (same_endpoint(&t->listen[i].ep, ep))

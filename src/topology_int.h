@@ -64,6 +64,8 @@ static inline uint32_t largest_frame(const hy_schema *s)
 
 /* `defaults` merged into the built-in policy in L->t->defaults; n may be NULL
  * (no `defaults:`): the built-ins are checked all the same. */
+/* A `tls:` mapping (topology_tls.c); ctx is "upstream.tls." or "listen.tls.". */
+int hy_parse_tls(loader *L, const yaml_node_t *m, const char *ctx, bool server, hy_tls_spec **out);
 int hy_topo_parse_defaults(loader *L, const yaml_node_t *n, const yaml_node_t *root);
 /* The `workers` mapping into L->t->workers, each with the defaults merged. */
 int hy_topo_parse_workers(loader *L, const yaml_node_t *n);

@@ -43,6 +43,14 @@ typedef struct hy_endpoint {
     uint16_t port;   /* HY_EP_TCP */
 } hy_endpoint;
 
+/* One `tls:` mapping, as the topology gives it (paths resolved). */
+typedef struct hy_tls_spec {
+    char *ca;                    /* client: CAs that sign the server (NULL: the system store) */
+    char *cert, *key;            /* its own certificate chain and key (a server's are required) */
+    char *server_name;           /* client: the name the server's certificate must carry (NULL: the host) */
+    char *client_ca;             /* server: require client certificates signed by these (NULL: none asked) */
+} hy_tls_spec;
+
 /* What a listen endpoint reads first (docs/routing.md, "Listen endpoints"). */
 typedef enum hy_listen_handshake {
     HY_LISTEN_HS_AUTO,   /* tell a digest handshake from frames by the first bytes */
@@ -62,6 +70,8 @@ typedef struct hy_listen_spec {
     uint32_t max_clients;          /* 1 .. HY_LISTEN_MAX_CLIENTS_MAX */
     uint32_t max_frame;            /* a client's longest frame payload: its input's memory cap */
     uint64_t frame_timeout_ms;     /* a frame once started is whole within this (0: no limit) */
+    hy_tls_spec *tls;              /* TLS (owned), or NULL */
+    bool insecure;                 /* plaintext TCP on a non-loopback address, asked for */
     size_t line, col;              /* where the entry is, for errors found later */
 } hy_listen_spec;
 
@@ -112,6 +122,7 @@ typedef struct hy_topology {
     bool has_upstream;       /* false: embedded mode */
     hy_endpoint upstream;
     hy_up_handshake upstream_handshake; /* default digest */
+    hy_tls_spec *upstream_tls;   /* TLS to the bus (owned), or NULL */
     bool upstream_echo;
     uint64_t upstream_buffer;
     uint64_t reconnect_initial_ms;
@@ -158,6 +169,9 @@ const char *hy_signal_abbrev(int sig);
 int hy_signal_parse(const char *s);
 
 const char *hy_listen_handshake_str(hy_listen_handshake h);
+void hy_tls_spec_free(hy_tls_spec *s);
+/* A TCP host that only this machine can reach: 127.0.0.0/8, ::1, localhost. */
+bool hy_host_is_loopback(const char *host);
 /* `handshake: auto` needs a schema in which no frame's first 6 bytes can be
  * those of the digest handshake: 0, or -1 with `file:line:col: message`
  * (the entry's place) naming the fix, for the first auto entry that cannot

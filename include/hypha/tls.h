@@ -1,0 +1,101 @@
+/* tls.h - TLS on a TCP link, with OpenSSL's libssl (docs/tls.md).
+ *
+ * A context (hy_tls_ctx) is made from a topology's `tls:` mapping: TLS 1.2
+ * or later, no renegotiation; a client verifies the server against `ca` (the
+ * system store without one) and its name; a server presents `cert`/`key`
+ * and, with `client_ca`, requires a client certificate signed by it. A
+ * context is made again at every reload (the files are read again); a
+ * connection keeps the context it started with (OpenSSL counts references).
+ *
+ * A connection (hy_tls) runs over a non-blocking socket on the event loop:
+ * every call says what it waits for (`want`: EV_READ or EV_WRITE) instead of
+ * blocking. Writes take a frame queue's bytes in place; a write OpenSSL could
+ * not finish is made again with the same bytes (they stay at the queue's
+ * front until written), so a frame is never split between two attempts.
+ * What the kernel still holds of the socket's bytes (SIOCOUTQ) is mapped
+ * back to the plaintext written, so that a `keep` queue over TLS knows what
+ * the peer took, as over plain TCP.
+ */
+#ifndef HYPHA_TLS_H
+#define HYPHA_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "hypha/err.h"
+#include "hypha/fanq.h"
+#include "hypha/net.h"
+#include "hypha/topology.h"
+
+/* Why a handshake failed, for counters and metrics. */
+typedef enum hy_tls_fail {
+    HY_TLS_FAIL_UNTRUSTED,       /* not signed by a CA we trust (a wrong CA, self-signed) */
+    HY_TLS_FAIL_HOST_NAME,       /* the certificate is not for that name */
+    HY_TLS_FAIL_EXPIRED,
+    HY_TLS_FAIL_NOT_YET_VALID,
+    HY_TLS_FAIL_NO_CERTIFICATE,  /* a client sent none where one is required */
+    HY_TLS_FAIL_NOT_TLS,         /* the peer does not speak TLS (plaintext to a TLS port) */
+    HY_TLS_FAIL_TIMEOUT,         /* not done within the deadline */
+    HY_TLS_FAIL_OTHER,           /* any other protocol error or a closed connection */
+    HY_TLS_FAIL__COUNT
+} hy_tls_fail;
+
+/* "untrusted", "host-name", ...: for logs, status and metrics labels. */
+const char *hy_tls_fail_str(hy_tls_fail f);
+/* From a verify result (X509_V_*) and an OpenSSL error code (ERR_get_error):
+ * which kind of failure it is. Pure. */
+hy_tls_fail hy_tls_fail_classify(long verify_result, unsigned long err);
+
+typedef struct hy_tls_ctx {
+    struct ssl_ctx_st *ctx;
+    bool server;
+    time_t not_after;            /* its own certificate's end (0: it has none) */
+    char subject[256];           /* its own certificate's subject ("" without one) */
+} hy_tls_ctx;
+
+/* NULL and err set on failure (naming the file and OpenSSL's reason). */
+hy_tls_ctx *hy_tls_ctx_new(const hy_tls_spec *spec, bool server, hy_err *err);
+void hy_tls_ctx_free(hy_tls_ctx *c);
+
+typedef struct hy_tls_mark {
+    uint64_t wire, plain;        /* bytes to the socket and plaintext bytes, at the end of a write */
+} hy_tls_mark;
+
+typedef struct hy_tls {
+    struct ssl_st *ssl;          /* NULL: not in use */
+    bool server;
+    bool open;                   /* the handshake is done */
+    short want;                  /* EV_READ or EV_WRITE: what the last call that could not finish waits for */
+    size_t retry_len;            /* a write OpenSSL must be given again, with these bytes */
+    uint64_t plain_written;      /* plaintext bytes written on this connection */
+    uint64_t taken_plain;        /* of them, known taken by the peer */
+    hy_tls_mark *marks;          /* ring: writes not yet known taken (owned) */
+    size_t mcap, mfirst, mn;
+    hy_tls_fail fail;            /* after a failed handshake */
+    char reason[256];            /* OpenSSL's reason, after a failure */
+    char peer[256];              /* the peer certificate's subject, once open ("" without one) */
+    time_t peer_not_after;       /* the peer certificate's end (0 without one) */
+} hy_tls;
+
+/* Over the connected socket fd; a client checks `name` (a host name or an
+ * IP address literal). -1 and err set if OpenSSL cannot start. */
+int hy_tls_start(hy_tls *t, const hy_tls_ctx *c, int fd, const char *name, hy_err *err);
+/* 1: done; 0: waiting for t->want; -1: failed (t->fail, t->reason). */
+int hy_tls_handshake(hy_tls *t);
+/* Like read(2): > 0 bytes, 0 at the end, -1 with errno (EAGAIN: waiting for
+ * t->want; EPROTO: a TLS error, t->reason says which). */
+ssize_t hy_tls_read(hy_tls *t, void *buf, size_t n);
+/* Decrypted bytes already inside OpenSSL: read them without waiting. */
+bool hy_tls_pending(const hy_tls *t);
+/* Write what the queue holds until the socket would block (t->want says for what). */
+hy_net_wr hy_tls_write_fanq(hy_tls *t, hy_fanq *q);
+/* Of the plaintext written, bytes the kernel may still hold, given how many
+ * bytes of the socket's it holds (SIOCOUTQ): the rest the peer took. */
+uint64_t hy_tls_plain_unread(hy_tls *t, uint64_t wire_unread);
+/* Forget the connection (no close_notify: the socket is being closed). */
+void hy_tls_end(hy_tls *t);
+
+#endif
