@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "hypha/log.h"
+#include "hypha/tls.h"
 #include "hypha/tlv.h"
 
 
@@ -132,12 +133,14 @@ uint8_t *hy_bus_rbuf(hy_bus *b, size_t *size)
     return b->cur->data;
 }
 
-ssize_t hy_bus_read(hy_bus *b, int fd, uint8_t **buf, size_t *cap)
+ssize_t hy_bus_read(hy_bus *b, int fd, struct hy_tls *tls, uint8_t **buf, size_t *cap)
 {
     if (!(*buf = hy_bus_rbuf(b, cap))) {
         errno = ENOMEM;
         return -1;
     }
+    if (tls)
+        return hy_tls_read(tls, *buf, *cap);
     ssize_t n;
     do
         n = read(fd, *buf, *cap);

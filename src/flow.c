@@ -39,10 +39,14 @@ static void apply(hy_flow *f, hy_source *s)
 {
     bool read = hy_flow_may_read(f, s);
     set_paused(f, s, s->open && !read);
-    if (read)
-        ev_io_start(f->loop, s->w);
-    else
+    if (!read) {
         ev_io_stop(f->loop, s->w);
+        return;
+    }
+    bool was = ev_is_active(s->w);
+    ev_io_start(f->loop, s->w);
+    if (!was && s->buffered && s->buffered(s))
+        ev_feed_event(f->loop, s->w, EV_READ); /* bytes already read (TLS): no fd event will say so */
 }
 
 double hy_flow_paused_s(const hy_flow *f, const hy_source *s)
@@ -64,6 +68,7 @@ void hy_flow_add(hy_flow *f, hy_source *s, ev_io *w, hy_src_kind kind)
     s->always = false;
     s->paused = false;
     s->paused_at = s->paused_s = 0;
+    s->buffered = NULL;
     s->prev = NULL;
     s->next = f->sources;
     if (f->sources)

@@ -43,6 +43,37 @@ static bool clean_exit(const hy_inst_view *in)
     return in->last_reason == HY_EXIT_EXIT && in->last_code == 0;
 }
 
+#define CERT_WARN_S (7 * 86400) /* a certificate that ends within a week makes hyphad degraded */
+
+/* One certificate ending within CERT_WARN_S (or ended): says so in reason. */
+static bool cert_ends_soon(const char *link, const char *whose, const char *subject, time_t not_after, time_t wall,
+                           char *reason, size_t len)
+{
+    if (!not_after || not_after - wall > CERT_WARN_S)
+        return false;
+    char d[32];
+    long long left = (long long)(not_after - wall);
+    hy_format_duration((uint64_t)(left < 0 ? -left : left) * 1000u, d, sizeof d);
+    snprintf(reason, len, "TLS certificate of %s (%s %s) %s %s%s", link, whose, subject,
+             left < 0 ? "expired" : "expires in", d, left < 0 ? " ago" : "");
+    return true;
+}
+
+static bool cert_expiring(const hy_snapshot *s, char *reason, size_t len)
+{
+    const hy_tls_view *u = &s->up.tls;
+    if (s->topo->has_upstream && u->on &&
+        (cert_ends_soon("upstream", "own", u->cert_subject, u->cert_not_after, s->wall, reason, len) ||
+         cert_ends_soon("upstream", "server", u->peer_subject, u->peer_not_after, s->wall, reason, len)))
+        return true;
+    for (size_t i = 0; i < s->nlisten; i++) {
+        const hy_tls_view *l = &s->listen[i].tls;
+        if (l->on && cert_ends_soon(s->listen[i].name, "own", l->cert_subject, l->cert_not_after, s->wall, reason, len))
+            return true;
+    }
+    return false;
+}
+
 hy_health hy_health_eval(const hy_snapshot *s, char *reason, size_t len)
 {
     const hy_up_view *up = &s->up;
@@ -95,6 +126,8 @@ hy_health hy_health_eval(const hy_snapshot *s, char *reason, size_t len)
             return HY_DEGRADED;
         }
     }
+    if (cert_expiring(s, reason, len))
+        return HY_DEGRADED;
     if (!up_ok) {
         hy_format_duration((uint64_t)(down_for * 1000.0), b, sizeof b);
         snprintf(reason, len, "upstream %s %s for %s", up->name,

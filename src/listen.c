@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stddef.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -35,6 +36,7 @@ static void doom(hy_client *c, const char *why)
     hy_flow_open(c->ls->flow, &c->src, false);
     ev_timer_stop(c->ls->loop, &c->timer);
     ev_timer_stop(c->ls->loop, &c->frame_w);
+    ev_io_stop(c->ls->loop, &c->tls_w);
     ev_io_stop(c->ls->loop, &c->sink.ww);
     hy_bus_remove_client(c->ls->bus, &c->member);
     ev_feed_event(c->ls->loop, &c->timer, EV_TIMER);
@@ -48,8 +50,11 @@ static void client_free(hy_client *c)
     hy_flow_remove(ls->flow, &c->src);
     ev_timer_stop(ls->loop, &c->timer);
     ev_timer_stop(ls->loop, &c->frame_w);
+    ev_io_stop(ls->loop, &c->tls_w);
     ev_clear_pending(ls->loop, &c->timer);
     ev_clear_pending(ls->loop, &c->frame_w);
+    ev_clear_pending(ls->loop, &c->tls_w);
+    hy_tls_end(&c->tls);
     ev_clear_pending(ls->loop, &c->rw);
     hy_sink_free(&c->sink);
     hy_tlv_decoder_free(&c->dec);
@@ -88,7 +93,7 @@ static int on_frame(void *ud, const hy_frame *f)
 static void join(hy_client *c)
 {
     hy_log(HY_INFO, COMP, "listen client connected", "client", c->name, "handshake",
-           hy_listen_handshake_str(c->mode), NULL);
+           hy_listen_handshake_str(c->mode), c->tls.ssl ? "subject" : NULL, c->tls.peer, NULL);
     hy_bus_add_client(c->ls->bus, &c->member);
 }
 
@@ -176,6 +181,13 @@ static void closed(hy_client *c)
         doom(c, c->ready || c->hs_len == 0 ? "closed" : "closed before the handshake");
 }
 
+static void wait_tls(hy_client *c)
+{
+    ev_io_stop(c->ls->loop, &c->tls_w);
+    ev_io_set(&c->tls_w, c->fd, c->tls.want);
+    ev_io_start(c->ls->loop, &c->tls_w);
+}
+
 /* ---- a frame once started ------------------------------------------------ */
 
 static const hy_listen_spec *spec_of(const hy_client *c)
@@ -246,10 +258,12 @@ static int read_once(hy_client *c)
 {
     uint8_t *buf;
     size_t cap;
-    ssize_t n = hy_bus_read(c->ls->bus, c->fd, &buf, &cap);
+    ssize_t n = hy_bus_read(c->ls->bus, c->fd, c->tls.ssl ? &c->tls : NULL, &buf, &cap);
     if (n < 0) {
-        if (errno != EAGAIN && errno != ENOMEM)
-            doom(c, strerror(errno));
+        if (errno == EAGAIN && c->tls.ssl && c->tls.want == EV_WRITE)
+            wait_tls(c); /* OpenSSL must write before it reads on */
+        else if (errno != EAGAIN && errno != ENOMEM)
+            doom(c, c->tls.ssl && errno == EPROTO ? c->tls.reason : strerror(errno));
         return 0;
     }
     if (n == 0) {
@@ -275,17 +289,100 @@ static int read_once(hy_client *c)
         return 0;
     }
     watch_frame(c);
-    return (size_t)n == cap || (len == 0 && !c->doomed);
+    return (size_t)n == cap || (len == 0 && !c->doomed) || hy_tls_pending(&c->tls);
 }
 
 static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void)loop;
     (void)revents;
     hy_client *c = w->data;
     for (int rounds = 0; rounds < READ_ROUNDS && !c->doomed && hy_flow_may_read(c->ls->flow, &c->src); rounds++)
         if (!read_once(c))
             return;
+    if (!c->doomed && hy_tls_pending(&c->tls))
+        ev_feed_event(loop, w, EV_READ); /* decrypted and waiting: no fd event will come for it */
+}
+
+static bool tls_buffered(const hy_source *s)
+{
+    const hy_client *c = (const hy_client *)((const char *)s - offsetof(hy_client, src));
+    return hy_tls_pending(&c->tls);
+}
+
+/* Past TLS (if any): the endpoint's own handshake rules, then frames. */
+static void client_begin(hy_client *c)
+{
+    hy_listen *ls = c->ls;
+    if (c->tls.ssl)
+        c->sink.tls = &c->tls;
+    if (c->mode == HY_LISTEN_HS_NONE) {
+        c->ready = true;
+    } else {
+        c->src.always = true; /* the first bytes are always read */
+        if (c->mode == HY_LISTEN_HS_DIGEST) {
+            ev_timer_set(&c->timer, HANDSHAKE_TIMEOUT_S, 0.0);
+            ev_timer_start(ls->loop, &c->timer);
+        }
+    }
+    /* `auto` and `none` serve a client that never sends a byte: on the bus now */
+    if (c->mode != HY_LISTEN_HS_DIGEST)
+        join(c);
+    hy_flow_open(ls->flow, &c->src, true);
+}
+
+/* ---- TLS: the client verified before a byte of it is read ------------------ */
+
+static void tls_refused(hy_client *c, hy_tls_fail why, const char *reason)
+{
+    hy_listener *l = (hy_listener *)c->listener;
+    uint64_t n = ++l->tls_fail[why];
+    c->ls->refused++;
+    if (hy_log_mark(n - 1, n))
+        hy_log(HY_WARN, COMP, "listen client refused: TLS handshake failed", "client", c->name, "why",
+               hy_tls_fail_str(why), "error", reason, "total", HY_U64(n), NULL);
+    char msg[sizeof c->why];
+    snprintf(msg, sizeof msg, "TLS handshake failed: %s", reason);
+    doom(c, msg);
+}
+
+static void tls_step(hy_client *c)
+{
+    int r = hy_tls_handshake(&c->tls);
+    if (r < 0) {
+        tls_refused(c, c->tls.fail, c->tls.reason);
+    } else if (r == 0) {
+        wait_tls(c);
+    } else {
+        ev_io_stop(c->ls->loop, &c->tls_w);
+        ev_timer_stop(c->ls->loop, &c->timer);
+        client_begin(c);
+    }
+}
+
+static void tls_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    hy_client *c = w->data;
+    if (c->doomed)
+        return;
+    if (!c->tls.open) {
+        tls_step(c);
+        return;
+    }
+    ev_io_stop(loop, w); /* a read that had to write first goes on */
+    read_cb(loop, &c->rw, EV_READ);
+}
+
+static void start_tls(hy_client *c, const hy_tls_ctx *ctx)
+{
+    hy_err e;
+    if (hy_tls_start(&c->tls, ctx, c->fd, NULL, &e) < 0) {
+        tls_refused(c, HY_TLS_FAIL_OTHER, e.msg);
+        return;
+    }
+    ev_timer_set(&c->timer, (double)spec_of(c)->tls->handshake_timeout_ms / 1000.0, 0.0);
+    ev_timer_start(c->ls->loop, &c->timer);
+    tls_step(c);
 }
 
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -295,6 +392,10 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     hy_client *c = w->data;
     if (c->doomed) {
         client_drop(c);
+        return;
+    }
+    if (c->tls.ssl && !c->tls.open) {
+        tls_refused(c, HY_TLS_FAIL_TIMEOUT, "no TLS handshake within listen.tls.handshake_timeout");
         return;
     }
     c->ls->refused++;
@@ -407,17 +508,13 @@ static void on_accept(hy_acceptor *a, int fd)
     l->nclients++;
     l->accepted++;
     hy_flow_add(ls->flow, &c->src, &c->rw, HY_SRC_CLIENT);
-    if (c->mode == HY_LISTEN_HS_NONE) {
-        c->ready = true;
-    } else {
-        c->src.always = true; /* the first bytes are always read */
-        if (c->mode == HY_LISTEN_HS_DIGEST)
-            ev_timer_start(ls->loop, &c->timer);
-    }
-    /* `auto` and `none` serve a client that never sends a byte: on the bus now */
-    if (c->mode != HY_LISTEN_HS_DIGEST)
-        join(c);
-    hy_flow_open(ls->flow, &c->src, true);
+    c->src.buffered = tls_buffered;
+    ev_io_init(&c->tls_w, tls_cb, fd, EV_READ);
+    c->tls_w.data = c;
+    if (l->tls_ctx)
+        start_tls(c, l->tls_ctx);
+    else
+        client_begin(c);
 }
 
 int hy_listen_init(hy_listen *ls, struct ev_loop *loop, const hy_topology *t, hy_bus *bus, hy_flow *flow, hy_err *err)
@@ -434,8 +531,12 @@ int hy_listen_init(hy_listen *ls, struct ev_loop *loop, const hy_topology *t, hy
         l->ls = ls;
         l->index = i;
         hy_endpoint_str(&t->listen[i].ep, l->name, sizeof l->name);
-        if (hy_acceptor_open(&l->acc, loop, &t->listen[i].ep, "listen", COMP, err) < 0)
+        if (t->listen[i].tls && !(l->tls_ctx = hy_tls_ctx_new(t->listen[i].tls, true, err)))
             return -1;
+        if (hy_acceptor_open(&l->acc, loop, &t->listen[i].ep, "listen", COMP, err) < 0) {
+            hy_tls_ctx_free(l->tls_ctx);
+            return -1;
+        }
         ls->n++;
         l->acc.on_accept = on_accept;
         l->acc.data = l;
@@ -454,7 +555,22 @@ void hy_listen_start(hy_listen *ls)
 
 size_t hy_listen_clients(const hy_listen *ls, size_t i) { return ls->l[i].nclients; }
 
-void hy_listen_retopo(hy_listen *ls, const hy_topology *t) { ls->topo = t; }
+void hy_listen_retopo(hy_listen *ls, const hy_topology *t)
+{
+    ls->topo = t;
+    for (size_t i = 0; i < ls->n; i++) {
+        hy_listener *l = &ls->l[i];
+        hy_err e;
+        hy_tls_ctx *c = t->listen[i].tls ? hy_tls_ctx_new(t->listen[i].tls, true, &e) : NULL;
+        if (t->listen[i].tls && !c) {
+            hy_log(HY_ERROR, COMP, "listen TLS files could not be read again: the old ones stay", "endpoint",
+                   l->name, "error", e.msg, NULL);
+            continue;
+        }
+        hy_tls_ctx_free(l->tls_ctx); /* its clients hold their own reference */
+        l->tls_ctx = c;
+    }
+}
 
 void hy_listen_free(hy_listen *ls)
 {
@@ -463,8 +579,10 @@ void hy_listen_free(hy_listen *ls)
         ls->clients = c->next;
         client_free(c);
     }
-    for (size_t i = 0; i < ls->n; i++)
+    for (size_t i = 0; i < ls->n; i++) {
         hy_acceptor_close(&ls->l[i].acc);
+        hy_tls_ctx_free(ls->l[i].tls_ctx);
+    }
     free(ls->l);
     ls->l = NULL;
     ls->n = 0;

@@ -250,6 +250,55 @@ static void links(buf *b, const hy_snapshot *s)
     }
 }
 
+/* Each TLS link: the upstream, then the listen endpoints in order. */
+typedef struct tls_link {
+    const char *name;
+    const hy_tls_view *v;
+} tls_link;
+
+static size_t tls_links(const hy_snapshot *s, tls_link *out, size_t max)
+{
+    size_t n = 0;
+    if (s->topo->has_upstream && s->up.tls.on && n < max)
+        out[n++] = (tls_link){"upstream", &s->up.tls};
+    for (size_t i = 0; i < s->nlisten && n < max; i++)
+        if (s->listen[i].tls.on)
+            out[n++] = (tls_link){s->listen[i].name, &s->listen[i].tls};
+    return n;
+}
+
+static void expiry_sample(buf *b, const char *link, const char *cert, time_t not_after, time_t wall)
+{
+    if (!not_after)
+        return;
+    bprintf(b, "hypha_tls_cert_expiry_seconds{link=\"");
+    blabel(b, link);
+    bprintf(b, "\",cert=\"%s\"} %lld\n", cert, (long long)(not_after - wall));
+}
+
+static void tls(buf *b, const hy_snapshot *s)
+{
+    tls_link l[64];
+    size_t n = tls_links(s, l, 64);
+    if (!n)
+        return;
+    family(b, "hypha_tls_cert_expiry_seconds", "gauge",
+           "Seconds until a certificate expires (negative: expired): hyphad's own, or the server's it last saw.");
+    for (size_t i = 0; i < n; i++) {
+        expiry_sample(b, l[i].name, "own", l[i].v->cert_not_after, s->wall);
+        if (l[i].v->peer_subject)
+            expiry_sample(b, l[i].name, "server", l[i].v->peer_not_after, s->wall);
+    }
+    family(b, "hypha_tls_handshake_failures_total", "counter", "TLS handshakes that failed, by why.");
+    for (size_t i = 0; i < n; i++)
+        for (int f = 0; f < HY_TLS_FAIL__COUNT; f++) {
+            bprintf(b, "hypha_tls_handshake_failures_total{link=\"");
+            blabel(b, l[i].name);
+            bprintf(b, "\",reason=\"%s\"} %llu\n", hy_tls_fail_str((hy_tls_fail)f),
+                    (unsigned long long)l[i].v->fail[f]);
+        }
+}
+
 char *hy_metrics_render(const hy_snapshot *s, size_t *len)
 {
     const hy_topology *t = s->topo;
@@ -273,6 +322,7 @@ char *hy_metrics_render(const hy_snapshot *s, size_t *len)
     bprintf(&b, "hypha_health %d\n", (int)hy_health_eval(s, reason, sizeof reason));
     workers(&b, s, ls);
     links(&b, s);
+    tls(&b, s);
     free(ls);
     if (b.oom) {
         free(b.p);

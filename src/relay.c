@@ -1,6 +1,7 @@
 /* relay.c - the data plane's parts wired together (see hypha/relay.h). */
 #include "hypha/relay.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "hypha/log.h"
@@ -12,8 +13,8 @@ int hy_relay_init(hy_relay *r, struct ev_loop *loop, const hy_topology *t, uint6
     hy_flow_init(&r->flow, loop, !t->has_upstream || !t->upstream_echo);
     if (hy_bus_init(&r->bus, loop, t->has_upstream, r->flow.local_feed) < 0)
         return hy_err_set(err, "out of memory");
-    if (t->has_upstream)
-        hy_upstream_init(&r->up, loop, t, &r->bus, &r->flow, rng);
+    if (t->has_upstream && hy_upstream_init(&r->up, loop, t, &r->bus, &r->flow, rng, err) < 0)
+        return -1;
     return hy_listen_init(&r->listen, loop, t, &r->bus, &r->flow, err);
 }
 
@@ -38,7 +39,8 @@ void hy_relay_free(hy_relay *r)
 void hy_relay_retopo(hy_relay *r, const hy_topology *t)
 {
     r->topo = t;
-    r->up.topo = t;
+    if (t->has_upstream)
+        hy_upstream_retopo(&r->up, t);
     hy_listen_retopo(&r->listen, t);
 }
 
@@ -76,6 +78,29 @@ void hy_relay_log_counters(const hy_relay *r)
     }
 }
 
+static void tls_view(const hy_tls_ctx *c, const uint64_t *fail, hy_tls_view *v)
+{
+    v->on = c != NULL;
+    v->mutual = c && c->mutual;
+    v->cert_subject = c ? c->subject : "";
+    v->cert_not_after = c ? c->not_after : 0;
+    v->peer_subject = NULL; /* a client's own view: set by the upstream */
+    memcpy(v->fail, fail, sizeof v->fail);
+}
+
+/* Every client, with its certificate's subject. */
+static int clients_view(const hy_listen *ls, size_t i, hy_listen_view *v)
+{
+    size_t n = hy_listen_clients(ls, i), k = 0;
+    if (!(v->who = calloc(n ? n : 1, sizeof *v->who)))
+        return -1;
+    for (const hy_client *c = ls->clients; c && k < n; c = c->next)
+        if (c->listener == &ls->l[i] && !c->doomed)
+            v->who[k++] = (hy_client_view){c->name, c->tls.peer};
+    v->nwho = k;
+    return 0;
+}
+
 static void up_view(const hy_upstream *u, double now, hy_up_view *v)
 {
     v->name = u->name;
@@ -96,9 +121,12 @@ static void up_view(const hy_upstream *u, double now, hy_up_view *v)
     v->frames_resent = u->resent;
     v->unconfirmed = hy_fanq_unconfirmed(&u->sink.q);
     v->drops = u->drops;
+    tls_view(u->tls_ctx, u->tls_fail, &v->tls);
+    v->tls.peer_subject = u->tls_peer;
+    v->tls.peer_not_after = u->tls_peer_not_after;
 }
 
-void hy_relay_view(const hy_relay *r, double now, hy_up_view *up, hy_listen_view *listen)
+int hy_relay_view(const hy_relay *r, double now, hy_up_view *up, hy_listen_view *listen)
 {
     memset(up, 0, sizeof *up);
     if (r->topo->has_upstream)
@@ -121,5 +149,9 @@ void hy_relay_view(const hy_relay *r, double now, hy_up_view *up, hy_listen_view
             .max_frame = spec->max_frame,
             .frame_timeout_ms = spec->frame_timeout_ms,
         };
+        tls_view(l->tls_ctx, l->tls_fail, &listen[i].tls);
+        if (clients_view(&r->listen, i, &listen[i]) < 0)
+            return -1;
     }
+    return 0;
 }

@@ -70,6 +70,10 @@ int hy_reload_check(const hy_topology *cur, const hy_topology *next, hy_err *err
         return REFUSE("upstream");
     if (cur->has_upstream && cur->upstream_handshake != next->upstream_handshake)
         return REFUSE("upstream.handshake");
+    /* TLS on or off is refused; its files (and which files) may change: a
+     * reload reads them again, for the connections made from then on. */
+    if (cur->has_upstream && !cur->upstream_tls != !next->upstream_tls)
+        return REFUSE("upstream.tls (on or off)");
     if (cur->has_upstream &&
         (cur->upstream_echo != next->upstream_echo || cur->upstream_buffer != next->upstream_buffer ||
          cur->reconnect_initial_ms != next->reconnect_initial_ms || cur->reconnect_max_ms != next->reconnect_max_ms))
@@ -83,6 +87,8 @@ int hy_reload_check(const hy_topology *cur, const hy_topology *next, hy_err *err
             return REFUSE("listen");
         if (cur->listen[i].handshake != next->listen[i].handshake)
             return REFUSE("listen handshake");
+        if (!cur->listen[i].tls != !next->listen[i].tls)
+            return REFUSE("listen tls (on or off)");
     }
     if (!str_eq(cur->control_socket, next->control_socket) || cur->control_mode != next->control_mode)
         return REFUSE("control");

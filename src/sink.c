@@ -7,6 +7,7 @@
 
 #include "hypha/log.h"
 #include "hypha/net.h"
+#include "hypha/tls.h"
 #include "hypha/tlv.h"
 
 static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -22,6 +23,7 @@ void hy_sink_init(hy_sink *s, hy_sinks *set, hy_flow *flow, hy_sink_role role, u
     hy_fanq_init(&s->q);
     s->fd = -1;
     s->is_socket = false;
+    s->tls = NULL;
     s->role = role;
     s->limit = limit;
     s->policy = policy;
@@ -214,6 +216,18 @@ void hy_sink_clear(hy_sink *s, hy_drop why)
     set_over(s, false);
 }
 
+/* Until the fd takes more: over TLS, whatever OpenSSL waits for (a write
+ * may need the peer's bytes first). */
+static void wait_writable(hy_sink *s)
+{
+    int ev = s->tls ? s->tls->want : EV_WRITE;
+    if (ev_is_active(&s->ww) && (s->ww.events & (EV_READ | EV_WRITE)) == ev)
+        return;
+    ev_io_stop(s->set->loop, &s->ww);
+    ev_io_set(&s->ww, s->fd, ev);
+    ev_io_start(s->set->loop, &s->ww);
+}
+
 void hy_sink_flush(hy_sink *s)
 {
     if (s->fd < 0 || hy_fanq_pending(&s->q) == 0) {
@@ -222,7 +236,7 @@ void hy_sink_flush(hy_sink *s)
             set_over(s, false);
         return;
     }
-    hy_net_wr r = hy_net_write_fanq(s->fd, &s->q, s->is_socket);
+    hy_net_wr r = s->tls ? hy_tls_write_fanq(s->tls, &s->q) : hy_net_write_fanq(s->fd, &s->q, s->is_socket);
     if (r == HY_NET_WR_ERROR) {
         if (s->on_error)
             s->on_error(s, errno, NULL);
@@ -231,7 +245,7 @@ void hy_sink_flush(hy_sink *s)
         return;
     }
     if (r == HY_NET_WR_AGAIN)
-        ev_io_start(s->set->loop, &s->ww);
+        wait_writable(s);
     else
         ev_io_stop(s->set->loop, &s->ww);
     if (s->on_written)

@@ -45,6 +45,7 @@ int hy_sup_snapshot(const hy_sup *s, double now, hy_instance *const *sel, size_t
     memset(out, 0, sizeof *out);
     out->topo = s->topo;
     out->uptime_s = now - s->started_at;
+    out->wall = time(NULL);
     size_t n = sel ? nsel : s->ninst;
     out->inst = calloc(n ? n : 1, sizeof *out->inst);
     out->listen = calloc(s->topo->nlisten ? s->topo->nlisten : 1, sizeof *out->listen);
@@ -56,13 +57,18 @@ int hy_sup_snapshot(const hy_sup *s, double now, hy_instance *const *sel, size_t
         inst_view(sel ? sel[i] : s->inst[i], now, &out->inst[i]);
     out->ninst = n;
     out->nlisten = s->topo->nlisten;
-    hy_relay_view(&s->relay, now, &out->up, out->listen);
+    if (hy_relay_view(&s->relay, now, &out->up, out->listen) < 0) {
+        hy_snapshot_free(out);
+        return -1;
+    }
     return 0;
 }
 
 void hy_snapshot_free(hy_snapshot *s)
 {
     free(s->inst);
+    for (size_t i = 0; i < s->nlisten; i++)
+        free(s->listen[i].who);
     free(s->listen);
     memset(s, 0, sizeof *s);
 }

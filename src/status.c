@@ -77,6 +77,25 @@ json_t *hy_status_instance(const hy_inst_view *in, const hy_schema *schema)
     return o;
 }
 
+static json_t *tls_json(const hy_tls_view *v)
+{
+    if (!v->on)
+        return json_null();
+    json_t *o = json_object();
+    json_object_set_new(o, "cert", v->cert_subject[0] ? json_string(v->cert_subject) : json_null());
+    json_object_set_new(o, "cert_not_after", v->cert_not_after ? json_integer(v->cert_not_after) : json_null());
+    if (v->peer_subject)
+        json_object_set_new(o, "server", v->peer_subject[0] ? json_string(v->peer_subject) : json_null());
+    if (v->peer_subject)
+        json_object_set_new(o, "server_not_after", v->peer_not_after ? json_integer(v->peer_not_after) : json_null());
+    json_object_set_new(o, "client_certificates", json_boolean(v->mutual));
+    json_t *f = json_object();
+    for (int i = 0; i < HY_TLS_FAIL__COUNT; i++)
+        json_object_set_new(f, hy_tls_fail_str((hy_tls_fail)i), u64(v->fail[i]));
+    json_object_set_new(o, "failures", f);
+    return o;
+}
+
 static json_t *upstream_json(const hy_snapshot *snap)
 {
     const hy_topology *t = snap->topo;
@@ -105,6 +124,7 @@ static json_t *upstream_json(const hy_snapshot *snap)
     json_object_set_new(d, "unknown-type", u64(u->drops.n[HY_DROP_UNKNOWN_TYPE]));
     json_object_set_new(d, "wrong-size", u64(u->drops.n[HY_DROP_WRONG_SIZE]));
     json_object_set_new(o, "drops", d);
+    json_object_set_new(o, "tls", tls_json(&u->tls));
     return o;
 }
 
@@ -121,6 +141,13 @@ static json_t *listen_json(const hy_snapshot *snap)
         json_object_set_new(o, "too_long", u64(l->too_long));
         json_object_set_new(o, "max_frame", u64(l->max_frame));
         json_object_set_new(o, "frame_timeout_ms", u64(l->frame_timeout_ms));
+        json_object_set_new(o, "tls", tls_json(&l->tls));
+        json_t *who = json_array();
+        for (size_t k = 0; k < l->nwho; k++)
+            json_array_append_new(who, json_pack("{s:s,s:o}", "client", l->who[k].name, "subject",
+                                                  l->who[k].subject[0] ? json_string(l->who[k].subject)
+                                                                       : json_null()));
+        json_object_set_new(o, "who", who);
         json_object_set_new(o, "refused", json_pack("{s:o,s:o,s:o}", "handshake", u64(l->refused_handshake),
                                                     "max_clients", u64(l->refused_full), "fd_reserve",
                                                     u64(l->refused_fds)));

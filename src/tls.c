@@ -17,22 +17,6 @@
 
 /* ---- why a handshake failed ------------------------------------------------ */
 
-const char *hy_tls_fail_str(hy_tls_fail f)
-{
-    switch (f) {
-    case HY_TLS_FAIL_UNTRUSTED: return "untrusted";
-    case HY_TLS_FAIL_HOST_NAME: return "host-name";
-    case HY_TLS_FAIL_EXPIRED: return "expired";
-    case HY_TLS_FAIL_NOT_YET_VALID: return "not-yet-valid";
-    case HY_TLS_FAIL_NO_CERTIFICATE: return "no-certificate";
-    case HY_TLS_FAIL_NOT_TLS: return "not-tls";
-    case HY_TLS_FAIL_TIMEOUT: return "timeout";
-    case HY_TLS_FAIL_OTHER: return "other";
-    case HY_TLS_FAIL__COUNT: break;
-    }
-    return "?";
-}
-
 static hy_tls_fail classify_verify(long v)
 {
     switch (v) {
@@ -129,6 +113,7 @@ static int load_trust(hy_tls_ctx *c, const hy_tls_spec *s, hy_err *err)
             return ctx_fail(c, err, "tls.client_ca", s->client_ca);
         }
         SSL_CTX_set_client_CA_list(c->ctx, names);
+        c->mutual = true;
         SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
         return 0;
     }
@@ -317,6 +302,35 @@ static size_t next_write(hy_tls *t, const hy_fanq *q, uint8_t *stage, const uint
     return len;
 }
 
+/* A write that could not finish: 1 if it only waits (retry with the same bytes). */
+static int write_failed(hy_tls *t, int rc, size_t len)
+{
+    if (waits(t, rc)) {
+        t->retry_len = len;
+        return 1;
+    }
+    unsigned long first;
+    ssl_reason(t->reason, sizeof t->reason, &first);
+    if (!errno)
+        errno = EPROTO;
+    return 0;
+}
+
+ssize_t hy_tls_write(hy_tls *t, const void *buf, size_t n)
+{
+    size_t done = 0;
+    errno = 0;
+    int rc = SSL_write_ex(t->ssl, buf, t->retry_len ? t->retry_len : n, &done);
+    if (rc == 1) {
+        t->retry_len = 0;
+        mark(t, done);
+        return (ssize_t)done;
+    }
+    if (write_failed(t, rc, t->retry_len ? t->retry_len : n))
+        errno = EAGAIN;
+    return -1;
+}
+
 hy_net_wr hy_tls_write_fanq(hy_tls *t, hy_fanq *q)
 {
     uint8_t stage[WRITE_MAX];
@@ -331,15 +345,7 @@ hy_net_wr hy_tls_write_fanq(hy_tls *t, hy_fanq *q)
             hy_fanq_consume(q, done);
             continue;
         }
-        if (waits(t, rc)) {
-            t->retry_len = len;
-            return HY_NET_WR_AGAIN;
-        }
-        unsigned long first;
-        ssl_reason(t->reason, sizeof t->reason, &first);
-        if (!errno)
-            errno = EPROTO;
-        return HY_NET_WR_ERROR;
+        return write_failed(t, rc, len) ? HY_NET_WR_AGAIN : HY_NET_WR_ERROR;
     }
     return HY_NET_WR_DONE;
 }
@@ -355,6 +361,8 @@ uint64_t hy_tls_plain_unread(hy_tls *t, uint64_t wire_unread)
     }
     return t->plain_written - t->taken_plain;
 }
+
+const char *hy_tls_version(const hy_tls *t) { return t->ssl ? SSL_get_version(t->ssl) : ""; }
 
 void hy_tls_end(hy_tls *t)
 {

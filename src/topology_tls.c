@@ -53,8 +53,8 @@ static int check_files(loader *L, const yaml_node_t *m, const char *ctx, const h
  * key, server_name; a server's cert, key (both required) and client_ca. */
 int hy_parse_tls(loader *L, const yaml_node_t *m, const char *ctx, bool server, hy_tls_spec **out)
 {
-    static const char *const client_keys[] = {"ca", "cert", "key", "server_name", NULL};
-    static const char *const server_keys[] = {"cert", "key", "client_ca", NULL};
+    static const char *const client_keys[] = {"ca", "cert", "key", "server_name", "handshake_timeout", NULL};
+    static const char *const server_keys[] = {"cert", "key", "client_ca", "handshake_timeout", NULL};
     char name[64];
     snprintf(name, sizeof name, "%.*s", (int)strlen(ctx) - 1, ctx);
     if (hy_yexpect_map(&L->y, m, name) < 0 || hy_ymap_check(&L->y, m, name, server ? server_keys : client_keys) < 0)
@@ -63,7 +63,14 @@ int hy_parse_tls(loader *L, const yaml_node_t *m, const char *ctx, bool server, 
     if (!s)
         return oom(L, m);
     *out = s;
+    s->handshake_timeout_ms = HY_TLS_HANDSHAKE_TIMEOUT_DEFAULT_MS;
     yaml_node_t *v;
+    if ((v = hy_ymap_get(&L->y, m, "handshake_timeout"))) {
+        if (hy_yget_duration(&L->y, v, qual(L, ctx, "handshake_timeout"), &s->handshake_timeout_ms) < 0)
+            return -1;
+        if (s->handshake_timeout_ms == 0)
+            return hy_yerr(&L->y, v, "%shandshake_timeout must be more than 0s", ctx);
+    }
     if (path_key(L, m, ctx, "cert", &s->cert) < 0 || path_key(L, m, ctx, "key", &s->key) < 0 ||
         path_key(L, m, ctx, "ca", &s->ca) < 0 || path_key(L, m, ctx, "client_ca", &s->client_ca) < 0)
         return -1;

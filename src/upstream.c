@@ -3,6 +3,7 @@
 #include "hypha/upstream.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <linux/sockios.h>
 #include <poll.h>
 #include <string.h>
@@ -62,7 +63,10 @@ static void close_fd(hy_upstream *u)
     ev_timer_stop(u->loop, &u->taken_w);
     hy_flow_open(u->flow, &u->src, false);
     ev_io_stop(u->loop, &u->ww);
+    ev_io_stop(u->loop, &u->tls_w);
     hy_sink_set_fd(&u->sink, -1, true);
+    u->sink.tls = NULL;
+    hy_tls_end(&u->tls);
     if (u->fd >= 0)
         close(u->fd);
     u->fd = -1;
@@ -132,15 +136,26 @@ static void lost(hy_upstream *u, const char *why, int err)
 
 /* ---- connected: handshake, probation, frames ---------------------------- */
 
-/* 0: sent (or waiting for EV_WRITE); -1: the socket failed. */
+/* ww waits for the socket: to write the handshake, or (TLS) to read again
+ * once OpenSSL could write what a read needed. */
+static void wait_ww(hy_upstream *u, int events)
+{
+    ev_io_stop(u->loop, &u->ww);
+    ev_io_set(&u->ww, u->fd, events);
+    ev_io_start(u->loop, &u->ww);
+}
+
+/* 0: sent (or waiting for the socket); -1: the socket failed. */
 static int send_handshake(hy_upstream *u)
 {
     while (u->hs_sent < HY_HANDSHAKE_LEN) {
-        ssize_t n = send(u->fd, u->hs + u->hs_sent, HY_HANDSHAKE_LEN - u->hs_sent, MSG_NOSIGNAL);
+        const uint8_t *p = u->hs + u->hs_sent;
+        size_t left = HY_HANDSHAKE_LEN - u->hs_sent;
+        ssize_t n = u->tls.ssl ? hy_tls_write(&u->tls, p, left) : send(u->fd, p, left, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && errno == EAGAIN) {
-            ev_io_start(u->loop, &u->ww);
+            wait_ww(u, u->tls.ssl ? u->tls.want : EV_WRITE);
             return 0;
         }
         if (n < 0)
@@ -178,9 +193,11 @@ static void ask_taken(hy_upstream *u)
                    "upstream", u->name, "error", strerror(errno), NULL);
         u->taken_unknown = true;
         unread = 0;
-    } else if ((size_t)unread < q->sent && q->sent - (size_t)unread > q->acked && peer_gone(u->fd)) {
-        return;
+    } else if (u->tls.ssl) {
+        unread = (int)hy_tls_plain_unread(&u->tls, (uint64_t)unread); /* the socket's bytes are TLS records */
     }
+    if ((size_t)unread < q->sent && q->sent - (size_t)unread > q->acked && peer_gone(u->fd))
+        return;
     hy_sink_taken(&u->sink, (size_t)unread);
     if (hy_fanq_unconfirmed(q) == 0)
         ev_timer_stop(u->loop, &u->taken_w);
@@ -212,6 +229,7 @@ static void end_probation(hy_upstream *u)
     u->probation = false;
     ev_timer_stop(u->loop, &u->timer);
     hy_sink_set_fd(&u->sink, u->fd, true);
+    u->sink.tls = u->tls.ssl ? &u->tls : NULL;
     hy_sink_flush(&u->sink);
 }
 
@@ -248,11 +266,88 @@ static void on_connected(hy_upstream *u, int fd)
         lost(u, "write failed", errno);
 }
 
+/* ---- TLS: the server verified before anything is written ------------------ */
+
+static const char *tls_fix(hy_tls_fail f)
+{
+    switch (f) {
+    case HY_TLS_FAIL_UNTRUSTED:
+        return "the server's certificate is not signed by upstream.tls.ca (without ca: by the system store): give "
+               "the CA that signs it";
+    case HY_TLS_FAIL_HOST_NAME:
+        return "the server's certificate is not for this name: set upstream.tls.server_name to a name it carries";
+    case HY_TLS_FAIL_EXPIRED: return "the server's certificate has expired: renew it";
+    case HY_TLS_FAIL_NOT_YET_VALID: return "the server's certificate is not valid yet: check both clocks";
+    case HY_TLS_FAIL_NO_CERTIFICATE: return "the server wants a client certificate: give upstream.tls.cert and key";
+    case HY_TLS_FAIL_NOT_TLS:
+    case HY_TLS_FAIL_TIMEOUT:
+        return "the server does not speak TLS there: point upstream.tcp at its TLS port (stunnel's accept), or "
+               "remove upstream.tls";
+    default: return "see the error";
+    }
+}
+
+static void tls_failed(hy_upstream *u, hy_tls_fail why, const char *reason)
+{
+    uint64_t n = ++u->tls_fail[why];
+    if (hy_log_mark(n - 1, n))
+        hy_log(HY_ERROR, COMP, "upstream TLS handshake failed", "upstream", u->name, "why", hy_tls_fail_str(why),
+               "error", reason, "fix", tls_fix(why), "total", HY_U64(n), NULL);
+    lost(u, "TLS handshake failed", 0);
+}
+
+static void tls_step(hy_upstream *u)
+{
+    int r = hy_tls_handshake(&u->tls);
+    if (r < 0) {
+        tls_failed(u, u->tls.fail, u->tls.reason);
+        return;
+    }
+    if (r == 0) {
+        ev_io_stop(u->loop, &u->tls_w);
+        ev_io_set(&u->tls_w, u->fd, u->tls.want);
+        ev_io_start(u->loop, &u->tls_w);
+        return;
+    }
+    ev_io_stop(u->loop, &u->tls_w);
+    ev_timer_stop(u->loop, &u->timer);
+    snprintf(u->tls_peer, sizeof u->tls_peer, "%s", u->tls.peer);
+    u->tls_peer_not_after = u->tls.peer_not_after;
+    hy_log(HY_INFO, COMP, "upstream TLS established", "upstream", u->name, "server", u->tls.peer, "protocol",
+           hy_tls_version(&u->tls), NULL);
+    on_connected(u, u->fd);
+}
+
+static void tls_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    tls_step(w->data);
+}
+
+static void start_tls(hy_upstream *u, int fd)
+{
+    const char *name = u->topo->upstream_tls->server_name ? u->topo->upstream_tls->server_name
+                                                           : u->topo->upstream.host;
+    hy_err e;
+    u->fd = fd; /* closed by lost() if the handshake fails */
+    if (hy_tls_start(&u->tls, u->tls_ctx, fd, name, &e) < 0) {
+        tls_failed(u, HY_TLS_FAIL_OTHER, e.msg);
+        return;
+    }
+    ev_timer_stop(u->loop, &u->timer);
+    ev_timer_set(&u->timer, (double)u->topo->upstream_tls->handshake_timeout_ms / 1000.0, 0.0);
+    ev_timer_start(u->loop, &u->timer);
+    tls_step(u);
+}
+
 static void connect_done(hy_connector *c, int fd, int err, const char *reason)
 {
     hy_upstream *u = c->data;
     if (fd < 0)
         lost(u, reason, c->lookup_failed ? 0 : err); /* the lookup's own message says more than its errno */
+    else if (u->tls_ctx)
+        start_tls(u, fd);
     else
         on_connected(u, fd);
 }
@@ -266,15 +361,25 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         end_probation(u); /* still open: the bus took the handshake */
     else if (u->state == HY_UP_DOWN)
         connect_now(u);
+    else if (u->state == HY_UP_CONNECTING && u->tls.ssl && !u->tls.open)
+        tls_failed(u, HY_TLS_FAIL_TIMEOUT, "no TLS handshake within upstream.tls.handshake_timeout");
 }
 
-static void hs_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+static void read_cb(struct ev_loop *loop, ev_io *w, int revents);
+
+/* The socket can take more: the rest of the digest handshake, or (TLS) a
+ * read that had to write first goes on. */
+static void ww_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void)loop;
     (void)revents;
     hy_upstream *u = w->data;
-    if (send_handshake(u) < 0)
-        lost(u, "write failed", errno);
+    if (u->topo->upstream_handshake == HY_UP_HANDSHAKE_DIGEST && u->hs_sent < HY_HANDSHAKE_LEN) {
+        if (send_handshake(u) < 0)
+            lost(u, "write failed", errno);
+        return;
+    }
+    ev_io_stop(loop, w);
+    read_cb(loop, &u->rw, EV_READ);
 }
 
 static void sink_error(hy_sink *s, int err, const char *why)
@@ -312,10 +417,12 @@ static int read_once(hy_upstream *u)
 {
     uint8_t *buf;
     size_t cap;
-    ssize_t n = hy_bus_read(u->bus, u->fd, &buf, &cap);
+    ssize_t n = hy_bus_read(u->bus, u->fd, u->tls.ssl ? &u->tls : NULL, &buf, &cap);
     if (n < 0) {
-        if (errno != EAGAIN && errno != ENOMEM)
-            lost(u, "read failed", errno);
+        if (errno == EAGAIN && u->tls.ssl && u->tls.want == EV_WRITE)
+            wait_ww(u, EV_WRITE); /* OpenSSL must write before it reads on */
+        else if (errno != EAGAIN && errno != ENOMEM)
+            lost(u, u->tls.ssl && errno == EPROTO ? u->tls.reason : "read failed", errno == EPROTO ? 0 : errno);
         return 0;
     }
     if (n == 0) {
@@ -331,23 +438,32 @@ static int read_once(hy_upstream *u)
         lost(u, st == HY_TLV_NOMEM ? "out of memory assembling a frame" : why, 0);
         return 0;
     }
-    return (size_t)n == cap;
+    return (size_t)n == cap || hy_tls_pending(&u->tls);
 }
 
 static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void)loop;
     (void)revents;
     hy_upstream *u = w->data;
     for (int rounds = 0; rounds < READ_ROUNDS && hy_flow_may_read(u->flow, &u->src); rounds++)
         if (!read_once(u))
             return;
+    if (u->fd >= 0 && hy_tls_pending(&u->tls))
+        ev_feed_event(loop, w, EV_READ); /* decrypted and waiting: no fd event will come for it */
 }
 
-void hy_upstream_init(hy_upstream *u, struct ev_loop *loop, const hy_topology *t, hy_bus *bus, hy_flow *flow,
-                      uint64_t *rng)
+static bool tls_buffered(const hy_source *s)
+{
+    const hy_upstream *u = (const hy_upstream *)((const char *)s - offsetof(hy_upstream, src));
+    return hy_tls_pending(&u->tls);
+}
+
+int hy_upstream_init(hy_upstream *u, struct ev_loop *loop, const hy_topology *t, hy_bus *bus, hy_flow *flow,
+                     uint64_t *rng, hy_err *err)
 {
     memset(u, 0, sizeof *u);
+    if (t->upstream_tls && !(u->tls_ctx = hy_tls_ctx_new(t->upstream_tls, false, err)))
+        return -1;
     u->loop = loop;
     u->topo = t;
     u->bus = bus;
@@ -368,18 +484,37 @@ void hy_upstream_init(hy_upstream *u, struct ev_loop *loop, const hy_topology *t
     u->hs[1] = 0;
     memcpy(u->hs + 2, t->schema->digest, 32);
     ev_io_init(&u->rw, read_cb, -1, EV_READ);
-    ev_io_init(&u->ww, hs_write_cb, -1, EV_WRITE);
+    ev_io_init(&u->ww, ww_cb, -1, EV_WRITE);
+    ev_io_init(&u->tls_w, tls_cb, -1, EV_READ);
     ev_init(&u->timer, timer_cb);
     ev_init(&u->taken_w, taken_cb);
     u->taken_w.repeat = TAKEN_POLL_S;
-    u->rw.data = u->ww.data = u->timer.data = u->taken_w.data = u;
+    u->rw.data = u->ww.data = u->timer.data = u->taken_w.data = u->tls_w.data = u;
     hy_flow_add(flow, &u->src, &u->rw, HY_SRC_UPSTREAM);
+    u->src.buffered = tls_buffered;
     hy_connector_init(&u->conn, loop, CONNECT_TIMEOUT_S, connect_done, u);
     u->down_since = ev_now(loop);
     bus->up = &u->sink;
+    return 0;
 }
 
 void hy_upstream_start(hy_upstream *u) { connect_now(u); }
+
+void hy_upstream_retopo(hy_upstream *u, const hy_topology *t)
+{
+    u->topo = t;
+    if (!t->upstream_tls)
+        return;
+    hy_err e;
+    hy_tls_ctx *c = hy_tls_ctx_new(t->upstream_tls, false, &e);
+    if (!c) {
+        hy_log(HY_ERROR, COMP, "upstream TLS files could not be read again: the old ones stay", "upstream", u->name,
+               "error", e.msg, NULL);
+        return;
+    }
+    hy_tls_ctx_free(u->tls_ctx); /* the connection holds its own reference */
+    u->tls_ctx = c;
+}
 
 void hy_upstream_free(hy_upstream *u)
 {
@@ -391,6 +526,8 @@ void hy_upstream_free(hy_upstream *u)
     hy_flow_remove(u->flow, &u->src);
     hy_sink_free(&u->sink);
     hy_tlv_decoder_free(&u->dec);
+    hy_tls_ctx_free(u->tls_ctx);
+    u->tls_ctx = NULL;
     u->bus->up = NULL;
     u->loop = NULL;
 }

@@ -89,7 +89,7 @@ static int read_stdout(hy_instance *in)
     uint8_t *dst, *buf;
     size_t missing = hy_tlv_direct(&in->dec, &dst), cap = 0;
     bool direct = missing >= DIRECT_READ_MIN;
-    ssize_t n = direct ? read(in->out_fd, buf = dst, missing) : hy_bus_read(bus_of(in), in->out_fd, &buf, &cap);
+    ssize_t n = direct ? read(in->out_fd, buf = dst, missing) : hy_bus_read(bus_of(in), in->out_fd, NULL, &buf, &cap);
     if (n < 0) {
         if (errno == EINTR || errno == EAGAIN || errno == ENOMEM)
             return errno == EINTR ? RD_MORE : RD_AGAIN;

@@ -79,10 +79,11 @@ void hy_bus_free(hy_bus *b);
 /* The read buffer, for one read(2); any pending run is queued first. NULL
  * when memory runs out (the source is read again at its next wakeup). */
 uint8_t *hy_bus_rbuf(hy_bus *b, size_t *size);
-/* One read(2) of fd into the read buffer (EINTR retried): the bytes read,
- * 0 at EOF, or -1 with errno (EAGAIN: nothing now; ENOMEM: no buffer, read
- * again later). *buf and *cap say where they went. */
-ssize_t hy_bus_read(hy_bus *b, int fd, uint8_t **buf, size_t *cap);
+/* One read(2) of fd (through tls, if not NULL) into the read buffer (EINTR
+ * retried): the bytes read, 0 at EOF, or -1 with errno (EAGAIN: nothing now;
+ * ENOMEM: no buffer, read again later). *buf and *cap say where they went. */
+struct hy_tls;
+ssize_t hy_bus_read(hy_bus *b, int fd, struct hy_tls *tls, uint8_t **buf, size_t *cap);
 static inline bool hy_bus_in_rbuf(const hy_bus *b, const uint8_t *p)
 {
     return b->cur && p >= b->cur->data && p < b->cur->data + b->cur->cap;

@@ -29,6 +29,9 @@ typedef struct hy_source {
     bool paused;                 /* open, but held back by the pressure */
     double paused_at;            /* ev_now() when it was last held back */
     double paused_s;             /* seconds held back before that, in all */
+    /* Bytes of it already read and waiting inside hyphad (decrypted TLS):
+     * when it may be read again, it is, without waiting for its fd. NULL: none. */
+    bool (*buffered)(const struct hy_source *s);
     struct hy_source *next, *prev;
 } hy_source;
 

@@ -28,6 +28,7 @@
 #include "hypha/net.h"
 #include "hypha/sink.h"
 #include "hypha/tlv.h"
+#include "hypha/tls.h"
 #include "hypha/topology.h"
 #include "hypha/upstream.h"
 
@@ -46,6 +47,8 @@ typedef struct hy_listener {
     uint64_t slow;               /* dropped: too slow */
     uint64_t frame_timeouts;     /* dropped: a frame not whole within frame_timeout */
     uint64_t too_long;           /* dropped: a frame over max_frame */
+    hy_tls_ctx *tls_ctx;         /* listen[].tls (owned; made again at a reload), or NULL */
+    uint64_t tls_fail[HY_TLS_FAIL__COUNT]; /* clients refused by the TLS handshake, by why */
 } hy_listener;
 
 typedef struct hy_client {
@@ -55,6 +58,8 @@ typedef struct hy_client {
     ev_io rw;
     ev_timer timer;              /* the handshake deadline; fed to free it once doomed */
     ev_timer frame_w;            /* a frame once started: listen.frame_timeout */
+    hy_tls tls;                  /* its TLS (tls.ssl NULL: plaintext) */
+    ev_io tls_w;                 /* the TLS handshake (or a read that must write first), waiting */
     double frame_at;             /* ev_now() when the frame it is sending started */
     double frame_paused;         /* hy_flow_paused_s() then: time hyphad held it back does not count */
     uint64_t frame_mark;         /* the decoder's frame count then */

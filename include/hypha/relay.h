@@ -41,6 +41,7 @@ bool hy_relay_upstream_connected(const hy_relay *r);
 void hy_relay_log_counters(const hy_relay *r);
 /* The links' part of a snapshot: up, and one entry per listen endpoint
  * (listen must have room for topo->nlisten). */
-void hy_relay_view(const hy_relay *r, double now, hy_up_view *up, hy_listen_view *listen);
+/* -1 when out of memory. */
+int hy_relay_view(const hy_relay *r, double now, hy_up_view *up, hy_listen_view *listen);
 
 #endif

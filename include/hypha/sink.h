@@ -36,6 +36,7 @@ typedef struct hy_sink {
     hy_fanq q;
     int fd;                      /* not owned; -1: none */
     bool is_socket;              /* written with send(MSG_NOSIGNAL) */
+    struct hy_tls *tls;          /* written through TLS (not owned), or NULL */
     hy_sink_role role;
     uint64_t limit;              /* queue.limit, or upstream.buffer */
     hy_overflow policy;

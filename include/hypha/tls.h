@@ -28,30 +28,13 @@
 #include "hypha/err.h"
 #include "hypha/fanq.h"
 #include "hypha/net.h"
+#include "hypha/tls_fail.h"
 #include "hypha/topology.h"
-
-/* Why a handshake failed, for counters and metrics. */
-typedef enum hy_tls_fail {
-    HY_TLS_FAIL_UNTRUSTED,       /* not signed by a CA we trust (a wrong CA, self-signed) */
-    HY_TLS_FAIL_HOST_NAME,       /* the certificate is not for that name */
-    HY_TLS_FAIL_EXPIRED,
-    HY_TLS_FAIL_NOT_YET_VALID,
-    HY_TLS_FAIL_NO_CERTIFICATE,  /* a client sent none where one is required */
-    HY_TLS_FAIL_NOT_TLS,         /* the peer does not speak TLS (plaintext to a TLS port) */
-    HY_TLS_FAIL_TIMEOUT,         /* not done within the deadline */
-    HY_TLS_FAIL_OTHER,           /* any other protocol error or a closed connection */
-    HY_TLS_FAIL__COUNT
-} hy_tls_fail;
-
-/* "untrusted", "host-name", ...: for logs, status and metrics labels. */
-const char *hy_tls_fail_str(hy_tls_fail f);
-/* From a verify result (X509_V_*) and an OpenSSL error code (ERR_get_error):
- * which kind of failure it is. Pure. */
-hy_tls_fail hy_tls_fail_classify(long verify_result, unsigned long err);
 
 typedef struct hy_tls_ctx {
     struct ssl_ctx_st *ctx;
     bool server;
+    bool mutual;                 /* a server that requires client certificates */
     time_t not_after;            /* its own certificate's end (0: it has none) */
     char subject[256];           /* its own certificate's subject ("" without one) */
 } hy_tls_ctx;
@@ -90,11 +73,16 @@ int hy_tls_handshake(hy_tls *t);
 ssize_t hy_tls_read(hy_tls *t, void *buf, size_t n);
 /* Decrypted bytes already inside OpenSSL: read them without waiting. */
 bool hy_tls_pending(const hy_tls *t);
+/* Like write(2) of a buffer that stays put until all of it is written (a
+ * handshake): > 0 bytes written, -1 with errno (EAGAIN: waiting for t->want). */
+ssize_t hy_tls_write(hy_tls *t, const void *buf, size_t n);
 /* Write what the queue holds until the socket would block (t->want says for what). */
 hy_net_wr hy_tls_write_fanq(hy_tls *t, hy_fanq *q);
 /* Of the plaintext written, bytes the kernel may still hold, given how many
  * bytes of the socket's it holds (SIOCOUTQ): the rest the peer took. */
 uint64_t hy_tls_plain_unread(hy_tls *t, uint64_t wire_unread);
+/* "TLSv1.3"... */
+const char *hy_tls_version(const hy_tls *t);
 /* Forget the connection (no close_notify: the socket is being closed). */
 void hy_tls_end(hy_tls *t);
 

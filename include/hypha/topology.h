@@ -49,6 +49,7 @@ typedef struct hy_tls_spec {
     char *cert, *key;            /* its own certificate chain and key (a server's are required) */
     char *server_name;           /* client: the name the server's certificate must carry (NULL: the host) */
     char *client_ca;             /* server: require client certificates signed by these (NULL: none asked) */
+    uint64_t handshake_timeout_ms; /* the TLS handshake is done within this (default 10s) */
 } hy_tls_spec;
 
 /* What a listen endpoint reads first (docs/routing.md, "Listen endpoints"). */
@@ -62,6 +63,7 @@ typedef enum hy_listen_handshake {
 #define HY_LISTEN_MAX_CLIENTS_MAX 65536u
 #define HY_LISTEN_MAX_FRAME_MIN 64u
 #define HY_LISTEN_FRAME_TIMEOUT_DEFAULT_MS 10000u
+#define HY_TLS_HANDSHAKE_TIMEOUT_DEFAULT_MS 10000u
 
 /* One `listen:` entry. */
 typedef struct hy_listen_spec {

@@ -24,6 +24,7 @@
 #include "hypha/flow.h"
 #include "hypha/net.h"
 #include "hypha/sink.h"
+#include "hypha/tls.h"
 #include "hypha/tlv.h"
 #include "hypha/topology.h"
 
@@ -50,6 +51,12 @@ typedef struct hy_upstream {
     hy_tlv_decoder dec;
     hy_drops drops;              /* frames from the bus that failed the checks */
     hy_origin origin;
+    hy_tls_ctx *tls_ctx;         /* upstream.tls (owned; made again at a reload), or NULL: plaintext */
+    hy_tls tls;                  /* the connection's (tls.ssl NULL: none) */
+    ev_io tls_w;                 /* the TLS handshake, waiting for the socket */
+    uint64_t tls_fail[HY_TLS_FAIL__COUNT]; /* handshakes failed, by why */
+    char tls_peer[256];          /* the last server certificate's subject */
+    time_t tls_peer_not_after;   /* and its end */
     uint8_t hs[HY_HANDSHAKE_LEN];
     size_t hs_sent;
     hy_up_state state;
@@ -64,8 +71,11 @@ typedef struct hy_upstream {
     char name[160];              /* "unix:/path" or "tcp:host:port" */
 } hy_upstream;
 
-void hy_upstream_init(hy_upstream *u, struct ev_loop *loop, const hy_topology *t, hy_bus *bus, hy_flow *flow,
-                      uint64_t *rng);
+int hy_upstream_init(hy_upstream *u, struct ev_loop *loop, const hy_topology *t, hy_bus *bus, hy_flow *flow,
+                     uint64_t *rng, hy_err *err);
+/* A reload: the new topology, its TLS files read again (on failure the old
+ * context stays, logged). */
+void hy_upstream_retopo(hy_upstream *u, const hy_topology *t);
 void hy_upstream_start(hy_upstream *u);
 void hy_upstream_free(hy_upstream *u);
 /* Connected and past the probation. */

@@ -12,9 +12,11 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "hypha/drops.h"
 #include "hypha/exitplan.h"
+#include "hypha/tls_fail.h"
 #include "hypha/topology.h"
 
 typedef enum hy_state {
@@ -54,6 +56,23 @@ typedef struct hy_inst_view {
     double heartbeat_age_s;      /* < 0: no watchdog or no process */
 } hy_inst_view;
 
+/* A TLS link's certificates and failures (on: TLS is used there). */
+typedef struct hy_tls_view {
+    bool on;
+    bool mutual;                 /* listen: client certificates required */
+    const char *cert_subject;    /* its own certificate ("" without one) */
+    time_t cert_not_after;       /* 0: none */
+    const char *peer_subject;    /* upstream: the last server certificate seen ("" before one) */
+    time_t peer_not_after;
+    uint64_t fail[HY_TLS_FAIL__COUNT];
+} hy_tls_view;
+
+typedef struct hy_client_view {
+    const char *name;            /* "tcp:127.0.0.1:9000#3" */
+    const char *subject;         /* its certificate's subject ("" without TLS or a certificate) */
+} hy_client_view;
+
+
 typedef struct hy_up_view {
     const char *name;            /* "unix:/path", "tcp:host:port" */
     const char *state;           /* down, connecting, handshake, connected */
@@ -69,6 +88,7 @@ typedef struct hy_up_view {
     uint64_t frames_resent;      /* written, not known taken when the connection went: sent again */
     size_t unconfirmed;          /* bytes written, not yet known taken */
     hy_drops drops;
+    hy_tls_view tls;
 } hy_up_view;
 
 typedef struct hy_listen_view {
@@ -85,11 +105,15 @@ typedef struct hy_listen_view {
     uint64_t too_long;           /* a frame over max_frame */
     uint32_t max_frame;
     uint64_t frame_timeout_ms;
+    hy_tls_view tls;
+    hy_client_view *who;         /* its clients (owned by the snapshot), nwho of them */
+    size_t nwho;
 } hy_listen_view;
 
 typedef struct hy_snapshot {
     const hy_topology *topo;
     double uptime_s;             /* hyphad's */
+    time_t wall;                 /* the wall clock when it was taken (certificate expiry) */
     hy_inst_view *inst;          /* owned */
     size_t ninst;
     hy_up_view up;               /* meaningful when topo->has_upstream */
