@@ -28,7 +28,7 @@ static hy_tls_fail classify_verify(long v)
     }
 }
 
-hy_tls_fail hy_tls_fail_classify(long verify_result, unsigned long err)
+hy_tls_fail hy_tls_fail_classify(long verify_result, unsigned long err, bool before_hello)
 {
     if (verify_result != X509_V_OK)
         return classify_verify(verify_result);
@@ -43,6 +43,8 @@ hy_tls_fail hy_tls_fail_classify(long verify_result, unsigned long err)
     case SSL_R_UNKNOWN_PROTOCOL:
     case SSL_R_PACKET_LENGTH_TOO_LONG:
     case SSL_R_RECORD_LENGTH_MISMATCH: return HY_TLS_FAIL_NOT_TLS;
+    case SSL_R_UNEXPECTED_MESSAGE: /* a first record that is no handshake: something else spoke first */
+        return before_hello ? HY_TLS_FAIL_NOT_TLS : HY_TLS_FAIL_OTHER;
     case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED: return HY_TLS_FAIL_EXPIRED;
     case SSL_R_TLSV1_ALERT_UNKNOWN_CA:
     case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
@@ -222,7 +224,7 @@ int hy_tls_handshake(hy_tls *t)
     unsigned long first;
     long v = SSL_get_verify_result(t->ssl);
     ssl_reason(t->reason, sizeof t->reason, &first);
-    t->fail = hy_tls_fail_classify(v, first);
+    t->fail = hy_tls_fail_classify(v, first, SSL_get_state(t->ssl) == TLS_ST_BEFORE);
     if (v != X509_V_OK) /* the certificate's fault: say how, in X509's words */
         snprintf(t->reason, sizeof t->reason, "certificate verify failed: %s", X509_verify_cert_error_string(v));
     return -1;

@@ -20,8 +20,8 @@ typedef enum hy_tls_fail {
 
 /* "untrusted", "host-name", ...: for logs, status and metrics labels. */
 const char *hy_tls_fail_str(hy_tls_fail f);
-/* From a verify result (X509_V_*) and an OpenSSL error code (ERR_get_error):
- * which kind of failure it is. Pure. */
-hy_tls_fail hy_tls_fail_classify(long verify_result, unsigned long err);
+/* From a verify result (X509_V_*), an OpenSSL error code (ERR_get_error)
+ * and whether no TLS message had come yet: which kind of failure it is. Pure. */
+hy_tls_fail hy_tls_fail_classify(long verify_result, unsigned long err, bool before_hello);
 
 #endif
