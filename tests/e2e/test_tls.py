@@ -235,6 +235,35 @@ class ListenTLS(TLSTest):
         self.stop(h)
 
 
+# ---- hyphad to hyphad, mutual TLS --------------------------------------------------
+
+class HyphadToHyphad(TLSTest):
+    def test_frames_cross_with_both_sides_verified(self):
+        n = 2000
+        port = free_port()
+        srv, cli = self.certs.leaf("hub"), self.certs.leaf("edge", client=True)
+        hub = self.start_hyphad({"sub": self.node(subscribe=BOTH)}, {"start_timeout": "5s"}, extra={
+            "control": {"socket": "hub.sock"},
+            "listen": [{"tcp": f"127.0.0.1:{port}", "tls": {"cert": srv[0], "key": srv[1],
+                                                           "client_ca": self.certs.ca()}}]})
+        hub.wait_for(10, component="relay", msg="listening")
+        edge = self.start_hyphad({"pub": self.node(N=n, SUB=0)}, {"start_timeout": "5s"}, extra={
+            "upstream": {"tcp": f"127.0.0.1:{port}", "reconnect": {"initial": "50ms", "max": "200ms"},
+                         "tls": {"ca": self.certs.ca(), "cert": cli[0], "key": cli[1], "server_name": "localhost"}}})
+        e = edge.wait_for(10, component="relay", msg="upstream TLS established")
+        self.assertEqual(e["server"], "/CN=hub")
+        c = hub.wait_for(10, component="relay", msg="listen client connected")
+        self.assertEqual(c["subject"], "/CN=edge")
+        # the digest handshake went through TLS too: the hub's `auto` endpoint saw it
+        hub.wait_for(10, component="relay", msg="listen client handshake", handshake="digest")
+        got = self.report(hub, "sub", "marker", ["end-pub"], timeout=20)
+        self.assertEqual(got["src"]["0"], {"n": n, "unique": n, "in_order": True, "first": 0, "last": n - 1})
+        self.assertEqual(edge.stop(15), 0, edge.tail())
+        [up] = edge.find(component="relay", msg="upstream counters")
+        self.assertEqual((up["frames_out"], up["frames_taken"]), (str(n + 1), str(n + 1)))
+        self.assertEqual(hub.stop(15), 0, hub.tail())
+
+
 # ---- what the topology allows ---------------------------------------------------
 
 class TopologyRules(TLSTest):
