@@ -3,7 +3,8 @@
  * The rules (docs/control.md): unhealthy when a worker failed (gave up), one
  * exited with a failure and will not be restarted, or the upstream has been
  * down longer than reconnect.max; degraded when a worker is starting, in
- * backoff or stopping, or the upstream is down for less; healthy otherwise.
+ * backoff or stopping, a TLS certificate ends within 7 days, or the upstream
+ * is down for less; healthy otherwise.
  * Operator-stopped workers and clean exits that were not to be restarted
  * count for nothing. The reason names the first instance or link at fault.
  */

@@ -154,10 +154,15 @@ static void exited(hy_inst_view *in, hy_state st, const char *reason, int code, 
     in->last_signal = sig;
 }
 
+/* TLS facts and the wall clock the snapshots carry (test_certificates). */
+static hy_tls_view fake_up_tls;
+static time_t fake_wall;
+
 /* The snapshot the supervisor would take at `now`. */
 static hy_health eval_snapshot(const fake_sup *s, double now, char *out, size_t len)
 {
-    hy_snapshot snap = {.topo = s->topo, .ninst = s->ninst};
+    hy_snapshot snap = {.topo = s->topo, .ninst = s->ninst, .wall = fake_wall};
+    snap.up.tls = fake_up_tls;
     snap.inst = calloc(s->ninst, sizeof *snap.inst);
     assert_non_null(snap.inst);
     for (size_t i = 0; i < s->ninst; i++)
@@ -474,6 +479,31 @@ static void test_unhealthy_wins(void **state)
 }
 
 /* A short reason buffer is filled, cut and terminated, never overrun. */
+/* A certificate that ends within 7 days (or has ended): degraded, named. */
+static void test_certificates(void **state)
+{
+    (void)state;
+    hy_topology *t = load_ok(upstream_doc);
+    fake_sup *s = make_sup(t);
+    fake_wall = 1700000000;
+    fake_up_tls = (hy_tls_view){.on = true, .cert_subject = "/CN=edge", .peer_subject = "/CN=bus"};
+    fake_up_tls.cert_not_after = fake_wall + 8 * 86400;
+    fake_up_tls.peer_not_after = fake_wall + 30 * 86400;
+    assert_health(s, 100.0, HY_HEALTHY);
+    fake_up_tls.cert_not_after = fake_wall + 7 * 86400; /* the boundary: within 7 days */
+    assert_health(s, 100.0, HY_DEGRADED);
+    assert_reason_has("TLS certificate of upstream (own /CN=edge) expires in 7d");
+    fake_up_tls.cert_not_after = 0; /* none of its own */
+    fake_up_tls.peer_not_after = fake_wall - 3600;
+    assert_health(s, 100.0, HY_DEGRADED);
+    assert_reason_has("TLS certificate of upstream (server /CN=bus) expired 1h ago");
+    fake_up_tls.on = false; /* no TLS: the dates mean nothing */
+    assert_health(s, 100.0, HY_HEALTHY);
+    memset(&fake_up_tls, 0, sizeof fake_up_tls);
+    free_sup(s);
+    hy_topology_free(t);
+}
+
 static void test_short_reason(void **state)
 {
     (void)state;
@@ -512,6 +542,7 @@ int main(void)
         cmocka_unit_test(test_upstream),
         cmocka_unit_test(test_unhealthy_wins),
         cmocka_unit_test(test_short_reason),
+        cmocka_unit_test(test_certificates),
     };
     return cmocka_run_group_tests_name("health", tests, setup, teardown);
 }
