@@ -80,6 +80,30 @@ fail:
     return NULL;
 }
 
+int hy_write_file(const char *path, const char *text, hy_err *err)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        hy_err_set(err, "%s: cannot open: %s", path, strerror(e));
+        errno = e;
+        return -1;
+    }
+    size_t len = strlen(text);
+    ssize_t w;
+    do {
+        w = write(fd, text, len);
+    } while (w < 0 && errno == EINTR);
+    int e = w < 0 ? errno : EIO;
+    close(fd);
+    if (w != (ssize_t)len) {
+        hy_err_set(err, "%s: cannot write: %s", path, w < 0 ? strerror(e) : "short write");
+        errno = e;
+        return -1;
+    }
+    return 0;
+}
+
 /* Lexical clean-up in place: "//" -> "/", "/./" -> "/", "a/../" -> "",
  * no trailing "/". Symlinks are not consulted (the path may not exist yet). */
 static void clean_path(char *p)

@@ -13,6 +13,11 @@
  * message naming the path and the reason. */
 uint8_t *hy_read_file(const char *path, size_t *len, size_t limit, hy_err *err);
 
+/* Write `text` to an existing file in one write(2) (a control file such as
+ * a cgroup's cgroup.kill: no creation, no truncation). 0, or -1 with err
+ * naming the path and the reason, and errno set. */
+int hy_write_file(const char *path, const char *text, hy_err *err);
+
 /* Absolute directory of `path` (malloc'd), resolved against the current
  * directory when relative. NULL with err. */
 char *hy_dir_of(const char *path, hy_err *err);

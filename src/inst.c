@@ -10,7 +10,11 @@
 
 void hy_inst_kill_group(hy_instance *in, int sig)
 {
-    if (in->pid > 0 && kill(-in->pid, sig) < 0 && errno == ESRCH)
+    if (in->pid <= 0)
+        return;
+    if (sig == SIGKILL)
+        hy_contain_kill(in); /* and what left the group */
+    if (kill(-in->pid, sig) < 0 && errno == ESRCH)
         (void)kill(in->pid, sig); /* group already gone; the leader may not be */
 }
 

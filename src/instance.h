@@ -18,6 +18,7 @@
 
 #include "hypha/backoff.h"
 #include "hypha/bus.h"
+#include "hypha/cgroup.h"
 #include "hypha/drops.h"
 #include "hypha/exitplan.h"
 #include "hypha/relay.h"
@@ -54,6 +55,7 @@ struct hy_instance {
     hy_state state;
     pid_t pid;                   /* 0: no process */
     char **envp;                 /* owned */
+    char *cgroup;                /* its cgroup2 directory (owned); NULL: cgroups not used (contain.c) */
     /* the pipes (wio.c) */
     int out_fd, err_fd, status_fd; /* -1 when closed; stdin's fd is in.fd */
     bool out_held;               /* out_fd is an exited process's pipe, read as the pressure allows */
@@ -113,6 +115,7 @@ struct hy_sup {
     hy_sup_observers obs;
     ev_child child_w;
     hy_warden warden;
+    hy_cgroup cg;                /* cg.top: hypha-<pid>, the instances' cgroups' parent; NULL: not used */
     uint64_t rng;
     bool shutting_down;
     void (*on_all_stopped)(hy_sup *);
@@ -127,7 +130,8 @@ static inline void hy_sup_changed(hy_sup *s)
 
 /* ---- inst.c: the primitives every worker file uses ------------------------- */
 
-/* Signal its process group (or the leader, if the group is gone). */
+/* Signal its process group (or the leader, if the group is gone); SIGKILL
+ * also reaches what left the group (hy_contain_kill). */
 void hy_inst_kill_group(hy_instance *in, int sig);
 /* hyphad kills it for a reason of its own (once: the first reason stands). */
 void hy_inst_kill_for(hy_instance *in, hy_exit_reason why);
@@ -141,6 +145,27 @@ double hy_inst_heartbeat_age(const hy_instance *in);
  * exit, and when an exited process's held output was read, so the counts are
  * in the log before hyphactl exists. */
 void hy_inst_log_counters(const hy_instance *in);
+
+/* ---- contain.c: what a worker leaves behind goes with it ------------------- */
+
+/* cgroup: auto, off or PATH decided (and said once, at INFO); -1 with err
+ * only for a PATH hyphad cannot use. */
+int hy_contain_setup(hy_sup *s, hy_err *err);
+/* hyphad's exit: every instance's cgroup and hypha-<pid> removed. */
+void hy_contain_teardown(hy_sup *s);
+/* Its cgroup's path (not made yet). -1 on ENOMEM. */
+int hy_contain_init(hy_instance *in);
+/* Before a spawn: its cgroup made (or emptied) and `procs` its
+ * cgroup.procs, for the child to join; "" without cgroups. -1 with err. */
+int hy_contain_prepare(hy_instance *in, char *procs, size_t len, hy_err *err);
+/* The SIGKILL of a stop, or hyphad's own kill: everything below the live
+ * worker (its cgroup, or its descendants through /proc). */
+void hy_contain_kill(hy_instance *in);
+/* Its process `oldpid` has exited and been reaped: whatever it left (its
+ * group, its cgroup, its orphans) is killed and logged. */
+void hy_contain_reap(hy_instance *in, pid_t oldpid);
+/* Its cgroup removed (best effort: what is still dying goes at exit). */
+void hy_contain_free(hy_instance *in);
 
 /* ---- wio.c: the pipes ----------------------------------------------------- */
 

@@ -94,6 +94,9 @@ int hy_reload_check(const hy_topology *cur, const hy_topology *next, hy_err *err
         return REFUSE("control");
     if (cur->has_metrics != next->has_metrics || (cur->has_metrics && !endpoint_eq(&cur->metrics, &next->metrics)))
         return REFUSE("metrics");
+    /* The running instances' cgroups were made under the old one. */
+    if (cur->cgroup != next->cgroup || !str_eq(cur->cgroup_path, next->cgroup_path))
+        return REFUSE("cgroup");
     /* Listen clients' queues are bounded by defaults.queue.limit: a change
      * of the defaults reaches workers (through their merged policies) and
      * the clients connected from now on. */

@@ -17,6 +17,7 @@ static void inst_view(const hy_instance *in, double now, hy_inst_view *v)
     v->retiring = in->retiring;
     v->ever_started = in->ever_started;
     v->pid = in->pid;
+    v->cgroup = in->cgroup;
     v->uptime_s = in->pid > 0 ? now - in->started_at : 0;
     v->restarts = in->restarts;
     v->last_reason = in->last_reason;

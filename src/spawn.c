@@ -19,11 +19,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-enum { ST_SETPGID = 1, ST_PDEATHSIG, ST_DUP, ST_CHDIR, ST_EXEC, ST_PARENT };
+enum { ST_SETPGID = 1, ST_PDEATHSIG, ST_DUP, ST_CHDIR, ST_EXEC, ST_PARENT, ST_CGROUP, ST__LAST = ST_CGROUP };
 
 static const char *stage_names[] = {
-    [ST_SETPGID] = "setpgid", [ST_PDEATHSIG] = "prctl", [ST_DUP] = "dup2",
-    [ST_CHDIR] = "chdir",     [ST_EXEC] = "exec",       [ST_PARENT] = "parent died",
+    [ST_SETPGID] = "setpgid", [ST_PDEATHSIG] = "prctl", [ST_DUP] = "dup2",          [ST_CHDIR] = "chdir",
+    [ST_EXEC] = "exec",       [ST_PARENT] = "parent died", [ST_CGROUP] = "cgroup",
 };
 
 struct status_rec {
@@ -94,6 +94,20 @@ void hy_close_fds_from(int lowfd, int keep)
             close(fd);
 }
 
+/* The child moves itself into its cgroup: "0" is "the writer". System
+ * calls only; -1 with errno. */
+static int join_cgroup(const char *procs)
+{
+    int fd = open(procs, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t w = write(fd, "0", 1);
+    int e = w == 1 ? 0 : w < 0 ? errno : EIO;
+    close(fd);
+    errno = e;
+    return e ? -1 : 0;
+}
+
 /* What the child needs, prepared by the parent before vfork. */
 struct child_args {
     const hy_spawn_req *req;
@@ -116,6 +130,9 @@ __attribute__((noinline, noreturn)) static void child_exec(const struct child_ar
         if (sig != SIGKILL && sig != SIGSTOP)
             (void)sigaction(sig, &dfl, NULL); /* our own table: no CLONE_SIGHAND */
     sigprocmask(SIG_SETMASK, &none, NULL);
+    /* First: contained before it can start anything. */
+    if (a->req->cgroup_procs && a->req->cgroup_procs[0] && join_cgroup(a->req->cgroup_procs) < 0)
+        child_fail(sfd, ST_CGROUP);
     if (setpgid(0, 0) < 0)
         child_fail(sfd, ST_SETPGID);
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
@@ -210,7 +227,7 @@ hy_spawn_state hy_spawn_status(int status_fd, const char **stage_name, int *errn
         return errno == EAGAIN ? HY_SPAWN_PENDING : HY_SPAWN_OK;
     if (n == 0)
         return HY_SPAWN_OK;
-    if (n != (ssize_t)sizeof r || r.stage <= 0 || r.stage > ST_PARENT) {
+    if (n != (ssize_t)sizeof r || r.stage <= 0 || r.stage > ST__LAST) {
         *stage_name = "spawn";
         *errnum = EIO;
         return HY_SPAWN_FAILED;

@@ -42,6 +42,7 @@ json_t *hy_status_instance(const hy_inst_view *in, const hy_schema *schema)
     json_object_set_new(o, "state", json_string(in->pending ? "pending" : hy_state_str(in->state)));
     json_object_set_new(o, "ready", json_boolean(in->state == HY_ST_RUNNING));
     json_object_set_new(o, "pid", in->pid > 0 ? json_integer(in->pid) : json_null());
+    json_object_set_new(o, "cgroup", in->cgroup ? json_string(in->cgroup) : json_null());
     json_object_set_new(o, "uptime_s", in->pid > 0 ? json_real(in->uptime_s) : json_null());
     json_object_set_new(o, "restarts", json_integer(in->restarts));
     json_object_set_new(o, "last_exit", hy_status_last_exit(in));

@@ -31,6 +31,7 @@ static void instance_free(hy_instance *in)
         return;
     hy_worker_free(in);
     hy_wio_free(in);
+    hy_contain_free(in);
     hy_tail_free(&in->tail);
     free(in);
 }
@@ -52,7 +53,7 @@ static hy_instance *instance_new(hy_sup *s, const hy_worker_spec *w, unsigned j,
     snprintf(in->idx, sizeof in->idx, "%u", j);
     hy_worker_init(in);
     hy_wio_init(in);
-    if (hy_worker_prepare(in) < 0) {
+    if (hy_worker_prepare(in) < 0 || hy_contain_init(in) < 0) {
         hy_err_set(err, "out of memory building %s", in->label);
         instance_free(in);
         return NULL;
@@ -155,7 +156,7 @@ static void warden_died(hy_sup *s)
         close(s->warden.fd);
     s->warden.fd = -1;
     hy_log(HY_ERROR, COMP, "the warden process died: restarting it", NULL);
-    if (s->shutting_down || hy_warden_start(&s->warden, &err) < 0)
+    if (s->shutting_down || hy_warden_start(&s->warden, s->cg.top, &err) < 0)
         return;
     for (size_t i = 0; i < s->ninst; i++)
         if (s->inst[i]->pid > 0)
@@ -343,8 +344,9 @@ hy_sup *hy_sup_new(struct ev_loop *loop, const hy_topology *t, hy_err *err)
     ev_init(&s->gc_w, gc_cb);
     ev_child_init(&s->child_w, child_cb, 0, 0);
     s->start_w.data = s->gc_w.data = s->child_w.data = s;
-    if (hy_relay_init(&s->relay, loop, t, &s->rng, err) < 0 || make_instances(s, t, err) < 0 ||
-        hy_warden_start(&s->warden, err) < 0) {
+    /* Cgroups first: the instances' paths and the warden need hypha-<pid>. */
+    if (hy_relay_init(&s->relay, loop, t, &s->rng, err) < 0 || hy_contain_setup(s, err) < 0 ||
+        make_instances(s, t, err) < 0 || hy_warden_start(&s->warden, s->cg.top, err) < 0) {
         hy_sup_free(s);
         return NULL;
     }
@@ -362,6 +364,7 @@ void hy_sup_free(hy_sup *s)
     hy_warden_quit(&s->warden);
     for (size_t i = 0; i < s->ninst; i++)
         instance_free(s->inst[i]);
+    hy_contain_teardown(s);
     hy_relay_free(&s->relay);
     free(s->inst);
     for (size_t i = 0; i < s->nretired; i++)

@@ -63,6 +63,7 @@ void hy_topology_free(hy_topology *t)
     free(t->listen);
     free_endpoint(&t->upstream);
     free(t->control_socket);
+    free(t->cgroup_path);
     hy_schema_free(t->schema);
     free(t->schema_path);
     free(t->dir);
@@ -415,6 +416,42 @@ static int parse_control(loader *L, const yaml_node_t *n)
     return 0;
 }
 
+const char *hy_topology_cgroup_str(const hy_topology *t)
+{
+    switch (t->cgroup) {
+    case HY_CGROUP_AUTO: return "auto";
+    case HY_CGROUP_OFF: return "off";
+    case HY_CGROUP_PATH: return t->cgroup_path;
+    }
+    return "?";
+}
+
+/* cgroup: auto | off | PATH. Whether hyphad may use a PATH (a cgroup2
+ * directory it can write) is checked when it starts, where it matters:
+ * `--check` on another machine says nothing about this one. */
+static int parse_cgroup(loader *L, const yaml_node_t *v)
+{
+    hy_topology *t = L->t;
+    const char *s;
+    if (hy_yget_str(&L->y, v, "cgroup", &s) < 0)
+        return -1;
+    if (strcmp(s, "auto") == 0) {
+        t->cgroup = HY_CGROUP_AUTO;
+    } else if (strcmp(s, "off") == 0) {
+        t->cgroup = HY_CGROUP_OFF;
+    } else if (s[0] != '/') {
+        return hy_yerr(&L->y, v,
+                       "cgroup must be auto, off or the absolute path of a cgroup2 directory "
+                       "(e.g. /sys/fs/cgroup/hypha), not '%s'",
+                       s);
+    } else {
+        if (!(t->cgroup_path = hy_path_join(NULL, s)))
+            return oom(L, v);
+        t->cgroup = HY_CGROUP_PATH;
+    }
+    return 0;
+}
+
 /* version: 1, the only one there is. */
 static int parse_version(loader *L, const yaml_node_t *root)
 {
@@ -470,7 +507,7 @@ static int check_control_socket(loader *L, const yaml_node_t *n, const yaml_node
 static int parse_root(loader *L)
 {
     static const char *const keys[] = {"version", "schema", "upstream", "listen", "control",
-                                       "metrics", "defaults", "workers", NULL};
+                                       "metrics", "cgroup", "defaults", "workers", NULL};
     hy_topology *t = L->t;
     yaml_node_t *root = hy_ydoc_root(&L->y);
     if (hy_yexpect_map(&L->y, root, "a topology file") < 0 ||
@@ -498,6 +535,8 @@ static int parse_root(loader *L)
     if (check_control_socket(L, v, root) < 0)
         return -1;
     if ((v = hy_ymap_get(&L->y, root, "metrics")) && !hy_yis_null(v) && parse_metrics(L, v) < 0)
+        return -1;
+    if ((v = hy_ymap_get(&L->y, root, "cgroup")) && !hy_yis_null(v) && parse_cgroup(L, v) < 0)
         return -1;
     hy_policy_builtin(&t->defaults);
     v = hy_ymap_get(&L->y, root, "defaults");

@@ -62,7 +62,7 @@ static void print_head(FILE *out, const hy_topology *t)
     fprintf(out, "control   %s (mode %04o)\n", t->control_socket, t->control_mode);
     if (t->has_metrics)
         fprintf(out, "metrics   http://%s/metrics\n", hy_endpoint_str(&t->metrics, ep, sizeof ep) + 4);
-
+    fprintf(out, "cgroup    %s\n", hy_topology_cgroup_str(t));
 }
 
 /* Per worker: the restart, stop, start, heartbeat and queue policy. */
@@ -206,6 +206,7 @@ json_t *hy_topology_to_json(const hy_topology *t)
                                                    "mode", mode));
     json_object_set_new(root, "metrics",
                         t->has_metrics ? json_pack("{s:o}", "listen", endpoint_json(&t->metrics)) : json_null());
+    json_object_set_new(root, "cgroup", json_string(hy_topology_cgroup_str(t)));
     json_object_set_new(root, "defaults", policy_json(&t->defaults));
     json_t *workers = json_array();
     for (size_t i = 0; i < t->nworkers; i++) {

@@ -1,11 +1,14 @@
 /* warden.c - the fate-sharing helper process (see hypha/warden.h).
  *
  * Protocol on the pipe: fixed 8-byte records {op, pgid}: '+' register,
- * '-' forget, 'q' quit quietly. EOF without 'q' kills every registered group.
+ * '-' forget, 'q' quit quietly. EOF without 'q' kills every registered group
+ * and, when hyphad uses cgroups, everything under its hypha-<pid> cgroup
+ * (the path is the warden's from the fork: no record carries it).
  */
 #define _GNU_SOURCE
 #include "hypha/warden.h"
 
+#include "hypha/cgroup.h"
 #include "hypha/spawn.h"
 
 #include <errno.h>
@@ -23,7 +26,20 @@ struct rec {
     int32_t pgid;
 };
 
-static void warden_main(int rfd)
+#define CGROUP_WAIT_MS 1000 /* for the killed to be gone before their cgroups are removed */
+
+/* hyphad is gone: take its workers with it. */
+__attribute__((noreturn)) static void take_all(const pid_t *groups, size_t n, const char *cgroup_top)
+{
+    hy_err err;
+    for (size_t i = 0; i < n; i++)
+        kill(-groups[i], SIGKILL);
+    if (cgroup_top) /* what left its group cannot leave its cgroup */
+        (void)hy_cgroup_remove_tree(cgroup_top, CGROUP_WAIT_MS, &err);
+    _exit(0);
+}
+
+static void warden_main(int rfd, const char *cgroup_top)
 {
     signal(SIGINT, SIG_IGN);
     signal(SIGTERM, SIG_IGN);
@@ -40,12 +56,8 @@ static void warden_main(int rfd)
             ssize_t k = read(rfd, (char *)&r + got, sizeof r - (size_t)got);
             if (k < 0 && errno == EINTR)
                 continue;
-            if (k <= 0) {
-                /* hyphad is gone: take its workers with it */
-                for (size_t i = 0; i < n; i++)
-                    kill(-groups[i], SIGKILL);
-                _exit(0);
-            }
+            if (k <= 0)
+                take_all(groups, n, cgroup_top);
             got += k;
         }
         if (r.op == 'q')
@@ -70,7 +82,7 @@ static void warden_main(int rfd)
     }
 }
 
-int hy_warden_start(hy_warden *w, hy_err *err)
+int hy_warden_start(hy_warden *w, const char *cgroup_top, hy_err *err)
 {
     int p[2];
     w->pid = 0;
@@ -89,7 +101,7 @@ int hy_warden_start(hy_warden *w, hy_err *err)
         /* Keep only the pipe and stdio: a warden started while workers run
          * must not hold their pipes open (they would never see EOF). */
         hy_close_fds_from(3, p[0]);
-        warden_main(p[0]);
+        warden_main(p[0], cgroup_top);
     }
     close(p[0]);
     /* Never let a stuck warden block the loop: a full pipe is an error. */

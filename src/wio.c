@@ -262,6 +262,9 @@ static void read_spawn_status(hy_instance *in)
             snprintf(in->spawn_error, sizeof in->spawn_error, "%s", strerror(e));
         else if (strcmp(stage, "chdir") == 0)
             snprintf(in->spawn_error, sizeof in->spawn_error, "chdir %s: %s", in->spec->cwd, strerror(e));
+        else if (strcmp(stage, "cgroup") == 0)
+            snprintf(in->spawn_error, sizeof in->spawn_error, "cgroup %s/cgroup.procs: %s",
+                     in->cgroup ? in->cgroup : "?", strerror(e));
         else
             snprintf(in->spawn_error, sizeof in->spawn_error, "%s: %s", stage, strerror(e));
         char msg[320];

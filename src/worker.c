@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,8 +92,9 @@ void hy_worker_spawn(hy_instance *in)
 {
     hy_sup *s = in->sup;
     const hy_worker_spec *w = in->spec;
+    char procs[PATH_MAX];
     hy_spawn_req req = {.path = w->exec_path, .argv = w->argv, .envp = in->envp, .cwd = w->cwd,
-                        .pipe_size = hy_spawn_pipe_size(s->ninst)};
+                        .pipe_size = hy_spawn_pipe_size(s->ninst), .cgroup_procs = procs};
     hy_spawn_res res;
     hy_err err;
     if (hy_wio_slot_busy(in)) {
@@ -111,7 +113,7 @@ void hy_worker_spawn(hy_instance *in)
     in->started_at = now_s(in);
     if (in->last_reason != HY_EXIT_NONE)
         in->restarts++;
-    if (hy_spawn(&req, &res, &err) < 0) {
+    if (hy_contain_prepare(in, procs, sizeof procs, &err) < 0 || hy_spawn(&req, &res, &err) < 0) {
         spawn_failed(in, err.msg);
         return;
     }
@@ -136,17 +138,15 @@ void hy_worker_spawn(hy_instance *in)
 
 /* ---- exits: the facts, the verdict, and carrying it out -------------------- */
 
-/* The worker is its process group: what it left running there goes with
- * it (as systemd does with a unit's leftovers), so a restart never runs
- * beside its predecessor's children. */
-static void reap_group(hy_instance *in, pid_t oldpid)
+/* What the worker left running goes with it (as systemd does with a
+ * unit's leftovers: contain.c), so a restart never runs beside its
+ * predecessor's children. */
+static void reap_leftovers(hy_instance *in, pid_t oldpid)
 {
     hy_err err;
     if (oldpid <= 0)
         return;
-    if (kill(-oldpid, SIGKILL) == 0)
-        hy_log(HY_WARN, COMP, "killed processes the worker left in its group", "worker", in->name, "instance",
-               in->idx, "pgid", HY_I64(oldpid), NULL);
+    hy_contain_reap(in, oldpid);
     if (hy_warden_remove(&in->sup->warden, oldpid, &err) < 0)
         hy_log(HY_WARN, COMP, "warden", "error", err.msg, NULL);
 }
@@ -283,7 +283,7 @@ void hy_worker_exited(hy_instance *in, int wstatus)
     ev_timer_stop(in->sup->loop, &in->stop_timer);
     ev_timer_stop(in->sup->loop, &in->hb_timer);
     in->last_exit_at = now_s(in);
-    reap_group(in, oldpid);
+    reap_leftovers(in, oldpid);
     in->pid = 0;
     hy_exit_verdict v = decide(in, wstatus);
     in->last_reason = v.reason;

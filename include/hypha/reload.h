@@ -4,9 +4,9 @@
  * workers (supervisor.c does that). These pure checks decide whether two
  * worker definitions are the same, and refuse a new topology that changes
  * what cannot change under a running hyphad: the schema, the upstream, the
- * listen endpoints, the control socket and the metrics endpoint. The reload
- * plan says, from the same comparison, what becomes of each running instance
- * and which instances to make; supervisor.c carries it out.
+ * listen endpoints, the control socket, the metrics endpoint and `cgroup`.
+ * The reload plan says, from the same comparison, what becomes of each
+ * running instance and which instances to make; supervisor.c carries it out.
  */
 #ifndef HYPHA_RELOAD_H
 #define HYPHA_RELOAD_H

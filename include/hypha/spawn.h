@@ -2,7 +2,8 @@
  *
  * The child gets its own process group, a parent-death signal (SIGKILL), the
  * default signal dispositions and an empty signal mask, the file-descriptor
- * limit hyphad started with, and exactly fds 0-2: stdin and stdout are pipes
+ * limit hyphad started with, its cgroup if it is given one (joined first of
+ * all, so nothing it starts can be outside it), and exactly fds 0-2: stdin and stdout are pipes
  * to hyphad (frames), stderr a pipe (log lines). argv is exec'd directly,
  * never through a shell. Whether exec worked is learnt asynchronously from a
  * close-on-exec status pipe: EOF means the program is running; a record means
@@ -21,6 +22,8 @@ typedef struct hy_spawn_req {
     char *const *envp;
     const char *cwd;        /* NULL: inherit */
     size_t pipe_size;       /* F_SETPIPE_SZ for its stdin and stdout; 0: the kernel's default (64 KiB) */
+    const char *cgroup_procs; /* NULL or "": none; else the cgroup.procs the child writes "0" to
+                                 (failure: stage "cgroup") */
 } hy_spawn_req;
 
 typedef struct hy_spawn_res {

@@ -36,6 +36,14 @@ typedef enum hy_endpoint_kind { HY_EP_UNIX, HY_EP_TCP } hy_endpoint_kind;
  * bind_tcp_endpoint, topology.toml endpoints: frames from byte 0). */
 typedef enum hy_up_handshake { HY_UP_HANDSHAKE_DIGEST, HY_UP_HANDSHAKE_NONE } hy_up_handshake;
 
+/* `cgroup:` where hyphad contains each worker instance, so that nothing a
+ * worker starts outlives it (docs/supervision.md, "Containment: cgroups"). */
+typedef enum hy_cgroup_mode {
+    HY_CGROUP_AUTO, /* under hyphad's own cgroup2 if it can make one there; else not used, said once */
+    HY_CGROUP_OFF,  /* never: leftovers are found through /proc */
+    HY_CGROUP_PATH, /* under cgroup_path, or hyphad does not start */
+} hy_cgroup_mode;
+
 typedef struct hy_endpoint {
     hy_endpoint_kind kind;
     char *path;      /* HY_EP_UNIX: absolute socket path (owned) */
@@ -136,6 +144,9 @@ typedef struct hy_topology {
     char *control_socket;    /* absolute (owned) */
     uint32_t control_mode;   /* e.g. 0600 */
 
+    hy_cgroup_mode cgroup;   /* default auto */
+    char *cgroup_path;       /* HY_CGROUP_PATH: absolute, cleaned (owned) */
+
     bool has_metrics;        /* `metrics: {listen: HOST:PORT}`: Prometheus over HTTP */
     hy_endpoint metrics;     /* HY_EP_TCP */
 
@@ -163,6 +174,8 @@ const hy_worker_spec *hy_topology_find_worker(const hy_topology *t,
 const char *hy_restart_policy_str(hy_restart_policy p);
 const char *hy_overflow_str(hy_overflow o);
 const char *hy_up_handshake_str(hy_up_handshake h); /* "digest" or "none" */
+/* The `cgroup:` value as written: "auto", "off" or the path. */
+const char *hy_topology_cgroup_str(const hy_topology *t);
 /* "TERM" for SIGTERM; NULL if not a signal hypha names. */
 const char *hy_signal_name(int sig);
 /* Any signal's short name for people ("SEGV" for SIGSEGV); NULL if none. */

@@ -40,6 +40,7 @@ typedef struct hy_inst_view {
     bool retiring;               /* removed or changed by a reload: freed once stopped */
     bool ever_started;
     pid_t pid;                   /* 0: no process */
+    const char *cgroup;          /* its cgroup2 directory; NULL: cgroups not used */
     double uptime_s;             /* with a process */
     uint32_t restarts;
     hy_exit_reason last_reason;  /* HY_EXIT_NONE before any exit */

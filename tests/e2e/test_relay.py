@@ -119,6 +119,19 @@ class RelayBus(Bus):
     def counter_ids(self):
         return [counter_id(p) for p in self.received(COUNTER)]
 
+    def two_connections(self, n):
+        """The counter ids of each of hyphad's two connections, checked: each
+        in order, the first from 0, the second on to n - 1."""
+        conns = {}
+        for (t, p), client in self.frames_by_client():
+            if t == COUNTER:
+                conns.setdefault(client, []).append(counter_id(p))
+        assert len(conns) == 2, list(conns)
+        one, two = conns.values()
+        assert one == list(range(len(one))), "first connection: a gap or disorder"
+        assert two == list(range(two[0], n)), "second connection: a gap, disorder, or the end missing"
+        return one, two
+
     def texts(self):
         return [text_content(p) for p in self.received(TEXT)]
 
@@ -641,15 +654,8 @@ class UpstreamOutages(RelayTest):
         bus.wait_text("end-pub", timeout=15)
         sent = h.wait_for(5, component="pub[0]", msg=f"sent {n}")
         self.assertGreater(sent.i, lost.i, "the stream should have gone on after the bus went away")
-        conns = {}
-        for (t, p), client in bus.frames_by_client():
-            if t == COUNTER:
-                conns.setdefault(client, []).append(counter_id(p))
-        self.assertEqual(len(conns), 2, list(conns))
-        one, two = conns.values()
-        self.assertEqual(one, list(range(len(one))), "first connection: a gap or disorder")
         # everything from where the second connection starts arrives, in order
-        self.assertEqual(two, list(range(two[0], n)), "second connection: a gap, disorder, or the end missing")
+        one, two = bus.two_connections(n)
         self.assertEqual(bus.texts(), ["end-pub"])
         self.assert_bus_frames_valid(bus)
         self.stop(h)

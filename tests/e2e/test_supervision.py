@@ -487,7 +487,8 @@ class WorkerProcess(SupervisionTest):
 
 
 # Leaves its process group (setsid: the group kill at exit cannot reach it),
-# orphans a grandchild that lives 2 s, says its pid on stderr, and exits 0.
+# orphans a grandchild that would live 2 s, says its pid on stderr, and
+# exits 0.
 ORPHANING = """\
 import os, sys, time
 child = os.fork()
@@ -532,11 +533,16 @@ class Reaping(SupervisionTest):
         self.fail(f"hyphad's fd count never settled: {counts}")
 
     def test_orphaned_grandchild_is_reaped(self):
+        # The orphan is reparented to hyphad (a subreaper) while its worker
+        # runs; it left the worker's group, but not what hyphad keeps of
+        # the worker (its cgroup, or its ancestry in /proc): it is killed
+        # when the worker exits, and its zombie reaped.
         h = self.start_hyphad({"w": {"command": self.script("orphan.py", ORPHANING, PY), "restart": "never"}},
                               policy("1s"))
         orphan = int(h.wait_for(5, component="w[0]")["msg"])
-        self.exits(h, 1)
-        self.assertEqual(proc_stat(orphan)[1], h.pid, "the orphan is reparented to hyphad")
+        exited = self.exits(h, 1)[0]
+        killed = h.wait_for(0, msg="killed processes the worker left behind")
+        self.assertEqual((killed["pid"], killed["pids"]), (exited["pid"], str(orphan)))
         self.assertTrue(wait_until(lambda: proc_stat(orphan) is None, 4), f"not reaped: {proc_stat(orphan)}")
         self.assertEqual(zombie_children(h.pid), [])
         self.assert_stopped_cleanly(h)
@@ -549,8 +555,9 @@ class Reaping(SupervisionTest):
                               policy("1s"))
         leftover = int(h.wait_for(5, component="w[0]")["msg"])
         exited = self.exits(h, 1)[0]
-        killed = h.wait_for(0, msg="killed processes the worker left in its group")
-        self.assertEqual((killed["level"], killed["pgid"]), ("warn", exited["pid"]))
+        killed = h.wait_for(0, msg="killed processes the worker left behind")
+        self.assertEqual((killed["level"], killed["pid"], killed["count"], killed["pids"]),
+                         ("warn", exited["pid"], "1", str(leftover)))
         self.assertLess(killed.i, exited.i)
         self.assertTrue(wait_until(lambda: not alive(leftover), 2), describe_pids([leftover]))
         self.assert_stopped_cleanly(h)

@@ -9,7 +9,7 @@ import ssl
 import subprocess
 import time
 
-from hyphatest import HYPHAD, run, wait_until
+from hyphatest import HYPHAD, free_tcp_port, run, wait_until
 from test_mycelium import MyceliumTest
 from test_relay import COUNTER, counter, counters, text
 from tlscerts import Certs
@@ -25,7 +25,7 @@ class TLSTest(MyceliumTest):
     def stunnel(self, backend_port, cert, key, name="st"):
         """stunnel4 accepting TLS on a free port and forwarding in plaintext to
         backend_port: returns the port, once it accepts connections."""
-        port = free_port()
+        port = free_tcp_port()
         log = self.path(f"{name}.log")
         conf = self.write(f"{name}.conf", f"foreground = yes\npid =\ndebug = info\noutput = {log}\n[bus]\n"
                           f"accept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{backend_port}\n"
@@ -126,7 +126,7 @@ class UpstreamTLS(TLSTest):
 
 class ListenTLS(TLSTest):
     def endpoint(self, mutual=True, server=None, **tls):
-        self.port = free_port()
+        self.port = free_tcp_port()
         cert, key = server or self.certs.leaf("server")
         spec = {"cert": cert, "key": key}
         if mutual:
@@ -240,7 +240,7 @@ class ListenTLS(TLSTest):
 class HyphadToHyphad(TLSTest):
     def test_frames_cross_with_both_sides_verified(self):
         n = 2000
-        port = free_port()
+        port = free_tcp_port()
         srv, cli = self.certs.leaf("hub"), self.certs.leaf("edge", client=True)
         hub = self.start_hyphad({"sub": self.node(subscribe=BOTH)}, {"start_timeout": "5s"}, extra={
             "control": {"socket": "hub.sock"},
@@ -286,14 +286,6 @@ class TopologyRules(TLSTest):
         path, r = self.check(f"  - tcp: 0.0.0.0:9000\n    tls: {{cert: {cert}, key: nokey.pem}}\n")
         self.assertEqual(r.returncode, 2, r.stdout)
         self.assertIn(f"{path}:5:10: listen.tls: tls.key {self.dir}/nokey.pem:", r.stderr)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def stop_process(p):

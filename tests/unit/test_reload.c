@@ -318,6 +318,7 @@ static const char *const top_lines[] = {
     "control: {socket: ctl.sock, mode: \"0600\"}\n",                                           /* 4 */
     "metrics: {listen: \"127.0.0.1:9464\"}\n",                                                 /* 5 */
     "defaults: {restart: on-failure}\n",                                                       /* 6 */
+    "cgroup: auto\n",                                                                          /* 7 */
 };
 
 static const char plain_workers[] = "workers:\n"
@@ -350,6 +351,7 @@ static void test_check_allowed(void **state)
                                        "  q:\n    command: [/bin/true, q]\n    instances: 3\n"},
         {"defaults changed", 6, "defaults: {restart: never, queue: {limit: 4MiB}}\n", plain_workers},
         {"defaults removed", 6, "", plain_workers},
+        {"cgroup: auto by default", 7, "", plain_workers},
         {"comments only", 0, "# a comment\nversion: 1\n", plain_workers},
         {"same contracts bytes, other file", 1, "schema: same.contracts.yaml\n", plain_workers},
         {"upstream.handshake: digest spelled out", 2,
@@ -375,7 +377,7 @@ static void test_check_allowed(void **state)
     assert_int_equal(bad, 0);
 }
 
-/* schema, upstream, listen, control, metrics: refused, naming the key. */
+/* schema, upstream, listen, control, metrics, cgroup: refused, naming the key. */
 static void test_check_refused(void **state)
 {
     (void)state;
@@ -413,6 +415,8 @@ static void test_check_refused(void **state)
         {"control.mode", 4, "control: {socket: ctl.sock, mode: \"0660\"}\n", "control"},
         {"metrics: another port", 5, "metrics: {listen: \"127.0.0.1:9465\"}\n", "metrics"},
         {"metrics removed", 5, "", "metrics"},
+        {"cgroup: auto to off", 7, "cgroup: off\n", "cgroup"},
+        {"cgroup: auto to a path", 7, "cgroup: /sys/fs/cgroup/hypha\n", "cgroup"},
     };
     hy_topology *cur = load_ok(top_doc(-1, NULL, plain_workers));
     size_t bad = 0;
@@ -447,6 +451,17 @@ static void test_check_refused(void **state)
     hy_topology *noup2 = load_ok(top_doc(2, "", "workers: {}\n"));
     if (hy_reload_check(noup, noup2, &err) != 0)
         fail_msg("embedded to embedded refused: %s", err.msg);
+    /* one path for another */
+    hy_topology *p1 = load_ok(top_doc(7, "cgroup: /sys/fs/cgroup/a\n", plain_workers));
+    hy_topology *p2 = load_ok(top_doc(7, "cgroup: /sys/fs/cgroup/b\n", plain_workers));
+    hy_topology *p1b = load_ok(top_doc(7, "cgroup: /sys/fs/cgroup//a/\n", plain_workers));
+    assert_int_equal(hy_reload_check(p1, p2, &err), -1);
+    assert_non_null(strstr(err.msg, "cgroup"));
+    if (hy_reload_check(p1, p1b, &err) != 0)
+        fail_msg("the same cgroup path spelled another way refused: %s", err.msg);
+    hy_topology_free(p1);
+    hy_topology_free(p2);
+    hy_topology_free(p1b);
     hy_topology_free(noup);
     hy_topology_free(noup2);
     hy_topology_free(nomet);

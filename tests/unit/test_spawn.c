@@ -1,10 +1,12 @@
 /* test_spawn.c - the pipe size a worker gets: bounded by the pipe budget,
- * and really applied to a spawned process's stdin and stdout. */
+ * and really applied to a spawned process's stdin and stdout; a cgroup the
+ * child cannot join is reported at its own stage. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -71,12 +73,38 @@ static void test_applied_to_stdin(void **state)
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0); /* cat saw EOF */
 }
 
+/* A cgroup the child cannot join is a failed start at its own stage. */
+static void test_cgroup_stage(void **state)
+{
+    (void)state;
+    char *argv[] = {"/bin/true", NULL};
+    char *envp[] = {NULL};
+    hy_spawn_req req = {.path = "/bin/true", .argv = argv, .envp = envp,
+                        .cgroup_procs = "/nonexistent-hypha-test/cgroup.procs"};
+    hy_spawn_res res;
+    hy_err err = {{0}};
+    assert_int_equal(hy_spawn(&req, &res, &err), 0);
+    int st;
+    assert_int_equal(waitpid(res.pid, &st, 0), res.pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 127);
+    const char *stage = NULL;
+    int e = 0;
+    assert_int_equal(hy_spawn_status(res.status_fd, &stage, &e), HY_SPAWN_FAILED);
+    assert_string_equal(stage, "cgroup");
+    assert_int_equal(e, ENOENT);
+    close(res.in_fd);
+    close(res.out_fd);
+    close(res.err_fd);
+    close(res.status_fd);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_budget),
         cmocka_unit_test(test_applied_to_stdin),
+        cmocka_unit_test(test_cgroup_stage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -145,7 +145,7 @@ static const bad_doc bad_docs[] = {
      "unknown key 'workerz' in the topology (did you mean 'workers'?)", 3, 1},
     {"unknown top-level key, nothing close", HDR "banana: 1\n",
      "unknown key 'banana' in the topology (expected one of: version, schema, upstream, "
-     "listen, control, metrics, defaults, workers)", 3, 1},
+     "listen, control, metrics, cgroup, defaults, workers)", 3, 1},
     {"unknown key in a worker", W_A "    instance: 2\n",
      "unknown key 'instance' in workers.a (did you mean 'instances'?)", 6, 5},
     {"unknown key in defaults.backoff", HDR "defaults:\n  backoff: {initial: 1s, maxx: 5s}\n",
@@ -300,6 +300,11 @@ static const bad_doc bad_docs[] = {
      "unknown key 'path' in metrics (expected one of: listen)", 3, 35},
     {"metrics listen without port", HDR "metrics: {listen: localhost}\n",
      "metrics.listen: expected host:port, not 'localhost'", 3, 19},
+    {"cgroup relative", HDR "cgroup: hypha\n",
+     "cgroup must be auto, off or the absolute path of a cgroup2 directory (e.g. /sys/fs/cgroup/hypha), not 'hypha'",
+     3, 9},
+    {"cgroup a boolean", HDR "cgroup: false\n", "cgroup must be auto, off or the absolute path", 3, 9},
+    {"cgroup a list", HDR "cgroup: [auto]\n", "cgroup must be a value, not a list", 3, 9},
     {"metrics on a listen endpoint", HDR "listen: [{tcp: 127.0.0.1:9092}]\nmetrics: {listen: 127.0.0.1:9092}\n",
      "metrics.listen is also a listen endpoint", 4, 19},
     /* env */
@@ -861,6 +866,35 @@ static void test_listen_auto_ambiguous(void **state)
     assert_int_equal(hy_listen_check_auto("topo.yaml", &s, l, 3, &err), 0);
 }
 
+/* cgroup: auto (the default), off, or an absolute path, cleaned; printed
+ * as written. Whether the path can be used is hyphad's start's business. */
+static void test_cgroup_key(void **state)
+{
+    (void)state;
+    static const struct { const char *line; hy_cgroup_mode mode; const char *str; } cases[] = {
+        {"", HY_CGROUP_AUTO, "auto"},
+        {"cgroup: auto\n", HY_CGROUP_AUTO, "auto"},
+        {"cgroup: ~\n", HY_CGROUP_AUTO, "auto"},
+        {"cgroup: off\n", HY_CGROUP_OFF, "off"},
+        {"cgroup: \"off\"\n", HY_CGROUP_OFF, "off"},
+        {"cgroup: /sys/fs/cgroup/hypha\n", HY_CGROUP_PATH, "/sys/fs/cgroup/hypha"},
+        {"cgroup: /sys/fs/cgroup//x/./y/\n", HY_CGROUP_PATH, "/sys/fs/cgroup/x/y"},
+        {"cgroup: /nonexistent\n", HY_CGROUP_PATH, "/nonexistent"},
+    };
+    for (size_t i = 0; i < N_ELEMS(cases); i++) {
+        char doc[256];
+        snprintf(doc, sizeof doc, HDR "%s", cases[i].line);
+        hy_topology *t = load_ok(doc);
+        assert_int_equal(t->cgroup, cases[i].mode);
+        assert_string_equal(hy_topology_cgroup_str(t), cases[i].str);
+        if (cases[i].mode == HY_CGROUP_PATH)
+            assert_string_equal(t->cgroup_path, cases[i].str);
+        else
+            assert_null(t->cgroup_path);
+        hy_topology_free(t);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -877,6 +911,7 @@ int main(void)
         cmocka_unit_test(test_listen_options),
         cmocka_unit_test(test_listen_auto_ambiguous),
         cmocka_unit_test(test_policy_names),
+        cmocka_unit_test(test_cgroup_key),
     };
     return cmocka_run_group_tests_name("topology", tests, setup, teardown);
 }
