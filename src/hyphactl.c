@@ -359,6 +359,40 @@ static int parse_options(cli *o, int argc, char **argv)
     return -1;
 }
 
+/* hyphactl's options may follow the command too (`hyphactl status --json`):
+ * they are taken out of argv[from..argc); returns the new argc, or -1 for
+ * an option that lacks its value. */
+static int take_late_options(cli *o, int from, int argc, char **argv)
+{
+    static const char *const late[] = {"--json", "--socket", "--config"}; /* the last two take a value */
+    const size_t none = sizeof late / sizeof late[0];
+    int k = from;
+    for (int i = from; i < argc; i++) {
+        const char *a = argv[i];
+        size_t which = none;
+        for (size_t j = 0; j < none; j++) {
+            size_t n = strlen(late[j]);
+            if (strncmp(a, late[j], n) == 0 && (a[n] == '\0' || (j > 0 && a[n] == '=')))
+                which = j;
+        }
+        if (which == 0) {
+            o->json = 1;
+            continue;
+        }
+        if (which < none) {
+            const char *eq = strchr(a, '='), *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+            if (!v) {
+                fprintf(stderr, "hyphactl: %s needs a value\n", a);
+                return -1;
+            }
+            *(which == 1 ? &o->sock : &o->config) = v;
+            continue;
+        }
+        argv[k++] = argv[i];
+    }
+    return k;
+}
+
 /* The command and its arguments as a request; NULL: a usage error, said. */
 static json_t *build_request(cli *o, int argc, char **argv)
 {
@@ -372,6 +406,10 @@ static json_t *build_request(cli *o, int argc, char **argv)
             o->cmd = &commands[i];
     if (!o->cmd) {
         fprintf(stderr, "hyphactl: unknown command '%s'\n", name);
+        usage(stderr);
+        return NULL;
+    }
+    if ((argc = take_late_options(o, optind, argc, argv)) < 0) {
         usage(stderr);
         return NULL;
     }

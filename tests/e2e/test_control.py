@@ -790,6 +790,21 @@ class Status(ControlTest):
             self.assertEqual(r.returncode, 1, f"{cmd} nosuch: {r.stdout}{r.stderr}")
             self.assertIn("multi", r.stdout + r.stderr)
 
+    def test_options_may_follow_the_command(self):
+        self.start({"multi": {"command": self.py("sleeper.py", SLEEPER), "instances": 2}})
+        self.wait_running()
+        # as DESIGN.md says: `hyphactl status --json` works, and so does the socket after the name
+        for args in (["status", "--json"], ["status", "multi", "--json"], ["--json", "status", "multi"]):
+            r = run([HYPHACTL] + args + ["--socket", self.sock], timeout=20)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertEqual(len(json.loads(r.stdout)["workers"]), 2, args)
+        r = run([HYPHACTL, "status", f"--socket={self.sock}"], timeout=20)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("multi[1]", r.stdout)
+        r = run([HYPHACTL, "status", "--socket"], timeout=20)
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)   # a usage error
+        self.assertIn("--socket needs a value", r.stderr)
+
 
 class Lifecycle(ControlTest):
     def test_hello_after_stdin_closed_by_a_stop(self):
