@@ -1229,8 +1229,8 @@ class Reload(ControlTest):
         self.assertEqual(r.returncode, 0, r.stderr)
         pid = wait_until(lambda: self.inst("change")["pid"], 5)
         self.assertTrue(pid, "did not start")
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            self.assertIn(b"\0X=3\0", b"\0" + f.read())
+        # until it has exec'd, a child's environ is still hyphad's
+        self.assertTrue(wait_until(lambda: b"\0X=3\0" in b"\0" + environ(pid), 5), environ(pid))
 
     def test_reload_starts_stops_restarts_and_leaves_unchanged_alone(self):
         h = self.start(self.workers())
@@ -1251,8 +1251,8 @@ class Reload(ControlTest):
         k = self.inst("keep")
         self.assertEqual((k["restarts"], k["last_exit"]), (keep_in["restarts"], None))
         self.assertNotEqual(after[("change", 0)], before[("change", 0)])
-        with open(f"/proc/{after[('change', 0)]}/environ", "rb") as f:
-            self.assertIn(b"\0X=2\0", b"\0" + f.read())
+        pid = after[("change", 0)]
+        self.assertTrue(wait_until(lambda: b"\0X=2\0" in b"\0" + environ(pid), 5), environ(pid))
         self.assertTrue(wait_until(lambda: not alive(before[("gone", 0)]), 3), "the removed worker still runs")
         self.assertTrue(wait_until(lambda: not alive(before[("change", 0)]), 3), "the old `change` still runs")
         self.assertEqual(self.ctl("status", "gone").returncode, 1, "a removed worker is still known")
@@ -1789,8 +1789,8 @@ class SystemdNotify(ControlTest):
 
         # the worker's environment has none of systemd's variables
         pid = self.wait_running()[("w", 0)]
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            env = {kv.split(b"=", 1)[0].decode() for kv in f.read().split(b"\0") if b"=" in kv}
+        self.assertTrue(exec_done(pid), "the worker never exec'd")
+        env = {kv.split(b"=", 1)[0].decode() for kv in environ(pid).split(b"\0") if b"=" in kv}
         self.assertIn("HYPHA_WORKER", env)
         self.assertIn(hyphatest.TAG_VAR, env)
         self.assertEqual(env & {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}, set())
@@ -1815,8 +1815,8 @@ class SystemdNotify(ControlTest):
         time.sleep(0.4)
         self.assertEqual(n.find(lambda m: m.startswith("WATCHDOG")), [], "WATCHDOG=1 without WATCHDOG_USEC")
         pid = self.wait_running()[("w", 0)]
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            self.assertNotIn(b"NOTIFY_SOCKET=", f.read())
+        self.assertTrue(exec_done(pid), "the worker never exec'd")
+        self.assertNotIn(b"NOTIFY_SOCKET=", environ(pid))
 
 
 if __name__ == "__main__":
@@ -1848,3 +1848,16 @@ class DemoScript(unittest.TestCase):
         self.assertIn("restarting: ticker (1 instance)", out)
         self.assertIn("(hyphad exited 0)", out)
         self.assertIn(os.path.join(demo_dir.name, "control.sock"), r.stderr, "the sockets were not in HYPHA_DEMO_DIR")
+
+
+def environ(pid):
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def exec_done(pid, timeout=5.0):
+    """The child has exec'd: its environ is its own (before, it is hyphad's)."""
+    return wait_until(lambda: b"\0HYPHA_WORKER=" in b"\0" + environ(pid), timeout)
