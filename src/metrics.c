@@ -247,6 +247,17 @@ static void links(buf *b, const hy_snapshot *s)
             blabel(b, s->listen[i].name);
             bprintf(b, "\"} %llu\n", (unsigned long long)s->listen[i].too_slow);
         }
+        family(b, "hypha_listen_bounds_dropped_total", "counter",
+               "Clients dropped by their bounds: a frame not whole within frame_timeout, a frame over max_frame.");
+        for (size_t i = 0; i < s->nlisten; i++) {
+            const char *why[] = {"frame-timeout", "max-frame"};
+            const uint64_t n[] = {s->listen[i].frame_timeouts, s->listen[i].too_long};
+            for (int k = 0; k < 2; k++) {
+                bprintf(b, "hypha_listen_bounds_dropped_total{endpoint=\"");
+                blabel(b, s->listen[i].name);
+                bprintf(b, "\",reason=\"%s\"} %llu\n", why[k], (unsigned long long)n[k]);
+            }
+        }
     }
 }
 

@@ -395,6 +395,8 @@ class ClientBounds(ListenTest):
         self.report(h, "w", "marker", ["end-good"])
         st = self.listen_status()
         self.assertEqual((st["too_long"], st["max_frame"], st["clients"]), (1, 1024, 1))
+        m = run([HYPHACTL, "--socket", self.path("ctl.sock"), "metrics"], timeout=20).stdout
+        self.assertIn(f'hypha_listen_bounds_dropped_total{{endpoint="unix:{sock}",reason="max-frame"}} 1', m)
         self.stop(h)
 
     def test_bounds_are_checked_and_shown(self):
