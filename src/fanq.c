@@ -36,11 +36,81 @@ static int grow(hy_fanq *q)
     return 0;
 }
 
+/* ---- the history of what was written ------------------------------------- */
+
+static hy_fanq_seg *hist_at(const hy_fanq_hist *h, size_t i) { return &h->seg[(h->first + i) % h->cap]; }
+
+static void hist_pop(hy_fanq_hist *h)
+{
+    h->bytes -= hist_at(h, 0)->len;
+    hy_rbuf_unref(hist_at(h, 0)->b);
+    h->first = (h->first + 1) % h->cap;
+    h->n--;
+}
+
+/* Written whole frames at b->data + off, with the reference the caller
+ * gives up; kept while they may still be in the pipe. */
+static void hist_push(hy_fanq_hist *h, hy_rbuf *b, size_t off, size_t len)
+{
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 8;
+        hy_fanq_seg *s = malloc(cap * sizeof *s);
+        if (!s) { /* no room to remember: the oldest goes (an exit then counts fewer, never more) */
+            if (!h->n) {
+                hy_rbuf_unref(b);
+                return;
+            }
+            hist_pop(h);
+        } else {
+            for (size_t i = 0; i < h->n; i++)
+                s[i] = *hist_at(h, i);
+            free(h->seg);
+            h->seg = s;
+            h->cap = cap;
+            h->first = 0;
+        }
+    }
+    *hist_at(h, h->n) = (hy_fanq_seg){b, off, len};
+    h->n++;
+    h->bytes += len;
+    while (h->n > 1 && h->bytes - hist_at(h, 0)->len >= h->keep)
+        hist_pop(h);
+}
+
+static void hist_clear(hy_fanq_hist *h)
+{
+    while (h->n)
+        hist_pop(h);
+    h->first = 0;
+}
+
+size_t hy_fanq_unread_frames(const hy_fanq *q, size_t unread)
+{
+    const hy_fanq_hist *h = &q->hist;
+    size_t tail = unread > q->sent ? unread - q->sent : 0; /* unread bytes of the history */
+    size_t start = tail < h->bytes ? h->bytes - tail : 0, pos = 0, frames = 0;
+    for (size_t i = 0; i < h->n; i++) {
+        const hy_fanq_seg *s = hist_at(h, i);
+        for (size_t off = 0; off < s->len;) {
+            size_t f = hy_tlv_size(s->b->data + s->off + off);
+            frames += pos + f > start; /* it ends where the reader never got */
+            pos += f;
+            off += f;
+        }
+    }
+    return frames;
+}
+
+/* ---- the queue ------------------------------------------------------------- */
+
 static void pop_first(hy_fanq *q)
 {
     hy_fanq_seg *s = at(q, 0);
     q->bytes -= s->len;
-    hy_rbuf_unref(s->b);
+    if (q->hist.keep && !q->keep && q->wseg > 0)
+        hist_push(&q->hist, s->b, s->off, s->len); /* written whole: its reference goes with it */
+    else
+        hy_rbuf_unref(s->b);
     q->first = (q->first + 1) % q->cap;
     q->n--;
 }
@@ -48,10 +118,12 @@ static void pop_first(hy_fanq *q)
 size_t hy_fanq_clear(hy_fanq *q)
 {
     size_t frames = hy_fanq_frames(q);
+    q->wseg = 0; /* nothing of it goes to the history */
     while (q->n)
         pop_first(q);
     q->first = 0;
     q->sent = q->wseg = q->woff = q->acked = 0;
+    hist_clear(&q->hist);
     return frames;
 }
 
@@ -61,6 +133,7 @@ void hy_fanq_free(hy_fanq *q)
     if (q->own)
         hy_rbuf_unref(q->own);
     free(q->seg);
+    free(q->hist.seg);
     memset(q, 0, sizeof *q);
 }
 
@@ -229,6 +302,7 @@ static void let_go(hy_fanq *q, size_t n)
     }
     if (q->n) {
         hy_fanq_seg *s = at(q, 0);
+        size_t from = s->off;
         for (size_t flen; (flen = hy_tlv_size(s->b->data + s->off)) <= n;) {
             s->off += flen;
             s->len -= flen;
@@ -238,6 +312,8 @@ static void let_go(hy_fanq *q, size_t n)
                 q->woff -= flen;
             n -= flen;
         }
+        if (q->hist.keep && !q->keep && s->off > from)
+            hist_push(&q->hist, hy_rbuf_ref(s->b), from, s->off - from);
     }
     if (!q->n)
         q->first = 0;

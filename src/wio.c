@@ -4,7 +4,10 @@
  * Pipes are only read and drained here; they never decide whether a worker
  * is alive (SIGCHLD does, in worker.c).
  */
+#define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/ioctl.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -19,6 +22,7 @@
  * fill the whole buffer, and the loop must come back to the control socket
  * and the other workers (fairness; docs/performance.md). When draining an
  * exited worker, more: what it wrote is lost with the pipe otherwise. */
+#define PIPE_DEFAULT (64u * 1024) /* a pipe's capacity when F_GETPIPE_SZ cannot say */
 #define STDOUT_READ_ROUNDS 1
 #define DRAIN_READ_ROUNDS 16
 
@@ -311,6 +315,8 @@ void hy_wio_attach(hy_instance *in, int in_fd, int out_fd, int err_fd, int statu
     in->errlen = in->errcut = 0;
     in->check.msg = NULL;
     hy_sink_set_fd(&in->in, in_fd, false);
+    int cap = fcntl(in_fd, F_GETPIPE_SZ);
+    in->in.q.hist.keep = cap > 0 ? (size_t)cap : PIPE_DEFAULT; /* what may sit in it unread */
     in->err_fd = err_fd;
     in->status_fd = status_fd;
     ev_io_set(&in->err_w, err_fd, EV_READ);
@@ -335,6 +341,18 @@ void hy_wio_close_stdin(hy_instance *in)
         close(fd);
 }
 
+/* The worker died: the frames still in its stdin pipe it never read are
+ * counted as dropped (exited), as those still queued are. */
+static void count_unread(hy_instance *in)
+{
+    int unread = 0;
+    if (in->in.fd < 0 || ioctl(in->in.fd, FIONREAD, &unread) < 0 || unread <= 0)
+        return;
+    size_t n = hy_fanq_unread_frames(&in->in.q, (size_t)unread);
+    if (n)
+        hy_drops_add(&in->drops, HY_DROP_EXITED, 0, n);
+}
+
 void hy_wio_detach(hy_instance *in)
 {
     /* Learn a failed exec before the pipes go, then drain what is left. */
@@ -351,6 +369,7 @@ void hy_wio_detach(hy_instance *in)
         flush_errline(in);
         close_io(in, &in->err_w, &in->err_fd);
     }
+    count_unread(in);
     hy_wio_close_stdin(in);
     if (in->sub.nids) {
         hy_sub_clear(&in->sub);

@@ -47,6 +47,15 @@ typedef struct hy_fanq_seg {
     size_t off, len;             /* whole frames at b->data + off */
 } hy_fanq_seg;
 
+/* What a queue without `keep` wrote last, kept (a reference each) while it
+ * may still sit unread in a pipe: at most `keep` bytes and one segment. */
+typedef struct hy_fanq_hist {
+    hy_fanq_seg *seg;            /* ring (owned) */
+    size_t cap, first, n;
+    size_t bytes;                /* the segments' lengths, summed */
+    size_t keep;                 /* 0: no history (the default) */
+} hy_fanq_hist;
+
 typedef struct hy_fanq {
     hy_fanq_seg *seg;            /* ring (owned) */
     size_t cap, first, n;        /* slots, index of the first, segments held */
@@ -55,6 +64,7 @@ typedef struct hy_fanq {
     size_t wseg, woff;           /* the next byte to write: segment (from the first) and offset in it */
     bool keep;                   /* written frames are kept until taken (hy_fanq_taken) */
     size_t acked;                /* keep: bytes at the front known taken, in a segment not let go yet */
+    hy_fanq_hist hist;           /* without keep: the last bytes written, for hy_fanq_unread_frames */
     hy_rbuf *own;                /* the copy buffer being filled (a reference held), or NULL */
     uint64_t dropped_oldest, dropped_newest;
 } hy_fanq;
@@ -88,6 +98,11 @@ void hy_fanq_taken(hy_fanq *q, size_t n);
 static inline size_t hy_fanq_unconfirmed(const hy_fanq *q) { return q->sent - q->acked; }
 /* Frames held and not known taken (walks headers: not the hot path). */
 size_t hy_fanq_untaken_frames(const hy_fanq *q);
+/* A queue with a history (hist.keep: the pipe's capacity): the reader died
+ * with `unread` bytes still in the pipe (FIONREAD). How many frames of the
+ * history it never read whole; a partly written first frame is not one of
+ * them (hy_fanq_clear counts it). Walks headers: at an exit only. */
+size_t hy_fanq_unread_frames(const hy_fanq *q, size_t unread);
 /* True when the next byte to send starts a frame (a queue without `keep`). */
 static inline bool hy_fanq_at_boundary(const hy_fanq *q) { return q->sent == 0; }
 /* The connection that was being written is gone: everything written and not

@@ -199,3 +199,32 @@ def pipe_full(pid):
         return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) - unread < 4096  # writes fill a page at a time
     finally:
         os.close(fd)
+
+
+class FramesAWorkerNeverRead(MyceliumTest):
+    def test_a_killed_subscriber_s_unread_pipe_is_counted(self):
+        # Frames written into a subscriber's stdin pipe that it never read
+        # die with it: they are counted as dropped (worker-exited), not as
+        # delivered and gone.
+        n = 200   # 200 x 22 bytes and the marker: far less than the pipe holds
+        h = self.start_hyphad({
+            "pub": self.node(N=n, GO="GO", SUB=0),
+            "sub": {"command": [sys.executable, "-c", "import time; time.sleep(3600)"],
+                    "subscribe": ["CounterUpdate", "TextMessage"], "restart": "never"},
+        }, {"start_timeout": "0s"})
+        started = h.wait_for(10, component="supervisor", msg="started", worker="sub")
+        self.write("GO", "")
+        h.wait_for(10, component="pub[0]", msg=f"sent {n}")
+        # every frame is in sub's pipe: accepted for it, none left queued
+        self.assertTrue(wait_until(lambda: (self.instance("sub")["frames_in"], self.instance("sub")["queue_bytes"])
+                                   == (n + 1, 0), 10), self.instance("sub"))
+        os.kill(int(started["pid"]), signal.SIGKILL)
+        h.wait_for(10, component="supervisor", msg="exited", worker="sub")
+        sub = self.instance("sub")
+        self.assertEqual(sub["drops"]["worker-exited"], n + 1, sub["drops"])
+        self.assertEqual(sub["dropped"], n + 1)
+        self.stop(h)
+
+    def instance(self, name):
+        [w] = [i for i in self.ctl_json("status")["workers"] if i["worker"] == name]
+        return w

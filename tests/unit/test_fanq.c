@@ -1068,6 +1068,52 @@ static void test_keep_random(void **state)
     hy_rbuf_unref(big);
 }
 
+/* ---- the history: what a dead reader never read --------------------------- */
+
+/* Frames of 30..129 bytes written in bursts, a reader that read R of them:
+ * the frames it never read whole are the ones ending past R, as long as
+ * they are within the history (the pipe's capacity); the frame partly
+ * written is hy_fanq_clear's to count. */
+static void test_history_counts_what_was_never_read(void **state)
+{
+    (void)state;
+    static uint8_t out[1 << 18];
+    size_t ends[2048], nends = 0, outlen = 0;
+    hy_fanq q;
+    hy_fanq_init(&q);
+    q.hist.keep = 4096;
+    uint64_t s = 7;
+    for (uint32_t id = 0; id < 1500; id++) {
+        uint8_t f[256];
+        size_t len = put(f, id, 4 + (uint32_t)(xs(&s) % 100));
+        assert_int_equal(hy_fanq_push(&q, f, len, 1u << 20, HY_OVERFLOW_BLOCK), HY_PUSH_QUEUED);
+        if (xs(&s) % 8 == 0)
+            outlen += write_out(&q, out + outlen, (size_t)(xs(&s) % 3000));
+    }
+    for (uint32_t id = 0; id < 100; id++) { /* the last burst written in small pieces: frames let go from */
+        uint8_t f[256];                      /* inside segments, not only whole ones */
+        assert_int_equal(hy_fanq_push(&q, f, put(f, 5000 + id, 4 + id), 1u << 20, HY_OVERFLOW_BLOCK), HY_PUSH_QUEUED);
+    }
+    while (hy_fanq_pending(&q) > 5) { /* the last frame partly written */
+        size_t k = 1 + (size_t)(xs(&s) % 300);
+        outlen += write_out(&q, out + outlen, k < hy_fanq_pending(&q) - 5 ? k : hy_fanq_pending(&q) - 5);
+    }
+    for (size_t off = 0; off + HY_TLV_HEADER <= outlen && off + hy_tlv_size(out + off) <= outlen;)
+        ends[nends++] = off += hy_tlv_size(out + off);
+    assert_true(q.sent > 0);
+    for (size_t read = outlen - 4000; read <= outlen; read += 37) {
+        size_t want = 0;
+        for (size_t i = 0; i < nends; i++)
+            want += ends[i] > read; /* not read whole */
+        assert_int_equal(hy_fanq_unread_frames(&q, outlen - read), want);
+    }
+    assert_int_equal(hy_fanq_unread_frames(&q, 0), 0);
+    assert_true(q.hist.bytes >= 4096 - 256 && q.hist.bytes < 4096 + 16384); /* bounded: keep and one segment */
+    assert_int_equal(hy_fanq_clear(&q), 1); /* the partly written frame */
+    assert_int_equal(q.hist.n, 0);
+    hy_fanq_free(&q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1082,6 +1128,7 @@ int main(void)
         cmocka_unit_test(test_drop_oldest_with_shared_segments),
         cmocka_unit_test(test_random_shared_runs),
         cmocka_unit_test(test_keep_random),
+        cmocka_unit_test(test_history_counts_what_was_never_read),
         cmocka_unit_test(test_rbuf_pool),
     };
     int rc = cmocka_run_group_tests_name("fanq", tests, NULL, NULL);
