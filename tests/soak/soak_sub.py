@@ -25,11 +25,19 @@ def control(**fields):
     os.write(1, encode(CONTROL_TYPE, json.dumps(fields).encode()))
 
 
+def shrink(size):
+    """The stdin pipe down to size; False while it holds more than that
+    (EBUSY: hyphad may have written before we ran), to be tried again."""
+    try:
+        fcntl.fcntl(0, fcntl.F_SETPIPE_SZ, size)
+        return True
+    except OSError:
+        return False
+
+
 def main():
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     pipe = int(os.environ.get("SOAK_PIPE", "0"))
-    if pipe:
-        fcntl.fcntl(0, fcntl.F_SETPIPE_SZ, pipe)
     name, inst = os.environ["HYPHA_WORKER"], os.environ["HYPHA_INSTANCE"]
     path = os.path.join(os.environ["SOAK_DIR"], f"sub-{name}-{inst}-{os.getpid()}.rec")
     rec = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -37,6 +45,8 @@ def main():
     control(op="ready")
     dec = Decoder()
     while True:
+        if pipe and shrink(pipe):
+            pipe = 0
         data = os.read(0, 1 << 16)
         if not data:
             break
