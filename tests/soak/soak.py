@@ -67,9 +67,10 @@ POLICY = {
     # hyphad -> subscribers
     "sub-uncounted": (0, "frames from the bus neither queued for a subscriber nor counted as dropped", None),
     "sub-pipe-loss": (0, "frames hyphad wrote into a subscriber's stdin pipe and counted as delivered, lost "
-                      "when it was SIGKILLed (lost uncounted)", "new: hyphad does not count what a dead reader's "
-                      "pipe held"),
-    "sub-unread": (0, "frames hyphad wrote to a subscriber stopped gracefully that it never read", None),
+                      "when it died with them unread (SIGKILL, a crash; lost uncounted)",
+                      "new: hyphad does not count what a dead reader's stdin pipe held"),
+    "sub-unread": (0, "frames hyphad wrote to a subscriber it stopped gracefully (it reads to EOF) that it "
+                   "never read", None),
     "sub-excess": (0, "a subscriber incarnation read more frames than hyphad says it wrote", None),
     "sub-order": (0, "a frame out of order or twice at a subscriber (other than a resent one)", None),
     "sub-resent-duplicate": ("any", "a subscriber got a frame twice because the bus got it twice (a resend)", None),
@@ -203,10 +204,11 @@ class Soak:
         if not (a and b):
             return
         if b["fds"] != a["fds"]:
-            new = collections.Counter(b["fd_targets"]) - collections.Counter(a["fd_targets"])
-            gone = collections.Counter(a["fd_targets"]) - collections.Counter(b["fd_targets"])
+            ta, tb = a["fd_targets"], b["fd_targets"]
+            new = {fd: t for fd, t in sorted(tb.items()) if fd not in ta}
+            gone = {fd: t for fd, t in sorted(ta.items()) if fd not in tb}
             self.extra.add("fd-leak", abs(b["fds"] - a["fds"]), f"fds {a['fds']} at the start, {b['fds']} at the end; "
-                           f"new: {sorted(new.elements())}; gone: {sorted(gone.elements())}")
+                           f"only at the end: {new}; only at the start: {gone}")
         growth = (b["rss_kib"] - a["rss_kib"]) * 1024
         if growth > 0:
             self.extra.add("rss-growth", growth, f"RSS {a['rss_kib']} KiB -> {b['rss_kib']} KiB")

@@ -241,11 +241,13 @@ def check_incarnation(f, sf, label, pid, exit_line, counts, before, frames):
     d_drops = drops - before[1]
     written = d_fi - d_drops["queue-full-oldest"] - d_drops["worker-exited"]
     loss = written - len(frames)
-    killed = exit_line is not None and exit_line.get("status") == "SIGKILL"
-    why = f"{label} pid {pid}: hyphad wrote {written} frames to its stdin, it read {len(frames)}"
+    # stopped by hyphad and exit 0: it read to EOF (soak_sub.py), so it read everything
+    graceful = exit_line is not None and exit_line.get("msg") == "stopped" and exit_line.get("status") == "0"
+    how = "stopped, exit 0" if graceful else f"{exit_line.get('msg')} {exit_line.get('status')}" \
+        if exit_line else "no exit line"
+    why = f"{label} pid {pid}: hyphad wrote {written} frames to its stdin, it read {len(frames)} ({how})"
     if loss > 0:
-        f.add("sub-pipe-loss" if killed else "sub-unread", loss, why + (" (SIGKILLed)" if killed else
-                                                                         " (stopped gracefully)"))
+        f.add("sub-unread" if graceful else "sub-pipe-loss", loss, why)
         sf.pipe_loss += loss
     elif loss < 0:
         f.add("sub-excess", -loss, why)
