@@ -257,6 +257,11 @@ class System:
 
     # -- resources
 
+    def asan(self):
+        """hyphad runs with AddressSanitizer (its RSS then holds a quarantine)."""
+        with open(f"/proc/{self.h.pid}/maps") as f:
+            return "libasan" in f.read()
+
     def resources(self):
         """hyphad's fds (once no control connection is left open, ours
         included, and three looks 100ms apart agree on their numbers), RSS
