@@ -73,7 +73,9 @@ POLICY = {
                    "never read", None),
     "sub-excess": (0, "a subscriber incarnation read more frames than hyphad says it wrote", None),
     "sub-order": (0, "a frame out of order or twice at a subscriber (other than a resent one)", None),
-    "sub-resent-duplicate": ("any", "a subscriber got a frame twice because the bus got it twice (a resend)", None),
+    "sub-resent-duplicate": (lambda facts: facts.bus_dups * len(facts.subs), "a subscriber got a frame twice "
+                             "because the bus got it twice (a resend): at most once per subscriber and bus duplicate",
+                             None),
     "sub-phantom": (0, "a frame at a subscriber that never reached the bus", None),
     "block-queue-drop": (0, "queue-full drops at a `block` subscriber", None),
     "block-gap": (0, "a `block` subscriber missed, while alive, a frame the bus had sent", None),
@@ -290,7 +292,7 @@ def report(soak, f, facts, args):
     a, b = soak.res.get("start", {}), soak.res.get("end", {})
     resent = "absent (hyphad has no frames_resent yet)" if facts.resent is None else facts.resent
     rows = [("frames sent by publishers", facts.sent), ("reached the bus (unique)", facts.at_bus),
-            ("duplicates at the bus", f.n["up-duplicate"] + f.n["up-duplicate-unexplained"]),
+            ("duplicates at the bus", facts.bus_dups),
             ("resent (upstream frames_resent)", resent),
             ("bus received / sent back", f"{facts.bus_recv} / {facts.bus_sent}"),
             ("hyphad upstream frames out / in", f"{facts.up_out} / {facts.up_in}"),

@@ -175,12 +175,16 @@ def check_publisher(f, facts, bus, label, src, pid, lo, hi):
     beyond = [s for s in seen if s > hi]
     if beyond:
         f.add("up-beyond-last", len(beyond), f"{label} pid {pid}: seqs {ranges(beyond)[:3]} past its last write {hi}")
+    dups = collections.defaultdict(list)  # (buses it reached, across a SIGKILL each time) -> seqs
     for s, n in seen.items():
         if n > 1:
             cis = [ci for q, ci in where if q == s]
             ok = all(bus.killed(a) and bus.inc(b) > bus.inc(a) for a, b in zip(cis, cis[1:]))
-            f.add("up-duplicate" if ok else "up-duplicate-unexplained", n - 1,
-                  f"{label} pid {pid}: seq {s} {n} times, at buses {[bus.inc(c) for c in cis]}")
+            dups[(tuple(bus.inc(c) for c in cis), ok)].append(s)
+            facts.bus_dups += n - 1
+    for (incs, ok), seqs in dups.items():
+        f.add("up-duplicate" if ok else "up-duplicate-unexplained", len(seqs) * (len(incs) - 1),
+              f"{label} pid {pid}: seqs {ranges(seqs)[:4]} reached buses {list(incs)}")
 
 
 def check_publishers(f, facts, d, layout, bus, events):
@@ -288,6 +292,7 @@ class Facts:
         self.sent = self.at_bus = 0
         self.bus_recv = self.bus_sent = self.up_in = self.up_out = 0
         self.resent = None
+        self.bus_dups = 0  # extra copies of frames at the bus
         self.subs = {}
 
     def lost_uncounted(self, f):
@@ -313,7 +318,8 @@ def check(d, layout, bus_ends, events, final_status):
     if up.get("dropped") != "none":
         f.add("upstream-drops", sum(drops_of(up["dropped"]).values()), f"upstream dropped {up['dropped']}")
     upstream = (final_status or {}).get("upstream") or {}
-    facts.resent = up.get("frames_resent", upstream.get("frames_resent"))
+    resent = up.get("frames_resent", upstream.get("frames_resent"))
+    facts.resent = None if resent is None else int(resent)
     facts.bus_recv, facts.bus_sent = bus.totals()
     if facts.bus_sent > facts.up_in:
         f.add("down-discard", facts.bus_sent - facts.up_in, f"the bus sent {facts.bus_sent} whole frames to "
