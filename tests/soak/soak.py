@@ -251,6 +251,9 @@ class Soak:
         for kind in self.extra.n:
             f.add(kind, self.extra.n[kind])
             f.evidence[kind] += self.extra.evidence[kind]
+        for pid, unread in self.s.pipe_at_kill.items():
+            f.evidence["sub-pipe-loss"].append(f"pid {pid}: its stdin pipe held {unread} bytes "
+                                               f"({unread // 22} CounterUpdate frames) as it was SIGKILLed (FIONREAD)")
         facts.bus_killed = any(v in soakcheck.KILLED for v in self.s.bus.ends.values())
         facts.max_up = sampler.max_up
         facts.asan = self.res.get("asan", False)

@@ -7,13 +7,16 @@ schedule, not synchronisation.
 
 A fault that gets a wrong answer raises Wrong; a wait that passes its
 deadline raises soakrun.Deadline."""
+import array
 import collections
+import fcntl
 import json
 import os
 import signal
 import socket
 import struct
 import subprocess
+import termios
 import time
 
 from soakrun import HYPHACTL, until
@@ -96,10 +99,24 @@ def sub_stop(s, rng):
     if not kill:
         os.kill(pid, signal.SIGCONT)
         return f"{label} pid {pid} SIGSTOPped for {held:.2f}s"
+    unread = s.pipe_at_kill[pid] = stdin_unread(pid)
     after = s.mark()
     os.kill(pid, signal.SIGKILL)
     s.restarted(label, pid, after)
-    return f"{label} pid {pid} SIGSTOPped, SIGKILLed {held:.2f}s later"
+    return f"{label} pid {pid} SIGSTOPped, SIGKILLed {held:.2f}s later with {unread} bytes in its stdin pipe"
+
+
+def stdin_unread(pid):
+    """Bytes waiting in a (stopped) process's stdin pipe: FIONREAD on a
+    descriptor of our own for the pipe, closed at once (a reader left open
+    would keep hyphad's writes from failing once the process is gone)."""
+    fd = os.open(f"/proc/{pid}/fd/0", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        buf = array.array("i", [0])
+        fcntl.ioctl(fd, termios.FIONREAD, buf)
+        return buf[0]
+    finally:
+        os.close(fd)
 
 
 def kill_under_back_pressure(s, rng):

@@ -199,6 +199,7 @@ class System:
         self.bus = BusProc(d, self.digest)
         self.h = None
         self.findings = None  # soakcheck.Findings: what faults measure on the way
+        self.pipe_at_kill = {}  # pid -> bytes in its stdin pipe when it was SIGKILLed (sub-stop)
 
     def write_topology(self):
         with open(self.topology + ".new", "w") as f:
