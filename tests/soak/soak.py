@@ -54,7 +54,7 @@ READ = 256 * 1024  # one read of the upstream socket (HY_RBUF_READ_SIZE): how fa
 POLICY = {
     # publishers -> bus
     "up-missing": (0, "a seq up to a publisher incarnation's last write never reached the bus (lost uncounted)",
-                   "(a) frames in the upstream socket buffer at a bus SIGKILL (being fixed: resend + frames_resent)"),
+                   "fixed in #12: frames in the upstream socket buffer at a bus SIGKILL are resent"),
     "up-duplicate": ("resent", "a seq reached the bus again, in a later bus incarnation after a SIGKILL", None),
     "up-duplicate-unexplained": (0, "a seq reached the bus twice other than across a bus SIGKILL", None),
     "up-beyond-last": (0, "a seq at the bus past the publisher's own record of its last write", None),
@@ -68,7 +68,7 @@ POLICY = {
     "sub-uncounted": (0, "frames from the bus neither queued for a subscriber nor counted as dropped", None),
     "sub-pipe-loss": (0, "frames hyphad wrote into a subscriber's stdin pipe and counted as delivered, lost "
                       "when it died with them unread (SIGKILL, a crash; lost uncounted)",
-                      "new: hyphad does not count what a dead reader's stdin pipe held"),
+                      "fixed in #12: what a dead reader's stdin pipe held is counted as worker-exited"),
     "sub-unread": (0, "frames hyphad wrote to a subscriber it stopped gracefully (it reads to EOF) that it "
                    "never read", None),
     "sub-excess": (0, "a subscriber incarnation read more frames than hyphad says it wrote", None),
@@ -82,7 +82,7 @@ POLICY = {
     "block-over-limit": (0, "bytes a `block` subscriber's queue held past its limit + one read (sampled)", None),
     "drain-past-limit": (0, "bytes a killed publisher's stdout added to the upstream queue (overflow `block`) "
                          "while it was over upstream.buffer and the workers were paused",
-                         "(b) a killed worker's stdout pipe drained into a `block` queue past its limit"),
+                         "fixed in #12: a killed worker's stdout pipe is read as the back-pressure allows"),
     # hyphad itself
     "fd-leak": (0, "hyphad's fds at the end minus at the start (same state: all running, no clients)", None),
     "rss-growth": (lambda facts: (320 if facts.asan else 20) * MiB, "hyphad's RSS growth in bytes (under "
