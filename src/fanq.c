@@ -84,6 +84,8 @@ static void hist_clear(hy_fanq_hist *h)
     h->first = 0;
 }
 
+void hy_fanq_forget_written(hy_fanq *q) { hist_clear(&q->hist); }
+
 size_t hy_fanq_unread_frames(const hy_fanq *q, size_t unread)
 {
     const hy_fanq_hist *h = &q->hist;

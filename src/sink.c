@@ -3,6 +3,7 @@
 #include "hypha/sink.h"
 
 #include <errno.h>
+#include <sys/ioctl.h>
 #include <stdint.h>
 
 #include "hypha/log.h"
@@ -207,6 +208,17 @@ void hy_sink_push_control(hy_sink *s, const uint8_t *frame, size_t len)
     mark_dirty(s);
 }
 
+void hy_sink_count_unread(hy_sink *s)
+{
+    int unread = 0;
+    if (s->fd < 0 || !s->q.hist.keep || ioctl(s->fd, FIONREAD, &unread) < 0 || unread <= 0)
+        return;
+    size_t n = hy_fanq_unread_frames(&s->q, (size_t)unread);
+    hy_fanq_forget_written(&s->q); /* counted once */
+    if (n)
+        hy_drops_add(s->drops, HY_DROP_EXITED, 0, n);
+}
+
 void hy_sink_clear(hy_sink *s, hy_drop why)
 {
     size_t n = hy_fanq_clear(&s->q);
@@ -240,8 +252,11 @@ void hy_sink_flush(hy_sink *s)
     if (r == HY_NET_WR_ERROR) {
         if (s->on_error)
             s->on_error(s, errno, NULL);
-        else
-            hy_sink_clear(s, HY_DROP_EXITED); /* EPIPE: it closed stdin; what is queued cannot be delivered */
+        else { /* EPIPE: its stdin is closed (it died, or closed it): neither what is queued nor what
+                * its pipe held is delivered */
+            hy_sink_count_unread(s);
+            hy_sink_clear(s, HY_DROP_EXITED);
+        }
         return;
     }
     if (r == HY_NET_WR_AGAIN)

@@ -7,7 +7,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <sys/ioctl.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -341,18 +340,6 @@ void hy_wio_close_stdin(hy_instance *in)
         close(fd);
 }
 
-/* The worker died: the frames still in its stdin pipe it never read are
- * counted as dropped (exited), as those still queued are. */
-static void count_unread(hy_instance *in)
-{
-    int unread = 0;
-    if (in->in.fd < 0 || ioctl(in->in.fd, FIONREAD, &unread) < 0 || unread <= 0)
-        return;
-    size_t n = hy_fanq_unread_frames(&in->in.q, (size_t)unread);
-    if (n)
-        hy_drops_add(&in->drops, HY_DROP_EXITED, 0, n);
-}
-
 void hy_wio_detach(hy_instance *in)
 {
     /* Learn a failed exec before the pipes go, then drain what is left. */
@@ -369,7 +356,7 @@ void hy_wio_detach(hy_instance *in)
         flush_errline(in);
         close_io(in, &in->err_w, &in->err_fd);
     }
-    count_unread(in);
+    hy_sink_count_unread(&in->in); /* it died: what it never read of its pipe is dropped */
     hy_wio_close_stdin(in);
     if (in->sub.nids) {
         hy_sub_clear(&in->sub);

@@ -103,6 +103,8 @@ size_t hy_fanq_untaken_frames(const hy_fanq *q);
  * history it never read whole; a partly written first frame is not one of
  * them (hy_fanq_clear counts it). Walks headers: at an exit only. */
 size_t hy_fanq_unread_frames(const hy_fanq *q, size_t unread);
+/* The history is let go (its frames were counted, or went to a reader alive). */
+void hy_fanq_forget_written(hy_fanq *q);
 /* True when the next byte to send starts a frame (a queue without `keep`). */
 static inline bool hy_fanq_at_boundary(const hy_fanq *q) { return q->sent == 0; }
 /* The connection that was being written is gone: everything written and not

@@ -87,6 +87,9 @@ void hy_sink_flush(hy_sink *s);
 /* A `keep` queue: of what was written, all but `unread` bytes were taken by
  * the reader. */
 void hy_sink_taken(hy_sink *s, size_t unread);
+/* A worker's reader is gone: the frames its stdin pipe still held (FIONREAD,
+ * against the queue's history) are counted as dropped (worker-exited). */
+void hy_sink_count_unread(hy_sink *s);
 /* Drop everything queued, counting the frames as `why`. */
 void hy_sink_clear(hy_sink *s, hy_drop why);
 /* Payload bytes waiting, whole frames waiting (walks headers: not the hot path). */
