@@ -22,6 +22,7 @@
 
 #include "ctl_int.h"
 #include "fsutil.h"
+#include "hypha/ctlreq.h"
 #include "hypha/ctlpath.h"
 #include "hypha/log.h"
 #include "hypha/net.h"
@@ -39,21 +40,16 @@ static void client_free(hy_ctl_client *cl);
  * closing or died; what is left waits in cl->in. */
 static void process_lines(hy_ctl_client *cl, bool eof)
 {
-    size_t start = 0;
-    while (!cl->dead && !cl->paused && !cl->closing && start < cl->inlen) {
-        char *nl = memchr(cl->in + start, '\n', cl->inlen - start);
-        if (!nl && !eof)
-            break;
-        size_t len = nl ? (size_t)(nl - (cl->in + start)) : cl->inlen - start;
-        if (len && cl->in[start + len - 1] == '\r')
-            len--;
+    size_t start = 0, took, len;
+    while (!cl->dead && !cl->paused && !cl->closing && start < cl->inlen &&
+           (took = hy_ctl_next_line(cl->in + start, cl->inlen - start, eof, &len)) > 0) {
         if (len) {
             cl->last_active = ev_now(cl->ctl->loop);
             hy_ctl_dispatch(cl, cl->in + start, len);
             if (cl->mode == CL_REQUESTS && !cl->dead)
                 ev_timer_again(cl->ctl->loop, &cl->idle);
         }
-        start = nl ? (size_t)(nl - cl->in) + 1 : cl->inlen;
+        start += took;
     }
     memmove(cl->in, cl->in + start, cl->inlen - start);
     cl->inlen -= start;

@@ -13,8 +13,6 @@
 
 #include "hypha/control.h"
 
-#define TAP_BITS_BYTES 8192 /* one bit per type id */
-
 typedef enum { CL_REQUESTS, CL_TAIL, CL_TAP } cl_mode;
 
 typedef struct hy_ctl_client {
@@ -34,7 +32,7 @@ typedef struct hy_ctl_client {
     char *follow;                /* worker name (owned) */
     int follow_inst;             /* -1: every instance */
     /* tap */
-    uint8_t *tap_bits;           /* owned */
+    uint8_t *tap_bits;           /* HY_CTL_TAP_BYTES (owned) */
     uint64_t tap_left;           /* frames still to send; 0 with tap_count: done */
     bool tap_count;
     uint64_t skipped;            /* stream lines skipped while it did not read */
