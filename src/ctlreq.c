@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "hypha/decode.h"
+#include "hypha/utf8.h"
 
 #define TAIL_DEFAULT 10
 #define COMMANDS "status, health, restart, stop, start, reload, tail, tap, metrics"
@@ -208,4 +209,26 @@ void hy_ctl_req_free(hy_ctl_req *req)
     req->sel.index = -1;
 }
 
-json_t *hy_ctl_error_json(const char *msg) { return json_pack("{s:b,s:s}", "ok", 0, "error", msg); }
+json_t *hy_ctl_error_json(const char *msg)
+{
+    /* A name or a command the text quotes, cut to its buffer, may end
+     * inside a character: jansson writes no string that is not UTF-8, and
+     * the reply would be "out of memory" instead of the reason. */
+    size_t n = strlen(msg);
+    char *text = malloc(n + 1);
+    if (!text)
+        return NULL;
+    for (size_t i = 0; i < n;) {
+        size_t k = hy_utf8_seq((const uint8_t *)msg + i, n - i);
+        if (k == 0) {
+            text[i++] = '?';
+            continue;
+        }
+        memcpy(text + i, msg + i, k);
+        i += k;
+    }
+    text[n] = '\0';
+    json_t *j = json_pack("{s:b,s:s}", "ok", 0, "error", text);
+    free(text);
+    return j;
+}

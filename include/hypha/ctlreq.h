@@ -76,7 +76,8 @@ void hy_ctl_req_free(hy_ctl_req *req);
 /* NAME or NAME[i]: 0, or -1 with why. */
 int hy_ctl_sel_parse(const char *name, hy_ctl_sel *sel, char *why, size_t whylen);
 
-/* The reply to a refused request: {"ok":false,"error":msg}. NULL on ENOMEM. */
+/* The reply to a refused request: {"ok":false,"error":msg}, a byte of msg
+ * that is not in a valid UTF-8 sequence written as '?'. NULL on ENOMEM. */
 json_t *hy_ctl_error_json(const char *msg);
 
 #endif

@@ -289,6 +289,36 @@ static void test_error_json(void **state)
     json_decref(j);
 }
 
+/* A refusal whose text was cut inside a character still says why: the bad
+ * byte becomes '?' (jansson writes no string that is not UTF-8, and the
+ * reply was "out of memory"; found by fuzz_control). */
+static void expect_error(const char *msg, const char *prefix, const char *suffix)
+{
+    json_t *j = hy_ctl_error_json(msg);
+    const char *e = json_string_value(json_object_get(j, "error"));
+    assert_non_null(e);
+    assert_false(json_is_true(json_object_get(j, "ok")));
+    if (strncmp(e, prefix, strlen(prefix)) != 0 || strlen(e) < strlen(suffix) ||
+        strcmp(e + strlen(e) - strlen(suffix), suffix) != 0)
+        fail_msg("'%s' should start with '%s' and end with '%s'", e, prefix, suffix);
+    json_decref(j);
+}
+
+static void test_refusal_cut_inside_a_character(void **state)
+{
+    (void)state;
+    char line[4096] = "{\"cmd\":\"x";
+    for (int i = 0; i < 700; i++)
+        strcat(line, "\xc3\xa9"); /* é */
+    strcat(line, "\"}");
+    refused_prefix(line, "unknown command 'x\xc3\xa9");
+    assert_int_equal(strlen(why), HY_CTL_WHY_MAX - 1); /* cut after 630 é and half of one */
+    assert_null(json_string(why));
+    expect_error(why, "unknown command 'x\xc3\xa9", "\xc3\xa9?");
+
+    expect_error("caf\xc3 \xff\xfe ok \xe2\x82", "caf? ?? ok ??", "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -296,7 +326,7 @@ int main(void)
         cmocka_unit_test_setup(test_plain_commands, fresh), cmocka_unit_test_setup(test_selectors, fresh),
         cmocka_unit_test_setup(test_status, fresh),         cmocka_unit_test_setup(test_operate, fresh),
         cmocka_unit_test_setup(test_tail, fresh),           cmocka_unit_test_setup(test_tap, fresh),
-        cmocka_unit_test_setup(test_error_json, fresh),
+        cmocka_unit_test_setup(test_error_json, fresh),     cmocka_unit_test_setup(test_refusal_cut_inside_a_character, fresh),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
