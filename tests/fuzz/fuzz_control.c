@@ -171,26 +171,27 @@ static bool names_instance(const hy_ctl *c, const hy_ctl_req *r)
 }
 
 /* One request line and its reply. *streaming: an earlier tap or tail -f
- * was accepted (the connection streams from then on). */
+ * was accepted (the connection streams from then on). A refusal is
+ * compared as text, so only the replies to accepted requests are parsed. */
 static void check_reply(const hy_ctl *c, const uint8_t *line, size_t len, const char *reply, bool *streaming)
 {
-    json_t *r = json_loads(reply, JSON_ALLOW_NUL, NULL); /* \u0000 is JSON: a worker wrote a NUL */
-    json_t *ok = json_object_get(r, "ok");
-    const char *error = json_string_value(json_object_get(r, "error"));
-    if (!json_is_boolean(ok) || (error && strcmp(error, "out of memory") == 0))
-        abort();
     hy_ctl_facts f = {hy_sup_topology(c->sup)->schema, *streaming, hy_sup_shutting_down(c->sup), c->reload != NULL};
     hy_ctl_req req;
     char why[HY_CTL_WHY_MAX];
     if (hy_ctl_req_parse((const char *)line, len, &f, &req, why, sizeof why) < 0) {
         expect_text(reply, hy_ctl_error_json(why));
-    } else {
-        if (json_is_true(ok) != names_instance(c, &req))
-            abort();
-        if (json_is_true(ok) && (req.cmd == HY_CTL_TAP || (req.cmd == HY_CTL_TAIL && req.follow)))
-            *streaming = true;
-        hy_ctl_req_free(&req);
+        return;
     }
+    json_t *r = json_loads(reply, JSON_ALLOW_NUL, NULL); /* \u0000 is JSON: a worker wrote a NUL */
+    json_t *ok = json_object_get(r, "ok");
+    const char *error = json_string_value(json_object_get(r, "error"));
+    if (!json_is_boolean(ok) || (error && strcmp(error, "out of memory") == 0))
+        abort();
+    if (json_is_true(ok) != names_instance(c, &req))
+        abort();
+    if (json_is_true(ok) && (req.cmd == HY_CTL_TAP || (req.cmd == HY_CTL_TAIL && req.follow)))
+        *streaming = true;
+    hy_ctl_req_free(&req);
     json_decref(r);
 }
 
