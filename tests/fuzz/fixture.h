@@ -7,6 +7,7 @@
 #define HYPHA_FUZZ_FIXTURE_H
 
 #include <ev.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

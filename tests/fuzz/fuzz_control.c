@@ -17,7 +17,9 @@
  * Input: byte 0: bit 0 the supervisor is shutting down, bit 1 reload is
  * available, bit 2 the first line is padded to the cap (fuzz_pad, byte 1
  * says where), bits 3-6 the chunk written at a time (1 << n bytes, at least
- * a 16th of the input); bytes 2.. the client's. A start or restart spawns
+ * a 16th of the input), bit 7 small socket buffers (replies wait for the
+ * socket to be writable: the write watcher, a close once written); bytes
+ * 2.. the client's. A start or restart spawns
  * nothing (hy_worker_spawn is wrapped: the link's --wrap). */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -105,11 +107,15 @@ static bool drain(int fd, replies *r)
 
 /* Write the input `chunk` bytes at a time, turning the loop between, shut
  * our side, and read until the server closed. Returns its replies. */
-static replies converse(hy_ctl *c, const uint8_t *data, size_t size, size_t chunk)
+static replies converse(hy_ctl *c, const uint8_t *data, size_t size, size_t chunk, bool small)
 {
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0 ||
-        !hy_ctl_client_new(c, sv[0], (unsigned)geteuid(), (unsigned)getpid()))
+    int sv[2], least = 1; /* the kernel's floor: a few KiB */
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
+        abort();
+    if (small && (setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &least, sizeof least) < 0 ||
+                  setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &least, sizeof least) < 0))
+        abort();
+    if (!hy_ctl_client_new(c, sv[0], (unsigned)geteuid(), (unsigned)getpid()))
         abort();
     replies r = {NULL, 0, 0};
     size_t off = 0;
@@ -231,7 +237,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t chunk = (size_t)1 << (flags >> 3 & 15);
     if (chunk < size / 16)
         chunk = size / 16;
-    replies r = converse(c, in, size, chunk);
+    replies r = converse(c, in, size, chunk, flags & 0x80);
     check_all(c, in, size, &r);
     free(r.p);
     free(own);

@@ -20,7 +20,8 @@ def compact(obj):
 
 
 # control: byte 0 flags (bit 0 shutting down, bit 1 reload available, bit 2
-# pad the first line to the 64 KiB cap, bits 3-6 log2 of the write chunk),
+# pad the first line to the 64 KiB cap, bits 3-6 log2 of the write chunk,
+# bit 7 small socket buffers),
 # byte 1 where a padded line ends (16: at the cap, 17: one byte over), then
 # request lines as hyphactl sends them (docs/control.md's commands)
 CONTROL_REQUESTS = [
@@ -48,6 +49,7 @@ def control_seeds(d):
         put(d, b"\x32\x00" + line + b"\n")  # running, reload, 64-byte chunks
         put(d, b"\x31\x00" + line)  # shutting down, no reload, no last newline
     put(d, b"\x7a\x00" + b"\n".join(lines) + b"\n")  # every command on one connection
+    put(d, b"\xfa\x00" + b"\n".join(lines) + b"\n")  # the same, its replies waiting for room
     put(d, b"\x02\x00" + b"\n".join(lines[:3]))  # one byte at a time
     for line in CONTROL_ODD:
         put(d, b"\x4a\x00" + line + b"\n")
