@@ -22,6 +22,7 @@
 
 #include "ctl_int.h"
 #include "fsutil.h"
+#include "hypha/ctlreq.h"
 #include "hypha/ctlpath.h"
 #include "hypha/log.h"
 #include "hypha/net.h"
@@ -39,21 +40,16 @@ static void client_free(hy_ctl_client *cl);
  * closing or died; what is left waits in cl->in. */
 static void process_lines(hy_ctl_client *cl, bool eof)
 {
-    size_t start = 0;
-    while (!cl->dead && !cl->paused && !cl->closing && start < cl->inlen) {
-        char *nl = memchr(cl->in + start, '\n', cl->inlen - start);
-        if (!nl && !eof)
-            break;
-        size_t len = nl ? (size_t)(nl - (cl->in + start)) : cl->inlen - start;
-        if (len && cl->in[start + len - 1] == '\r')
-            len--;
+    size_t start = 0, took, len;
+    while (!cl->dead && !cl->paused && !cl->closing && start < cl->inlen &&
+           (took = hy_ctl_next_line(cl->in + start, cl->inlen - start, eof, &len)) > 0) {
         if (len) {
             cl->last_active = ev_now(cl->ctl->loop);
             hy_ctl_dispatch(cl, cl->in + start, len);
             if (cl->mode == CL_REQUESTS && !cl->dead)
                 ev_timer_again(cl->ctl->loop, &cl->idle);
         }
-        start = nl ? (size_t)(nl - cl->in) + 1 : cl->inlen;
+        start += took;
     }
     memmove(cl->in, cl->in + start, cl->inlen - start);
     cl->inlen -= start;
@@ -182,67 +178,70 @@ static bool make_room(hy_ctl *c)
     return true;
 }
 
+hy_ctl_client *hy_ctl_client_new(hy_ctl *c, int fd, unsigned uid, unsigned pid)
+{
+    struct ev_loop *loop = c->loop;
+    hy_ctl_client *cl = calloc(1, sizeof *cl);
+    if (!cl)
+        return NULL;
+    cl->ctl = c;
+    cl->fd = fd;
+    cl->uid = uid;
+    cl->pid = pid;
+    cl->follow_inst = -1;
+    cl->last_active = ev_now(loop);
+    ev_io_init(&cl->rw, read_cb, fd, EV_READ);
+    ev_io_init(&cl->ww, hy_ctl_write_cb, fd, EV_WRITE);
+    /* Answered first in a loop iteration that also carries frames. */
+    ev_set_priority(&cl->rw, EV_MAXPRI);
+    ev_set_priority(&cl->ww, EV_MAXPRI);
+    ev_init(&cl->idle, idle_cb);
+    cl->idle.repeat = HY_CTL_IDLE_S;
+    cl->rw.data = cl->ww.data = cl->idle.data = cl;
+    cl->next = c->clients;
+    c->clients = cl;
+    c->nclients++;
+    ev_io_start(loop, &cl->rw);
+    ev_timer_again(loop, &cl->idle);
+    return cl;
+}
+
 static void on_accept(hy_acceptor *a, int fd)
 {
     hy_ctl *c = a->data;
-    struct ev_loop *loop = c->loop;
-    {
-        struct ucred cred;
-        socklen_t clen = sizeof cred;
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
-            hy_log(HY_WARN, COMP, "cannot learn a control client's uid (SO_PEERCRED): refused", "error",
-                   strerror(errno), NULL);
-            close(fd);
-            return;
-        }
-        if (cred.uid != geteuid() && cred.uid != 0) {
-            char line[256];
-            c->refused++;
-            hy_log(HY_WARN, COMP, "control connection refused: not hyphad's uid nor root", "uid", HY_U64(cred.uid),
-                   "pid", HY_I64(cred.pid), NULL);
-            snprintf(line, sizeof line,
-                     "{\"ok\":false,\"refused\":true,\"error\":\"permission denied: uid %u is not hyphad's uid (%u) nor "
-                     "root\"}\n",
-                     (unsigned)cred.uid, (unsigned)geteuid());
-            refuse_now(fd, line);
-            return;
-        }
-        if (c->nclients >= HY_CTL_MAX_CLIENTS && !make_room(c)) {
-            char line[256];
-            hy_log(HY_WARN, COMP, "control connection refused: every slot is busy", "max", HY_U64(HY_CTL_MAX_CLIENTS),
-                   "uid", HY_U64(cred.uid), "pid", HY_I64(cred.pid), NULL);
-            snprintf(line, sizeof line,
-                     "{\"ok\":false,\"refused\":true,\"busy\":true,\"error\":\"too many control connections (%u), "
-                     "none of them idle: tail -f or tap sessions, or requests being answered\"}\n",
-                     HY_CTL_MAX_CLIENTS);
-            refuse_now(fd, line);
-            return;
-        }
-        hy_ctl_client *cl = calloc(1, sizeof *cl);
-        if (!cl) {
-            refuse_now(fd, "{\"ok\":false,\"error\":\"out of memory\"}\n");
-            return;
-        }
-        cl->ctl = c;
-        cl->fd = fd;
-        cl->uid = (unsigned)cred.uid;
-        cl->pid = (unsigned)cred.pid;
-        cl->follow_inst = -1;
-        cl->last_active = ev_now(loop);
-        ev_io_init(&cl->rw, read_cb, fd, EV_READ);
-        ev_io_init(&cl->ww, hy_ctl_write_cb, fd, EV_WRITE);
-        /* Answered first in a loop iteration that also carries frames. */
-        ev_set_priority(&cl->rw, EV_MAXPRI);
-        ev_set_priority(&cl->ww, EV_MAXPRI);
-        ev_init(&cl->idle, idle_cb);
-        cl->idle.repeat = HY_CTL_IDLE_S;
-        cl->rw.data = cl->ww.data = cl->idle.data = cl;
-        cl->next = c->clients;
-        c->clients = cl;
-        c->nclients++;
-        ev_io_start(loop, &cl->rw);
-        ev_timer_again(loop, &cl->idle);
+    struct ucred cred;
+    socklen_t clen = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
+        hy_log(HY_WARN, COMP, "cannot learn a control client's uid (SO_PEERCRED): refused", "error", strerror(errno),
+               NULL);
+        close(fd);
+        return;
     }
+    if (cred.uid != geteuid() && cred.uid != 0) {
+        char line[256];
+        c->refused++;
+        hy_log(HY_WARN, COMP, "control connection refused: not hyphad's uid nor root", "uid", HY_U64(cred.uid), "pid",
+               HY_I64(cred.pid), NULL);
+        snprintf(line, sizeof line,
+                 "{\"ok\":false,\"refused\":true,\"error\":\"permission denied: uid %u is not hyphad's uid (%u) nor "
+                 "root\"}\n",
+                 (unsigned)cred.uid, (unsigned)geteuid());
+        refuse_now(fd, line);
+        return;
+    }
+    if (c->nclients >= HY_CTL_MAX_CLIENTS && !make_room(c)) {
+        char line[256];
+        hy_log(HY_WARN, COMP, "control connection refused: every slot is busy", "max", HY_U64(HY_CTL_MAX_CLIENTS), "uid",
+               HY_U64(cred.uid), "pid", HY_I64(cred.pid), NULL);
+        snprintf(line, sizeof line,
+                 "{\"ok\":false,\"refused\":true,\"busy\":true,\"error\":\"too many control connections (%u), "
+                 "none of them idle: tail -f or tap sessions, or requests being answered\"}\n",
+                 HY_CTL_MAX_CLIENTS);
+        refuse_now(fd, line);
+        return;
+    }
+    if (!hy_ctl_client_new(c, fd, (unsigned)cred.uid, (unsigned)cred.pid))
+        refuse_now(fd, "{\"ok\":false,\"error\":\"out of memory\"}\n");
 }
 
 int hy_ctl_start(hy_ctl *c, hy_sup *s, hy_err *err)

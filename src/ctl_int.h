@@ -1,6 +1,7 @@
 /* ctl_int.h - the control plane's private parts: one client connection,
  * shared by control.c (accepting, reading requests, freeing), ctlcmd.c (the
- * commands) and ctlout.c (replies and streams). Calls go down that list:
+ * commands) and ctlout.c (replies and streams); tests/fuzz/fuzz_control.c
+ * serves a socketpair through it. Calls go down that list:
  * control.c -> ctlcmd.c -> ctlout.c. */
 #ifndef HYPHA_CTL_INT_H
 #define HYPHA_CTL_INT_H
@@ -12,8 +13,6 @@
 #include <stdint.h>
 
 #include "hypha/control.h"
-
-#define TAP_BITS_BYTES 8192 /* one bit per type id */
 
 typedef enum { CL_REQUESTS, CL_TAIL, CL_TAP } cl_mode;
 
@@ -34,7 +33,7 @@ typedef struct hy_ctl_client {
     char *follow;                /* worker name (owned) */
     int follow_inst;             /* -1: every instance */
     /* tap */
-    uint8_t *tap_bits;           /* owned */
+    uint8_t *tap_bits;           /* HY_CTL_TAP_BYTES (owned) */
     uint64_t tap_left;           /* frames still to send; 0 with tap_count: done */
     bool tap_count;
     uint64_t skipped;            /* stream lines skipped while it did not read */
@@ -42,6 +41,13 @@ typedef struct hy_ctl_client {
     ev_tstamp last_active;       /* accepted, or its last request: the idlest goes first when the table is full */
     struct hy_ctl_client *next;
 } hy_ctl_client;
+
+/* ---- control.c: connections ------------------------------------------------ */
+
+/* A client on a connected socket (its peer's uid and pid, checked by the
+ * caller), reading requests; freed by control.c when it is done. NULL on
+ * ENOMEM: fd stays the caller's. */
+hy_ctl_client *hy_ctl_client_new(hy_ctl *c, int fd, unsigned uid, unsigned pid);
 
 /* ---- ctlout.c: replies ------------------------------------------------------ */
 

@@ -1,8 +1,9 @@
 /* ctlcmd.c - the control commands: status, health, restart/stop/start,
- * reload, tail, tap, metrics (docs/control.md). Each reads the supervisor
- * through its accessors and a snapshot, and answers with one line. */
+ * reload, tail, tap, metrics (docs/control.md). A request comes here parsed
+ * and checked (ctlreq.c); each command looks its NAME up among the
+ * instances, reads the supervisor through its accessors and a snapshot,
+ * and answers with one line. */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include "ctl_int.h"
+#include "hypha/ctlreq.h"
 #include "hypha/decode.h"
 #include "hypha/health.h"
 #include "hypha/log.h"
@@ -22,33 +24,15 @@
 #include "hypha/supervisor.h"
 
 #define COMP "control"
-#define TAIL_DEFAULT 10
 
 /* ---- names ------------------------------------------------------------- */
 
-/* "risk" (every instance) or "risk[1]". Fills a malloc'd array. */
-static int resolve(hy_ctl *c, const char *name, hy_instance ***out, size_t *nout, char *why, size_t whylen)
+/* The instances a parsed NAME selects (retiring ones are not named), in a
+ * malloc'd array; -1 with why when there are none. */
+static int resolve(hy_ctl *c, const hy_ctl_sel *want, hy_instance ***out, size_t *nout, char *why, size_t whylen)
 {
     const hy_sup *s = c->sup;
-    char base[256];
-    long want = -1;
-    const char *br = strchr(name, '[');
-    size_t blen = br ? (size_t)(br - name) : strlen(name);
-    if (blen >= sizeof base || blen == 0) {
-        snprintf(why, whylen, "'%s' is not a worker name", name);
-        return -1;
-    }
-    memcpy(base, name, blen);
-    base[blen] = '\0';
-    if (br) {
-        char *end;
-        errno = 0;
-        want = strtol(br + 1, &end, 10);
-        if (errno || end == br + 1 || *end != ']' || end[1] != '\0' || want < 0) {
-            snprintf(why, whylen, "'%s': an instance is written name[N], e.g. %s[0]", name, base);
-            return -1;
-        }
-    }
+    const char *base = want->base;
     size_t ninst = hy_sup_count(s);
     hy_instance **sel = calloc(ninst ? ninst : 1, sizeof *sel);
     if (!sel) {
@@ -62,14 +46,14 @@ static int resolve(hy_ctl *c, const char *name, hy_instance ***out, size_t *nout
         if (hy_inst_retiring(in) || strcmp(hy_inst_worker(in), base) != 0)
             continue;
         worker_known = true;
-        if (want < 0 || (long)hy_inst_index(in) == want)
+        if (want->index < 0 || (long)hy_inst_index(in) == want->index)
             sel[n++] = in;
     }
     if (n == 0) {
         free(sel);
         if (worker_known) {
             const hy_worker_spec *w = hy_topology_find_worker(hy_sup_topology(s), base);
-            snprintf(why, whylen, "%s has no instance %ld (it has %u: %s[0] to %s[%u])", base, want,
+            snprintf(why, whylen, "%s has no instance %ld (it has %u: %s[0] to %s[%u])", base, want->index,
                      w ? w->instances : 0, base, base, w && w->instances ? w->instances - 1 : 0);
             return -1;
         }
@@ -87,22 +71,19 @@ static int resolve(hy_ctl *c, const char *name, hy_instance ***out, size_t *nout
 }
 
 /* resolve(), answering the client with the reason when it fails. */
-static hy_instance **resolve_or_reply(hy_ctl_client *cl, const char *name, size_t *n)
+static hy_instance **resolve_or_reply(hy_ctl_client *cl, const hy_ctl_sel *want, size_t *n)
 {
     hy_instance **sel;
-    char why[1024];
-    if (resolve(cl->ctl, name, &sel, n, why, sizeof why) < 0) {
+    char why[HY_CTL_WHY_MAX];
+    if (resolve(cl->ctl, want, &sel, n, why, sizeof why) < 0) {
         hy_ctl_send_error(cl, "%s", why);
         return NULL;
     }
     return sel;
 }
 
-static const char *str_arg(json_t *req, const char *key) { return json_string_value(json_object_get(req, key)); }
-
 /* ---- commands ------------------------------------------------------------ */
 
-/* The health line of every instance and link, now. */
 /* Health judged on `all` (a snapshot of every instance), or on a fresh one. */
 static json_t *health_json(hy_ctl *c, const hy_snapshot *all, bool with_ok)
 {
@@ -118,20 +99,13 @@ static json_t *health_json(hy_ctl *c, const hy_snapshot *all, bool with_ok)
     return json_pack("{s:s,s:i,s:s}", "health", hy_health_str(h), "code", (int)h, "reason", reason);
 }
 
-static void cmd_status(hy_ctl_client *cl, json_t *req)
+static void cmd_status(hy_ctl_client *cl, const hy_ctl_req *req)
 {
     hy_ctl *c = cl->ctl;
-    json_t *jn = json_object_get(req, "name");
     hy_instance **sel = NULL;
     size_t n = 0;
-    if (jn && !json_is_null(jn)) {
-        if (!json_is_string(jn)) {
-            hy_ctl_send_error(cl, "status: 'name' must be a string");
-            return;
-        }
-        if (!(sel = resolve_or_reply(cl, json_string_value(jn), &n)))
-            return;
-    }
+    if (req->name && !(sel = resolve_or_reply(cl, &req->sel, &n)))
+        return;
     hy_snapshot snap;
     int rc = hy_sup_snapshot(c->sup, ev_now(c->loop), sel, n, &snap);
     free(sel);
@@ -139,7 +113,7 @@ static void cmd_status(hy_ctl_client *cl, json_t *req)
         hy_ctl_send_error(cl, "out of memory");
         return;
     }
-    json_t *j = json_is_true(json_object_get(req, "table")) ? hy_status_table(&snap) : hy_status_json(&snap);
+    json_t *j = req->table ? hy_status_table(&snap) : hy_status_json(&snap);
     json_object_set_new(j, "health", health_json(c, n ? NULL : &snap, false)); /* all shown: judged on the same */
     hy_snapshot_free(&snap);
     hy_ctl_send_json(cl, j);
@@ -147,28 +121,20 @@ static void cmd_status(hy_ctl_client *cl, json_t *req)
 
 static void cmd_health(hy_ctl_client *cl) { hy_ctl_send_json(cl, health_json(cl->ctl, NULL, true)); }
 
-static void cmd_operate(hy_ctl_client *cl, json_t *req, const char *cmd)
+/* restart, stop, start */
+static void cmd_operate(hy_ctl_client *cl, const hy_ctl_req *req)
 {
-    hy_ctl *c = cl->ctl;
-    const char *name = str_arg(req, "name");
-    if (!name) {
-        hy_ctl_send_error(cl, "%s needs a worker: {\"cmd\":\"%s\",\"name\":\"NAME\"} (NAME or NAME[i])", cmd, cmd);
-        return;
-    }
-    if (hy_sup_shutting_down(c->sup)) {
-        hy_ctl_send_error(cl, "hyphad is shutting down");
-        return;
-    }
     size_t n;
-    hy_instance **sel = resolve_or_reply(cl, name, &n);
+    hy_instance **sel = resolve_or_reply(cl, &req->sel, &n);
     if (!sel)
         return;
-    hy_log(HY_INFO, COMP, "operator command", "command", cmd, "name", name, "uid", HY_U64(cl->uid), NULL);
+    hy_log(HY_INFO, COMP, "operator command", "command", req->cmd_name, "name", req->name, "uid", HY_U64(cl->uid),
+           NULL);
     json_t *list = json_array();
     for (size_t i = 0; i < n; i++) {
-        if (cmd[2] == 'o') /* stop */
+        if (req->cmd == HY_CTL_STOP)
             hy_sup_stop_instance(sel[i]);
-        else if (cmd[0] == 'r')
+        else if (req->cmd == HY_CTL_RESTART)
             hy_sup_restart_instance(sel[i]);
         else
             hy_sup_start_instance(sel[i]);
@@ -180,17 +146,16 @@ static void cmd_operate(hy_ctl_client *cl, json_t *req, const char *cmd)
     free(sel);
     char msg[512];
     snprintf(msg, sizeof msg, "%s: %s (%zu instance%s)",
-             cmd[2] == 'o' ? "stopping" : cmd[0] == 'r' ? "restarting" : "starting", name, n, n == 1 ? "" : "s");
+             req->cmd == HY_CTL_STOP      ? "stopping"
+             : req->cmd == HY_CTL_RESTART ? "restarting"
+                                          : "starting",
+             req->name, n, n == 1 ? "" : "s");
     hy_ctl_send_json(cl, json_pack("{s:b,s:o,s:s}", "ok", 1, "instances", list, "message", msg));
 }
 
 static void cmd_reload(hy_ctl_client *cl)
 {
     hy_ctl *c = cl->ctl;
-    if (!c->reload) {
-        hy_ctl_send_error(cl, "reload is not available");
-        return;
-    }
     json_t *reply = json_object();
     hy_err err = {{0}};
     if (!reply || c->reload(c->reload_ud, reply, &err) < 0) {
@@ -233,29 +198,10 @@ static int cmp_pick(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static void cmd_tail(hy_ctl_client *cl, json_t *req)
+/* The last `want` lines of the selected instances, in the order they were
+ * written: every line carries a hyphad-wide sequence number. NULL on ENOMEM. */
+static json_t *tail_lines(hy_instance *const *sel, size_t n, uint64_t want)
 {
-    hy_ctl *c = cl->ctl;
-    const char *name = str_arg(req, "name");
-    json_t *jl = json_object_get(req, "lines");
-    json_t *jf = json_object_get(req, "follow");
-    if (!name) {
-        hy_ctl_send_error(cl, "tail needs a worker: {\"cmd\":\"tail\",\"name\":\"NAME\",\"lines\":10}");
-        return;
-    }
-    if ((jl && !json_is_integer(jl)) || (jf && !json_is_boolean(jf))) {
-        hy_ctl_send_error(cl, "tail: 'lines' is a number and 'follow' true or false");
-        return;
-    }
-    json_int_t want = jl ? json_integer_value(jl) : TAIL_DEFAULT;
-    if (want < 0)
-        want = 0;
-    size_t n;
-    hy_instance **sel = resolve_or_reply(cl, name, &n);
-    if (!sel)
-        return;
-    /* The last `want` lines of the selected instances, in the order they
-     * were written: every line carries a hyphad-wide sequence number. */
     size_t total = 0;
     for (size_t i = 0; i < n; i++)
         total += hy_inst_tail(sel[i])->n;
@@ -268,25 +214,33 @@ static void cmd_tail(hy_ctl_client *cl, json_t *req)
                 all[k++] = (tail_pick){sel[i], hy_tail_get(hy_inst_tail(sel[i]), j)};
         if (total)
             qsort(all, total, sizeof *all, cmp_pick);
-        for (size_t j = total > (size_t)want ? total - (size_t)want : 0; j < total; j++)
-            json_array_append_new(lines, line_json(hy_inst_worker(all[j].in), hy_inst_index(all[j].in), all[j].line->text,
-                                                     all[j].line->len));
+        for (size_t j = total > want ? total - (size_t)want : 0; j < total; j++)
+            json_array_append_new(lines, line_json(hy_inst_worker(all[j].in), hy_inst_index(all[j].in),
+                                                   all[j].line->text, all[j].line->len));
     }
     free(all);
-    bool follow = jf && json_is_true(jf);
-    if (follow) {
-        char base[256];
-        const char *br = strchr(name, '[');
-        snprintf(base, sizeof base, "%.*s", br ? (int)(br - name) : (int)strlen(name), name);
-        cl->follow = strdup(base);
-        cl->follow_inst = br ? (int)hy_inst_index(sel[0]) : -1;
+    return lines;
+}
+
+static void cmd_tail(hy_ctl_client *cl, const hy_ctl_req *req)
+{
+    hy_ctl *c = cl->ctl;
+    size_t n;
+    hy_instance **sel = resolve_or_reply(cl, &req->sel, &n);
+    if (!sel)
+        return;
+    json_t *lines = tail_lines(sel, n, req->lines);
+    if (req->follow) {
+        cl->follow = strdup(req->sel.base);
+        cl->follow_inst = req->sel.index >= 0 ? (int)hy_inst_index(sel[0]) : -1;
         if (cl->follow) {
             cl->mode = CL_TAIL;
             ev_timer_stop(c->loop, &cl->idle);
         }
     }
     free(sel);
-    hy_ctl_send_json(cl, json_pack("{s:b,s:o,s:b}", "ok", 1, "lines", lines ? lines : json_array(), "follow", follow));
+    hy_ctl_send_json(cl,
+                     json_pack("{s:b,s:o,s:b}", "ok", 1, "lines", lines ? lines : json_array(), "follow", req->follow));
 }
 
 void hy_ctl_on_line(void *ud, const char *worker, unsigned index, const char *line, size_t len)
@@ -328,56 +282,18 @@ static void on_frame(void *ud, const char *from, uint16_t type_id, const uint8_t
     json_decref(fields);
 }
 
-static void cmd_tap(hy_ctl_client *cl, json_t *req)
+/* The request's bit set and names become the client's: it streams. */
+static void cmd_tap(hy_ctl_client *cl, hy_ctl_req *req)
 {
     hy_ctl *c = cl->ctl;
-    const hy_schema *schema = hy_sup_topology(c->sup)->schema;
-    json_t *types = json_object_get(req, "types");
-    json_t *jc = json_object_get(req, "count");
-    if (!json_is_array(types) || json_array_size(types) == 0) {
-        hy_ctl_send_error(cl, "tap needs types: {\"cmd\":\"tap\",\"types\":[\"TypeName\" or id, ...]}");
-        return;
-    }
-    if (jc && !json_is_null(jc) && (!json_is_integer(jc) || json_integer_value(jc) <= 0)) {
-        hy_ctl_send_error(cl, "tap: 'count' must be a number above 0");
-        return;
-    }
-    uint8_t *bits = calloc(TAP_BITS_BYTES, 1);
-    json_t *names = json_array();
-    if (!bits || !names) {
-        free(bits);
-        json_decref(names);
-        hy_ctl_send_error(cl, "out of memory");
-        return;
-    }
-    size_t i;
-    json_t *v;
-    json_array_foreach(types, i, v)
-    {
-        const hy_message *m = hy_decode_type(schema, v);
-        if (!m) {
-            char *txt = json_dumps(v, JSON_ENCODE_ANY);
-            char known[512] = "";
-            size_t k = 0;
-            for (size_t j = 0; j < schema->nmsgs && k < sizeof known; j++)
-                k += (size_t)snprintf(known + k, sizeof known - k, "%s%s (%u)", j ? ", " : "", schema->msgs[j].name,
-                                      schema->msgs[j].type_id);
-            hy_ctl_send_error(cl, "tap: the schema has no message %s (it has: %s)", txt ? txt : "?", known);
-            free(txt);
-            free(bits);
-            json_decref(names);
-            return;
-        }
-        bits[m->type_id >> 3] |= (uint8_t)(1u << (m->type_id & 7));
-        json_array_append_new(names, json_string(m->name));
-    }
     free(cl->tap_bits);
-    cl->tap_bits = bits;
-    cl->tap_count = jc && json_is_integer(jc);
-    cl->tap_left = cl->tap_count ? (uint64_t)json_integer_value(jc) : 0;
+    cl->tap_bits = req->tap_bits;
+    req->tap_bits = NULL;
+    cl->tap_count = req->tap_count > 0;
+    cl->tap_left = req->tap_count;
     cl->mode = CL_TAP;
     ev_timer_stop(c->loop, &cl->idle);
-    hy_ctl_send_json(cl, json_pack("{s:b,s:o}", "ok", 1, "types", names));
+    hy_ctl_send_json(cl, json_pack("{s:b,s:O}", "ok", 1, "types", req->tap_names));
     hy_ctl_tap_recompute(c);
 }
 
@@ -394,40 +310,36 @@ static void cmd_metrics(hy_ctl_client *cl)
     free(text);
 }
 
-void hy_ctl_dispatch(hy_ctl_client *cl, const char *line, size_t len)
+/* A request that passed its checks. */
+static void run(hy_ctl_client *cl, hy_ctl_req *req)
 {
-    json_error_t jerr;
-    json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!req) {
-        hy_ctl_send_error(cl, "not JSON: %s (line %d, column %d)", jerr.text, jerr.line, jerr.column);
-        return;
+    switch (req->cmd) {
+    case HY_CTL_STATUS: cmd_status(cl, req); break;
+    case HY_CTL_HEALTH: cmd_health(cl); break;
+    case HY_CTL_RESTART:
+    case HY_CTL_STOP:
+    case HY_CTL_START: cmd_operate(cl, req); break;
+    case HY_CTL_RELOAD: cmd_reload(cl); break;
+    case HY_CTL_TAIL: cmd_tail(cl, req); break;
+    case HY_CTL_TAP: cmd_tap(cl, req); break;
+    case HY_CTL_METRICS: cmd_metrics(cl); break;
     }
-    const char *cmd = json_is_object(req) ? str_arg(req, "cmd") : NULL;
-    if (!json_is_object(req))
-        hy_ctl_send_error(cl, "a request is a JSON object: {\"cmd\": \"status\"}");
-    else if (!cmd)
-        hy_ctl_send_error(cl, "the request has no \"cmd\" (status, health, restart, stop, start, reload, tail, tap, metrics)");
-    else if (cl->mode != CL_REQUESTS)
-        hy_ctl_send_error(cl, "this connection is streaming (tail -f or tap): open another one");
-    else if (strcmp(cmd, "status") == 0)
-        cmd_status(cl, req);
-    else if (strcmp(cmd, "health") == 0)
-        cmd_health(cl);
-    else if (strcmp(cmd, "restart") == 0 || strcmp(cmd, "stop") == 0 || strcmp(cmd, "start") == 0)
-        cmd_operate(cl, req, cmd);
-    else if (strcmp(cmd, "reload") == 0)
-        cmd_reload(cl);
-    else if (strcmp(cmd, "tail") == 0)
-        cmd_tail(cl, req);
-    else if (strcmp(cmd, "tap") == 0)
-        cmd_tap(cl, req);
-    else if (strcmp(cmd, "metrics") == 0)
-        cmd_metrics(cl);
-    else
-        hy_ctl_send_error(cl, "unknown command '%s' (status, health, restart, stop, start, reload, tail, tap, metrics)", cmd);
-    json_decref(req);
 }
 
+void hy_ctl_dispatch(hy_ctl_client *cl, const char *line, size_t len)
+{
+    hy_ctl *c = cl->ctl;
+    hy_ctl_facts facts = {hy_sup_topology(c->sup)->schema, cl->mode != CL_REQUESTS, hy_sup_shutting_down(c->sup),
+                          c->reload != NULL};
+    hy_ctl_req req;
+    char why[HY_CTL_WHY_MAX];
+    if (hy_ctl_req_parse(line, len, &facts, &req, why, sizeof why) < 0) {
+        hy_ctl_send_error(cl, "%s", why);
+        return;
+    }
+    run(cl, &req);
+    hy_ctl_req_free(&req);
+}
 
 /* The relay's tap bits: the union of every tapping client's. */
 void hy_ctl_tap_recompute(hy_ctl *c)
@@ -436,9 +348,9 @@ void hy_ctl_tap_recompute(hy_ctl *c)
     for (hy_ctl_client *cl = c->clients; cl; cl = cl->next) {
         if (cl->mode != CL_TAP || cl->dead)
             continue;
-        if (!bits && !(bits = calloc(TAP_BITS_BYTES, 1)))
+        if (!bits && !(bits = calloc(HY_CTL_TAP_BYTES, 1)))
             break;
-        for (size_t i = 0; i < TAP_BITS_BYTES; i++)
+        for (size_t i = 0; i < HY_CTL_TAP_BYTES; i++)
             bits[i] |= cl->tap_bits[i];
     }
     hy_bus_set_tap(&hy_sup_relay(c->sup)->bus, bits, on_frame, c);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "ctl_int.h"
+#include "hypha/ctlreq.h"
 
 /* ---- output ------------------------------------------------------------- */
 
@@ -66,12 +67,12 @@ void hy_ctl_send_json(hy_ctl_client *cl, json_t *j)
 
 void hy_ctl_send_error(hy_ctl_client *cl, const char *fmt, ...)
 {
-    char msg[HY_ERR_MAX + 256];
+    char msg[HY_CTL_WHY_MAX];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    hy_ctl_send_json(cl, json_pack("{s:b,s:s}", "ok", 0, "error", msg));
+    hy_ctl_send_json(cl, hy_ctl_error_json(msg));
 }
 
 /* A line of a stream (tail -f, tap): skipped and counted while the client

@@ -29,6 +29,9 @@
 #include "hypha/version.h"
 
 #define REPLY_TIMEOUT_MS 5000
+/* A worker's stderr line may hold a NUL byte: hyphad writes it as \u0000, which
+ * is JSON, but jansson reads it only when told to. */
+#define REPLY_FLAGS JSON_ALLOW_NUL
 
 static void usage(FILE *out)
 {
@@ -176,10 +179,14 @@ static void print_instances(json_t *r)
     hy_table_free(&t);
 }
 
+/* The line as the worker wrote it, a NUL byte included. */
 static void print_tail_line(json_t *l)
 {
-    printf("%s[%lld] %s\n", json_string_value(json_object_get(l, "worker")),
-           (long long)json_integer_value(json_object_get(l, "instance")), json_string_value(json_object_get(l, "line")));
+    json_t *line = json_object_get(l, "line");
+    printf("%s[%lld] ", json_string_value(json_object_get(l, "worker")),
+           (long long)json_integer_value(json_object_get(l, "instance")));
+    fwrite(json_string_value(line) ? json_string_value(line) : "", 1, json_string_length(line), stdout);
+    putchar('\n');
 }
 
 static void print_tail(json_t *r)
@@ -450,7 +457,7 @@ static int resolve_socket(cli *o)
 static int parse_reply(const cli *o, const char *line, json_t **reply)
 {
     json_error_t jerr;
-    json_t *r = json_loads(line, 0, &jerr);
+    json_t *r = json_loads(line, REPLY_FLAGS, &jerr);
     if (!json_is_object(r)) {
         fprintf(stderr, "hyphactl: hyphad's reply is not a JSON object: %s\n", jerr.text);
         json_decref(r);
@@ -508,7 +515,7 @@ static void follow(conn *cn, const cli *o)
         if (o->json || strcmp(o->cmd->name, "tap") == 0) {
             printf("%s\n", line);
         } else {
-            json_t *l = json_loads(line, 0, NULL);
+            json_t *l = json_loads(line, REPLY_FLAGS, NULL);
             if (json_is_object(l) && json_object_get(l, "skipped"))
                 printf("... %lld lines skipped (hyphactl was not reading fast enough)\n",
                        (long long)json_integer_value(json_object_get(l, "skipped")));

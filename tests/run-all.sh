@@ -20,7 +20,7 @@ step "dependencies"
 step "fuzz targets (clang, libFuzzer, ${FUZZ_SECONDS}s each)"
 cmake -S . -B build-fuzz -DHYPHA_FUZZ=ON -DCMAKE_C_COMPILER=clang \
       -DHYPHA_FUZZ_SECONDS="$FUZZ_SECONDS" >/dev/null
-cmake --build build-fuzz -j"$JOBS" --target fuzz_tlv fuzz_contracts fuzz_topology fuzz_decode fuzz_listen_hs fuzz_seeds
+cmake --build build-fuzz -j"$JOBS" --target fuzz_tlv fuzz_contracts fuzz_topology fuzz_decode fuzz_listen_hs fuzz_control fuzz_wproto fuzz_seeds
 ctest --test-dir build-fuzz -R '^fuzz_' --output-on-failure
 
 step "ASan + UBSan build and tests"

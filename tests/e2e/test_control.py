@@ -121,6 +121,22 @@ while True:
         k += 1
 '''
 
+# A line with a NUL byte on stderr, then "plain"; once say-1 exists, another.
+NUL_TALKER = r'''
+import os, select, sys
+sys.stderr.buffer.write(b"before\x00after\nplain\n")
+sys.stderr.flush()
+said = False
+while True:
+    r, _, _ = select.select([0], [], [], 0.02)
+    if r and not os.read(0, 65536):
+        break
+    if not said and os.path.exists("say-1"):
+        sys.stderr.buffer.write(b"again\x00\n")
+        sys.stderr.flush()
+        said = True
+'''
+
 
 # Raw: once the file GO exists, prints $LINES lines of 300 characters on
 # stderr as fast as it can, then "spewed $LINES", then "said K" when say-K
@@ -944,6 +960,26 @@ class Tail(ControlTest):
         self.assertEqual([(l["instance"], l["line"]) for l in r["lines"]], [(0, "a1"), (1, "b1"), (0, "a2")])
         r = self.ctl_json("tail", "duo", "-n", "2")
         self.assertEqual([l["line"] for l in r["lines"]], ["b1", "a2"], "the newest, still in order")
+
+    def test_a_line_with_a_nul_byte_is_shown_whole(self):
+        # A worker may write any bytes on stderr. hyphad sends a NUL as
+        # \u0000 (JSON); hyphactl once refused the whole reply ("hyphad's
+        # reply is not a JSON object") and tail -f dropped the line.
+        h = self.start({"nul": {"command": self.py("nul.py", NUL_TALKER)}})
+        h.wait_for(10, component="nul[0]", msg="plain")
+        r = self.ctl_json("tail", "nul")
+        self.assertEqual([l["line"] for l in r["lines"]], ["before\x00after", "plain"])
+        r = self.ctl("tail", "nul")
+        self.assertEqual((r.returncode, r.stdout), (0, "nul[0] before\x00after\nnul[0] plain\n"), r.stderr)
+        p = subprocess.Popen([HYPHACTL, "--socket", self.sock, "tail", "nul", "-n", "1", "-f"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(self._end, p)
+        reader = p.reader = LineReader(p)
+        self.assertTrue(reader.wait(lambda l: l == "nul[0] plain"), f"tail -f: {reader.lines}")
+        self.write("say-1", "")
+        self.assertTrue(reader.wait(lambda l: l == "nul[0] again\x00"), f"tail -f: {reader.lines}")
+        self._end(p)
+        self.assert_alive(h)
 
     def test_follower_that_does_not_read_gets_lines_skipped_and_counted(self):
         n = 20000  # 300-byte lines: about 7 MB of replies, the limit is 4 MiB
