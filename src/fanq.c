@@ -19,22 +19,24 @@ void hy_fanq_init(hy_fanq *q) { memset(q, 0, sizeof *q); }
 
 static hy_fanq_seg *at(const hy_fanq *q, size_t i) { return &q->seg[(q->first + i) % q->cap]; }
 
-static int grow(hy_fanq *q)
+/* A ring of n segments from *first in *seg (cap slots): twice the room,
+ * unwrapped. -1 when out of memory (the ring as it was). */
+static int ring_grow(hy_fanq_seg **seg, size_t *cap, size_t *first, size_t n)
 {
-    if (q->n < q->cap)
-        return 0;
-    size_t cap = q->cap ? q->cap * 2 : 8;
-    hy_fanq_seg *s = malloc(cap * sizeof *s);
+    size_t ncap = *cap ? *cap * 2 : 8;
+    hy_fanq_seg *s = malloc(ncap * sizeof *s);
     if (!s)
         return -1;
-    for (size_t i = 0; i < q->n; i++)
-        s[i] = *at(q, i);
-    free(q->seg);
-    q->seg = s;
-    q->cap = cap;
-    q->first = 0;
+    for (size_t i = 0; i < n; i++)
+        s[i] = (*seg)[(*first + i) % *cap];
+    free(*seg);
+    *seg = s;
+    *cap = ncap;
+    *first = 0;
     return 0;
 }
+
+static int grow(hy_fanq *q) { return q->n < q->cap ? 0 : ring_grow(&q->seg, &q->cap, &q->first, q->n); }
 
 /* ---- the history of what was written ------------------------------------- */
 
@@ -52,23 +54,12 @@ static void hist_pop(hy_fanq_hist *h)
  * gives up; kept while they may still be in the pipe. */
 static void hist_push(hy_fanq_hist *h, hy_rbuf *b, size_t off, size_t len)
 {
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 8;
-        hy_fanq_seg *s = malloc(cap * sizeof *s);
-        if (!s) { /* no room to remember: the oldest goes (an exit then counts fewer, never more) */
-            if (!h->n) {
-                hy_rbuf_unref(b);
-                return;
-            }
-            hist_pop(h);
-        } else {
-            for (size_t i = 0; i < h->n; i++)
-                s[i] = *hist_at(h, i);
-            free(h->seg);
-            h->seg = s;
-            h->cap = cap;
-            h->first = 0;
+    if (h->n == h->cap && ring_grow(&h->seg, &h->cap, &h->first, h->n) < 0) {
+        if (!h->n) { /* no room to remember: an exit then counts fewer, never more */
+            hy_rbuf_unref(b);
+            return;
         }
+        hist_pop(h); /* the oldest goes */
     }
     *hist_at(h, h->n) = (hy_fanq_seg){b, off, len};
     h->n++;
