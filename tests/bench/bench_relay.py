@@ -7,6 +7,8 @@
       `socat -b 65536 STDIO UNIX-CONNECT:sink.sock` into the same sink.
       Producers wait at a gate until everything is connected, so the time
       (sink: first frame byte to last frame) excludes process start-up.
+      The table gives each relay's CPU time per GB and how busy the sink
+      was (its CPU time over the time measured: near 1.0 it is what caps).
       --transport tcp: the same over TCP, the sink also listening on
       127.0.0.1:PORT, hyphad's upstream `tcp: 127.0.0.1:PORT` and the
       baseline `socat -b 65536 STDIO TCP:127.0.0.1:PORT,nodelay`.
@@ -341,10 +343,10 @@ def throughput(bins, mode, nprod, msg, per, transport):
                     os.close(w)
             readline(sink, 20, "connections to the sink")
             wait_files(run.path("ready.*"), nprod, 20, "producers at the gate", relays[0] if mode == "hyphad" else None)
-            cpu0 = sum(cpu_s(p.pid) for p in relays)
+            cpu0, sink0 = sum(cpu_s(p.pid) for p in relays), cpu_s(sink.pid)
             os.write(gfd, b"g" * nprod)
             line = readline(sink, 150, "the sink's result")
-            cpu = sum(cpu_s(p.pid) for p in relays) - cpu0
+            cpu, sink_cpu = sum(cpu_s(p.pid) for p in relays) - cpu0, cpu_s(sink.pid) - sink0
             if sink.wait(30) != 0 or not line.startswith("{"):
                 fail(f"sink ({mode}, {transport.name}, {nprod}x{size} B): {line}\n{tail(run.path('sink.err'))}")
         finally:
@@ -361,7 +363,7 @@ def throughput(bins, mode, nprod, msg, per, transport):
                     fail(f"baseline process {p.args[0]} exited {p.returncode}")
     s = res["elapsed_ns"] / 1e9
     return {"seconds": s, "frames_per_s": res["frames"] / s, "mb_per_s": res["payload_bytes"] / s / 1e6,
-            "relay_cpu_s_per_gb": cpu / (res["payload_bytes"] / 1e9), "tls": res.get("tls")}
+            "relay_cpu_s_per_gb": cpu / (res["payload_bytes"] / 1e9), "sink_busy": sink_cpu / s, "tls": res.get("tls")}
 
 
 # ---- (b) latency ------------------------------------------------------------
@@ -471,6 +473,7 @@ def tp_rows(tp, tp_cases, base):
                "socat_frames_per_s": med(b, "frames_per_s"), "socat_mb_per_s": med(b, "mb_per_s"),
                "hyphad_cpu_s_per_gb": med(h, "relay_cpu_s_per_gb"),
                "socat_cpu_s_per_gb": med(b, "relay_cpu_s_per_gb"),
+               "hyphad_sink_busy": med(h, "sink_busy"), "socat_sink_busy": med(b, "sink_busy"),
                "hyphad_runs_mb_per_s": [round(x["mb_per_s"], 1) for x in h],
                "socat_runs_mb_per_s": [round(x["mb_per_s"], 1) for x in b]}
         agreed = {x["tls"] for runs in tp[label].values() for x in runs}
@@ -631,19 +634,21 @@ def report(res, transports, base):
         print(f"\n(a) throughput worker -> upstream{t.over} (MB = 10^6 payload bytes)"
               + (f", {rows[0]['tls']}" if "tls" in rows[0] else ""))
         print(f"{'case':<19}{'hyphad frames/s':>16}{'MB/s':>7}{'socat frames/s':>16}{'MB/s':>7}{'ratio':>7}"
-              f"{'paired':>8}  target  {'CPU s/GB hyphad':>15}{'socat':>7}"
+              f"{'paired':>8}  target  {'CPU s/GB hyphad':>15}{'socat':>7}{'sink busy':>11}"
               + (f"{'base frames/s':>16}{'cur/base':>9}{'paired':>7}{'range':>11}{'CPU cur/base':>13}" if base else ""))
         for row in rows:
             print(f"{row['case']:<19}{row['hyphad_frames_per_s']:>16,.0f}{row['hyphad_mb_per_s']:>7.0f}"
                   f"{row['socat_frames_per_s']:>16,.0f}{row['socat_mb_per_s']:>7.0f}{row['ratio']:>7.2f}"
                   f"{row['ratio_paired']:>8.2f}  >= 1.0  {row['hyphad_cpu_s_per_gb']:>15.2f}"
                   f"{row['socat_cpu_s_per_gb']:>7.2f}"
+                  f"{row['hyphad_sink_busy']:>6.2f}/{row['socat_sink_busy']:.2f}"
                   + (f"{row['base_build_frames_per_s']:>16,.0f}{bc.fmt(row['cur_vs_base'], 9)}"
                      f"{bc.fmt(row['cur_vs_base_paired'], 7)}{bc.span(row['cur_vs_base_runs'], 11)}"
                      f"{bc.fmt(row['cur_vs_base_cpu_s_per_gb'], 13)}" if base else ""))
     if shown:
         print("ratio = median hyphad / median socat; paired = median of the per-round ratios;"
-              "\nCPU s/GB = CPU time of hyphad, or of all socat processes, per GB of payload")
+              "\nCPU s/GB = CPU time of hyphad, or of all socat processes, per GB of payload;"
+              "\nsink busy = the sink's CPU time / the time measured, with hyphad / with socat (1.00: it caps both)")
     if shown and shown[0].name == "unix":
         for t in shown[1:]:
             print(f"\n(a) {t.title} / Unix, median frames/s\n{'case':<19}{'hyphad':>8}{'socat':>8}")
