@@ -242,7 +242,7 @@ static void wait_writable(hy_sink *s)
 
 void hy_sink_flush(hy_sink *s)
 {
-    if (s->fd < 0 || hy_fanq_pending(&s->q) == 0) {
+    if (s->fd < 0 || (hy_fanq_pending(&s->q) == 0 && !(s->tls && hy_tls_wpending(s->tls)))) {
         ev_io_stop(s->set->loop, &s->ww);
         if (s->fd >= 0 && s->role == HY_SINK_WORKER)
             set_over(s, false);

@@ -14,6 +14,10 @@
 #include <openssl/x509v3.h>
 
 #define WRITE_MAX (16u * 1024) /* one TLS record's plaintext */
+/* Records gathered for one write(2), four records' worth: a write per record
+ * cost a system call and a loopback packet per 16 KiB (docs/performance.md,
+ * "TLS relay (issue #13)"). */
+#define WBUF_SIZE (64u * 1024)
 
 /* ---- why a handshake failed ------------------------------------------------ */
 
@@ -170,14 +174,25 @@ int hy_tls_start(hy_tls *t, const hy_tls_ctx *c, int fd, const char *name, hy_er
 {
     memset(t, 0, sizeof *t);
     t->server = c->server;
-    if (!(t->ssl = SSL_new(c->ctx)) || SSL_set_fd(t->ssl, fd) != 1 ||
+    BIO *sock = NULL;
+    if (!(t->ssl = SSL_new(c->ctx)) || !(sock = BIO_new_socket(fd, BIO_NOCLOSE)) ||
+        !(t->wbuf = BIO_new(BIO_f_buffer())) || BIO_set_write_buffer_size(t->wbuf, WBUF_SIZE) != 1 ||
         (!c->server && name && name_check(t->ssl, name) < 0)) {
+        BIO_free(sock);
+        BIO_free(t->wbuf);
+        t->wbuf = NULL;
         char why[256];
         unsigned long first;
         ssl_reason(why, sizeof why, &first);
         hy_tls_end(t);
         return hy_err_set(err, "tls: %s", why);
     }
+    /* Records go to the socket through wbuf, flushed at the end of every
+     * write; they are read from the socket directly. rbio and wbio each
+     * hold a reference to the socket's BIO. */
+    BIO_up_ref(sock);
+    SSL_set0_rbio(t->ssl, sock);
+    SSL_set0_wbio(t->ssl, BIO_push(t->wbuf, sock));
     if (c->server)
         SSL_set_accept_state(t->ssl);
     else
@@ -254,7 +269,8 @@ ssize_t hy_tls_read(hy_tls *t, void *buf, size_t n)
 
 bool hy_tls_pending(const hy_tls *t) { return t->ssl && SSL_pending(t->ssl) > 0; }
 
-/* A write went out whole: where it ends, on the wire and in plaintext. */
+/* A write OpenSSL took whole: where it ends in plaintext and on the wire
+ * (the records made: those in wbuf reach the socket next, in order). */
 static void mark(hy_tls *t, size_t n)
 {
     t->plain_written += n;
@@ -318,24 +334,55 @@ static int write_failed(hy_tls *t, int rc, size_t len)
     return 0;
 }
 
+/* The records wbuf holds, out to the socket: 0 once it is empty; -1 if the
+ * socket is full (errno EAGAIN, t->want EV_WRITE) or failed. */
+static int flush(hy_tls *t)
+{
+    if (BIO_wpending(t->wbuf) == 0)
+        return 0;
+    errno = 0;
+    if (BIO_flush(t->wbuf) == 1)
+        return 0;
+    if (BIO_should_retry(t->wbuf)) {
+        t->want = EV_WRITE;
+        errno = EAGAIN;
+        return -1;
+    }
+    snprintf(t->reason, sizeof t->reason, "%s", errno ? strerror(errno) : "write failed");
+    if (!errno)
+        errno = EPIPE;
+    return -1;
+}
+
+bool hy_tls_wpending(const hy_tls *t) { return t->ssl && BIO_wpending(t->wbuf) > 0; }
+
 ssize_t hy_tls_write(hy_tls *t, const void *buf, size_t n)
 {
     size_t done = 0;
     errno = 0;
-    int rc = SSL_write_ex(t->ssl, buf, t->retry_len ? t->retry_len : n, &done);
-    if (rc == 1) {
+    if (!t->unflushed) {
+        int rc = SSL_write_ex(t->ssl, buf, t->retry_len ? t->retry_len : n, &done);
+        if (rc != 1) {
+            if (write_failed(t, rc, t->retry_len ? t->retry_len : n))
+                errno = EAGAIN;
+            return -1;
+        }
         t->retry_len = 0;
         mark(t, done);
-        return (ssize_t)done;
+        t->unflushed = done;
     }
-    if (write_failed(t, rc, t->retry_len ? t->retry_len : n))
-        errno = EAGAIN;
-    return -1;
+    if (flush(t) < 0) /* given again, the bytes are not written twice: OpenSSL has them */
+        return -1;
+    done = t->unflushed;
+    t->unflushed = 0;
+    return (ssize_t)done;
 }
 
 hy_net_wr hy_tls_write_fanq(hy_tls *t, hy_fanq *q)
 {
     uint8_t stage[WRITE_MAX];
+    if (flush(t) < 0)
+        return errno == EAGAIN ? HY_NET_WR_AGAIN : HY_NET_WR_ERROR;
     while (hy_fanq_pending(q) > 0) {
         const uint8_t *p;
         size_t len = next_write(t, q, stage, &p), done = 0;
@@ -349,12 +396,14 @@ hy_net_wr hy_tls_write_fanq(hy_tls *t, hy_fanq *q)
         }
         return write_failed(t, rc, len) ? HY_NET_WR_AGAIN : HY_NET_WR_ERROR;
     }
+    if (flush(t) < 0)
+        return errno == EAGAIN ? HY_NET_WR_AGAIN : HY_NET_WR_ERROR;
     return HY_NET_WR_DONE;
 }
 
 uint64_t hy_tls_plain_unread(hy_tls *t, uint64_t wire_unread)
 {
-    uint64_t wire = BIO_number_written(SSL_get_wbio(t->ssl));
+    uint64_t wire = BIO_number_written(SSL_get_rbio(t->ssl)); /* the socket's: what the kernel got */
     uint64_t taken = wire_unread < wire ? wire - wire_unread : 0;
     while (t->mn && t->marks[t->mfirst].wire <= taken) {
         t->taken_plain = t->marks[t->mfirst].plain;
@@ -372,6 +421,7 @@ void hy_tls_end(hy_tls *t)
         SSL_free(t->ssl);
     free(t->marks);
     t->ssl = NULL;
+    t->wbuf = NULL; /* freed with it */
     t->marks = NULL;
     t->mcap = t->mn = t->mfirst = 0;
     t->open = false;

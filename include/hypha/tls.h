@@ -12,6 +12,8 @@
  * blocking. Writes take a frame queue's bytes in place; a write OpenSSL could
  * not finish is made again with the same bytes (they stay at the queue's
  * front until written), so a frame is never split between two attempts.
+ * Records go out through a 64 KiB buffer, several per write(2), flushed at
+ * the end of every write call.
  * What the kernel still holds of the socket's bytes (SIOCOUTQ) is mapped
  * back to the plaintext written, so that a `keep` queue over TLS knows what
  * the peer took, as over plain TCP.
@@ -49,10 +51,12 @@ typedef struct hy_tls_mark {
 
 typedef struct hy_tls {
     struct ssl_st *ssl;          /* NULL: not in use */
+    struct bio_st *wbuf;         /* records on their way to the socket (OpenSSL's BIO_f_buffer, owned by ssl) */
     bool server;
     bool open;                   /* the handshake is done */
     short want;                  /* EV_READ or EV_WRITE: what the last call that could not finish waits for */
     size_t retry_len;            /* a write OpenSSL must be given again, with these bytes */
+    size_t unflushed;            /* hy_tls_write: bytes OpenSSL took, still in wbuf */
     uint64_t plain_written;      /* plaintext bytes written on this connection */
     uint64_t taken_plain;        /* of them, known taken by the peer */
     hy_tls_mark *marks;          /* ring: writes not yet known taken (owned) */
@@ -76,8 +80,12 @@ bool hy_tls_pending(const hy_tls *t);
 /* Like write(2) of a buffer that stays put until all of it is written (a
  * handshake): > 0 bytes written, -1 with errno (EAGAIN: waiting for t->want). */
 ssize_t hy_tls_write(hy_tls *t, const void *buf, size_t n);
-/* Write what the queue holds until the socket would block (t->want says for what). */
+/* Write what the queue holds until the socket would block (t->want says for
+ * what). Records are gathered into writes of up to 64 KiB: DONE once all of
+ * them are in the socket. */
 hy_net_wr hy_tls_write_fanq(hy_tls *t, hy_fanq *q);
+/* Records made but not yet in the socket (a write that returned AGAIN): write again. */
+bool hy_tls_wpending(const hy_tls *t);
 /* Of the plaintext written, bytes the kernel may still hold, given how many
  * bytes of the socket's it holds (SIOCOUTQ): the rest the peer took. */
 uint64_t hy_tls_plain_unread(hy_tls *t, uint64_t wire_unread);

@@ -7,27 +7,43 @@
       `socat -b 65536 STDIO UNIX-CONNECT:sink.sock` into the same sink.
       Producers wait at a gate until everything is connected, so the time
       (sink: first frame byte to last frame) excludes process start-up.
+      The table gives each relay's CPU time per GB and how busy the sink
+      was (its CPU time over the time measured: near 1.0 it is what caps).
       --transport tcp: the same over TCP, the sink also listening on
       127.0.0.1:PORT, hyphad's upstream `tcp: 127.0.0.1:PORT` and the
-      baseline `socat -b 65536 STDIO TCP:127.0.0.1:PORT`; both: each case
-      over Unix then TCP within every round.
+      baseline `socat -b 65536 STDIO TCP:127.0.0.1:PORT,nodelay`.
+      --transport tls: the same over TLS on that TCP: the sink is the TLS
+      server itself (relay_sink --tls, OpenSSL; no terminator in front that
+      could cap both), presenting a certificate for localhost signed by a CA
+      made at start with the openssl command (tests/e2e/tlscerts.py);
+      hyphad's upstream `tcp: 127.0.0.1:PORT, tls: {ca, server_name:
+      localhost}` and the baseline `socat -b 65536 STDIO
+      OPENSSL:127.0.0.1:PORT,cafile=CA,commonname=localhost,nodelay`, both
+      verifying the server; the run fails unless both agreed the same
+      protocol and cipher (shown in the table's title).
+      --transport both: each case over Unix then TCP within every round;
+      all: over Unix, TCP, then TLS.
   (b) round-trip latency, 64 B frames: relay_ping writes a frame and waits for
       its echo from relay_bus, K times after a warm-up; through hyphad
       (stdout -> hyphad -> bus -> hyphad -> stdin), connected to the bus
       directly, and through one socat hop on the ping's stdio (the script
       puts the bus handshake ahead of the ping's frames on socat's stdin).
-      Every process is pinned to CPU 0 (taskset -c 0).
+      Every process is pinned to CPU 0 (taskset -c 0). --transport (as for
+      throughput) says how hyphad and socat reach the bus (relay_bus --tcp,
+      --tls); the direct ping always uses the bus's Unix socket, the floor
+      of every transport.
   (c) fan-out: relay_bus sends F frames of 64 B to hyphad, which delivers them
       to 100 relay_counter instances (queue: 8MiB, block); deliveries/s =
       100*F / (first frame sent .. last counter done). Baseline: relay_fanout,
-      which reads the stream and writes every read to 100 pipes.
+      which reads the stream and writes every read to 100 pipes. Over the
+      Unix socket whatever --transport says.
 
 Every benchmark checks that counts are exact (sequence numbers in every
 payload: nothing lost, duplicated or reordered) and fails loudly otherwise.
 
 usage: bench_relay.py [--build DIR] [--rounds R] [--quick] [--json]
                       [--only throughput,latency,fanout] [--baseline-build DIR]
-                      [--transport unix|tcp|both]
+                      [--transport unix|tcp|tls|both|all]
 Rounds alternate baseline and hyphad (B H B H ...); medians over rounds are
 reported, with the ratio hyphad/baseline.
 
@@ -53,13 +69,15 @@ import benchcompare as bc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(SOURCE, "tests", "e2e"))
+from tlscerts import Certs  # noqa: E402 (throwaway certificates, made with the openssl command)
+
 CONTRACTS = os.path.join(HERE, "relay-contracts.yaml")
 SOCAT = shutil.which("socat") or "/usr/bin/socat"
 TASKSET = shutil.which("taskset") or "/usr/bin/taskset"
 SMALL, BIG = (1001, 64), (1002, 65536)
 PIN = [TASKSET, "-c", "0"]
-# The JSON key of each transport's throughput rows (Unix's as it always was).
-TP_KEY = {"unix": "throughput", "tcp": "throughput_tcp"}
+TRANSPORTS = ("unix", "tcp", "tls")
 
 
 class BenchError(SystemExit):
@@ -87,6 +105,61 @@ class Bins:
             fail(f"{self.hyphad} missing")
 
 
+class Transport:
+    """How the relays reach their server (relay_sink, relay_bus): a Unix
+    socket, TCP on 127.0.0.1, or TLS over that TCP, the server presenting a
+    certificate for localhost (DNS and IP) signed by a CA made for the run.
+    Over TLS hyphad and socat both verify the server and its name, against
+    the same server: only the client side differs."""
+
+    def __init__(self, name, certs=None):
+        self.name = name
+        self.title = {"unix": "Unix", "tcp": "TCP", "tls": "TLS"}[name]
+        self.over = "" if name == "unix" else f" over {self.title}"  # in titles
+        if name == "tls":
+            self.ca = certs.ca()
+            self.cert, self.key = certs.leaf("localhost")
+
+    def result_key(self, what):
+        """The JSON key of this transport's results (Unix's as it always was)."""
+        return what if self.name == "unix" else f"{what}_{self.name}"
+
+    def server_args(self):
+        """relay_sink's and relay_bus's options for it."""
+        if self.name == "unix":
+            return []
+        return ["--tcp", "0"] + (["--tls", self.cert, self.key] if self.name == "tls" else [])
+
+    def address(self, listening, sock):
+        """The server's address: its socket path, or the HOST:PORT on its
+        "listening" line."""
+        if self.name == "unix":
+            return sock
+        words = listening.split()
+        if len(words) != 2:
+            fail(f"the server did not say its TCP address: {listening}")
+        return words[1]
+
+    def upstream(self, addr):
+        """hyphad's upstream (without echo and buffer)."""
+        if self.name == "unix":
+            return {"unix": addr}
+        up = {"tcp": addr}
+        if self.name == "tls":
+            up["tls"] = {"ca": self.ca, "server_name": "localhost"}
+        return up
+
+    def socat(self, addr):
+        """socat's address. Over TCP and TLS with nodelay, as hyphad sets
+        TCP_NODELAY: without it socat's runs over TLS sometimes stalled about
+        40 ms on Nagle's algorithm and a delayed ACK."""
+        if self.name == "unix":
+            return f"UNIX-CONNECT:{addr}"
+        if self.name == "tcp":
+            return f"TCP:{addr},nodelay"
+        return f"OPENSSL:{addr},cafile={self.ca},commonname=localhost,nodelay"
+
+
 class Run:
     """A scratch directory holding the contracts, sockets and flag files of one
     measurement, and the processes started for it (stopped on exit)."""
@@ -112,11 +185,11 @@ class Run:
         self.files.append(f)
         return f
 
-    def hyphad(self, bins, upstream, workers, pin=False, transport="unix"):
-        """transport: "unix" (upstream a path) or "tcp" (upstream host:port)."""
+    def hyphad(self, bins, upstream, workers, pin=False):
+        """upstream: Transport.upstream's mapping."""
         topo = {"version": 1, "schema": "contracts.yaml",
                 "control": {"socket": self.path("ctl.sock")},
-                "upstream": {transport: upstream, "echo": True, "buffer": "8MiB"},
+                "upstream": {**upstream, "echo": True, "buffer": "8MiB"},
                 "workers": workers}
         path = self.path("topology.yaml")
         with open(path, "w") as f:
@@ -239,9 +312,9 @@ def tail(path, n=15):
 
 # ---- (a) throughput ---------------------------------------------------------
 
-def throughput(bins, mode, nprod, msg, per, transport="unix"):
-    """Frames/s and payload bytes/s from nprod producers to one sink, over a
-    Unix socket or (transport "tcp") over TCP on the loopback."""
+def throughput(bins, mode, nprod, msg, per, transport):
+    """Frames/s and payload bytes/s from nprod producers to one sink, over
+    the Transport (a Unix socket, TCP or TLS on the loopback)."""
     mtype, size = msg
     with Run() as run:
         sock = run.path("sink.sock")
@@ -249,41 +322,33 @@ def throughput(bins, mode, nprod, msg, per, transport="unix"):
         argv = [bins.sink, sock, str(nconn), str(mtype), str(size), str(nprod), str(per), "--timeout", "120"]
         if mode == "hyphad":
             argv += ["--handshake", run.digest]
-        if transport == "tcp":
-            argv += ["--tcp", "0"]  # a free port, said on the "listening" line
-        sink = run.spawn(argv, stdout=subprocess.PIPE, stderr=run.logfile("sink.err"))
-        listening = readline(sink, 10, "the sink to listen").split()
-        if transport == "tcp":
-            if len(listening) != 2:
-                fail(f"the sink did not say its TCP address: {' '.join(listening)}")
-            upstream, connect = listening[1], f"TCP:{listening[1]}"
-        else:
-            upstream, connect = sock, f"UNIX-CONNECT:{sock}"
+        sink = run.spawn(argv + transport.server_args(), stdout=subprocess.PIPE, stderr=run.logfile("sink.err"))
+        addr = transport.address(readline(sink, 10, "the sink to listen"), sock)
         gate = run.path("gate")
         os.mkfifo(gate)
         gfd = os.open(gate, os.O_RDWR)  # producers block reading one byte each
         try:
             prod = [bins.producer, str(mtype), str(size), str(per), "--gate", gate, "--ready", run.dir]
             if mode == "hyphad":
-                relays = [run.hyphad(bins, upstream, {"p": {"command": prod + ["--wait"], "instances": nprod,
-                                                            "restart": "never"}}, transport=transport)]
+                relays = [run.hyphad(bins, transport.upstream(addr),
+                                     {"p": {"command": prod + ["--wait"], "instances": nprod, "restart": "never"}})]
             else:
                 relays = []
                 for i in range(nprod):
                     r, w = os.pipe()
                     run.spawn(prod + ["--id", str(i)], stdout=w)
-                    relays.append(run.spawn([SOCAT, "-b", "65536", "STDIO", connect], stdin=r,
+                    relays.append(run.spawn([SOCAT, "-b", "65536", "STDIO", transport.socat(addr)], stdin=r,
                                             stdout=subprocess.DEVNULL))
                     os.close(r)
                     os.close(w)
             readline(sink, 20, "connections to the sink")
             wait_files(run.path("ready.*"), nprod, 20, "producers at the gate", relays[0] if mode == "hyphad" else None)
-            cpu0 = sum(cpu_s(p.pid) for p in relays)
+            cpu0, sink0 = sum(cpu_s(p.pid) for p in relays), cpu_s(sink.pid)
             os.write(gfd, b"g" * nprod)
             line = readline(sink, 150, "the sink's result")
-            cpu = sum(cpu_s(p.pid) for p in relays) - cpu0
+            cpu, sink_cpu = sum(cpu_s(p.pid) for p in relays) - cpu0, cpu_s(sink.pid) - sink0
             if sink.wait(30) != 0 or not line.startswith("{"):
-                fail(f"sink ({mode}, {transport}, {nprod}x{size} B): {line}\n{tail(run.path('sink.err'))}")
+                fail(f"sink ({mode}, {transport.name}, {nprod}x{size} B): {line}\n{tail(run.path('sink.err'))}")
         finally:
             os.close(gfd)
         res = json.loads(line)
@@ -298,17 +363,20 @@ def throughput(bins, mode, nprod, msg, per, transport="unix"):
                     fail(f"baseline process {p.args[0]} exited {p.returncode}")
     s = res["elapsed_ns"] / 1e9
     return {"seconds": s, "frames_per_s": res["frames"] / s, "mb_per_s": res["payload_bytes"] / s / 1e6,
-            "relay_cpu_s_per_gb": cpu / (res["payload_bytes"] / 1e9)}
+            "relay_cpu_s_per_gb": cpu / (res["payload_bytes"] / 1e9), "sink_busy": sink_cpu / s, "tls": res.get("tls")}
 
 
 # ---- (b) latency ------------------------------------------------------------
 
-def latency(bins, mode, warm, k):
-    """Round-trip percentiles (ns) of 64 B frames echoed by relay_bus."""
+def latency(bins, mode, warm, k, transport):
+    """Round-trip percentiles (ns) of 64 B frames echoed by relay_bus; socat
+    and hyphad reach it over the Transport, the direct ping over its Unix
+    socket."""
     with Run() as run:
         sock = run.path("bus.sock")
-        bus = run.spawn(PIN + [bins.bus, sock, run.digest], stdout=subprocess.PIPE, stderr=run.logfile("bus.err"))
-        readline(bus, 10, "the bus to listen")
+        bus = run.spawn(PIN + [bins.bus, sock, run.digest] + transport.server_args(), stdout=subprocess.PIPE,
+                        stderr=run.logfile("bus.err"))
+        addr = transport.address(readline(bus, 10, "the bus to listen"), sock)
         out = run.path("ping.json")
         timeout = 60 + k / 1000
         if mode == "direct":
@@ -318,7 +386,7 @@ def latency(bins, mode, warm, k):
         elif mode == "socat":
             a_r, a_w = os.pipe()  # ping -> socat
             b_r, b_w = os.pipe()  # socat -> ping
-            s = run.spawn(PIN + [SOCAT, "STDIO", f"UNIX-CONNECT:{sock}"], stdin=a_r, stdout=b_w)
+            s = run.spawn(PIN + [SOCAT, "STDIO", transport.socat(addr)], stdin=a_r, stdout=b_w)
             # socat does not send the handshake: the ping's first bytes would
             # be taken for it, so send it ahead on socat's stdin.
             os.write(a_w, b"\x20\x00" + bytes.fromhex(run.digest))
@@ -329,8 +397,9 @@ def latency(bins, mode, warm, k):
                 fail("ping through socat failed")
             s.wait(10)
         else:
-            run.hyphad(bins, sock, {"ping": {"command": [bins.ping, "stdio", out, str(warm), str(k), "--wait"],
-                                             "subscribe": ["Small"], "restart": "never"}}, pin=True)
+            run.hyphad(bins, transport.upstream(addr),
+                       {"ping": {"command": [bins.ping, "stdio", out, str(warm), str(k), "--wait"],
+                                 "subscribe": ["Small"], "restart": "never"}}, pin=True)
             wait_files(out, 1, timeout, "the ping under hyphad", run.hy, log=run.path("hyphad.log"))
             run.stop_hyphad()
         with open(out) as f:
@@ -352,9 +421,9 @@ def fanout(bins, mode, n, frames):
         readline(bus, 10, "the bus to listen")
         counter = [bins.counter, str(mtype), str(size), str(frames), run.dir]
         if mode == "hyphad":
-            relay = run.hyphad(bins, sock, {"c": {"command": counter, "instances": n, "subscribe": ["Small"],
-                                                  "restart": "never",
-                                                  "queue": {"limit": "8MiB", "overflow": "block"}}})
+            relay = run.hyphad(bins, {"unix": sock}, {"c": {"command": counter, "instances": n, "subscribe": ["Small"],
+                                                            "restart": "never",
+                                                            "queue": {"limit": "8MiB", "overflow": "block"}}})
         else:
             relay = run.spawn([bins.fanout, sock, run.digest, str(n), str(frames * (6 + size))] + counter)
         readline(bus, 30, "the relay to connect to the bus")
@@ -404,8 +473,14 @@ def tp_rows(tp, tp_cases, base):
                "socat_frames_per_s": med(b, "frames_per_s"), "socat_mb_per_s": med(b, "mb_per_s"),
                "hyphad_cpu_s_per_gb": med(h, "relay_cpu_s_per_gb"),
                "socat_cpu_s_per_gb": med(b, "relay_cpu_s_per_gb"),
+               "hyphad_sink_busy": med(h, "sink_busy"), "socat_sink_busy": med(b, "sink_busy"),
                "hyphad_runs_mb_per_s": [round(x["mb_per_s"], 1) for x in h],
                "socat_runs_mb_per_s": [round(x["mb_per_s"], 1) for x in b]}
+        agreed = {x["tls"] for runs in tp[label].values() for x in runs}
+        if len(agreed) > 1:  # hyphad and socat must pay for the same cipher
+            fail(f"{label}: the TLS connections agreed different protocols or ciphers: {sorted(map(str, agreed))}")
+        if None not in agreed:
+            row["tls"] = agreed.pop()
         row["ratio"] = row["hyphad_frames_per_s"] / row["socat_frames_per_s"]
         row["ratio_paired"] = statistics.median(x["frames_per_s"] / y["frames_per_s"] for x, y in zip(h, b))
         if base:
@@ -421,6 +496,24 @@ def tp_rows(tp, tp_cases, base):
     return rows
 
 
+def latency_summary(lat, k, warm, base):
+    """The latency results of one transport from the runs lat[mode]."""
+    CUR, BB = bc.CURRENT, bc.BASE
+    L = {"round_trips": k, "warmup": warm}
+    for mode, runs in lat.items():
+        L[mode] = {p: med(runs, p + "_ns") / 1000 for p in ("p50", "p90", "p99", "p999")}
+        L[mode]["unit"] = "us"
+    for p in ("p50", "p99"):
+        L[f"added_{p}_us"] = {"hyphad": L["hyphad"][p] - L["direct"][p], "socat": L["socat"][p] - L["direct"][p]}
+    L["ratio_p50"] = L["hyphad"]["p50"] / L["socat"]["p50"]
+    L["ratio_p99"] = L["hyphad"]["p99"] / L["socat"]["p99"]
+    if base:
+        L["cur_vs_base"] = {p: bc.ratio(L[CUR][p], L[BB][p]) for p in ("p50", "p90", "p99", "p999")}
+        L["cur_vs_base_runs"] = {p: bc.per_round(lat[CUR], lat[BB], p + "_ns") for p in ("p50", "p90", "p99", "p999")}
+        L["cur_vs_base_paired"] = {p: bc.paired(v) for p, v in L["cur_vs_base_runs"].items()}
+    return L
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default=os.path.join(SOURCE, "build"))
@@ -429,13 +522,30 @@ def main():
     ap.add_argument("--only", default="throughput,latency,fanout",
                     help="comma-separated subset of throughput,latency,fanout")
     ap.add_argument("--json", action="store_true", help="print results as JSON")
-    ap.add_argument("--transport", choices=("unix", "tcp", "both"), default="unix",
-                    help="throughput over a Unix socket, TCP on 127.0.0.1, or both (default unix)")
+    ap.add_argument("--transport", choices=TRANSPORTS + ("both", "all"), default="unix",
+                    help="throughput and latency over a Unix socket, TCP on 127.0.0.1, TLS over that TCP, "
+                         "both (unix and tcp) or all three (default unix)")
     bc.add_option(ap)
     a = ap.parse_args()
     bins = Bins(os.path.abspath(a.build))
     base = bc.check(a.baseline_build)
     bins_base = Bins(os.path.abspath(a.build), base) if base else None
+    names = {"both": ("unix", "tcp"), "all": TRANSPORTS}.get(a.transport, (a.transport,))
+    pki = tempfile.mkdtemp(prefix="hyrelay-pki-")  # the TLS server's CA and certificate, made once
+    try:
+        certs = Certs(pki)
+        transports = [Transport(t, certs) for t in names]
+        res = measure(a, bins, bins_base, base, transports)
+    finally:
+        shutil.rmtree(pki, ignore_errors=True)
+    if a.json:
+        print(json.dumps(res, indent=2))
+    else:
+        report(res, transports, base)
+
+
+def measure(a, bins, bins_base, base, transports):
+    """Runs the benchmarks the options a select: their results."""
     CUR, BB = bc.CURRENT, bc.BASE
 
     def hy(r):
@@ -444,7 +554,6 @@ def main():
 
     rounds = a.rounds or (2 if a.quick else 7)
     only = set(a.only.split(","))
-    transports = ("unix", "tcp") if a.transport == "both" else (a.transport,)
     q = 5 if a.quick else 1  # counts divided by q
     # (label, workers, message, frames per worker)
     tp_cases = [("64 B, 1 worker", 1, SMALL, 5_000_000 // q),
@@ -459,40 +568,29 @@ def main():
     if base:
         res["baseline_build"] = base
     if "throughput" in only:
-        tp = {t: {c[0]: {"baseline": [], CUR: [], BB: []} for c in tp_cases} for t in transports}
+        tp = {t.name: {c[0]: {"baseline": [], CUR: [], BB: []} for c in tp_cases} for t in transports}
         for r in range(rounds):
             for label, n, msg, per in tp_cases:
                 for t in transports:
-                    over = " over TCP" if t == "tcp" else ""
-                    log(f"round {r + 1}/{rounds}: throughput {label}{over} ({n * per} frames) ...")
-                    tp[t][label]["baseline"].append(throughput(bins, "baseline", n, msg, per, t))
+                    log(f"round {r + 1}/{rounds}: throughput {label}{t.over} ({n * per} frames) ...")
+                    tp[t.name][label]["baseline"].append(throughput(bins, "baseline", n, msg, per, t))
                     for key, b in hy(r):
-                        tp[t][label][key].append(throughput(b, "hyphad", n, msg, per, t))
+                        tp[t.name][label][key].append(throughput(b, "hyphad", n, msg, per, t))
         for t in transports:
-            res[TP_KEY[t]] = tp_rows(tp[t], tp_cases, base)
+            res[t.result_key("throughput")] = tp_rows(tp[t.name], tp_cases, base)
     if "latency" in only:
-        lat = {"direct": [], "socat": [], CUR: []}
-        if base:
-            lat[BB] = []
+        # The direct ping (over the bus's Unix socket) is the floor of every transport.
+        lat = {t.name: {"direct": [], "socat": [], CUR: []} | ({BB: []} if base else {}) for t in transports}
         for r in range(rounds):
             log(f"round {r + 1}/{rounds}: latency ({k} round trips each, pinned to CPU 0) ...")
-            for mode in ("direct", "socat"):
-                lat[mode].append(latency(bins, mode, warm, k))
-            for key, b in hy(r):
-                lat[key].append(latency(b, "hyphad", warm, k))
-        res["latency"] = {"round_trips": k, "warmup": warm}
-        for mode, runs in lat.items():
-            res["latency"][mode] = {p: med(runs, p + "_ns") / 1000 for p in ("p50", "p90", "p99", "p999")}
-            res["latency"][mode]["unit"] = "us"
-        L = res["latency"]
-        for p in ("p50", "p99"):
-            L[f"added_{p}_us"] = {"hyphad": L["hyphad"][p] - L["direct"][p], "socat": L["socat"][p] - L["direct"][p]}
-        L["ratio_p50"] = L["hyphad"]["p50"] / L["socat"]["p50"]
-        L["ratio_p99"] = L["hyphad"]["p99"] / L["socat"]["p99"]
-        if base:
-            L["cur_vs_base"] = {p: bc.ratio(L[CUR][p], L[BB][p]) for p in ("p50", "p90", "p99", "p999")}
-            L["cur_vs_base_runs"] = {p: bc.per_round(lat[CUR], lat[BB], p + "_ns") for p in ("p50", "p90", "p99", "p999")}
-            L["cur_vs_base_paired"] = {p: bc.paired(v) for p, v in L["cur_vs_base_runs"].items()}
+            direct = latency(bins, "direct", warm, k, transports[0])
+            for t in transports:
+                lat[t.name]["direct"].append(direct)
+                lat[t.name]["socat"].append(latency(bins, "socat", warm, k, t))
+                for key, b in hy(r):
+                    lat[t.name][key].append(latency(b, "hyphad", warm, k, t))
+        for t in transports:
+            res[t.result_key("latency")] = latency_summary(lat[t.name], k, warm, base)
     if "fanout" in only:
         fo = {"baseline": [], CUR: [], BB: []}
         for r in range(rounds):
@@ -520,39 +618,49 @@ def main():
             F["cur_vs_base"] = {m: bc.ratio(F["hyphad_" + m], F["base_build_" + m])
                                 for m in ("deliveries_per_s", "seconds", "cpu_s", "peak_rss_kib")}
             F["cur_vs_base_paired"] = bc.paired(F["cur_vs_base_runs"])
+    return res
 
-    if a.json:
-        print(json.dumps(res, indent=2))
-        return
-    print(f"\nrelay benchmarks: median of {rounds} rounds, {os.cpu_count()} CPUs"
-          f"{' (quick)' if a.quick else ''}; every count verified exact")
+
+def report(res, transports, base):
+    """Prints the results as tables."""
+    BB = bc.BASE
+    print(f"\nrelay benchmarks: median of {res['rounds']} rounds, {res['cpus']} CPUs"
+          f"{' (quick)' if res['quick'] else ''}; every count verified exact")
     if base:
         print(bc.NOTE.format(dir=base) + "\n" + bc.NOTE_ROUNDS)
-    shown = [t for t in ("unix", "tcp") if TP_KEY[t] in res]
+    shown = [t for t in transports if t.result_key("throughput") in res]
     for t in shown:
-        print(f"\n(a) throughput worker -> upstream{' over TCP' if t == 'tcp' else ''} (MB = 10^6 payload bytes)")
+        rows = res[t.result_key("throughput")]
+        print(f"\n(a) throughput worker -> upstream{t.over} (MB = 10^6 payload bytes)"
+              + (f", {rows[0]['tls']}" if "tls" in rows[0] else ""))
         print(f"{'case':<19}{'hyphad frames/s':>16}{'MB/s':>7}{'socat frames/s':>16}{'MB/s':>7}{'ratio':>7}"
-              f"{'paired':>8}  target  {'CPU s/GB hyphad':>15}{'socat':>7}"
+              f"{'paired':>8}  target  {'CPU s/GB hyphad':>15}{'socat':>7}{'sink busy':>11}"
               + (f"{'base frames/s':>16}{'cur/base':>9}{'paired':>7}{'range':>11}{'CPU cur/base':>13}" if base else ""))
-        for row in res[TP_KEY[t]]:
+        for row in rows:
             print(f"{row['case']:<19}{row['hyphad_frames_per_s']:>16,.0f}{row['hyphad_mb_per_s']:>7.0f}"
                   f"{row['socat_frames_per_s']:>16,.0f}{row['socat_mb_per_s']:>7.0f}{row['ratio']:>7.2f}"
                   f"{row['ratio_paired']:>8.2f}  >= 1.0  {row['hyphad_cpu_s_per_gb']:>15.2f}"
                   f"{row['socat_cpu_s_per_gb']:>7.2f}"
+                  f"{row['hyphad_sink_busy']:>6.2f}/{row['socat_sink_busy']:.2f}"
                   + (f"{row['base_build_frames_per_s']:>16,.0f}{bc.fmt(row['cur_vs_base'], 9)}"
                      f"{bc.fmt(row['cur_vs_base_paired'], 7)}{bc.span(row['cur_vs_base_runs'], 11)}"
                      f"{bc.fmt(row['cur_vs_base_cpu_s_per_gb'], 13)}" if base else ""))
     if shown:
         print("ratio = median hyphad / median socat; paired = median of the per-round ratios;"
-              "\nCPU s/GB = CPU time of hyphad, or of all socat processes, per GB of payload")
-    if len(shown) == 2:
-        print(f"\n(a) TCP / Unix, median frames/s\n{'case':<19}{'hyphad':>8}{'socat':>8}")
-        for u, t in zip(res["throughput"], res["throughput_tcp"]):
-            print(f"{u['case']:<19}{t['hyphad_frames_per_s'] / u['hyphad_frames_per_s']:>8.2f}"
-                  f"{t['socat_frames_per_s'] / u['socat_frames_per_s']:>8.2f}")
-    if "latency" in res:
-        L = res["latency"]
-        print(f"\n(b) round-trip latency, 64 B, {L['round_trips']} round trips, all on CPU 0 (us)")
+              "\nCPU s/GB = CPU time of hyphad, or of all socat processes, per GB of payload;"
+              "\nsink busy = the sink's CPU time / the time measured, with hyphad / with socat (1.00: it caps both)")
+    if shown and shown[0].name == "unix":
+        for t in shown[1:]:
+            print(f"\n(a) {t.title} / Unix, median frames/s\n{'case':<19}{'hyphad':>8}{'socat':>8}")
+            for u, o in zip(res["throughput"], res[t.result_key("throughput")]):
+                print(f"{u['case']:<19}{o['hyphad_frames_per_s'] / u['hyphad_frames_per_s']:>8.2f}"
+                      f"{o['socat_frames_per_s'] / u['socat_frames_per_s']:>8.2f}")
+    for t in transports:
+        if t.result_key("latency") not in res:
+            continue
+        L = res[t.result_key("latency")]
+        print(f"\n(b) round-trip latency{t.over}, 64 B, {L['round_trips']} round trips, all on CPU 0 (us)"
+              + ("; direct: over the bus's Unix socket" if t.name != "unix" else ""))
         print(f"{'path':<30}{'p50':>9}{'p90':>9}{'p99':>9}{'p99.9':>9}")
         paths = [("direct", "ping <-> bus (direct)"), ("socat", "ping <-> socat <-> bus"),
                  ("hyphad", "ping <-> hyphad <-> bus")] + ([(BB, "ping <-> hyphad (base build)")] if base else [])
