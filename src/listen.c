@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stddef.h>
 #include <inttypes.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -93,7 +94,8 @@ static int on_frame(void *ud, const hy_frame *f)
 static void join(hy_client *c)
 {
     hy_log(HY_INFO, COMP, "listen client connected", "client", c->name, "handshake",
-           hy_listen_handshake_str(c->mode), c->tls.ssl ? "subject" : NULL, c->tls.peer, NULL);
+           hy_listen_handshake_str(c->mode), "peer", c->peer[0] ? c->peer : "local", c->tls.ssl ? "subject" : NULL,
+           c->tls.peer, NULL);
     hy_bus_add_client(c->ls->bus, &c->member);
 }
 
@@ -338,8 +340,8 @@ static void tls_refused(hy_client *c, hy_tls_fail why, const char *reason)
     uint64_t n = ++l->tls_fail[why];
     c->ls->refused++;
     if (hy_log_mark(n - 1, n))
-        hy_log(HY_WARN, COMP, "listen client refused: TLS handshake failed", "client", c->name, "why",
-               hy_tls_fail_str(why), "error", reason, "total", HY_U64(n), NULL);
+        hy_log(HY_WARN, COMP, "listen client refused: TLS handshake failed", "client", c->name, "peer", c->peer,
+               "why", hy_tls_fail_str(why), "error", reason, "total", HY_U64(n), NULL);
     char msg[sizeof c->why];
     snprintf(msg, sizeof msg, "TLS handshake failed: %s", reason);
     doom(c, msg);
@@ -463,6 +465,26 @@ static void refuse_at_accept(hy_listener *l, int fd, uint64_t *count, const char
                HY_U64(limit), "fd_reserve", HY_U64(hy_listen_fd_reserve(ls->topo)), "total", HY_U64(*count), NULL);
 }
 
+/* Who connected, for the log: a TCP peer's address and port. */
+static void peer_name(int fd, char *out, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char host[INET6_ADDRSTRLEN] = "";
+    out[0] = '\0';
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+        snprintf(out, len, "%s:%u", host, (unsigned)ntohs(in->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+        snprintf(out, len, "[%s]:%u", host, (unsigned)ntohs(in6->sin6_port));
+    }
+}
+
 static void on_accept(hy_acceptor *a, int fd)
 {
     hy_listener *l = a->data;
@@ -488,6 +510,7 @@ static void on_accept(hy_acceptor *a, int fd)
     c->fd = fd;
     c->mode = spec->handshake;
     snprintf(c->name, sizeof c->name, "%s#%" PRIu64, l->name, ++ls->next_id);
+    peer_name(fd, c->peer, sizeof c->peer);
     hy_drops_init(&c->drops, COMP, "from", c->name, NULL, NULL);
     c->origin = (hy_origin){c->name, &c->drops};
     c->member.sink = &c->sink;

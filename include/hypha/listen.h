@@ -75,7 +75,8 @@ typedef struct hy_client {
     bool ready;                  /* past the handshake (or told to have none): frames */
     bool doomed;                 /* to be freed from its timer */
     char why[128];               /* why it was doomed (copied: strerror's buffer is reused) */
-    char name[112];              /* "unix:/path#3" or "tcp:1.2.3.4:5#3" */
+    char name[112];              /* "unix:/path#3" or "tcp:1.2.3.4:5#3" (the endpoint, and which client) */
+    char peer[64];               /* a TCP client's address, "10.0.0.7:51234" or "[::1]:51234" ("" over Unix) */
     uint64_t frames_in, bytes_in;
     struct hy_client *next;
 } hy_client;

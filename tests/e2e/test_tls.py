@@ -159,6 +159,7 @@ class ListenTLS(TLSTest):
         self.assertEqual(got["src"]["0"]["n"], 100)
         e = h.wait_for(5, component="relay", msg="listen client connected")
         self.assertEqual(e["subject"], "/CN=client1")
+        self.assertEqual(e["peer"], "127.0.0.1:%d" % c.getsockname()[1])
         st = self.listen_tls()
         self.assertEqual([w["subject"] for w in st["who"]], ["/CN=client1"])
         self.assertTrue(st["tls"]["client_certificates"])
@@ -180,6 +181,7 @@ class ListenTLS(TLSTest):
                 pass
         e = h.wait_for(10, component="relay", msg="listen client refused: TLS handshake failed")
         self.assertEqual(e["why"], why, e)
+        self.assertRegex(e["peer"], r"^127\.0\.0\.1:\d+$")
         self.assertIn(error, e["error"])
         st = self.listen_tls()
         self.assertEqual((st["tls"]["failures"][why], st["clients"]), (1, 0))
