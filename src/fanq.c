@@ -116,13 +116,13 @@ size_t hy_fanq_clear(hy_fanq *q)
         pop_first(q);
     q->first = 0;
     q->sent = q->wseg = q->woff = q->acked = 0;
-    hist_clear(&q->hist);
     return frames;
 }
 
 void hy_fanq_free(hy_fanq *q)
 {
     hy_fanq_clear(q);
+    hist_clear(&q->hist);
     if (q->own)
         hy_rbuf_unref(q->own);
     free(q->seg);

@@ -62,6 +62,8 @@ struct hy_instance {
     int out_next;                /* the next process's stdout, read once the held pipe is done (-1: none) */
     bool next_dead;              /* out_next's process exited too */
     bool spawn_deferred;         /* a restart waits for out_next to be free */
+    int stdin_watch;             /* stopping: a read end of its stdin pipe, to learn at its exit what it never read */
+    size_t stdin_partial;        /* bytes of a frame cut by the stop at the pipe's end (counted already) */
     ev_io out_w, err_w, status_w;
     hy_tlv_decoder dec;
     char errline[HY_ERRLINE_MAX];
@@ -177,7 +179,9 @@ bool hy_wio_slot_busy(const hy_instance *in);
 /* The process is gone: learn a failed exec, read what is left, close all. */
 void hy_wio_detach(hy_instance *in);
 /* Stop: stdin EOF (what is queued for it is dropped as worker-exited). */
-void hy_wio_close_stdin(hy_instance *in);
+/* stopping: it is alive and will read to EOF; what it leaves unread if it
+ * dies anyway is counted at its exit. */
+void hy_wio_close_stdin(hy_instance *in, bool stopping);
 void hy_wio_free(hy_instance *in);
 
 /* ---- wproto.c: control frames ------------------------------------------ */

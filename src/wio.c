@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -290,7 +291,7 @@ void hy_wio_init(hy_instance *in)
 {
     hy_relay *r = &in->sup->relay;
     const hy_policy *p = &in->spec->policy;
-    in->out_fd = in->out_next = in->err_fd = in->status_fd = -1;
+    in->out_fd = in->out_next = in->err_fd = in->status_fd = in->stdin_watch = -1;
     hy_tlv_decoder_init(&in->dec, 0);
     ev_io_init(&in->out_w, out_cb, -1, EV_READ);
     ev_io_init(&in->err_w, err_cb, -1, EV_READ);
@@ -315,6 +316,7 @@ void hy_wio_attach(hy_instance *in, int in_fd, int out_fd, int err_fd, int statu
     in->check.msg = NULL;
     hy_sink_set_fd(&in->in, in_fd, false);
     int cap = fcntl(in_fd, F_GETPIPE_SZ);
+    hy_fanq_forget_written(&in->in.q);
     in->in.q.hist.keep = cap > 0 ? (size_t)cap : PIPE_DEFAULT; /* what may sit in it unread */
     in->err_fd = err_fd;
     in->status_fd = status_fd;
@@ -331,10 +333,47 @@ void hy_wio_attach(hy_instance *in, int in_fd, int out_fd, int err_fd, int statu
     ev_io_start(in->sup->loop, &in->status_w);
 }
 
-void hy_wio_close_stdin(hy_instance *in)
+/* Its stdin gets EOF while frames are still in the pipe: a read end of
+ * the same pipe (through /proc) says at its exit how many it never read. */
+static void watch_unread(hy_instance *in, int fd, size_t partial)
+{
+    int unread = 0;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    if (ioctl(fd, FIONREAD, &unread) < 0 || unread <= 0 ||
+        (in->stdin_watch = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0) {
+        hy_fanq_forget_written(&in->in.q); /* nothing to learn (or no way to): counted as read */
+        in->stdin_watch = -1;
+        return;
+    }
+    in->stdin_partial = partial;
+}
+
+/* At its exit, after a stop: what it never read of the pipe is dropped. */
+static void count_watched(hy_instance *in)
+{
+    int unread = 0;
+    if (in->stdin_watch < 0)
+        return;
+    if (ioctl(in->stdin_watch, FIONREAD, &unread) == 0 && (size_t)unread > in->stdin_partial) {
+        size_t n = hy_fanq_unread_frames(&in->in.q, (size_t)unread - in->stdin_partial);
+        if (n)
+            hy_drops_add(&in->drops, HY_DROP_EXITED, 0, n);
+    }
+    hy_fanq_forget_written(&in->in.q);
+    close(in->stdin_watch);
+    in->stdin_watch = -1;
+}
+
+void hy_wio_close_stdin(hy_instance *in, bool stopping)
 {
     int fd = in->in.fd;
+    size_t partial = in->in.q.sent; /* a frame cut short: the clear counts it */
     hy_sink_clear(&in->in, HY_DROP_EXITED);
+    if (fd >= 0 && stopping)
+        watch_unread(in, fd, partial);
+    else
+        hy_fanq_forget_written(&in->in.q);
     hy_sink_set_fd(&in->in, -1, false);
     if (fd >= 0)
         close(fd);
@@ -357,7 +396,8 @@ void hy_wio_detach(hy_instance *in)
         close_io(in, &in->err_w, &in->err_fd);
     }
     hy_sink_count_unread(&in->in); /* it died: what it never read of its pipe is dropped */
-    hy_wio_close_stdin(in);
+    count_watched(in);             /* or, stopped before, what it left of it */
+    hy_wio_close_stdin(in, false);
     if (in->sub.nids) {
         hy_sub_clear(&in->sub);
         hy_bus_subs_changed(bus_of(in));
@@ -374,6 +414,9 @@ void hy_wio_free(hy_instance *in)
     if (in->out_next >= 0)
         close(in->out_next);
     in->out_next = -1;
+    if (in->stdin_watch >= 0)
+        close(in->stdin_watch);
+    in->stdin_watch = -1;
     close_io(in, &in->err_w, &in->err_fd);
     close_io(in, &in->status_w, &in->status_fd);
     /* Off the bus first: removing it queues any pending run, which may be

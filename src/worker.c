@@ -309,7 +309,7 @@ void hy_worker_stop(hy_instance *in)
         in->state = HY_ST_STOPPING;
         ev_timer_stop(s->loop, &in->timer);
         hy_wproto_send_shutdown(in);
-        hy_wio_close_stdin(in); /* stdin EOF */
+        hy_wio_close_stdin(in, true); /* stdin EOF */
         in->stop_stage = 1;
         hy_log(HY_INFO, COMP, "stopping", "worker", in->name, "instance", in->idx, "pid", HY_I64(in->pid), NULL);
         set_timer(in, &in->stop_timer, stop_moment(&in->spec->policy));

@@ -71,8 +71,9 @@ typedef struct hy_fanq {
 
 void hy_fanq_init(hy_fanq *q);
 void hy_fanq_free(hy_fanq *q);
-/* Forget everything queued; returns how many frames were discarded (a
- * partly written one included). */
+/* Forget everything queued (not the history of what was written: see
+ * hy_fanq_forget_written); returns how many frames were discarded (a partly
+ * written one included). */
 size_t hy_fanq_clear(hy_fanq *q);
 
 /* One whole frame, copied, under `limit` bytes with the overflow policy. */

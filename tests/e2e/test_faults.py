@@ -128,6 +128,30 @@ while True:
 class KilledWorkersUnderBackPressure(MyceliumTest):
     LIMIT = 16384
 
+    def test_a_stopped_subscriber_killed_before_reading_its_pipe_is_counted(self):
+        # `hyphactl stop` closes its stdin (it may read to EOF), but it reads
+        # nothing and ignores SIGTERM, so it is SIGKILLed after the grace:
+        # what the pipe still held is counted as dropped all the same.
+        n = 200
+        h = self.start_hyphad({
+            "pub": self.node(N=n, GO="GO", SUB=0),
+            "sub": {"command": [sys.executable, "-c", "import signal, time\n"
+                                "signal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(3600)"],
+                    "subscribe": ["CounterUpdate", "TextMessage"], "stop": {"grace": "300ms"}},
+        }, {"start_timeout": "0s"})
+        h.wait_for(10, component="supervisor", msg="started", worker="sub")
+        self.write("GO", "")
+        h.wait_for(10, component="pub[0]", msg=f"sent {n}")
+        self.assertTrue(wait_until(lambda: (self.instance("sub")["frames_in"], self.instance("sub")["queue_bytes"])
+                                   == (n + 1, 0), 10), self.instance("sub"))
+        r = self.ctl("stop", "sub")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        h.wait_for(10, component="supervisor", msg="still running after grace: killing", worker="sub")
+        h.wait_for(10, component="supervisor", msg="stopped", worker="sub")
+        sub = self.instance("sub")
+        self.assertEqual(sub["drops"]["worker-exited"], n + 1, sub["drops"])
+        self.stop(h)
+
     def instance(self, name):
         [w] = [i for i in self.ctl_json("status")["workers"] if i["worker"] == name]
         return w
@@ -223,6 +247,30 @@ class FramesAWorkerNeverRead(MyceliumTest):
         sub = self.instance("sub")
         self.assertEqual(sub["drops"]["worker-exited"], n + 1, sub["drops"])
         self.assertEqual(sub["dropped"], n + 1)
+        self.stop(h)
+
+    def test_a_stopped_subscriber_killed_before_reading_its_pipe_is_counted(self):
+        # `hyphactl stop` closes its stdin (it may read to EOF), but it reads
+        # nothing and ignores SIGTERM, so it is SIGKILLed after the grace:
+        # what the pipe still held is counted as dropped all the same.
+        n = 200
+        h = self.start_hyphad({
+            "pub": self.node(N=n, GO="GO", SUB=0),
+            "sub": {"command": [sys.executable, "-c", "import signal, time\n"
+                                "signal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(3600)"],
+                    "subscribe": ["CounterUpdate", "TextMessage"], "stop": {"grace": "300ms"}},
+        }, {"start_timeout": "0s"})
+        h.wait_for(10, component="supervisor", msg="started", worker="sub")
+        self.write("GO", "")
+        h.wait_for(10, component="pub[0]", msg=f"sent {n}")
+        self.assertTrue(wait_until(lambda: (self.instance("sub")["frames_in"], self.instance("sub")["queue_bytes"])
+                                   == (n + 1, 0), 10), self.instance("sub"))
+        r = self.ctl("stop", "sub")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        h.wait_for(10, component="supervisor", msg="still running after grace: killing", worker="sub")
+        h.wait_for(10, component="supervisor", msg="stopped", worker="sub")
+        sub = self.instance("sub")
+        self.assertEqual(sub["drops"]["worker-exited"], n + 1, sub["drops"])
         self.stop(h)
 
     def instance(self, name):
