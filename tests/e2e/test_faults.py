@@ -125,36 +125,14 @@ while True:
 '''
 
 
-class KilledWorkersUnderBackPressure(MyceliumTest):
-    LIMIT = 16384
-
-    def test_a_stopped_subscriber_killed_before_reading_its_pipe_is_counted(self):
-        # `hyphactl stop` closes its stdin (it may read to EOF), but it reads
-        # nothing and ignores SIGTERM, so it is SIGKILLed after the grace:
-        # what the pipe still held is counted as dropped all the same.
-        n = 200
-        h = self.start_hyphad({
-            "pub": self.node(N=n, GO="GO", SUB=0),
-            "sub": {"command": [sys.executable, "-c", "import signal, time\n"
-                                "signal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(3600)"],
-                    "subscribe": ["CounterUpdate", "TextMessage"], "stop": {"grace": "300ms"}},
-        }, {"start_timeout": "0s"})
-        h.wait_for(10, component="supervisor", msg="started", worker="sub")
-        self.write("GO", "")
-        h.wait_for(10, component="pub[0]", msg=f"sent {n}")
-        self.assertTrue(wait_until(lambda: (self.instance("sub")["frames_in"], self.instance("sub")["queue_bytes"])
-                                   == (n + 1, 0), 10), self.instance("sub"))
-        r = self.ctl("stop", "sub")
-        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        h.wait_for(10, component="supervisor", msg="still running after grace: killing", worker="sub")
-        h.wait_for(10, component="supervisor", msg="stopped", worker="sub")
-        sub = self.instance("sub")
-        self.assertEqual(sub["drops"]["worker-exited"], n + 1, sub["drops"])
-        self.stop(h)
-
+class StatusTest(MyceliumTest):
     def instance(self, name):
         [w] = [i for i in self.ctl_json("status")["workers"] if i["worker"] == name]
         return w
+
+
+class KilledWorkersUnderBackPressure(StatusTest):
+    LIMIT = 16384
 
     def test_a_killed_publishers_pipe_never_pushes_a_block_queue_past_its_limit(self):
         py = sys.executable
@@ -225,7 +203,7 @@ def pipe_full(pid):
         os.close(fd)
 
 
-class FramesAWorkerNeverRead(MyceliumTest):
+class FramesAWorkerNeverRead(StatusTest):
     def test_a_killed_subscriber_s_unread_pipe_is_counted(self):
         # Frames written into a subscriber's stdin pipe that it never read
         # die with it: they are counted as dropped (worker-exited), not as
@@ -272,7 +250,3 @@ class FramesAWorkerNeverRead(MyceliumTest):
         sub = self.instance("sub")
         self.assertEqual(sub["drops"]["worker-exited"], n + 1, sub["drops"])
         self.stop(h)
-
-    def instance(self, name):
-        [w] = [i for i in self.ctl_json("status")["workers"] if i["worker"] == name]
-        return w
