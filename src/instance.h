@@ -144,8 +144,8 @@ void hy_inst_heartbeat(hy_instance *in);
 /* Seconds since then that count: the time hyphad held its stdout back does not. */
 double hy_inst_heartbeat_age(const hy_instance *in);
 /* What went through this instance so far (all its processes): a line at each
- * exit, and when an exited process's held output was read, so the counts are
- * in the log before hyphactl exists. */
+ * exit (once its held output is read, if it was held), so the counts are in
+ * the log before hyphactl exists. */
 void hy_inst_log_counters(const hy_instance *in);
 
 /* ---- contain.c: what a worker leaves behind goes with it ------------------- */

@@ -144,7 +144,7 @@ static void close_stdout(hy_instance *in)
     close_io(in, &in->out_w, &in->out_fd);
     if (!in->out_held)
         return;
-    hy_inst_log_counters(in); /* what the exited process wrote is all counted now */
+    hy_inst_log_counters(in); /* its exit's counters line, now that what it wrote is all counted */
     hy_tlv_decoder_reset(&in->dec);
     in->out_held = in->next_dead;
     in->next_dead = false;
@@ -182,6 +182,7 @@ static void drain_exited(hy_instance *in)
 {
     in->out_held = true;
     if (pump_stdout(in, DRAIN_READ_ROUNDS)) {
+        in->out_held = false; /* read whole at once: a plain close, the exit logs its counters */
         close_stdout(in);
         return;
     }

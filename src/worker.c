@@ -289,7 +289,8 @@ void hy_worker_exited(hy_instance *in, int wstatus)
     in->last_reason = v.reason;
     in->last_code = v.code;
     in->last_signal = v.signal;
-    hy_inst_log_counters(in);
+    if (!in->out_held) /* else once its output is read (wio.c): one counters line per exit */
+        hy_inst_log_counters(in);
     carry_out(in, &v, oldpid, uptime < 0 ? 0 : uptime);
 }
 

@@ -188,6 +188,10 @@ class KilledWorkersUnderBackPressure(StatusTest):
             self.assertIn(len(seqs) - 1, (last[inc] - 1, last[inc]), f"process {inc}: frames lost with its pipe")
         self.assertEqual(self.instance("sub")["dropped"], 0)
         self.stop(h)
+        # one counters line per exit, logged once its held output was read
+        ends = h.find(component="supervisor", msg="exited", worker="pub") + \
+            h.find(component="supervisor", msg="stopped", worker="pub")
+        self.assertEqual(len(h.find(component="router", msg="counters", worker="pub")), len(ends))
 
 
 def pipe_full(pid):
