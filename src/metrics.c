@@ -191,6 +191,14 @@ static void counter(buf *b, const char *name, const char *type, const char *help
     bprintf(b, "%s %llu\n", name, v);
 }
 
+/* name{endpoint="...",reason="..."} v */
+static void endpoint_reason(buf *b, const char *name, const char *endpoint, const char *reason, uint64_t v)
+{
+    bprintf(b, "%s{endpoint=\"", name);
+    blabel(b, endpoint);
+    bprintf(b, "\",reason=\"%s\"} %llu\n", reason, (unsigned long long)v);
+}
+
 static void links(buf *b, const hy_snapshot *s)
 {
     const hy_up_view *u = &s->up;
@@ -233,13 +241,9 @@ static void links(buf *b, const hy_snapshot *s)
                "Clients refused: a wrong or missing handshake, max_clients, the workers' fd reserve.");
         for (size_t i = 0; i < s->nlisten; i++) {
             const hy_listen_view *l = &s->listen[i];
-            const char *why[] = {"handshake", "max-clients", "fd-reserve"};
-            const uint64_t n[] = {l->refused_handshake, l->refused_full, l->refused_fds};
-            for (int k = 0; k < 3; k++) {
-                bprintf(b, "hypha_listen_refused_total{endpoint=\"");
-                blabel(b, l->name);
-                bprintf(b, "\",reason=\"%s\"} %llu\n", why[k], (unsigned long long)n[k]);
-            }
+            endpoint_reason(b, "hypha_listen_refused_total", l->name, "handshake", l->refused_handshake);
+            endpoint_reason(b, "hypha_listen_refused_total", l->name, "max-clients", l->refused_full);
+            endpoint_reason(b, "hypha_listen_refused_total", l->name, "fd-reserve", l->refused_fds);
         }
         family(b, "hypha_listen_too_slow_total", "counter", "Clients dropped because their queue passed the limit.");
         for (size_t i = 0; i < s->nlisten; i++) {
@@ -250,13 +254,9 @@ static void links(buf *b, const hy_snapshot *s)
         family(b, "hypha_listen_bounds_dropped_total", "counter",
                "Clients dropped by their bounds: a frame not whole within frame_timeout, a frame over max_frame.");
         for (size_t i = 0; i < s->nlisten; i++) {
-            const char *why[] = {"frame-timeout", "max-frame"};
-            const uint64_t n[] = {s->listen[i].frame_timeouts, s->listen[i].too_long};
-            for (int k = 0; k < 2; k++) {
-                bprintf(b, "hypha_listen_bounds_dropped_total{endpoint=\"");
-                blabel(b, s->listen[i].name);
-                bprintf(b, "\",reason=\"%s\"} %llu\n", why[k], (unsigned long long)n[k]);
-            }
+            const hy_listen_view *l = &s->listen[i];
+            endpoint_reason(b, "hypha_listen_bounds_dropped_total", l->name, "frame-timeout", l->frame_timeouts);
+            endpoint_reason(b, "hypha_listen_bounds_dropped_total", l->name, "max-frame", l->too_long);
         }
     }
 }
