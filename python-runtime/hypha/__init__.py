@@ -11,11 +11,12 @@
 
     worker.run()
 
-Standard library only; Python >= 3.9.
+Standard library only; Python >= 3.9. Unit-test handlers with hypha.testing.
 """
 from .frames import CONTROL_TYPE, MAX_PAYLOAD, Decoder, ProtocolError, encode
+from .types import Message
 from .worker import SchemaMismatch, Worker, WorkerError
 
-__all__ = ["Worker", "WorkerError", "SchemaMismatch", "ProtocolError", "Decoder", "encode",
-           "CONTROL_TYPE", "MAX_PAYLOAD"]
-__version__ = "0.1.0"
+__all__ = ["Worker", "WorkerError", "SchemaMismatch", "ProtocolError", "Message", "Decoder",
+           "encode", "CONTROL_TYPE", "MAX_PAYLOAD", "__version__"]
+__version__ = "0.2.0"  # the one place: the build backend reads it from here
