@@ -308,7 +308,7 @@ static void py_message(FILE *o, const hy_message *m)
     py_format(m, fmt, sizeof fmt);
     fprintf(o, "\n\n_S_%s = _struct.Struct(\"%s\")\n", m->name, fmt);
     fprintf(o, "assert _S_%s.size == %u\n\n\n", m->name, m->size);
-    fprintf(o, "@_dataclass\nclass %s:\n", m->name);
+    fprintf(o, "@_dataclass(**_SLOTS)\nclass %s:\n", m->name);
     fprintf(o, "    \"\"\"Mycelium message %s: type %u, topic %s, %u bytes.\"\"\"\n\n", m->name,
             m->type_id, m->topic, m->size);
     fprintf(o, "    TYPE_ID: ClassVar[int] = %u\n", m->type_id);
@@ -436,17 +436,20 @@ static const char py_prelude[] =
     "from __future__ import annotations\n"
     "\n"
     "import struct as _struct\n"
+    "import sys as _sys\n"
     "from dataclasses import dataclass as _dataclass, field as _field\n"
-    "from typing import ClassVar, Dict, List\n"
+    "from typing import Any, ClassVar, Dict, List\n"
     "\n"
     "_list = list  # a field may be called `list`; class bodies see fields first\n"
+    "# Python >= 3.10: slotted classes, built faster and smaller (a worker makes one per frame)\n"
+    "_SLOTS: Dict[str, Any] = {\"slots\": True} if _sys.version_info >= (3, 10) else {}\n"
     "\n"
     "\n"
     "class MessageError(ValueError):\n"
     "    \"\"\"A value does not fit its field, or a payload is malformed.\"\"\"\n"
     "\n"
     "\n"
-    "def _fixed(v, n: int, what: str) -> bytes:\n"
+    "def _fixed(v: Any, n: int, what: str) -> bytes:\n"
     "    if not isinstance(v, (bytes, bytearray, memoryview)):\n"
     "        raise MessageError(f\"{what}: expected {n} bytes, got {type(v).__name__}\")\n"
     "    if len(v) != n:\n"
@@ -454,7 +457,7 @@ static const char py_prelude[] =
     "    return v if isinstance(v, bytes) else bytes(v)\n"
     "\n"
     "\n"
-    "def _rows(v, rows: int, n: int, what: str) -> bytes:\n"
+    "def _rows(v: Any, rows: int, n: int, what: str) -> bytes:\n"
     "    if not isinstance(v, (list, tuple)) or len(v) != rows:\n"
     "        raise MessageError(f\"{what}: expected a list of {rows} items of {n} bytes\")\n"
     "    return b\"\".join(_fixed(r, n, what) for r in v)\n"
@@ -464,7 +467,7 @@ static const char py_prelude[] =
     "    return [raw[i * n:(i + 1) * n] for i in range(rows)]\n"
     "\n"
     "\n"
-    "def _text(v, cap: int, what: str) -> bytes:\n"
+    "def _text(v: Any, cap: int, what: str) -> bytes:\n"
     "    if not isinstance(v, str):\n"
     "        raise MessageError(f\"{what}: expected str, got {type(v).__name__}\")\n"
     "    b = v.encode(\"utf-8\")\n"
@@ -482,7 +485,7 @@ static const char py_prelude[] =
     "        raise MessageError(f\"{what}: not valid UTF-8 ({e.reason})\") from None\n"
     "\n"
     "\n"
-    "def _bytevec(v, cap: int, what: str) -> bytes:\n"
+    "def _bytevec(v: Any, cap: int, what: str) -> bytes:\n"
     "    if not isinstance(v, (bytes, bytearray, memoryview)):\n"
     "        raise MessageError(f\"{what}: expected bytes, got {type(v).__name__}\")\n"
     "    if len(v) > cap:\n"
@@ -496,7 +499,7 @@ static const char py_prelude[] =
     "    return raw[:n]\n"
     "\n"
     "\n"
-    "def _vec(v, cap: int, n: int, what: str) -> bytes:\n"
+    "def _vec(v: Any, cap: int, n: int, what: str) -> bytes:\n"
     "    if not isinstance(v, (list, tuple)):\n"
     "        raise MessageError(f\"{what}: expected a list of {n}-byte items, got {type(v).__name__}\")\n"
     "    if len(v) > cap:\n"
@@ -510,7 +513,7 @@ static const char py_prelude[] =
     "    return [raw[i * n:(i + 1) * n] for i in range(count)]\n"
     "\n"
     "\n"
-    "def _explain(msg, err: Exception) -> MessageError:\n"
+    "def _explain(msg: Any, err: Exception) -> MessageError:\n"
     "    \"\"\"Name the field a struct.error came from (slow path, errors only).\"\"\"\n"
     "    for name, code in msg.CODES.items():\n"
     "        v = getattr(msg, name)\n"
@@ -535,11 +538,11 @@ static int emit_py(FILE *o, const hy_schema *s)
     fprintf(o, "SCHEMA_FILE = \"%s\"\n", src);
     for (size_t i = 0; i < s->nmsgs; i++)
         py_message(o, &s->msgs[i]);
-    fprintf(o, "\n\nMESSAGES: Dict[int, type] = {\n");
+    fprintf(o, "\n\nMESSAGES: Dict[int, Any] = {\n");
     for (size_t i = 0; i < s->nmsgs; i++)
         fprintf(o, "    %u: %s,\n", s->msgs[i].type_id, s->msgs[i].name);
-    fprintf(o, "}\nBY_NAME: Dict[str, type] = {c.NAME: c for c in MESSAGES.values()}\n");
-    fprintf(o, "\n\ndef decode(type_id: int, payload: bytes):\n"
+    fprintf(o, "}\nBY_NAME: Dict[str, Any] = {c.NAME: c for c in MESSAGES.values()}\n");
+    fprintf(o, "\n\ndef decode(type_id: int, payload: bytes) -> Any:\n"
                "    \"\"\"Decode a payload by type id; MessageError for an unknown type.\"\"\"\n"
                "    cls = MESSAGES.get(type_id)\n"
                "    if cls is None:\n"

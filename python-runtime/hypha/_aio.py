@@ -269,8 +269,7 @@ class AsyncLoop:
             if e is None:
                 w.dropped += 1
                 continue
-            st = e[1]
-            args = (e[3](*st.unpack(payload)),) if st is not None and len(payload) == e[2] else w._slow(e, t, payload)
+            args = (e[3](*e[1](payload)),) if len(payload) == e[2] else w._slow(e, t, payload)
             if args is None:
                 continue
             try:

@@ -194,7 +194,7 @@ class Harness:
 
     def _classes(self) -> Dict[int, Any]:
         w = self.worker
-        known = {cls.TYPE_ID: cls for cls in w._headers}
+        known: Dict[int, Any] = {getattr(cls, "TYPE_ID"): cls for cls in w._headers}
         known.update({t: cls for t, (cls, _) in w._handlers.items() if t not in known})
         return known
 
