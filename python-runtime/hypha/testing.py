@@ -37,6 +37,7 @@ class Harness:
         class the harness cannot know is a `(type_id, payload)` tuple).
     controls: every control frame it sent (hello, ready, heartbeat, ...).
     frames: every frame it wrote, as (type_id, payload) bytes.
+    writes: how many writes carried them (publishes of one turn are coalesced).
     now: the harness's clock, in seconds.
     """
 
@@ -47,6 +48,7 @@ class Harness:
         self.published: List[Any] = []
         self.controls: List[Dict[str, Any]] = []
         self.frames: List[Tuple[int, bytes]] = []
+        self.writes = 0
         self.now = 0.0
         self._welcome = welcome if welcome is not None else {
             "op": "welcome", "worker": worker.name or "test", "instance": worker.instance}
@@ -67,13 +69,13 @@ class Harness:
         w._stopping = w._hello_sent = False
         w._since = self.now
         w._hello()
-        w._on_control(json.dumps(self._welcome).encode())
         for fn in w._start_hooks:
             self._run(fn)
         w._control(op="ready")
         for t in w._timers:
             w._schedule(t, self.now)
         w._start_heartbeats()
+        w._on_control(json.dumps(self._welcome).encode())  # read once serving, as from hyphad
         self._started = True
         self._flush()
         return self
@@ -182,6 +184,7 @@ class Harness:
 
     def _capture(self, data: Any) -> None:
         with self._lock:
+            self.writes += 1
             frames = self._decoder.feed(bytes(data))
         classes = self._classes()
         for t, payload in frames:

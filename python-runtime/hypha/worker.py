@@ -269,6 +269,17 @@ class Worker:
                 table[type_id] = (fn, None, -1, None)
         self._table = table
 
+    @property
+    def stopping(self) -> bool:
+        """A stop was asked for (shutdown, EOF, SIGTERM): a long handler or
+        a thread of yours can end early and let run() return."""
+        return self._stopping
+
+    @property
+    def buffered(self) -> int:
+        """Bytes published on the loop's thread and not yet written to hyphad."""
+        return len(self._obuf)
+
     # ---- run-time subscriptions -----------------------------------------
 
     def subscribe(self, *types: Any) -> None:

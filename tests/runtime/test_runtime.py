@@ -1,87 +1,18 @@
 """The `hypha` worker runtime over real pipes: each test runs a worker in a
 subprocess and plays hyphad on its stdin/stdout."""
 import json
-import atexit
 import os
-import shutil
 import pty
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
-import textwrap
 import unittest
 
-SOURCE = os.environ.get("HYPHA_SOURCE", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
-CODEGEN = os.environ.get("HYPHA_CODEGEN", os.path.join(SOURCE, "build", "hypha-codegen"))
-RUNTIME = os.path.join(SOURCE, "python-runtime")
-sys.path.insert(0, RUNTIME)
+from rtutil import HDR, RUNTIME, Fake, messages
 
 import hypha  # noqa: E402
 from hypha import Decoder, ProtocolError, encode  # noqa: E402
-
-HDR = struct.Struct("<HI")
-GEN = tempfile.mkdtemp(prefix="hypha-runtime-")
-atexit.register(shutil.rmtree, GEN, True)
-subprocess.run([CODEGEN, os.path.join(SOURCE, "config", "contracts.yaml"), "--py-out",
-                os.path.join(GEN, "messages.py")], check=True)
-sys.path.insert(0, GEN)
-import messages  # noqa: E402
-
-
-def read_exact(fd, n):
-    out = b""
-    while len(out) < n:
-        chunk = os.read(fd, n - len(out))
-        if not chunk:
-            raise EOFError(f"EOF after {len(out)} of {n} bytes")
-        out += chunk
-    return out
-
-
-class Fake:
-    """hyphad's side of one worker."""
-
-    def __init__(self, body, env=None):
-        self.dir = tempfile.mkdtemp(prefix="hypha-w-")
-        atexit.register(shutil.rmtree, self.dir, True)
-        script = os.path.join(self.dir, "w.py")
-        with open(script, "w") as f:
-            f.write("import sys\nsys.path[:0] = [%r, %r]\n" % (RUNTIME, GEN) + textwrap.dedent(body))
-        e = dict(os.environ, HYPHA_WORKER="w", HYPHA_INSTANCE="0",
-                 HYPHA_SCHEMA_DIGEST=messages.SCHEMA_DIGEST)
-        e.update(env or {})
-        self.p = subprocess.Popen([sys.executable, script], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
-
-    def frame(self):
-        t, n = HDR.unpack(read_exact(self.p.stdout.fileno(), 6))
-        return t, read_exact(self.p.stdout.fileno(), n)
-
-    def control(self):
-        t, payload = self.frame()
-        assert t == 0, f"expected a control frame, got type {t}"
-        return json.loads(payload)
-
-    def send(self, type_id, payload):
-        self.p.stdin.write(HDR.pack(type_id, len(payload)) + payload)
-        self.p.stdin.flush()
-
-    def send_msg(self, msg):
-        self.send(msg.TYPE_ID, msg.to_bytes())
-
-    def finish(self, timeout=10):
-        try:
-            self.p.stdin.close()
-        except BrokenPipeError:
-            pass
-        rc = self.p.wait(timeout)
-        rest = self.p.stdout.read()
-        err = self.p.stderr.read().decode()
-        self.p.stdout.close()
-        self.p.stderr.close()
-        return rc, rest, err
 
 
 ECHO = """
