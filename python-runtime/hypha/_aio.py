@@ -107,6 +107,7 @@ class AsyncLoop:
         self.loop = asyncio.get_running_loop()
         w._attach()
         w._stopping = w._hello_sent = False
+        w._deadline = None
         self.out = w._out_fd
         self.was_blocking = os.get_blocking(self.out)
         os.set_blocking(self.out, False)
@@ -261,6 +262,10 @@ class AsyncLoop:
                 self.have.clear()
                 await self.have.wait()
                 continue
+            if w._stopping and w._out_of_time():
+                w._give_up(len(pending))
+                pending.clear()
+                return
             t, payload = pending.popleft()
             if self.paused and len(pending) < resume_at:
                 self.paused = False

@@ -172,6 +172,8 @@ class Worker:
         self._clock = _clock
         self._stopping = False
         self._stop_reason = ""
+        self._deadline: Optional[float] = None  # from shutdown's grace_ms: when to give up handling
+        self.unhandled = 0  # frames read but left unhandled when the grace ran out
         self._hello_sent = False
         if "HYPHA_WORKER" in os.environ:
             self._attach()
@@ -431,6 +433,11 @@ class Worker:
                 self.heartbeat = hb / 1000.0
             self._start_heartbeats()
         elif op == "shutdown":
+            grace = msg.get("grace_ms")
+            if isinstance(grace, int) and grace > 0 and self._deadline is None:
+                # Handle what was read while 80 % of the grace lasts: past
+                # it, the stop signal's SIGKILL would lose everything.
+                self._deadline = self._clock() + grace * 0.8 / 1000.0
             self._request_stop("shutdown")
 
     def _request_stop(self, reason: str) -> None:
@@ -445,6 +452,14 @@ class Worker:
             if self._owner is not None:
                 self._schedule(t, self._clock())
                 self._control(op="heartbeat")  # the first one now: hyphad may be waiting
+
+    def _out_of_time(self) -> bool:
+        return self._stopping and self._deadline is not None and self._clock() >= self._deadline
+
+    def _give_up(self, frames: int) -> None:
+        self.unhandled += frames
+        self.log.warning("stopping: %d frames read from hyphad were not handled before the grace ran "
+                         "out: dropped", frames)
 
     def _slow(self, entry: Tuple[Callable[..., Any], Any, int, Any], type_id: int, payload: bytes) -> Optional[Tuple[Any, ...]]:
         """The handler's arguments for a frame off the fast path, or None."""
@@ -486,6 +501,10 @@ class Worker:
                     raise ProtocolError(f"frame length {ln} is over the {MAX_PAYLOAD}-byte limit")
                 break
             e = get(t)
+            if self._stopping and self._out_of_time():
+                self._give_up(1 + _count_frames(view, off))
+                off = n
+                break
             if e is None:
                 if t == CONTROL_TYPE:
                     self._on_control(bytes(view[start:off]))
@@ -558,6 +577,7 @@ class Worker:
         read are handled, on_stop hooks run and publishes are flushed."""
         if self._streams:
             raise WorkerError("worker.stream() is for asyncio: serve with run_async()")
+        self._deadline = None
         if self._owner is not None:
             raise WorkerError("this worker is already running")
         self._attach()
@@ -669,3 +689,14 @@ def _drain(fd: int) -> bool:
         return bool(os.read(fd, 512))
     except BlockingIOError:
         return False
+
+
+def _count_frames(view: Any, off: int) -> int:
+    """Whole frames in view from off."""
+    n, count = len(view), 0
+    while n - off >= 6:
+        off += 6 + _unpack_header(view, off)[1]
+        if off > n:
+            break
+        count += 1
+    return count

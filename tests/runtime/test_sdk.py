@@ -142,6 +142,21 @@ class StopsNeverInterrupt(unittest.TestCase):
         self.assertEqual((rc, rest), (0, b""), err)
         self.assertIn("after run", err)
 
+    def test_frames_read_but_not_started_when_the_grace_runs_out_are_counted(self):
+        w = worker(self, SLOW_ASYNC)
+        w.control(), w.control()
+        w.p.stdin.write(b"".join(hypha.encode(CounterUpdate.TYPE_ID, CounterUpdate(i, 0, 0).to_bytes())
+                                 for i in range(1, 6)))
+        w.p.stdin.flush()
+        self.assertEqual(text(w), "started 1")
+        # 80 % of 2.5 s: frame 2 starts at 1 s, frame 3 would start at 2 s: too late
+        w.send(0, json.dumps({"op": "shutdown", "grace_ms": 2500}).encode())
+        self.assertEqual([text(w) for _ in range(4)], ["done 1", "started 2", "done 2", "on_stop"])
+        rc, rest, err = w.finish()
+        self.assertEqual((rc, rest), (0, b""), err)
+        self.assertIn("WARNING stopping: 3 frames read from hyphad were not handled before the grace ran out: "
+                      "dropped", err)
+
     def test_sigterm_during_a_partial_write_leaves_a_whole_frame(self):
         w = worker(self, """
             from hypha import Worker
