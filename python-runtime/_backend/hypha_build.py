@@ -1,6 +1,7 @@
 """A minimal PEP 517 build backend using only the standard library.
 
-It builds a pure-Python wheel of the `hypha` package (and an sdist), so that
+It builds a pure-Python wheel of the `hypha` package (distribution
+`hyphad-worker`; and an sdist), so that
 `pip install ./python-runtime` needs no network: the usual setuptools backend
 would have to be downloaded into pip's isolated build environment, and PyPI is
 not reachable from where hypha is deployed.
@@ -9,20 +10,36 @@ import base64
 import hashlib
 import io
 import os
+import re
 import tarfile
 import zipfile
 
-NAME = "hypha"
-VERSION = "0.1.0"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = "hypha"  # the import name
+NAME = "hyphad-worker"  # the distribution name: `hypha` on PyPI is another project
+DIST = NAME.replace("-", "_")  # as in wheel and dist-info names
+
+
+def _version():
+    """The one place the version is written: hypha/__init__.py."""
+    with open(os.path.join(ROOT, PACKAGE, "__init__.py")) as f:
+        m = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M)
+    if not m:
+        raise RuntimeError("hypha/__init__.py has no __version__ line")
+    return m.group(1)
+
+
+VERSION = _version()
 TAG = "py3-none-any"
-DIST_INFO = f"{NAME}-{VERSION}.dist-info"
+DIST_INFO = f"{DIST}-{VERSION}.dist-info"
 
 METADATA = f"""Metadata-Version: 2.1
 Name: {NAME}
 Version: {VERSION}
-Summary: Python worker runtime for hypha: Mycelium TLV frames over stdin/stdout
+Summary: Python worker SDK for hypha: Mycelium TLV frames over stdin/stdout
 Requires-Python: >=3.9
+Classifier: Typing :: Typed
+Classifier: Programming Language :: Python :: 3
 """
 WHEEL = f"""Wheel-Version: 1.0
 Generator: hypha_build
@@ -32,7 +49,7 @@ Tag: {TAG}
 
 
 def _package_files():
-    pkg = os.path.join(ROOT, NAME)
+    pkg = os.path.join(ROOT, PACKAGE)
     for dirpath, dirnames, filenames in os.walk(pkg):
         dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
         for f in sorted(filenames):
@@ -55,7 +72,7 @@ def get_requires_for_build_sdist(config_settings=None):
 
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
-    name = f"{NAME}-{VERSION}-{TAG}.whl"
+    name = f"{DIST}-{VERSION}-{TAG}.whl"
     records = []
     with zipfile.ZipFile(os.path.join(wheel_directory, name), "w", zipfile.ZIP_DEFLATED) as z:
         def add(arcname, data):
@@ -73,7 +90,7 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
 
 
 def build_sdist(sdist_directory, config_settings=None):
-    base = f"{NAME}-{VERSION}"
+    base = f"{DIST}-{VERSION}"
     name = f"{base}.tar.gz"
     with tarfile.open(os.path.join(sdist_directory, name), "w:gz") as t:
         for rel in ["pyproject.toml", "_backend/hypha_build.py"]:

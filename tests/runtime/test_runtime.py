@@ -236,28 +236,46 @@ class Mistakes(unittest.TestCase):
         self.assertIn("run it under hyphad", p.stderr)
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 class Packaging(unittest.TestCase):
-    def test_offline_backend_builds_an_importable_wheel(self):
-        # What `pip install ./python-runtime` runs, without pip or a network.
+    """The wheel `pip install ./python-runtime` builds: offline, with py.typed,
+    the version from hypha/__init__.py. CI builds it (build/dist/) and, where
+    pip is, installs it and imports it from the install."""
+
+    def test_offline_backend_builds_an_installable_wheel(self):
         sys.path.insert(0, os.path.join(RUNTIME, "_backend"))
         import hypha_build
         import zipfile
-        with tempfile.TemporaryDirectory() as d:
-            name = hypha_build.build_wheel(d)
-            self.assertEqual(name, "hypha-0.1.0-py3-none-any.whl")
-            with zipfile.ZipFile(os.path.join(d, name)) as z:
-                names = set(z.namelist())
-                record = z.read("hypha-0.1.0.dist-info/RECORD").decode()
-            self.assertTrue({"hypha/__init__.py", "hypha/worker.py", "hypha/frames.py",
-                             "hypha-0.1.0.dist-info/METADATA"} <= names)
-            self.assertIn("hypha/worker.py,sha256=", record)
-            code = ("import sys; sys.path.insert(0, %r); import hypha; "
-                    "print(hypha.__file__, hypha.Worker.__name__)" % os.path.join(d, name))
-            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                 check=True, cwd=d).stdout
-            self.assertIn(name + "/hypha/__init__.py Worker", out)
-            self.assertTrue(hypha_build.build_sdist(d).endswith(".tar.gz"))
+        out = os.path.join(os.environ.get("HYPHA_BUILD", tempfile.mkdtemp(prefix="hypha-wheel-")), "dist")
+        os.makedirs(out, exist_ok=True)
+        name = hypha_build.build_wheel(out)
+        version = hypha.__version__
+        self.assertEqual(name, f"hyphad_worker-{version}-py3-none-any.whl")
+        info = f"hyphad_worker-{version}.dist-info"
+        with zipfile.ZipFile(os.path.join(out, name)) as z:
+            names = set(z.namelist())
+            record = z.read(f"{info}/RECORD").decode()
+            metadata = z.read(f"{info}/METADATA").decode()
+        self.assertTrue({"hypha/__init__.py", "hypha/worker.py", "hypha/_aio.py", "hypha/testing.py",
+                         "hypha/types.py", "hypha/_log.py", "hypha/frames.py", "hypha/py.typed"} <= names, names)
+        self.assertIn("Name: hyphad-worker\n", metadata)
+        self.assertIn(f"Version: {version}\n", metadata)
+        self.assertIn("hypha/worker.py,sha256=", record)
+        self.assertTrue(hypha_build.build_sdist(out).endswith(f"hyphad_worker-{version}.tar.gz"))
+        probe = ("import hypha, hypha.testing, importlib.metadata as m; "
+                 "print(hypha.__file__, m.version('hyphad-worker'))")
+        with tempfile.TemporaryDirectory(prefix="hypha-site-") as site:
+            pip = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True)
+            if pip.returncode == 0:  # what a user runs, offline
+                subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--quiet",
+                                "--target", site, os.path.join(out, name)], check=True, timeout=120)
+            else:  # a pure wheel is a zip of the site-packages tree
+                with zipfile.ZipFile(os.path.join(out, name)) as z:
+                    z.extractall(site)
+            env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+            got = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                                 cwd=site, env=dict(env, PYTHONPATH=site), timeout=60).stdout.split()
+        self.assertEqual(got, [os.path.join(site, "hypha", "__init__.py"), version])
+
+
+if __name__ == "__main__":
+    unittest.main()
