@@ -15,4 +15,5 @@ def on_counter(c: CounterUpdate) -> None:
                                timestamp=int(time.time())))
 
 
-worker.run()
+if __name__ == "__main__":
+    worker.run()

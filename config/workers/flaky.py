@@ -20,7 +20,8 @@ def crash_later() -> None:
     os._exit(3)
 
 
-timer = threading.Timer(random.uniform(1.0, 3.0), crash_later)
-timer.daemon = True  # must not keep the process alive after run() returns
-timer.start()
-worker.run()
+if __name__ == "__main__":
+    timer = threading.Timer(random.uniform(1.0, 3.0), crash_later)
+    timer.daemon = True  # must not keep the process alive after run() returns
+    timer.start()
+    worker.run()

@@ -48,7 +48,8 @@ class DemoTopology(HyphadTest):
                          [("enricher", "0"), ("enricher", "0"), ("ticker", "0")])
         self.assertEqual([e for e in h.find(msg="sending stop signal") if e["worker"] != "flaky"], [])
         published = h.find(component="ticker[0]")
-        self.assertTrue(published and published[0]["msg"].startswith("published CounterUpdate #0"))
+        self.assertTrue(published and published[0]["msg"].startswith("INFO published CounterUpdate #0"))
+        self.assertTrue(h.find(component="ticker[0]", msg=lambda m: m.startswith("INFO stopping after")), h.tail())  # on_stop ran
         ctl = h.find(component="control", msg="control socket ready")
         self.assertEqual([e["socket"] for e in ctl], [os.path.join(self.dir, "control.sock")])
 
