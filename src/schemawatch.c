@@ -245,10 +245,12 @@ int hy_schemawatch_start(hy_schemawatch *w, struct ev_loop *loop, const char *pa
     w->loop = loop;
     w->fd = w->wd = -1;
     const char *slash = strrchr(path, '/');
-    if (!slash || !slash[1] || !(w->file = strdup(path)) ||
-        !(w->dir = slash == path ? strdup("/") : strndup(path, (size_t)(slash - path)))) {
-        hy_log(HY_ERROR, COMP, "cannot watch the contracts file: out of memory or not an absolute path", "file",
-               path, NULL);
+    if (path[0] != '/' || !slash[1]) { /* the loader resolves it: not expected */
+        hy_log(HY_WARN, COMP, "cannot watch the contracts file: not an absolute file path", "file", path, NULL);
+        return 0;
+    }
+    if (!(w->file = strdup(path)) || !(w->dir = slash == path ? strdup("/") : strndup(path, (size_t)(slash - path)))) {
+        hy_log(HY_ERROR, COMP, "cannot watch the contracts file: out of memory", "file", path, NULL);
         hy_schemawatch_stop(w);
         return -1;
     }
