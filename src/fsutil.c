@@ -14,47 +14,56 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+/* hy_read_file's failure: the message set, fd closed, errno `e` kept (what
+ * a caller shows: hy_err_set and close may change errno). */
+static uint8_t *read_fail(int fd, uint8_t *buf, int e)
+{
+    free(buf);
+    if (fd >= 0)
+        close(fd);
+    errno = e;
+    return NULL;
+}
+
 uint8_t *hy_read_file(const char *path, size_t *len, size_t limit, hy_err *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int e = errno;
     if (fd < 0) {
-        hy_err_set(err, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
+        hy_err_set(err, "%s: cannot open: %s", path, strerror(e));
+        return read_fail(-1, NULL, e);
     }
     struct stat st;
     if (fstat(fd, &st) < 0) {
-        hy_err_set(err, "%s: cannot stat: %s", path, strerror(errno));
-        close(fd);
-        return NULL;
+        e = errno;
+        hy_err_set(err, "%s: cannot stat: %s", path, strerror(e));
+        return read_fail(fd, NULL, e);
     }
     if (!S_ISREG(st.st_mode)) {
         hy_err_set(err, "%s: not a regular file", path);
-        close(fd);
-        return NULL;
+        return read_fail(fd, NULL, S_ISDIR(st.st_mode) ? EISDIR : EINVAL);
     }
     if ((uint64_t)st.st_size > limit) {
         hy_err_set(err, "%s: too large (%lld bytes, limit %zu)", path, (long long)st.st_size, limit);
-        close(fd);
-        return NULL;
+        return read_fail(fd, NULL, EFBIG);
     }
     size_t cap = (size_t)st.st_size + 1, n = 0;
     uint8_t *buf = malloc(cap);
     if (!buf) {
         hy_err_set(err, "%s: out of memory", path);
-        close(fd);
-        return NULL;
+        return read_fail(fd, NULL, ENOMEM);
     }
     for (;;) {
         if (n + 1 >= cap) {
             /* The file grew while we read it; keep going up to the limit. */
             if (cap > limit) {
                 hy_err_set(err, "%s: too large (limit %zu)", path, limit);
-                goto fail;
+                return read_fail(fd, buf, EFBIG);
             }
             uint8_t *nb = realloc(buf, cap * 2);
             if (!nb) {
                 hy_err_set(err, "%s: out of memory", path);
-                goto fail;
+                return read_fail(fd, buf, ENOMEM);
             }
             buf = nb;
             cap *= 2;
@@ -63,8 +72,9 @@ uint8_t *hy_read_file(const char *path, size_t *len, size_t limit, hy_err *err)
         if (r < 0) {
             if (errno == EINTR)
                 continue;
-            hy_err_set(err, "%s: read failed: %s", path, strerror(errno));
-            goto fail;
+            e = errno;
+            hy_err_set(err, "%s: read failed: %s", path, strerror(e));
+            return read_fail(fd, buf, e);
         }
         if (r == 0)
             break;
@@ -74,10 +84,6 @@ uint8_t *hy_read_file(const char *path, size_t *len, size_t limit, hy_err *err)
     buf[n] = '\0';
     *len = n;
     return buf;
-fail:
-    free(buf);
-    close(fd);
-    return NULL;
 }
 
 int hy_write_file(const char *path, const char *text, hy_err *err)

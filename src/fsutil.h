@@ -10,7 +10,8 @@
 
 /* Read a whole regular file (at most `limit` bytes) into a malloc'd buffer,
  * NUL-terminated for convenience. Sets *len. NULL with err on failure, the
- * message naming the path and the reason. */
+ * message naming the path and the reason, and errno set (EISDIR or EINVAL:
+ * not a regular file; EFBIG: over the limit). */
 uint8_t *hy_read_file(const char *path, size_t *len, size_t limit, hy_err *err);
 
 /* Write `text` to an existing file in one write(2) (a control file such as

@@ -92,6 +92,22 @@ static const char *bytes(json_t *v, char *out, size_t len)
     return hy_format_bytes(json_is_integer(v) ? (uint64_t)json_integer_value(v) : 0, out, len);
 }
 
+/* One line when the contracts file on disk is not what hyphad runs. */
+static void print_schema_stale(json_t *h)
+{
+    if (!json_is_true(json_object_get(h, "schema_stale")))
+        return;
+    const char *run = json_string_value(json_object_get(h, "schema"));
+    const char *disk = json_string_value(json_object_get(h, "schema_on_disk"));
+    const char *file = json_string_value(json_object_get(h, "schema_file"));
+    if (disk)
+        printf("contracts: changed on disk (running %.12s..., on disk %.12s...): restart hyphad to apply\n",
+               run ? run : "?", disk);
+    else
+        printf("contracts: %s is gone or unreadable (running %.12s...): hyphad runs the contracts it loaded\n",
+               file ? file : "the contracts file", run ? run : "?");
+}
+
 /* The table form of status: hyphad formats the rows (hy_status_table). */
 static void print_status(json_t *r)
 {
@@ -100,6 +116,7 @@ static void print_status(json_t *r)
     printf("hyphad %s  pid %s  up %s  %s  schema %.12s\n", json_string_value(json_object_get(h, "version")),
            num(json_object_get(h, "pid"), a, sizeof a), dur(json_object_get(h, "uptime_s"), b, sizeof b),
            json_is_object(up) ? "upstream" : "embedded bus", json_string_value(json_object_get(h, "schema")));
+    print_schema_stale(h);
     if (json_is_object(hl))
         printf("health %s: %s\n", json_string_value(json_object_get(hl, "health")),
                json_string_value(json_object_get(hl, "reason")));

@@ -21,6 +21,7 @@
 #include "hypha/rbuf.h"
 #include "hypha/relay.h"
 #include "hypha/reload.h"
+#include "hypha/schemawatch.h"
 #include "hypha/spawn.h"
 #include "hypha/supervisor.h"
 
@@ -52,6 +53,7 @@ typedef struct daemon_state {
     hy_ctl ctl;
     hy_notify notify;
     hy_metrics_http http;
+    hy_schemawatch schema_w;     /* the contracts file on disk */
     bool ready_sent;             /* systemd READY=1 */
     ev_signal sigterm, sigint, sighup;
     ev_timer drain;
@@ -106,6 +108,18 @@ static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
     }
 }
 
+/* Watch the contracts file `t` names, unless it is the one watched already
+ * (a reload may name another file with the same bytes). */
+static void watch_schema(daemon_state *d, const hy_topology *t)
+{
+    if (d->schema_w.file && strcmp(d->schema_w.file, t->schema_path) == 0)
+        return;
+    hy_sup_set_schemawatch(d->sup, NULL);
+    hy_schemawatch_stop(&d->schema_w);
+    if (hy_schemawatch_start(&d->schema_w, d->loop, t->schema_path, t->schema) == 0)
+        hy_sup_set_schemawatch(d->sup, &d->schema_w);
+}
+
 /* Reload: the file hyphad was started with, read again and applied to the
  * workers; anything else that changed is refused (hypha/reload.h). */
 static int reload(void *ud, json_t *reply, hy_err *err)
@@ -136,6 +150,7 @@ static int reload(void *ud, json_t *reply, hy_err *err)
     }
     /* The old topology now belongs to the supervisor until its last
      * retiring instance is gone; `next` is the current one, ours. */
+    watch_schema(d, next);
     char *a = json_dumps(started, JSON_COMPACT), *b = json_dumps(stopped, JSON_COMPACT),
          *c = json_dumps(restarted, JSON_COMPACT), *u = json_dumps(unchanged, JSON_COMPACT);
     hy_log(HY_INFO, "hyphad", "reloaded", "topology", next->path, "started", a ? a : "?", "stopped", b ? b : "?",
@@ -278,6 +293,7 @@ static int run(hy_topology *t, hy_log_format log_format)
 
     hy_log(HY_INFO, "hyphad", "starting", "topology", t->path, "instances", HY_U64(hy_sup_count(d->sup)), "pid",
            HY_I64(getpid()), "schema", t->schema->digest_hex, NULL);
+    watch_schema(d, t);
     hy_sup_start_all(d->sup);
     on_change(d);
     ev_run(loop, 0);
@@ -286,6 +302,7 @@ static int run(hy_topology *t, hy_log_format log_format)
     ev_signal_stop(loop, &d->sigint);
     ev_signal_stop(loop, &d->sighup);
     ev_timer_stop(loop, &d->status_w);
+    hy_schemawatch_stop(&d->schema_w);
     hy_relay_log_counters(hy_sup_relay(d->sup));
     rc = 0;
 out:

@@ -122,6 +122,7 @@ struct hy_sup {
     bool shutting_down;
     void (*on_all_stopped)(hy_sup *);
     hy_relay relay;
+    const struct hy_schemawatch *schemawatch; /* the daemon's, read by snapshots; NULL: none */
 };
 
 static inline void hy_sup_changed(hy_sup *s)

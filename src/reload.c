@@ -63,8 +63,13 @@ static bool endpoint_eq(const hy_endpoint *a, const hy_endpoint *b)
 
 int hy_reload_check(const hy_topology *cur, const hy_topology *next, hy_err *err)
 {
+    /* Named in full: the user who edited the contracts learns which file
+     * and which digests (the ones hyphad's log and status show). */
     if (memcmp(cur->schema->digest, next->schema->digest, HY_DIGEST_LEN) != 0)
-        return REFUSE("schema (the contracts file's digest)");
+        return hy_err_set(err,
+                          "%s: schema changed (the contracts file %s is now %.12s, hyphad runs %.12s); hyphad must be "
+                          "restarted to apply that (nothing was changed)",
+                          next->path, next->schema_path, next->schema->digest_hex, cur->schema->digest_hex);
     if (cur->has_upstream != next->has_upstream ||
         (cur->has_upstream && !endpoint_eq(&cur->upstream, &next->upstream)))
         return REFUSE("upstream");

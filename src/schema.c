@@ -454,7 +454,7 @@ fail:
 hy_schema *hy_schema_load(const char *path, hy_err *err)
 {
     size_t len;
-    uint8_t *data = hy_read_file(path, &len, 64u << 20, err);
+    uint8_t *data = hy_read_file(path, &len, HY_SCHEMA_MAX_FILE, err);
     if (!data)
         return NULL;
     hy_schema *s = hy_schema_load_buffer(path, data, len, err);

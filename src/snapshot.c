@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hypha/schemawatch.h"
 #include "instance.h"
 
 static void inst_view(const hy_instance *in, double now, hy_inst_view *v)
@@ -62,6 +63,7 @@ int hy_sup_snapshot(const hy_sup *s, double now, hy_instance *const *sel, size_t
         hy_snapshot_free(out);
         return -1;
     }
+    hy_schemawatch_view(s->schemawatch, &out->schema);
     return 0;
 }
 

@@ -157,6 +157,17 @@ static json_t *listen_json(const hy_snapshot *snap)
     return a;
 }
 
+/* The contracts file on disk beside the running digest; only when watched
+ * (a snapshot outside hyphad has no file). */
+static void schema_disk_json(json_t *h, const hy_schema_view *v)
+{
+    if (!v->file)
+        return;
+    json_object_set_new(h, "schema_file", json_string(v->file));
+    json_object_set_new(h, "schema_on_disk", v->readable ? json_string(v->on_disk) : json_null());
+    json_object_set_new(h, "schema_stale", json_boolean(v->stale));
+}
+
 /* Everything but the workers: shared by both forms. */
 static json_t *status_base(const hy_snapshot *s)
 {
@@ -169,6 +180,7 @@ static json_t *status_base(const hy_snapshot *s)
     json_object_set_new(h, "uptime_s", json_real(s->uptime_s));
     json_object_set_new(h, "topology", json_string(t->path));
     json_object_set_new(h, "schema", json_string(t->schema->digest_hex));
+    schema_disk_json(h, &s->schema);
     json_object_set_new(h, "mode", json_string(t->has_upstream ? "upstream" : "embedded"));
     json_object_set_new(o, "hyphad", h);
     json_object_set_new(o, "upstream", upstream_json(s));

@@ -376,6 +376,7 @@ void hy_sup_free(hy_sup *s)
 /* ---- accessors ------------------------------------------------------------- */
 
 hy_sup_observers *hy_sup_observe(hy_sup *s) { return &s->obs; }
+void hy_sup_set_schemawatch(hy_sup *s, const struct hy_schemawatch *w) { s->schemawatch = w; }
 const hy_topology *hy_sup_topology(const hy_sup *s) { return s->topo; }
 struct hy_relay *hy_sup_relay(hy_sup *s) { return &s->relay; }
 size_t hy_sup_count(const hy_sup *s) { return s->ninst; }

@@ -49,12 +49,12 @@ static bool overridden(const hy_worker_spec *w, const char *e)
     return false;
 }
 
-static char **build_env(const hy_worker_spec *w, unsigned index, const char *digest)
+static char **build_env(const hy_worker_spec *w, unsigned index, const hy_topology *t)
 {
     size_t n = 0;
     for (char **e = environ; *e; e++)
         n++;
-    char **env = calloc(n + w->nenv + 4, sizeof *env);
+    char **env = calloc(n + w->nenv + 5, sizeof *env);
     size_t k = 0;
     if (!env)
         return NULL;
@@ -65,7 +65,8 @@ static char **build_env(const hy_worker_spec *w, unsigned index, const char *dig
         if (!(env[k++] = strdup(w->env[i])))
             goto oom;
     if (asprintf(&env[k++], "HYPHA_WORKER=%s", w->name) < 0 || asprintf(&env[k++], "HYPHA_INSTANCE=%u", index) < 0 ||
-        asprintf(&env[k++], "HYPHA_SCHEMA_DIGEST=%s", digest) < 0) {
+        asprintf(&env[k++], "HYPHA_SCHEMA_DIGEST=%s", t->schema->digest_hex) < 0 ||
+        asprintf(&env[k++], "HYPHA_SCHEMA_FILE=%s", t->schema_path) < 0) {
         env[k - 1] = NULL;
         goto oom;
     }
@@ -423,7 +424,7 @@ void hy_worker_init(hy_instance *in)
 
 int hy_worker_prepare(hy_instance *in)
 {
-    in->envp = build_env(in->spec, in->index, in->sup->topo->schema->digest_hex);
+    in->envp = build_env(in->spec, in->index, in->sup->topo);
     if (!in->envp || hy_giveup_init(&in->giveup, in->spec->policy.give_up_failures) < 0)
         return -1;
     return 0;

@@ -16,6 +16,8 @@
 #include "hypha/err.h"
 
 #define HY_DIGEST_LEN 32
+/* The largest contracts file the loader reads. */
+#define HY_SCHEMA_MAX_FILE (64u << 20)
 
 typedef enum hy_field_kind {
     HY_FIELD_U8,

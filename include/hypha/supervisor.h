@@ -57,6 +57,9 @@ bool hy_sup_output_held(const hy_sup *s);
 bool hy_sup_all_started(const hy_sup *s);
 
 hy_sup_observers *hy_sup_observe(hy_sup *s);
+/* The contracts file's watcher, for snapshots (stays the caller's; NULL: none). */
+struct hy_schemawatch;
+void hy_sup_set_schemawatch(hy_sup *s, const struct hy_schemawatch *w);
 const hy_topology *hy_sup_topology(const hy_sup *s);
 struct hy_relay *hy_sup_relay(hy_sup *s);
 

@@ -111,6 +111,15 @@ typedef struct hy_listen_view {
     size_t nwho;
 } hy_listen_view;
 
+/* The contracts file on disk beside the contracts hyphad runs
+ * (schemawatch.c). */
+typedef struct hy_schema_view {
+    const char *file;            /* its absolute path; NULL: nobody looks (no daemon) */
+    bool readable;               /* it could be read (last event, or now when not watched) */
+    char on_disk[2 * HY_DIGEST_LEN + 1]; /* its SHA-256 then, hex; "" when unreadable */
+    bool stale;                  /* on disk is not what runs: another digest, or unreadable */
+} hy_schema_view;
+
 typedef struct hy_snapshot {
     const hy_topology *topo;
     double uptime_s;             /* hyphad's */
@@ -120,6 +129,7 @@ typedef struct hy_snapshot {
     hy_up_view up;               /* meaningful when topo->has_upstream */
     hy_listen_view *listen;      /* owned, topo->nlisten */
     size_t nlisten;
+    hy_schema_view schema;       /* file NULL when the contracts file is not watched */
 } hy_snapshot;
 
 void hy_snapshot_free(hy_snapshot *s);

@@ -458,6 +458,7 @@ class WorkerProcess(SupervisionTest):
             env = dict(kv.split("=", 1) for kv in r["env"])
             self.assertEqual(len(env), len(r["env"]), "a variable set twice")
             self.assertEqual(env["HYPHA_SCHEMA_DIGEST"], digest)
+            self.assertEqual(env["HYPHA_SCHEMA_FILE"], os.path.join(self.dir, "contracts.yaml"))
             self.assertEqual(env["FROM_HYPHAD"], "yes")
             if env["HYPHA_WORKER"] == "probe":
                 instances.append(env["HYPHA_INSTANCE"])

@@ -433,6 +433,13 @@ static void test_check_refused(void **state)
         }
         hy_topology_free(next);
     }
+    /* the contracts refusal names the file and says to restart */
+    hy_topology *other = load_ok(top_doc(1, "schema: other.contracts.yaml\n", plain_workers));
+    hy_err serr = {{0}};
+    assert_int_equal(hy_reload_check(cur, other, &serr), -1);
+    if (!strstr(serr.msg, other->schema_path) || !strstr(serr.msg, "hyphad must be restarted"))
+        fail_msg("the contracts refusal does not name %s or the restart: %s", other->schema_path, serr.msg);
+    hy_topology_free(other);
     /* and the other way round: adding metrics, or an upstream, is refused too */
     hy_topology *noup = load_ok(top_doc(2, "", plain_workers));
     hy_topology *nomet = load_ok(top_doc(5, "", plain_workers));
