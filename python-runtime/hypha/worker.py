@@ -12,8 +12,9 @@ handler finishes; the frames already read are handled; publishes are flushed;
 
 Output: publishes made on the loop's thread during one turn (the handlers of
 one read, a timer, a hook) are coalesced into one write, flushed when the turn
-ends, when 64 KiB are waiting, and when the oldest waiting frame is older than
-`flush_delay`. Publishes from other threads are written at once, whole.
+ends, when 16 KiB are waiting, and in a long turn every 64 frames handled if
+the oldest waiting is older than `flush_delay`. Publishes from other threads
+are written at once, whole. (docs/python-sdk.md has the reasons.)
 """
 import dataclasses
 import hashlib
@@ -126,8 +127,8 @@ class Worker:
         heartbeats when it asks for none).
     fail_on_error: a handler that raises ends run() with that exception
         (default: the traceback is logged and the worker goes on).
-    flush_delay: the longest a publish waits in the worker's buffer while the
-        loop's thread is busy (seconds; default 1 ms).
+    flush_delay: in a long turn of the loop (many frames read at once), the
+        longest a publish waits in the buffer (seconds; default 1 ms).
     queue: under run_async(), frames read but not yet handled; at this many
         hyphad's pipe is no longer read, so its back-pressure reaches hyphad.
     concurrency: under run_async(), handlers running at once (default 1: in
@@ -615,6 +616,7 @@ class Worker:
                     self._flush_owned()
             finally:
                 self._owner = None
+                self._hello_sent = False
                 self._heap.clear()
                 if previous is not None:
                     signal.signal(signal.SIGTERM, previous)
