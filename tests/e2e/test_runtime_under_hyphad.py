@@ -197,5 +197,45 @@ class AsyncBackPressure(HyphadTest):
         self.assertLess(peak - before, 16 * 1024, f"the sink grew from {before} KiB to {peak} KiB")
 
 
+STALE_WORKER = """
+from hypha import Worker
+from messages import TextMessage
+worker = Worker()
+worker.on(TextMessage)(print)
+worker.run()
+"""
+
+
+class StaleSide(HyphadTest):
+    """SchemaMismatch, under hyphad, names the side that is stale: hyphad
+    tells the worker where its contracts file is (HYPHA_SCHEMA_FILE)."""
+
+    def classes_from(self, contracts_text):
+        d = os.path.join(self.dir, "gen")
+        os.makedirs(d, exist_ok=True)
+        src = self.write("gen/contracts.yaml", contracts_text)
+        subprocess.run([CODEGEN, src, "--py-out", os.path.join(d, "messages.py")], check=True, timeout=30)
+        return d
+
+    def test_stale_classes_then_stale_hyphad(self):
+        path = os.path.join(self.dir, "contracts.yaml")
+        with open(path) as f:
+            original = f.read()
+        changed = original + "\n# a comment is enough to change the digest\n"
+        gen = self.classes_from(changed)  # the developer edited and regenerated ...
+        env = {"PYTHONPATH": os.pathsep.join([os.path.join(SOURCE, "python-runtime"), gen])}
+        h = self.start_hyphad({"w": {"command": self.script("w.py", STALE_WORKER, sys.executable), "env": env,
+                                     "backoff": {"initial": "100ms", "max": "200ms"}}})
+        # ... but the file hyphad loaded is still the original: the classes are stale
+        h.wait_for(30, component="w[0]", msg=lambda m: "SchemaMismatch: these message classes are stale" in m
+                   and "regenerate them with hypha-codegen " + path in m)
+        with open(path + ".new", "w") as f:
+            f.write(changed)
+        os.rename(path + ".new", path)  # now the file matches the classes: hyphad is the stale side
+        h.wait_for(30, component="w[0]", msg=lambda m: "SchemaMismatch: hyphad still runs older contracts" in m
+                   and "restart hyphad to load them" in m)
+        h.wait_for(30, component="schema", msg=lambda m: m.startswith("contracts file changed on disk"))
+
+
 if __name__ == "__main__":
     unittest.main()
