@@ -12,8 +12,8 @@ handler finishes; the frames already read are handled; publishes are flushed;
 
 Output: publishes made on the loop's thread during one turn (the handlers of
 one read, a timer, a hook) are coalesced into one write, flushed when the turn
-ends, when 16 KiB are waiting, and in a long turn every 64 frames handled if
-the oldest waiting is older than `flush_delay`. Publishes from other threads
+ends, when 16 KiB are waiting, and in a long turn after every 4 KiB of frames
+read if the oldest waiting is older than `flush_delay`. Publishes from other threads
 are written at once, whole. (docs/python-sdk.md has the reasons.)
 """
 import dataclasses
@@ -491,7 +491,7 @@ class Worker:
         off = 0
         get = self._table.get
         unpack = _unpack_header
-        handled = 0
+        check_at = off + 4096  # a long turn: look at the clock every 4 KiB of frames
         while n - off >= 6:
             t, ln = unpack(view, off)
             start = off + 6
@@ -522,9 +522,10 @@ class Worker:
                         fn(*args)
             except Exception:
                 self._handler_failed()
-            handled += 1
-            if not handled & 63 and self._obuf and self._clock() - self._since >= self.flush_delay:
-                self._flush_owned()  # a long turn: what waits longer than flush_delay goes now
+            if off >= check_at:
+                check_at = off + 4096
+                if self._obuf and self._clock() - self._since >= self.flush_delay:
+                    self._flush_owned()  # what waits longer than flush_delay goes now
         if off == n:
             if buf:
                 buf.clear()

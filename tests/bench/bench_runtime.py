@@ -15,7 +15,8 @@ pinger measures each round trip.
 
 All are real workers of a real hyphad, which reads and checks every frame.
 A worker times its own N publishes; when the last write returns, at most one
-pipe buffer is still unread by hyphad. Rounds alternate the cases
+pipe buffer is still unread by hyphad. Both receivers are bounded by the
+sender's rate; the CPU each spends per frame is measured too, in-process. Rounds alternate the cases
 (A B C D E F A B ...); medians are reported.
 
 usage: bench_runtime.py [--build DIR] [--frames 200000] [--rounds 5] [--pings 4000] [--json]
@@ -208,6 +209,47 @@ def one(build, mode, frames, pings):
         return result
 
 
+def cpu_per_frame(rounds):
+    """In-process, no hyphad, no pipe: what one frame costs the reader's CPU.
+    The runtime's own receive loop (decode, build the message, call the
+    handler) against the bare header walk, over the same 64 KiB of frames."""
+    import struct
+    import time
+    sys.path[:0] = [os.path.join(SOURCE, "python-runtime"), os.path.join(SOURCE, "config")]
+    from hypha import Worker
+    from messages import CounterUpdate
+    w = Worker(protect_stdout=False)
+    count = [0]
+
+    @w.on(CounterUpdate)
+    def on(c):
+        count[0] += 1
+    chunk = bytes.fromhex(FRAME_HEX) * 2978
+    hdr = struct.Struct("<HI")
+
+    def bare():
+        buf, off, got = chunk, 0, 0
+        while len(buf) - off >= 6:
+            t, ln = hdr.unpack_from(buf, off)
+            if len(buf) - off < 6 + ln:
+                break
+            off += 6 + ln
+            if t:
+                got += 1
+        return got
+
+    def timed(fn):
+        t0 = time.perf_counter()
+        for _ in range(50):
+            fn()
+        return (time.perf_counter() - t0) / (50 * 2978) * 1e9
+    runs = {"bare": [], "runtime": []}
+    for _ in range(rounds):
+        runs["bare"].append(timed(bare))
+        runs["runtime"].append(timed(lambda: w._feed(chunk)))
+    return {m: round(statistics.median(v)) for m, v in runs.items()}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default=os.path.join(SOURCE, "build"))
@@ -221,6 +263,7 @@ def main():
         print(f"round {r + 1}/{a.rounds} ...", file=sys.stderr)
         for m in runs:  # A B C D E F, A B C D E F ...
             runs[m].append(one(a.build, m, a.frames, a.pings))
+    cpu = cpu_per_frame(a.rounds)
     med = {m: round(statistics.median(v[0] for v in runs[m])) for m in ("bare", "runtime", "recv-bare", "recv-runtime")}
     lat = {m: {"p50_us": round(statistics.median(v[0] for v in runs[m]), 1),
                "p99_us": round(statistics.median(v[1] for v in runs[m]), 1)} for m in ("lat-direct", "lat-coalesced")}
@@ -228,7 +271,8 @@ def main():
            "publish": {"bare_fps": med["bare"], "runtime_fps": med["runtime"],
                        "ratio": round(med["runtime"] / med["bare"], 2)},
            "receive": {"bare_fps": med["recv-bare"], "runtime_fps": med["recv-runtime"],
-                       "ratio": round(med["recv-runtime"] / med["recv-bare"], 2)},
+                       "ratio": round(med["recv-runtime"] / med["recv-bare"], 2),
+                       "cpu_ns_per_frame": {"bare": cpu["bare"], "runtime": cpu["runtime"]}},
            "latency": dict(lat, pings=a.pings,
                            p99_cost_us=round(lat["lat-coalesced"]["p99_us"] - lat["lat-direct"]["p99_us"], 1))}
     if a.json:
@@ -242,6 +286,9 @@ def main():
     print(f"{'receive: bare os.read + header walk':<60}{r['bare_fps']:>12,}")
     print(f"{'receive: @worker.on handler per decoded message':<60}{r['runtime_fps']:>12,}")
     print(f"{'receive ratio (target >= 0.8)':<60}{r['ratio']:>12.2f}")
+    c = r["cpu_ns_per_frame"]
+    print(f"{'CPU per frame, in-process: bare header walk (ns)':<60}{c['bare']:>12,}")
+    print(f"{'CPU per frame, in-process: runtime decode + handler (ns)':<60}{c['runtime']:>12,}")
     print(f"\n{'round trip, bursts of 8 pings every 2 ms':<44}{'p50 us':>10}{'p99 us':>10}")
     print(f"{'echo writes each reply at once':<44}{L['lat-direct']['p50_us']:>10}{L['lat-direct']['p99_us']:>10}")
     print(f"{'echo coalesces (the default)':<44}{L['lat-coalesced']['p50_us']:>10}{L['lat-coalesced']['p99_us']:>10}")

@@ -341,9 +341,10 @@ class Testing(unittest.TestCase):
                 h.now += 0.0005  # each handler takes half a millisecond
                 w.publish(c)
             writes = h.writes
-            out = h.feed(*[CounterUpdate(i, 0, 0) for i in range(130)])
-            self.assertEqual([m.counter_id for m in out], list(range(130)))
-            # checked every 64 frames: at 64 and 128, then the rest at the turn's end
+            out = h.feed(*[CounterUpdate(i, 0, 0) for i in range(400)])
+            self.assertEqual([m.counter_id for m in out], list(range(400)))
+            # checked every 4 KiB of frames read (22 bytes each): after frames
+            # 187 and 374, then the rest at the turn's end
             self.assertEqual(h.writes - writes, 3)
 
     def test_timers_hooks_and_heartbeats_on_the_harness_clock(self):
