@@ -9,7 +9,6 @@ Prices come from V2 reserves (token0 WETH, 18 decimals; token1 USDC, 6
 decimals), as pool_feed.py publishes them; updates without reserves (V3
 pools) are ignored.
 """
-import itertools
 import os
 from typing import Dict, Optional, Tuple
 
@@ -24,7 +23,7 @@ GAS_PRICE_WEI = 30 * 10 ** 9
 
 worker = Worker()
 pools: Dict[bytes, PoolStateUpdate] = {}
-opportunity_ids = itertools.count(1)
+signalled = 0  # signals published; the next opportunity's id is one more
 
 
 def reserves(update: PoolStateUpdate) -> Tuple[int, int]:
@@ -38,7 +37,7 @@ def price(update: PoolStateUpdate) -> float:
     return (usdc / 10 ** 6) / (weth / 10 ** 18)
 
 
-def opportunity(a: PoolStateUpdate, b: PoolStateUpdate) -> Optional[ArbitrageSignal]:
+def opportunity(a: PoolStateUpdate, b: PoolStateUpdate, opportunity_id: int) -> Optional[ArbitrageSignal]:
     """The signal for pools a and b, or None while their prices are close."""
     cheap, dear = sorted((a, b), key=price)
     gap = price(dear) / price(cheap) - 1
@@ -46,9 +45,9 @@ def opportunity(a: PoolStateUpdate, b: PoolStateUpdate) -> Optional[ArbitrageSig
         return None
     # Trading the gap shut moves each pool's price by about half of it; with
     # y USDC in the shallower pool that earns about y * gap**2 / 8, before
-    # fees. Gas is a field of its own: the executor weighs it.
+    # fees. Gas is a field of its own, for the executor to weigh.
     depth_usd = min(reserves(cheap)[1], reserves(dear)[1]) / 10 ** 6
-    return ArbitrageSignal(opportunity_id=next(opportunity_ids),
+    return ArbitrageSignal(opportunity_id=opportunity_id,
                            path=[cheap.pool_address, dear.pool_address],
                            estimated_profit_usd=depth_usd * gap * gap / 8,
                            gas_estimate_wei=(GAS_PER_PATH * GAS_PRICE_WEI).to_bytes(32, "little"),
@@ -57,6 +56,7 @@ def opportunity(a: PoolStateUpdate, b: PoolStateUpdate) -> Optional[ArbitrageSig
 
 @worker.on(PoolStateUpdate)
 def on_pool_state(update: PoolStateUpdate) -> None:
+    global signalled
     if 0 in reserves(update):
         return
     pools[update.pool_address] = update
@@ -67,9 +67,15 @@ def on_pool_state(update: PoolStateUpdate) -> None:
             continue
         if update.block_number - other.block_number > STALE_BLOCKS:
             continue
-        signal = opportunity(update, other)
+        signal = opportunity(update, other, signalled + 1)
         if signal is not None:
             worker.publish(signal)
+            signalled += 1
+
+
+@worker.on_stop
+def summary() -> None:
+    worker.log.info("published %d arbitrage signals from %d pools", signalled, len(pools))
 
 
 if __name__ == "__main__":

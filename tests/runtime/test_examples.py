@@ -48,9 +48,10 @@ class Detector(unittest.TestCase):
         self.arb = load("arb_detector", ARB_THRESHOLD_BPS="30")
 
     def test_diverging_pools_make_one_signal(self):
-        with Harness(self.arb.worker) as h:
+        with self.assertLogs("hypha.worker", "INFO") as logs, Harness(self.arb.worker) as h:
             self.assertEqual(h.feed(pool(POOL_B, 3030.0, 100)), [])  # alone: nothing to compare
             out = h.feed(pool(POOL_A, 3000.0, 101))  # 100 bps below B
+        self.assertEqual(logs.records[-1].getMessage(), "published 1 arbitrage signals from 2 pools")  # on_stop
         self.assertEqual(len(out), 1, out)
         sig = out[0]
         self.assertIsInstance(sig, ArbitrageSignal)
@@ -62,13 +63,13 @@ class Detector(unittest.TestCase):
         self.assertAlmostEqual(sig.estimated_profit_usd, 37.5, places=6)
 
     def test_converging_pools_make_none(self):
-        with Harness(self.arb.worker) as h:
+        with self.assertLogs("hypha.worker", "INFO"), Harness(self.arb.worker) as h:  # (quiet)
             out = h.feed(pool(POOL_A, 3000.0, 100), pool(POOL_B, 3006.0, 101),  # 20 bps
                          pool(POOL_A, 3003.0, 102))  # 10 bps
         self.assertEqual(out, [])
 
     def test_a_stale_pool_is_no_evidence(self):
-        with Harness(self.arb.worker) as h:
+        with self.assertLogs("hypha.worker", "INFO"), Harness(self.arb.worker) as h:  # (quiet)
             h.feed(pool(POOL_A, 3000.0, 100))
             out = h.feed(pool(POOL_B, 3100.0, 100 + self.arb.STALE_BLOCKS + 1))
         self.assertEqual(out, [])
