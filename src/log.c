@@ -184,11 +184,44 @@ void hy_log(hy_log_level level, const char *component, const char *msg, ...)
     emit(&b);
 }
 
+/* A level at the start of a worker's line: an sd-daemon(3) priority
+ * ("<4>...", as systemd reads it) or a Python logging level name and a
+ * space ("WARNING ...", as hypha's worker.log writes it). The level word
+ * goes; an sd-daemon prefix goes too. Anything else is info, whole. */
+static const struct {
+    const char *word;
+    size_t len;
+    hy_log_level level;
+} level_words[] = {
+    {"DEBUG ", 6, HY_DEBUG}, {"INFO ", 5, HY_INFO},     {"WARNING ", 8, HY_WARN},
+    {"ERROR ", 6, HY_ERROR}, {"CRITICAL ", 9, HY_ERROR},
+};
+
+hy_log_level hy_log_line_level(const char *line, size_t len, size_t *skip)
+{
+    *skip = 0;
+    if (len >= 3 && line[0] == '<' && line[1] >= '0' && line[1] <= '7' && line[2] == '>') {
+        *skip = 3;
+        int p = line[1] - '0';
+        return p <= 3 ? HY_ERROR : p == 4 ? HY_WARN : p == 7 ? HY_DEBUG : HY_INFO;
+    }
+    for (size_t i = 0; i < sizeof level_words / sizeof level_words[0]; i++)
+        if (len > level_words[i].len && memcmp(line, level_words[i].word, level_words[i].len) == 0) {
+            *skip = level_words[i].len;
+            return level_words[i].level;
+        }
+    return HY_INFO;
+}
+
 void hy_log_worker_line(const char *worker, unsigned instance, const char *line, size_t len,
                         size_t cut)
 {
-    if (HY_INFO < log_min)
+    size_t skip;
+    hy_log_level level = hy_log_line_level(line, len, &skip);
+    if (level < log_min)
         return;
+    line += skip;
+    len -= skip;
     static buf b;
     b.n = 0;
     b.full = false;
@@ -197,7 +230,9 @@ void hy_log_worker_line(const char *worker, unsigned instance, const char *line,
     snprintf(inst, sizeof inst, "%u", instance);
     snprintf(cutn, sizeof cutn, "%zu", cut);
     if (log_fmt == HY_LOG_JSON) {
-        puts_(&b, "{\"level\":\"info\",\"component\":");
+        puts_(&b, "{\"level\":\"");
+        puts_(&b, hy_log_level_str(level));
+        puts_(&b, "\",\"component\":");
         put_json_str(&b, comp, strlen(comp));
         puts_(&b, ",\"worker\":");
         put_json_str(&b, worker, strlen(worker));
@@ -213,7 +248,8 @@ void hy_log_worker_line(const char *worker, unsigned instance, const char *line,
         }
         put_tail(&b, "}");
     } else {
-        puts_(&b, "info ");
+        puts_(&b, hy_log_level_str(level));
+        puts_(&b, " ");
         puts_(&b, comp);
         put(&b, " ", 1);
         /* Control characters would forge log lines: show them escaped. */

@@ -23,9 +23,16 @@ hy_log_format hy_log_get_format(void);
 void hy_log(hy_log_level level, const char *component, const char *msg, ...);
 
 /* A worker's stderr line: component "name[instance]", worker/instance keys
- * in JSON. `cut` > 0 marks a line cut at the limit, that many bytes dropped. */
+ * in JSON. `cut` > 0 marks a line cut at the limit, that many bytes dropped.
+ * Its level comes from the line's start (hy_log_line_level). */
 void hy_log_worker_line(const char *worker, unsigned instance, const char *line,
                         size_t len, size_t cut);
+
+/* The level a worker's line starts with: "<0>".."<7>" (sd-daemon(3)
+ * priorities) or "DEBUG ", "INFO ", "WARNING ", "ERROR ", "CRITICAL "
+ * (Python's logging); *skip is how many bytes that prefix takes. Info, and
+ * *skip 0, for any other line. */
+hy_log_level hy_log_line_level(const char *line, size_t len, size_t *skip);
 
 const char *hy_log_level_str(hy_log_level l);
 

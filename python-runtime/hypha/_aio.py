@@ -23,11 +23,12 @@ import os
 import signal
 import threading
 import traceback
-from typing import Any, Callable, Deque, List, Optional, Tuple
+from typing import Any, Deque, Generic, List, Optional, Tuple, TypeVar
 
 from .frames import CONTROL_TYPE, Decoder, ProtocolError
 
 READ_SIZE = 65536
+M = TypeVar("M")
 
 
 async def _maybe_await(r: Any) -> None:
@@ -35,13 +36,13 @@ async def _maybe_await(r: Any) -> None:
         await r
 
 
-class Stream:
+class Stream(Generic[M]):
     """The messages of one type, for `async for`; ends when the worker stops."""
 
     def __init__(self, worker: Any, cls: type, maxsize: int) -> None:
         self.cls = cls
         self.maxsize = maxsize
-        self._items: Deque[Any] = collections.deque()
+        self._items: Deque[M] = collections.deque()
         self._closed = False
         self._abandoned = False
         self._ready: Optional[asyncio.Event] = None
@@ -52,7 +53,7 @@ class Stream:
             self._ready, self._space = asyncio.Event(), asyncio.Event()
         return self._ready, self._space
 
-    async def _put(self, msg: Any) -> None:
+    async def _put(self, msg: M) -> None:
         ready, space = self._events()
         while len(self._items) >= self.maxsize and not self._abandoned:
             space.clear()
@@ -69,10 +70,10 @@ class Stream:
         self._events()[1].set()
         return len(self._items)
 
-    def __aiter__(self) -> "Stream":
+    def __aiter__(self) -> "Stream[M]":
         return self
 
-    async def __anext__(self) -> Any:
+    async def __anext__(self) -> M:
         ready, space = self._events()
         while not self._items:
             if self._closed:
@@ -112,6 +113,7 @@ class AsyncLoop:
         self.was_blocking = os.get_blocking(self.out)
         os.set_blocking(self.out, False)
         self.stopped, self.have, self.timer_wake = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        self.stop_requested = asyncio.Event()
         # The worker's output and stop paths, pointed at this loop until exit.
         w._owner = threading.get_ident()
         w._first = self.schedule_flush
@@ -171,6 +173,8 @@ class AsyncLoop:
             self.writer_on = False
         if self.have_signal:
             self.loop.remove_signal_handler(signal.SIGTERM)
+            if w._stopping:  # as run() does: a clean exit is not turned into a kill
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
         os.set_blocking(self.out, self.was_blocking)
         for name in ("_first", "_flush_owned", "_foreign", "_request_stop", "_wake_timers"):
             w.__dict__.pop(name, None)  # the Worker's own methods again
@@ -183,6 +187,7 @@ class AsyncLoop:
             return
         w._stopping = True
         w._stop_reason = reason
+        self.stop_requested.set()
         self.stop_reading()
         self.have.set()
         self.timer_wake.set()

@@ -63,6 +63,10 @@ class Harness:
     def start(self) -> "Harness":
         """hello, the welcome, on_start hooks, ready; timers start counting."""
         w = self.worker
+        if w._streams:
+            raise RuntimeError("the Harness does not drive worker.stream() (it needs the asyncio loop): "
+                               "test the code that handles each message directly, and the stream under "
+                               "hyphad")
         w._write_all = self._capture
         w._clock = lambda: self.now
         w._owner = threading.get_ident()

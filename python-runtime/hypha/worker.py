@@ -29,6 +29,7 @@ import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional, Tuple, Type, TypeVar, Union, overload
 
+from ._aio import Stream
 from ._log import worker_logger
 from .frames import CONTROL_TYPE, HEADER, MAX_PAYLOAD, ProtocolError
 from .types import Message
@@ -236,13 +237,12 @@ class Worker:
             return f
         return register(fn) if fn is not None else register
 
-    def stream(self, cls: Type[M], maxsize: Optional[int] = None) -> "Any":
+    def stream(self, cls: Type[M], maxsize: Optional[int] = None) -> "Stream[M]":
         """`async for msg in worker.stream(Cls)`: the messages of that type, in
         order, under run_async(). Iteration ends when the worker stops; a full
         stream (maxsize, default the worker's queue) holds hyphad back."""
-        from ._aio import Stream
         self._check_class(cls, "worker.stream()")
-        s = Stream(self, cls, maxsize or self.queue)
+        s: Stream[M] = Stream(self, cls, maxsize or self.queue)
         self._streams[cls.TYPE_ID] = s
         self._handlers[cls.TYPE_ID] = (cls, s._put)
         self._compile()
@@ -277,6 +277,22 @@ class Worker:
         """A stop was asked for (shutdown, EOF, SIGTERM): a long handler or
         a thread of yours can end early and let run() return."""
         return self._stopping
+
+    @property
+    def stop_reason(self) -> str:
+        """Why the worker stopped: "shutdown" (hyphad's frame), "EOF", "SIGTERM",
+        "exit" (left `async with`), "error"; "" while it runs."""
+        return self._stop_reason if self._stopping else ""
+
+    async def wait_stop(self) -> str:
+        """Under run_async() / `async with worker:`: wait until a stop was
+        asked for; returns stop_reason. For a body that does not iterate a
+        stream: `async with worker: await worker.wait_stop()`."""
+        aio = getattr(self, "_aio", None)
+        if aio is None or self._owner is None:
+            raise WorkerError("wait_stop() is for a worker served by run_async() or `async with`")
+        await aio.stop_requested.wait()
+        return self._stop_reason
 
     @property
     def buffered(self) -> int:
@@ -620,7 +636,11 @@ class Worker:
                 self._hello_sent = False
                 self._heap.clear()
                 if previous is not None:
-                    signal.signal(signal.SIGTERM, previous)
+                    # Once stopping, hyphad's stop signal (sent a moment after
+                    # the shutdown) must not kill a worker that is exiting
+                    # cleanly: ignored from now on. SIGKILL after the grace
+                    # still ends a program that hangs after run().
+                    signal.signal(signal.SIGTERM, signal.SIG_IGN if self._stopping else previous)
                 os.close(wake_r)
                 os.close(wake_w)
 

@@ -97,8 +97,8 @@ class FirstWorkerDoc(HyphadTest):
         self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
         h = Hyphad(path, env={"PYTHONPATH": self.env.get("PYTHONPATH", "")})
         self.addCleanup(self._finish, h)
-        h.wait_for(60, component="shout[0]", msg="INFO got hi")
-        h.wait_for(30, component="hello[0]", msg="INFO heard HI")
+        h.wait_for(60, component="shout[0]", msg="got hi", level="info")
+        h.wait_for(30, component="hello[0]", msg="heard HI", level="info")
         self.assertEqual(h.stop(30), 0, h.tail())
         stopped = {e["worker"]: e["status"] for e in h.find(msg="stopped")}
         self.assertEqual(stopped, {"shout": "0", "hello": "0"}, h.tail())

@@ -48,8 +48,8 @@ class DemoTopology(HyphadTest):
                          [("enricher", "0"), ("enricher", "0"), ("ticker", "0")])
         self.assertEqual([e for e in h.find(msg="sending stop signal") if e["worker"] != "flaky"], [])
         published = h.find(component="ticker[0]")
-        self.assertTrue(published and published[0]["msg"].startswith("INFO published CounterUpdate #0"))
-        self.assertTrue(h.find(component="ticker[0]", msg=lambda m: m.startswith("INFO stopping after")), h.tail())  # on_stop ran
+        self.assertTrue(published and published[0]["msg"].startswith("published CounterUpdate #0"))
+        self.assertTrue(h.find(component="ticker[0]", msg=lambda m: m.startswith("stopping after")), h.tail())  # on_stop ran
         ctl = h.find(component="control", msg="control socket ready")
         self.assertEqual([e["socket"] for e in ctl], [os.path.join(self.dir, "control.sock")])
 
@@ -105,14 +105,14 @@ class StopMidHandler(HyphadTest):
             "slow": {"command": self.script("slow.py", SLOW_WORKER, sys.executable) + [mode], "env": env,
                      "subscribe": ["CounterUpdate"],  # routed from the start, before its hello
                      "stop": {"signal": "TERM", "grace": "8s"}}})
-        h.wait_for(30, component="slow[0]", msg="INFO handler started")
+        h.wait_for(30, component="slow[0]", msg="handler started", level="info")
         t0 = time.monotonic()
         self.assertEqual(h.stop(30), 0, h.tail())
         self.assertLess(time.monotonic() - t0, 8.0, h.tail())
         # the stop signal did come mid-handler ...
         self.assertTrue(h.find(msg="sending stop signal", worker="slow"), h.tail())
         # ... and did not cut it short: it finished, run() returned, exit 0
-        done = h.find(component="slow[0]", msg="INFO handler done")
+        done = h.find(component="slow[0]", msg="handler done")
         after = h.find(component="slow[0]", msg="after run")
         stopped = h.find(msg="stopped", worker="slow")
         self.assertEqual((len(done), len(after)), (1, 1), h.tail())

@@ -157,6 +157,47 @@ class StopsNeverInterrupt(unittest.TestCase):
         self.assertIn("WARNING stopping: 3 frames read from hyphad were not handled before the grace ran out: "
                       "dropped", err)
 
+    def check_sigterm_after_a_clean_stop_is_ignored(self, mode):
+        # hyphad sends its stop signal a moment after shutdown + EOF: a worker
+        # already on its way out (here: still busy after run()) exits 0
+        w = worker(self, """
+            import asyncio, os, sys, time
+            from hypha import Worker
+            from messages import CounterUpdate
+            worker = Worker()
+            seen = []
+            @worker.on_stop
+            def why():
+                seen.append(worker.stop_reason)
+            if sys.argv[1] == "async":
+                async def main():
+                    async with worker:
+                        seen.append("waited " + await worker.wait_stop())
+                asyncio.run(main())
+            else:
+                worker.run()
+            marker = CounterUpdate(counter_id=len(seen)).to_bytes()
+            os.write(worker._out_fd, b"\\xea\\x03\\x10\\x00\\x00\\x00" + marker)  # "run() returned"
+            print("reasons", seen)
+            time.sleep(1.0)  # Python's own shutdown, slowed down
+            """, args=[mode])
+        w.control(), w.control()
+        w.send(0, json.dumps({"op": "shutdown", "grace_ms": 5000}).encode())
+        w.p.stdin.close()
+        t, payload = w.frame()
+        self.assertEqual(t, CounterUpdate.TYPE_ID)
+        w.p.send_signal(signal.SIGTERM)
+        self.assertEqual(w.p.wait(10), 0)
+        err = w.p.stderr.read().decode()
+        want = "['waited shutdown', 'shutdown']" if mode == "async" else "['shutdown']"
+        self.assertIn("reasons " + want, err)
+
+    def test_sigterm_after_a_clean_stop_is_ignored_blocking_loop(self):
+        self.check_sigterm_after_a_clean_stop_is_ignored("sync")
+
+    def test_sigterm_after_a_clean_stop_is_ignored_asyncio(self):
+        self.check_sigterm_after_a_clean_stop_is_ignored("async")
+
     def test_sigterm_during_a_partial_write_leaves_a_whole_frame(self):
         w = worker(self, """
             from hypha import Worker
@@ -391,6 +432,12 @@ class Testing(unittest.TestCase):
         with Harness(w) as h:
             h.feed(TextMessage(sender="t", content="x"))
             self.assertEqual(h.controls[-1], {"op": "subscribe", "types": [CounterUpdate.TYPE_ID]})
+
+    def test_streams_are_refused_plainly(self):
+        w = Worker()
+        w.stream(CounterUpdate)
+        with self.assertRaisesRegex(RuntimeError, "does not drive worker.stream"):
+            Harness(w).start()
 
     def test_a_failing_on_start_fails_the_start(self):
         w = Worker()
