@@ -282,17 +282,24 @@ class AsyncLoop:
             args = (e[3](*e[1](payload)),) if len(payload) == e[2] else w._slow(e, t, payload)
             if args is None:
                 continue
-            try:
-                await _maybe_await(e[0](*args))
-            except Exception as err:
-                try:
-                    w._handler_failed()
-                except Exception:
-                    self.fail(err)
-                    return
+            if not await self.call(e[0], *args):
+                return
             n += 1
             if not n & 255:
                 await asyncio.sleep(0)  # a long run of sync handlers lets the loop breathe
+
+    async def call(self, fn: Any, *args: Any) -> bool:
+        """A handler or a timer, awaited if async; False once a failure must
+        end the worker (fail_on_error)."""
+        try:
+            await _maybe_await(fn(*args))
+        except Exception as err:
+            try:
+                self.w._handler_failed()
+            except Exception:
+                self.fail(err)
+                return False
+        return True
 
     # ---- timers ------------------------------------------------------------
 
@@ -303,14 +310,8 @@ class AsyncLoop:
             now = w._clock()
             if heap and heap[0].due <= now:
                 t = heapq.heappop(heap)
-                try:
-                    await _maybe_await(t.fn())
-                except Exception as err:
-                    try:
-                        w._handler_failed()
-                    except Exception:
-                        self.fail(err)
-                        return
+                if not await self.call(t.fn):
+                    return
                 now = w._clock()
                 t.due += t.interval
                 if t.due <= now:

@@ -357,6 +357,41 @@ class Log(unittest.TestCase):
         self.assertIn("RuntimeError: boom", failed[0])
 
 
+class FailOnError(unittest.TestCase):
+    def check(self, mode):
+        w = worker(self, """
+            import asyncio, sys
+            from hypha import Worker
+            from messages import CounterUpdate
+            worker = Worker(fail_on_error=True)
+            def bad(c):
+                raise RuntimeError("give up")
+            async def bad_async(c):
+                bad(c)
+            @worker.on_stop
+            def bye():
+                print("on_stop ran")
+            if sys.argv[1] == "async":
+                worker.on(CounterUpdate)(bad_async)
+                asyncio.run(worker.run_async())
+            else:
+                worker.on(CounterUpdate)(bad)
+                worker.run()
+            """, args=[mode])
+        w.control(), w.control()
+        w.send_msg(CounterUpdate(1, 2, 3))
+        rc, rest, err = w.finish()
+        self.assertEqual(rc, 1, err)  # the exception ended run(), and the program
+        self.assertIn("RuntimeError: give up", err.splitlines()[-1])
+        self.assertIn("on_stop ran", err)
+
+    def test_blocking_loop(self):
+        self.check("sync")
+
+    def test_asyncio(self):
+        self.check("async")
+
+
 class Testing(unittest.TestCase):
     def test_feed_returns_what_the_handler_published_in_one_write(self):
         w = Worker()
