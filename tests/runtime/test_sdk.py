@@ -357,6 +357,56 @@ class Log(unittest.TestCase):
         self.assertIn("RuntimeError: boom", failed[0])
 
 
+class AsyncShapes(unittest.TestCase):
+    def test_concurrency_runs_handlers_at_once(self):
+        w = worker(self, """
+            import asyncio
+            from hypha import Worker
+            from messages import CounterUpdate, TextMessage
+            worker = Worker(concurrency=3)
+            @worker.on(CounterUpdate)
+            async def slow(c):
+                worker.publish(TextMessage(sender="h", content=f"started {c.counter_id}"))
+                await asyncio.sleep(0.5)
+                worker.publish(TextMessage(sender="h", content=f"done {c.counter_id}"))
+            asyncio.run(worker.run_async())
+            """)
+        w.control(), w.control()
+        w.p.stdin.write(b"".join(hypha.encode(CounterUpdate.TYPE_ID, CounterUpdate(i, 0, 0).to_bytes())
+                                 for i in (1, 2, 3)))
+        w.p.stdin.flush()
+        got = [text(w) for _ in range(6)]
+        self.assertEqual(sorted(got[:3]), ["started 1", "started 2", "started 3"])  # all three before any ends
+        self.assertEqual(sorted(got[3:]), ["done 1", "done 2", "done 3"])
+        self.assertEqual(w.finish()[0], 0)
+
+    def test_a_stream_in_order_until_the_stop(self):
+        w = worker(self, """
+            import asyncio
+            from hypha import Worker
+            from messages import CounterUpdate, TextMessage
+            worker = Worker()
+            async def main():
+                counters = worker.stream(CounterUpdate, maxsize=4)
+                async with worker:
+                    async for c in counters:
+                        await asyncio.sleep(0.001)
+                        worker.publish(TextMessage(sender="s", content=str(c.counter_id)))
+                print("stream ended", worker.stop_reason)
+            asyncio.run(main())
+            """)
+        hello = w.control()
+        self.assertEqual(hello["subscribe"], [CounterUpdate.TYPE_ID])  # a stream's type is subscribed in hello
+        w.control()
+        w.p.stdin.write(b"".join(hypha.encode(CounterUpdate.TYPE_ID, CounterUpdate(i, 0, 0).to_bytes())
+                                 for i in range(50)))
+        w.p.stdin.flush()
+        self.assertEqual([text(w) for _ in range(50)], [str(i) for i in range(50)])
+        rc, rest, err = w.finish()  # EOF ends the stream, then the block
+        self.assertEqual((rc, rest), (0, b""), err)
+        self.assertIn("stream ended EOF", err)
+
+
 class FailOnError(unittest.TestCase):
     def check(self, mode):
         w = worker(self, """
