@@ -62,6 +62,8 @@ struct hy_instance {
     int out_next;                /* the next process's stdout, read once the held pipe is done (-1: none) */
     bool next_dead;              /* out_next's process exited too */
     bool spawn_deferred;         /* a restart waits for out_next to be free */
+    bool exit_drain;             /* its pipe is being drained as its exit is handled */
+    bool cut_at_exit;            /* that drain found the stream cut in a frame: the exit is a protocol one */
     int stdin_watch;             /* stopping: a read end of its stdin pipe, to learn at its exit what it never read */
     size_t stdin_partial;        /* bytes of a frame cut by the stop at the pipe's end (counted already) */
     ev_io out_w, err_w, status_w;

@@ -106,6 +106,7 @@ static int read_stdout(hy_instance *in)
             return RD_DONE;
         if (in->out_held) { /* killed while writing it: the part it wrote goes, counted */
             in->protocol_errors++;
+            in->cut_at_exit = in->exit_drain; /* seen before its exit is decided: that exit's reason */
             hy_log(HY_WARN, COMP, "exited worker's stdout ended in the middle of a frame: dropped", "worker",
                    in->name, "instance", in->idx, NULL);
         } else if (in->pid > 0) {
@@ -181,7 +182,10 @@ static void out_cb(struct ev_loop *loop, ev_io *w, int revents)
 static void drain_exited(hy_instance *in)
 {
     in->out_held = true;
-    if (pump_stdout(in, DRAIN_READ_ROUNDS)) {
+    in->exit_drain = true;
+    bool done = pump_stdout(in, DRAIN_READ_ROUNDS);
+    in->exit_drain = false;
+    if (done) {
         in->out_held = false; /* read whole at once: a plain close, the exit logs its counters */
         close_stdout(in);
         return;

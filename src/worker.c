@@ -280,6 +280,12 @@ void hy_worker_exited(hy_instance *in, int wstatus)
     pid_t oldpid = in->pid;
     double uptime = wstatus == -1 ? 0 : now_s(in) - in->started_at;
     hy_wio_detach(in);
+    /* Its stdout ended in the middle of a frame, seen only now (the exit
+     * came first): not a clean exit, whatever its status, as when the cut
+     * is seen while it runs (wio.c's protocol_kill). */
+    if (in->cut_at_exit && in->kill_reason == HY_EXIT_NONE)
+        in->kill_reason = HY_EXIT_PROTOCOL;
+    in->cut_at_exit = false;
     ev_timer_stop(in->sup->loop, &in->timer);
     ev_timer_stop(in->sup->loop, &in->stop_timer);
     ev_timer_stop(in->sup->loop, &in->hb_timer);
