@@ -8,8 +8,10 @@
 #include <jansson.h>
 #include <stddef.h>
 
-/* hyphactl's exit codes (docs/control.md) */
-enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
+/* hyphactl's exit codes (docs/control.md): they never overlap, so a probe
+ * tells a typo (64, EX_USAGE) from an outage. `health` exits with its
+ * verdict: 0 healthy, 1 degraded, 2 unhealthy, 3 unreachable. */
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_UNREACHABLE = 3, EXIT_USAGE = 64 };
 
 #define CONNECT_TIMEOUT_MS 5000
 #define MAX_LINE (64u << 20)

@@ -33,6 +33,7 @@ static int resolve(hy_ctl *c, const hy_ctl_sel *want, hy_instance ***out, size_t
 {
     const hy_sup *s = c->sup;
     const char *base = want->base;
+    bool every = strcmp(base, "all") == 0; /* a topology cannot name a worker `all` */
     size_t ninst = hy_sup_count(s);
     hy_instance **sel = calloc(ninst ? ninst : 1, sizeof *sel);
     if (!sel) {
@@ -43,7 +44,7 @@ static int resolve(hy_ctl *c, const hy_ctl_sel *want, hy_instance ***out, size_t
     bool worker_known = false;
     for (size_t i = 0; i < ninst; i++) {
         hy_instance *in = hy_sup_at(s, i);
-        if (hy_inst_retiring(in) || strcmp(hy_inst_worker(in), base) != 0)
+        if (hy_inst_retiring(in) || (!every && strcmp(hy_inst_worker(in), base) != 0))
             continue;
         worker_known = true;
         if (want->index < 0 || (long)hy_inst_index(in) == want->index)
@@ -51,6 +52,10 @@ static int resolve(hy_ctl *c, const hy_ctl_sel *want, hy_instance ***out, size_t
     }
     if (n == 0) {
         free(sel);
+        if (every) {
+            snprintf(why, whylen, "`all`: the topology has no workers");
+            return -1;
+        }
         if (worker_known) {
             const hy_worker_spec *w = hy_topology_find_worker(hy_sup_topology(s), base);
             snprintf(why, whylen, "%s has no instance %ld (it has %u: %s[0] to %s[%u])", base, want->index,
@@ -153,6 +158,34 @@ static void cmd_operate(hy_ctl_client *cl, const hy_ctl_req *req)
     hy_ctl_send_json(cl, json_pack("{s:b,s:o,s:s}", "ok", 1, "instances", list, "message", msg));
 }
 
+static void cmd_signal(hy_ctl_client *cl, const hy_ctl_req *req)
+{
+    size_t n;
+    hy_instance **sel = resolve_or_reply(cl, &req->sel, &n);
+    if (!sel)
+        return;
+    const char *sig = hy_signal_abbrev(req->signal);
+    char num[16];
+    snprintf(num, sizeof num, "%d", req->signal);
+    hy_log(HY_INFO, COMP, "operator command", "command", "signal", "name", req->name, "signal", sig ? sig : num,
+           "uid", HY_U64(cl->uid), NULL);
+    json_t *list = json_array();
+    size_t sent = 0;
+    for (size_t i = 0; i < n; i++) {
+        pid_t pid = hy_inst_pid(sel[i]);
+        if (hy_sup_signal_instance(sel[i], req->signal)) /* its process group, as the stop signal goes */
+            sent++;
+        json_array_append_new(list, json_pack("{s:s,s:i,s:s,s:o,s:b}", "worker", hy_inst_worker(sel[i]), "instance",
+                                              (int)hy_inst_index(sel[i]), "state", hy_state_str(hy_inst_state(sel[i])),
+                                              "pid", pid > 0 ? json_integer(pid) : json_null(), "signalled", pid > 0));
+    }
+    free(sel);
+    char msg[512];
+    snprintf(msg, sizeof msg, "sent SIG%s to %s (%zu of %zu instance%s running)", sig ? sig : num, req->name, sent, n,
+             n == 1 ? "" : "s");
+    hy_ctl_send_json(cl, json_pack("{s:b,s:o,s:s}", "ok", 1, "instances", list, "message", msg));
+}
+
 static void cmd_reload(hy_ctl_client *cl)
 {
     hy_ctl *c = cl->ctl;
@@ -247,7 +280,7 @@ void hy_ctl_on_line(void *ud, const char *worker, unsigned index, const char *li
 {
     hy_ctl *c = ud;
     for (hy_ctl_client *cl = c->clients; cl; cl = cl->next) {
-        if (cl->mode != CL_TAIL || strcmp(cl->follow, worker) != 0 ||
+        if (cl->mode != CL_TAIL || (strcmp(cl->follow, worker) != 0 && strcmp(cl->follow, "all") != 0) ||
             (cl->follow_inst >= 0 && (unsigned)cl->follow_inst != index))
             continue;
         hy_ctl_stream_line(cl, line_json(worker, index, line, len));
@@ -323,6 +356,7 @@ static void run(hy_ctl_client *cl, hy_ctl_req *req)
     case HY_CTL_TAIL: cmd_tail(cl, req); break;
     case HY_CTL_TAP: cmd_tap(cl, req); break;
     case HY_CTL_METRICS: cmd_metrics(cl); break;
+    case HY_CTL_SIGNAL: cmd_signal(cl, req); break;
     }
 }
 

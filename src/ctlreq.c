@@ -14,10 +14,11 @@
 #include <string.h>
 
 #include "hypha/decode.h"
+#include "hypha/topology.h"
 #include "hypha/utf8.h"
 
 #define TAIL_DEFAULT 10
-#define COMMANDS "status, health, restart, stop, start, reload, tail, tap, metrics"
+#define COMMANDS "status, health, restart, stop, start, signal, reload, tail, tap, metrics"
 
 size_t hy_ctl_next_line(const char *buf, size_t n, bool eof, size_t *len)
 {
@@ -55,6 +56,8 @@ int hy_ctl_sel_parse(const char *name, hy_ctl_sel *sel, char *why, size_t whylen
         if (errno || end == br + 1 || *end != ']' || end[1] != '\0' || want < 0)
             return refuse(why, whylen, "'%s': an instance is written name[N], e.g. %s[0]", name, sel->base);
         sel->index = want;
+        if (strcmp(sel->base, "all") == 0)
+            return refuse(why, whylen, "'%s': `all` is every instance of every worker, it takes no [N]", name);
     }
     return 0;
 }
@@ -85,6 +88,30 @@ static int args_operate(hy_ctl_req *r, const hy_ctl_facts *f, char *why, size_t 
     if (!(r->name = str_arg(r->json, "name")))
         return refuse(why, whylen, "%s needs a worker: {\"cmd\":\"%s\",\"name\":\"NAME\"} (NAME or NAME[i])",
                       r->cmd_name, r->cmd_name);
+    if (f->shutting_down)
+        return refuse(why, whylen, "hyphad is shutting down");
+    return hy_ctl_sel_parse(r->name, &r->sel, why, whylen);
+}
+
+/* signal NAME SIG: SIG a name (TERM, SIGHUP, usr1) or a number 1-64 */
+static int args_signal(hy_ctl_req *r, const hy_ctl_facts *f, char *why, size_t whylen)
+{
+    json_t *js = json_object_get(r->json, "signal");
+    if (!(r->name = str_arg(r->json, "name")) || !js)
+        return refuse(why, whylen, "signal needs a worker and a signal: "
+                                   "{\"cmd\":\"signal\",\"name\":\"NAME\",\"signal\":\"HUP\"}");
+    if (json_is_integer(js) && json_integer_value(js) >= 1 && json_integer_value(js) <= 64)
+        r->signal = (int)json_integer_value(js);
+    else if (json_is_string(js))
+        r->signal = hy_signal_parse(json_string_value(js));
+    else
+        r->signal = -1;
+    if (r->signal < 0) {
+        char cut[40];
+        snprintf(cut, sizeof cut, "%s", json_is_string(js) ? json_string_value(js) : "that");
+        return refuse(why, whylen, "signal: '%s' is not a signal (a number 1-64, or TERM, INT, HUP, QUIT, KILL, USR1, "
+                                   "USR2, ABRT, ALRM, WINCH, CONT, STOP)", cut);
+    }
     if (f->shutting_down)
         return refuse(why, whylen, "hyphad is shutting down");
     return hy_ctl_sel_parse(r->name, &r->sel, why, whylen);
@@ -162,7 +189,7 @@ static const command commands[] = {
     {"restart", HY_CTL_RESTART, args_operate}, {"stop", HY_CTL_STOP, args_operate},
     {"start", HY_CTL_START, args_operate},     {"reload", HY_CTL_RELOAD, args_reload},
     {"tail", HY_CTL_TAIL, args_tail},          {"tap", HY_CTL_TAP, args_tap},
-    {"metrics", HY_CTL_METRICS, NULL},
+    {"metrics", HY_CTL_METRICS, NULL},         {"signal", HY_CTL_SIGNAL, args_signal},
 };
 
 /* ---- the request ------------------------------------------------------------- */

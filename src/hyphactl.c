@@ -1,10 +1,10 @@
 /* hyphactl.c - the on-call CLI: one request to hyphad's control socket, the
  * reply printed as a table for people or as JSON for scripts
- * (docs/control.md).
+ * (docs/control.md). `restart --rolling` is a sequence of them (ctlroll.c).
  *
- * Exit codes: 0 done, 1 hyphad answered with an error, 2 usage, 3 hyphad
- * unreachable. `health` exits 0 healthy, 1 degraded, 2 unhealthy, 3
- * unreachable, so it works as a Kubernetes exec probe.
+ * Exit codes: 0 done, 1 hyphad answered with an error, 3 hyphad
+ * unreachable, 64 usage. `health` exits 0 healthy, 1 degraded, 2 unhealthy,
+ * 3 unreachable, so it works as a Kubernetes exec probe.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "ctlclient.h"
+#include "ctlroll.h"
 #include "hypha/ctlpath.h"
 #include "hypha/table.h"
 #include "hypha/units.h"
@@ -33,28 +34,7 @@
  * is JSON, but jansson reads it only when told to. */
 #define REPLY_FLAGS JSON_ALLOW_NUL
 
-static void usage(FILE *out)
-{
-    fprintf(out,
-            "usage: hyphactl [--socket PATH | --config TOPOLOGY.yaml] [--json] COMMAND [ARGS]\n"
-            "\n"
-            "  status [NAME]            state of every instance (or of NAME / NAME[i])\n"
-            "  health                   one line; exit 0 healthy, 1 degraded, 2 unhealthy, 3 unreachable\n"
-            "  restart NAME             stop (gracefully) and start again; clears failed\n"
-            "  stop NAME                stop gracefully; it stays stopped\n"
-            "  start NAME               start now; clears backoff and failed\n"
-            "  reload                   re-read the topology (as SIGHUP)\n"
-            "  tail NAME [-n N] [-f]    the last N (10) stderr lines; -f: keep following\n"
-            "  tap TYPE... [--count N]  live frames of those types, decoded, one JSON object a line\n"
-            "  metrics                  Prometheus text\n"
-            "\n"
-            "  --socket PATH   hyphad's control socket\n"
-            "  --config FILE   read the socket path from the topology\n"
-            "                  (default: $HYPHA_CONTROL_SOCKET, else hyphad's default path)\n"
-            "  --json          print hyphad's reply as JSON, for scripts\n"
-            "\n"
-            "exit: 0 done, 1 hyphad said no, 2 usage, 3 hyphad unreachable\n");
-}
+static void usage(FILE *out);
 
 static const char *default_socket(void)
 {
@@ -241,7 +221,10 @@ typedef struct cli {
     const char *sock, *config;
     int json;
     const command *cmd;
-    bool stream; /* tail -f, tap: lines follow the reply */
+    bool stream;      /* tail -f, tap: lines follow the reply */
+    bool rolling;     /* restart --rolling */
+    bool helped;      /* `CMD --help` was answered */
+    double timeout_s; /* restart --rolling: how long each instance may take to be ready */
 } cli;
 
 /* A command: its own arguments into the request (NULL: none; returns
@@ -251,6 +234,9 @@ struct command {
     const char *name;
     int (*args)(cli *o, json_t *req, int argc, char **argv);
     void (*print)(json_t *r);
+    const char *synopsis; /* after the name, in the usage */
+    const char *summary;  /* one line */
+    const char *help;     /* `hyphactl CMD --help`: more lines, or NULL */
 };
 
 static int parse_count(const char *s, long *out)
@@ -273,14 +259,62 @@ static int args_status(cli *o, json_t *req, int argc, char **argv)
     return EXIT_OK;
 }
 
-/* restart, stop, start */
+/* stop, start */
 static int args_name(cli *o, json_t *req, int argc, char **argv)
 {
     if (optind >= argc) {
-        fprintf(stderr, "hyphactl: %s needs a worker name (NAME or NAME[i])\n", o->cmd->name);
+        fprintf(stderr, "hyphactl: %s needs a worker name (NAME, NAME[i] or all)\n", o->cmd->name);
         return EXIT_USAGE;
     }
     json_object_set_new(req, "name", json_string(argv[optind++]));
+    return EXIT_OK;
+}
+
+/* restart [--rolling] [--timeout DURATION] NAME */
+static int args_restart(cli *o, json_t *req, int argc, char **argv)
+{
+    const char *name = NULL;
+    o->timeout_s = 120.0;
+    for (; optind < argc; optind++) {
+        const char *a = argv[optind];
+        uint64_t ms;
+        char why[128];
+        if (strcmp(a, "--rolling") == 0) {
+            o->rolling = true;
+        } else if (strcmp(a, "--timeout") == 0 || strncmp(a, "--timeout=", 10) == 0) {
+            const char *v = a[9] == '=' ? a + 10 : (++optind < argc ? argv[optind] : NULL);
+            if (!v || hy_parse_duration_ms(v, &ms, why, sizeof why) < 0 || ms == 0) {
+                fprintf(stderr, "hyphactl: restart --timeout takes a duration above 0 (30s, 2m)\n");
+                return EXIT_USAGE;
+            }
+            o->timeout_s = (double)ms / 1000.0;
+        } else if (a[0] == '-' || name) {
+            fprintf(stderr, "hyphactl: restart: unexpected '%s'\n", a);
+            return EXIT_USAGE;
+        } else {
+            name = a;
+        }
+    }
+    if (!name) {
+        fprintf(stderr, "hyphactl: restart needs a worker name (NAME, NAME[i] or all)\n");
+        return EXIT_USAGE;
+    }
+    json_object_set_new(req, "name", json_string(name));
+    return EXIT_OK;
+}
+
+/* signal NAME SIG */
+static int args_signal(cli *o, json_t *req, int argc, char **argv)
+{
+    (void)o;
+    if (argc - optind < 2) {
+        fprintf(stderr, "hyphactl: signal needs a worker name and a signal: signal NAME HUP\n");
+        return EXIT_USAGE;
+    }
+    json_object_set_new(req, "name", json_string(argv[optind++]));
+    const char *sig = argv[optind++];
+    long n;
+    json_object_set_new(req, "signal", parse_count(sig, &n) == 0 ? json_integer(n) : json_string(sig));
     return EXIT_OK;
 }
 
@@ -352,12 +386,66 @@ static int args_tap(cli *o, json_t *req, int argc, char **argv)
 }
 
 static const command commands[] = {
-    {"status", args_status, print_status},   {"health", NULL, print_health},
-    {"restart", args_name, print_instances}, {"stop", args_name, print_instances},
-    {"start", args_name, print_instances},   {"reload", NULL, print_reload},
-    {"tail", args_tail, print_tail},         {"tap", args_tap, NULL},
-    {"metrics", NULL, print_metrics},
+    {"status", args_status, print_status, "[NAME]", "state of every instance (or of NAME)",
+     "  A table: state, pid, uptime, restarts, last exit, frames and bytes in and out, drops,\n"
+     "  queue depth; --json for every field (docs/status.md)."},
+    {"health", NULL, print_health, "", "one line; exit 0 healthy, 1 degraded, 2 unhealthy, 3 unreachable",
+     "  The exit code is the verdict, with or without --json: fit for an exec probe."},
+    {"restart", args_restart, print_instances, "[--rolling] NAME",
+     "stop gracefully and start again; clears failed",
+     "  --rolling [--timeout T]: one instance at a time, each restarted once the one\n"
+     "  before is ready again with a new process. The rollout stops (exit 1) at an\n"
+     "  instance not ready within T (default 2m), or failed; the ones after it are\n"
+     "  left as they were."},
+    {"stop", args_name, print_instances, "NAME", "stop gracefully; it stays stopped", NULL},
+    {"start", args_name, print_instances, "NAME", "start now; clears backoff and failed", NULL},
+    {"signal", args_signal, print_instances, "NAME SIG", "send SIG to each instance's process group",
+     "  SIG: TERM, INT, HUP, QUIT, KILL, USR1, USR2, ABRT, ALRM, WINCH, CONT, STOP (SIGHUP and\n"
+     "  hup too), or a number. hyphad does not change the instance's state: a worker that\n"
+     "  exits on it is handled as any exit (restart policy, backoff)."},
+    {"reload", NULL, print_reload, "", "re-read the topology (as SIGHUP)", NULL},
+    {"tail", args_tail, print_tail, "NAME [-n N] [-f]", "the last N (10) stderr lines; -f: keep following",
+     NULL},
+    {"tap", args_tap, NULL, "TYPE... [--count N]", "live frames of those types, decoded, one JSON object a line",
+     NULL},
+    {"metrics", NULL, print_metrics, "", "Prometheus text", NULL},
 };
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: hyphactl [--socket PATH | --config TOPOLOGY.yaml] [--json] COMMAND [ARGS]\n\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        char left[64];
+        snprintf(left, sizeof left, "%s %s", commands[i].name, commands[i].synopsis);
+        fprintf(out, "  %-34s %s\n", left, commands[i].summary);
+    }
+    fprintf(out, "\n"
+                 "  NAME: a worker, NAME[i] one of its instances, or all (every worker)\n"
+                 "  --socket PATH   hyphad's control socket\n"
+                 "  --config FILE   read the socket path from the topology\n"
+                 "                  (default: $HYPHA_CONTROL_SOCKET, else hyphad's default path)\n"
+                 "  --json          print hyphad's reply as JSON, for scripts\n"
+                 "  options may stand before or after the command; `hyphactl COMMAND --help`\n"
+                 "\n"
+                 "exit: 0 done, 1 hyphad said no, 3 hyphad unreachable, 64 usage; health: its verdict\n");
+}
+
+/* `hyphactl CMD --help` (or -h): that command's usage. */
+static bool wants_help(int from, int argc, char **argv)
+{
+    for (int i = from; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return true;
+    return false;
+}
+
+static void command_help(const command *c)
+{
+    printf("usage: hyphactl [--socket PATH | --config FILE] [--json] %s %s\n\n  %s\n", c->name, c->synopsis,
+           c->summary);
+    if (c->help)
+        printf("%s\n", c->help);
+}
 
 /* hyphactl's own options, up to the command. Returns -1 to go on, else the
  * exit code. */
@@ -431,6 +519,11 @@ static json_t *build_request(cli *o, int argc, char **argv)
     if (!o->cmd) {
         fprintf(stderr, "hyphactl: unknown command '%s'\n", name);
         usage(stderr);
+        return NULL;
+    }
+    if (wants_help(optind, argc, argv)) {
+        command_help(o->cmd);
+        o->helped = true;
         return NULL;
     }
     if ((argc = take_late_options(o, optind, argc, argv)) < 0) {
@@ -552,12 +645,14 @@ int main(int argc, char **argv)
         return rc;
     json_t *req = build_request(&o, argc, argv);
     if (!req)
-        return EXIT_USAGE;
+        return o.helped ? EXIT_OK : EXIT_USAGE;
     if ((rc = resolve_socket(&o)) != EXIT_OK) {
         json_decref(req);
         return rc;
     }
     signal(SIGPIPE, SIG_IGN);
+    if (o.rolling)
+        return hy_roll_restart(o.sock, req, o.timeout_s, o.json);
 
     conn cn;
     json_t *r = NULL;

@@ -35,9 +35,10 @@ enum { EXIT_CONFIG = 2 };
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: hyphad [options] TOPOLOGY.yaml\n"
+            "usage: hyphad [options] TOPOLOGY.yaml     (or -c TOPOLOGY.yaml; options may follow it)\n"
             "       hyphad --check [--json] TOPOLOGY.yaml\n"
             "\n"
+            "  -c, --config FILE  the topology file\n"
             "  --check            validate the topology, print it resolved, and exit\n"
             "                     (0 valid, 2 invalid)\n"
             "  --json             with --check: print the resolved topology as JSON\n"
@@ -322,7 +323,8 @@ out:
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"check", no_argument, NULL, 'c'},
+        {"check", no_argument, NULL, 'k'},
+        {"config", required_argument, NULL, 'c'},
         {"json", no_argument, NULL, 'j'},
         {"log-format", required_argument, NULL, 'l'},
         {"version", no_argument, NULL, 'V'},
@@ -330,10 +332,12 @@ int main(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     int check = 0, json = 0, c;
+    const char *config = NULL;
     hy_log_format log_format = HY_LOG_TEXT;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "hc:", opts, NULL)) != -1) {
         switch (c) {
-        case 'c': check = 1; break;
+        case 'k': check = 1; break;
+        case 'c': config = optarg; break;
         case 'j': json = 1; break;
         case 'l':
             if (strcmp(optarg, "text") != 0 && strcmp(optarg, "json") != 0) {
@@ -347,18 +351,21 @@ int main(int argc, char **argv)
         default: usage(stderr); return EXIT_CONFIG;
         }
     }
-    if (optind != argc - 1) {
-        fprintf(stderr, "hyphad: expected exactly one topology file\n");
+    if (config ? optind != argc : optind != argc - 1) {
+        fprintf(stderr, config && optind < argc ? "hyphad: the topology is given twice (-c %s and %s): give it once\n"
+                                                : "hyphad: expected exactly one topology file\n",
+                config, optind < argc ? argv[optind] : "");
         usage(stderr);
         return EXIT_CONFIG;
     }
+    const char *topology = config ? config : argv[optind];
     if (json && !check) {
         fprintf(stderr, "hyphad: --json goes with --check (use --log-format json for JSON logs)\n");
         return EXIT_CONFIG;
     }
 
     hy_err err = {{0}};
-    hy_topology *t = hy_topology_load(argv[optind], &err);
+    hy_topology *t = hy_topology_load(topology, &err);
     if (!t) {
         fprintf(stderr, "%s\n", err.msg);
         return EXIT_CONFIG;

@@ -294,6 +294,14 @@ void hy_sup_stop_instance(hy_instance *in)
         hy_sup_changed(in->sup);
 }
 
+bool hy_sup_signal_instance(hy_instance *in, int sig)
+{
+    if (in->pid <= 0)
+        return false;
+    hy_inst_kill_group(in, sig);
+    return true;
+}
+
 void hy_sup_restart_instance(hy_instance *in)
 {
     if (in->sup->shutting_down || in->retiring)

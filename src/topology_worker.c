@@ -571,6 +571,9 @@ static int parse_worker(loader *L, yaml_node_t *key, yaml_node_t *val, hy_worker
     w->col = hy_ycol(key);
     if (!valid_worker_name(name))
         return hy_yerr(&L->y, key, "worker name '%s' must be 1-64 letters, digits, '_', '-' or '.'", name);
+    if (strcmp(name, "all") == 0)
+        return hy_yerr(&L->y, key, "worker name 'all' is reserved: hyphactl's NAME `all` means every worker; "
+                                   "rename it");
     if (!(w->name = strdup(name)))
         return oom(L, key);
     w->policy = L->t->defaults;

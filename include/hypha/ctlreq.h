@@ -30,9 +30,11 @@ typedef enum hy_ctl_cmd {
     HY_CTL_TAIL,
     HY_CTL_TAP,
     HY_CTL_METRICS,
+    HY_CTL_SIGNAL,
 } hy_ctl_cmd;
 
-/* NAME: a worker ("risk", every instance) or one instance ("risk[1]"). */
+/* NAME: a worker ("risk", every instance), one instance ("risk[1]"), or
+ * "all": every instance of every worker (base "all", index -1). */
 typedef struct hy_ctl_sel {
     char base[HY_CTL_NAME_MAX]; /* the worker */
     long index;                 /* -1: every instance */
@@ -59,6 +61,7 @@ typedef struct hy_ctl_req {
     uint8_t *tap_bits;          /* tap: HY_CTL_TAP_BYTES, bit per type id (owned) */
     json_t *tap_names;          /* tap: the types' names, in the request's order (owned) */
     uint64_t tap_count;         /* tap: frames until it closes; 0: no end */
+    int signal;                 /* signal: the signal number */
 } hy_ctl_req;
 
 /* The next request line in buf[0, n): its length in *len (a trailing '\r'

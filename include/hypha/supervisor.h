@@ -81,6 +81,9 @@ int hy_sup_snapshot(const hy_sup *s, double now, hy_instance *const *sel, size_t
 void hy_sup_start_instance(hy_instance *in);
 void hy_sup_stop_instance(hy_instance *in);
 void hy_sup_restart_instance(hy_instance *in);
+/* hyphactl signal: sig to the instance's process group; false when it has
+ * no process. */
+bool hy_sup_signal_instance(hy_instance *in, int sig);
 hy_state hy_inst_state(const hy_instance *in);
 pid_t hy_inst_pid(const hy_instance *in);
 
