@@ -89,10 +89,11 @@ static int roll_one(const char *sock, step *s, double timeout_s, char *why, size
             snprintf(why, whylen, "%s: status failed", s->label);
             return rc;
         }
-        const char *state = json_string_value(json_object_get(w, "state"));
+        char state[32];
+        snprintf(state, sizeof state, "%s", json_string_value(json_object_get(w, "state")) ?: "?");
         json_int_t pid = json_integer_value(json_object_get(w, "pid"));
         bool ready = json_is_true(json_object_get(w, "ready"));
-        bool failed = state && strcmp(state, "failed") == 0;
+        bool failed = strcmp(state, "failed") == 0;
         json_decref(w);
         s->took_s = now_s() - t0;
         if (ready && pid > 0 && pid != s->old_pid) {
@@ -101,7 +102,7 @@ static int roll_one(const char *sock, step *s, double timeout_s, char *why, size
         }
         if (failed || s->took_s >= timeout_s) {
             snprintf(why, whylen, "%s %s after %.1fs (state %s)", s->label, failed ? "failed" : "not ready",
-                     s->took_s, state ? state : "?");
+                     s->took_s, state);
             return EXIT_FAIL;
         }
         nanosleep(&(struct timespec){0, POLL_NS}, NULL);

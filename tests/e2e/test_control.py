@@ -818,7 +818,7 @@ class Status(ControlTest):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("multi[1]", r.stdout)
         r = run([HYPHACTL, "status", "--socket"], timeout=20)
-        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)   # a usage error
+        self.assertEqual(r.returncode, 64, r.stdout + r.stderr)   # a usage error (EX_USAGE)
         self.assertIn("--socket needs a value", r.stderr)
 
 
@@ -1081,12 +1081,12 @@ class Tap(ControlTest):
 
 
 class Usage(unittest.TestCase):
-    def test_usage_errors_exit_2_without_touching_a_socket(self):
+    def test_usage_errors_exit_64_without_touching_a_socket(self):
         sock = "/nonexistent/hypha-test/ctl.sock"
         for args in (["frobnicate"], ["restart"], ["tail"], ["tail", "w", "-n", "many"], ["tap"],
                      ["tap", "CounterUpdate", "--count", "x"], ["status", "a", "b"], []):
             r = run([HYPHACTL, "--socket", sock] + args, timeout=10)
-            self.assertEqual(r.returncode, 2, f"hyphactl {' '.join(args)}: {r.stdout}{r.stderr}")
+            self.assertEqual(r.returncode, 64, f"hyphactl {' '.join(args)}: {r.stdout}{r.stderr}")
             self.assertTrue(r.stderr.strip(), f"hyphactl {' '.join(args)} says nothing")
 
 
