@@ -3,6 +3,7 @@
  * NAME and NAME[i], tail's and tap's arguments, and the reply to a refusal.
  * The schema is the wire vectors' examples contracts. */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -104,14 +105,14 @@ static void test_refusal_order(void **state)
     refused_prefix("\xff", "not JSON: ");
     refused("[{\"cmd\":\"status\"}]", "a request is a JSON object: {\"cmd\": \"status\"}");
     refused_prefix("\"status\"", "not JSON: '[' or '{' expected");
-    refused("{}", "the request has no \"cmd\" (status, health, restart, stop, start, reload, tail, tap, metrics)");
-    refused("{\"cmd\":7}", "the request has no \"cmd\" (status, health, restart, stop, start, reload, tail, tap, metrics)");
+    refused("{}", "the request has no \"cmd\" (status, health, restart, stop, start, signal, reload, tail, tap, metrics)");
+    refused("{\"cmd\":7}", "the request has no \"cmd\" (status, health, restart, stop, start, signal, reload, tail, tap, metrics)");
     refused("{\"cmd\":\"dance\"}",
-            "unknown command 'dance' (status, health, restart, stop, start, reload, tail, tap, metrics)");
+            "unknown command 'dance' (status, health, restart, stop, start, signal, reload, tail, tap, metrics)");
     facts.streaming = true; /* before the command is looked at */
     refused("{\"cmd\":\"dance\"}", "this connection is streaming (tail -f or tap): open another one");
     refused("{\"cmd\":\"tail\"}", "this connection is streaming (tail -f or tap): open another one");
-    refused("{}", "the request has no \"cmd\" (status, health, restart, stop, start, reload, tail, tap, metrics)");
+    refused("{}", "the request has no \"cmd\" (status, health, restart, stop, start, signal, reload, tail, tap, metrics)");
 }
 
 static void test_plain_commands(void **state)
@@ -211,6 +212,45 @@ static void test_operate(void **state)
     refused("{\"cmd\":\"stop\"}", "stop needs a worker: {\"cmd\":\"stop\",\"name\":\"NAME\"} (NAME or NAME[i])");
     accepted("{\"cmd\":\"status\",\"name\":\"risk\"}"); /* only the three are refused */
     hy_ctl_req_free(&req);
+}
+
+static void test_signal(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *line;
+        int sig;
+    } good[] = {{"{\"cmd\":\"signal\",\"name\":\"risk\",\"signal\":\"HUP\"}", SIGHUP},
+                {"{\"cmd\":\"signal\",\"name\":\"risk[1]\",\"signal\":\"sigusr1\"}", SIGUSR1},
+                {"{\"cmd\":\"signal\",\"name\":\"all\",\"signal\":15}", 15},
+                {"{\"cmd\":\"signal\",\"name\":\"all\",\"signal\":64}", 64}};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        accepted(good[i].line);
+        assert_int_equal(req.cmd, HY_CTL_SIGNAL);
+        assert_int_equal(req.signal, good[i].sig);
+        hy_ctl_req_free(&req);
+    }
+    static const char *const not_a_signal[] = {"{\"cmd\":\"signal\",\"name\":\"r\",\"signal\":0}",
+                                               "{\"cmd\":\"signal\",\"name\":\"r\",\"signal\":65}",
+                                               "{\"cmd\":\"signal\",\"name\":\"r\",\"signal\":\"FOO\"}",
+                                               "{\"cmd\":\"signal\",\"name\":\"r\",\"signal\":[1]}"};
+    for (size_t i = 0; i < sizeof not_a_signal / sizeof not_a_signal[0]; i++)
+        refused_prefix(not_a_signal[i], "signal: '");
+    refused("{\"cmd\":\"signal\",\"name\":\"r\"}",
+            "signal needs a worker and a signal: {\"cmd\":\"signal\",\"name\":\"NAME\",\"signal\":\"HUP\"}");
+    facts.shutting_down = true;
+    refused("{\"cmd\":\"signal\",\"name\":\"r\",\"signal\":\"HUP\"}", "hyphad is shutting down");
+}
+
+static void test_all(void **state)
+{
+    (void)state;
+    accepted("{\"cmd\":\"restart\",\"name\":\"all\"}");
+    assert_string_equal(req.sel.base, "all");
+    assert_int_equal(req.sel.index, -1);
+    hy_ctl_req_free(&req);
+    refused("{\"cmd\":\"status\",\"name\":\"all[0]\"}",
+            "'all[0]': `all` is every instance of every worker, it takes no [N]");
 }
 
 static void test_tail(void **state)
@@ -326,6 +366,7 @@ int main(void)
         cmocka_unit_test_setup(test_plain_commands, fresh), cmocka_unit_test_setup(test_selectors, fresh),
         cmocka_unit_test_setup(test_status, fresh),         cmocka_unit_test_setup(test_operate, fresh),
         cmocka_unit_test_setup(test_tail, fresh),           cmocka_unit_test_setup(test_tap, fresh),
+        cmocka_unit_test_setup(test_signal, fresh),         cmocka_unit_test_setup(test_all, fresh),
         cmocka_unit_test_setup(test_error_json, fresh),     cmocka_unit_test_setup(test_refusal_cut_inside_a_character, fresh),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
