@@ -40,9 +40,25 @@ static bool policy_eq(const hy_policy *a, const hy_policy *b)
            a->queue_overflow == b->queue_overflow;
 }
 
+/* user, group, umask, rlimits: what the next process would be started with */
+static bool proc_eq(const hy_worker_proc *a, const hy_worker_proc *b)
+{
+    if (a->set_ids != b->set_ids || a->set_umask != b->set_umask || (a->set_umask && a->umask != b->umask))
+        return false;
+    if (a->set_ids && (a->uid != b->uid || a->gid != b->gid || a->ngroups != b->ngroups ||
+                       memcmp(a->groups, b->groups, a->ngroups * sizeof *a->groups) != 0 ||
+                       !str_eq(a->home, b->home)))
+        return false;
+    for (int i = 0; i < HY_RLIMITS; i++)
+        if (a->rlimits[i].set != b->rlimits[i].set ||
+            (a->rlimits[i].set && (a->rlimits[i].soft != b->rlimits[i].soft || a->rlimits[i].hard != b->rlimits[i].hard)))
+            return false;
+    return true;
+}
+
 bool hy_worker_spec_equal(const hy_worker_spec *a, const hy_worker_spec *b)
 {
-    return str_eq(a->name, b->name) && strv_eq(a->argv, a->argc, b->argv, b->argc) &&
+    return str_eq(a->name, b->name) && strv_eq(a->argv, a->argc, b->argv, b->argc) && proc_eq(&a->proc, &b->proc) &&
            str_eq(a->exec_path, b->exec_path) && str_eq(a->cwd, b->cwd) &&
            strv_eq(a->env, a->nenv, b->env, b->nenv) && a->instances == b->instances &&
            ids_eq(a->subscribe, a->nsubscribe, b->subscribe, b->nsubscribe) && a->publish_all == b->publish_all &&

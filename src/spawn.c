@@ -15,15 +15,20 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-enum { ST_SETPGID = 1, ST_PDEATHSIG, ST_DUP, ST_CHDIR, ST_EXEC, ST_PARENT, ST_CGROUP, ST__LAST = ST_CGROUP };
+enum {
+    ST_SETPGID = 1, ST_PDEATHSIG, ST_DUP, ST_CHDIR, ST_EXEC, ST_PARENT, ST_CGROUP,
+    ST_RLIMIT, ST_GROUPS, ST_SETGID, ST_SETUID, ST__LAST = ST_SETUID
+};
 
 static const char *stage_names[] = {
-    [ST_SETPGID] = "setpgid", [ST_PDEATHSIG] = "prctl", [ST_DUP] = "dup2",          [ST_CHDIR] = "chdir",
-    [ST_EXEC] = "exec",       [ST_PARENT] = "parent died", [ST_CGROUP] = "cgroup",
+    [ST_SETPGID] = "setpgid", [ST_PDEATHSIG] = "prctl",     [ST_DUP] = "dup2",         [ST_CHDIR] = "chdir",
+    [ST_EXEC] = "exec",       [ST_PARENT] = "parent died",  [ST_CGROUP] = "cgroup",    [ST_RLIMIT] = "setrlimit",
+    [ST_GROUPS] = "setgroups", [ST_SETGID] = "setgid",      [ST_SETUID] = "setuid",
 };
 
 struct status_rec {
@@ -108,6 +113,32 @@ static int join_cgroup(const char *procs)
     return e ? -1 : 0;
 }
 
+/* Limits, umask and credentials (see hy_spawn_creds). The raw system
+ * calls, not glibc's setuid family: glibc would signal every thread of
+ * hyphad to change theirs too, and this vfork child shares hyphad's memory
+ * but none of its threads. Returns 0, or the failed stage with errno set. */
+static int become(const hy_spawn_creds *c)
+{
+    if (have_child_nofile)
+        (void)setrlimit(RLIMIT_NOFILE, &child_nofile); /* hyphad's raised soft limit is not the worker's */
+    if (!c)
+        return 0;
+    for (size_t i = 0; i < c->nlimits; i++)
+        if (setrlimit(c->limits[i].resource, &c->limits[i].rl) < 0)
+            return ST_RLIMIT;
+    if (c->set_umask)
+        umask(c->umask);
+    if (!c->set_ids)
+        return 0;
+    if (syscall(SYS_setgroups, c->ngroups, c->groups) < 0)
+        return ST_GROUPS;
+    if (syscall(SYS_setresgid, c->gid, c->gid, c->gid) < 0)
+        return ST_SETGID;
+    if (syscall(SYS_setresuid, c->uid, c->uid, c->uid) < 0)
+        return ST_SETUID;
+    return 0;
+}
+
 /* What the child needs, prepared by the parent before vfork. */
 struct child_args {
     const hy_spawn_req *req;
@@ -135,21 +166,23 @@ __attribute__((noinline, noreturn)) static void child_exec(const struct child_ar
         child_fail(sfd, ST_CGROUP);
     if (setpgid(0, 0) < 0)
         child_fail(sfd, ST_SETPGID);
+    int i = lift(a->in_r), o = lift(a->out_w), e = lift(a->err_w);
+    sfd = lift(sfd);
+    if (i < 0 || o < 0 || e < 0 || sfd < 0 || dup2(i, 0) < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
+        child_fail(sfd >= 0 ? sfd : a->status_w, ST_DUP);
+    int stage = become(a->req->creds);
+    if (stage)
+        child_fail(sfd, stage);
+    /* After the credentials: changing them clears the parent-death signal. */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
         child_fail(sfd, ST_PDEATHSIG);
     if (getppid() != a->parent) {
         errno = ESRCH;
         child_fail(sfd, ST_PARENT);
     }
-    int i = lift(a->in_r), o = lift(a->out_w), e = lift(a->err_w);
-    sfd = lift(sfd);
-    if (i < 0 || o < 0 || e < 0 || sfd < 0 || dup2(i, 0) < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
-        child_fail(sfd >= 0 ? sfd : a->status_w, ST_DUP);
-    if (a->req->cwd && chdir(a->req->cwd) < 0)
+    if (a->req->cwd && chdir(a->req->cwd) < 0) /* as the worker's user */
         child_fail(sfd, ST_CHDIR);
     hy_close_fds_from(3, sfd); /* exactly 0-2 survive exec; sfd is CLOEXEC */
-    if (have_child_nofile)
-        (void)setrlimit(RLIMIT_NOFILE, &child_nofile);
     execve(a->req->path, a->req->argv, a->req->envp);
     child_fail(sfd, ST_EXEC);
 }

@@ -50,6 +50,7 @@ void hy_topology_free(hy_topology *t)
         free(w->exec_path);
         free(w->cwd);
         hy_strv_free(w->env);
+        hy_worker_proc_free(&w->proc);
         free(w->subscribe);
         free(w->publish);
     }

@@ -70,4 +70,10 @@ int hy_topo_parse_defaults(loader *L, const yaml_node_t *n, const yaml_node_t *r
 /* The `workers` mapping into L->t->workers, each with the defaults merged. */
 int hy_topo_parse_workers(loader *L, const yaml_node_t *n);
 
+/* ---- topology_proc.c ---------------------------------------------------- */
+
+/* A worker's user, group, umask and rlimits into w->proc. */
+int hy_topo_parse_proc(loader *L, const yaml_node_t *val, hy_worker_spec *w, const char *ctx);
+void hy_worker_proc_free(hy_worker_proc *p);
+
 #endif

@@ -153,6 +153,36 @@ static json_t *endpoint_json(const hy_endpoint *ep)
     return json_pack("{s:s,s:i}", "host", ep->host, "port", (json_int_t)ep->port);
 }
 
+static json_t *limit_json(uint64_t v) { return v == UINT64_MAX ? json_string("unlimited") : json_integer((json_int_t)v); }
+
+/* user, group, umask, rlimits as resolved: numbers, and the user's name */
+static json_t *proc_json(const hy_worker_proc *p)
+{
+    json_t *j = json_object();
+    if (p->set_ids) {
+        json_t *groups = json_array();
+        for (size_t i = 0; i < p->ngroups; i++)
+            json_array_append_new(groups, json_integer(p->groups[i]));
+        json_object_set_new(j, "uid", json_integer(p->uid));
+        json_object_set_new(j, "gid", json_integer(p->gid));
+        json_object_set_new(j, "groups", groups);
+        json_object_set_new(j, "user", p->user ? json_string(p->user) : json_null());
+    }
+    if (p->set_umask) {
+        char m[8];
+        snprintf(m, sizeof m, "%04o", p->umask);
+        json_object_set_new(j, "umask", json_string(m));
+    }
+    json_t *lim = json_object();
+    for (int i = 0; i < HY_RLIMITS; i++)
+        if (p->rlimits[i].set)
+            json_object_set_new(lim, hy_rlimit_name(i),
+                                json_pack("{s:o,s:o}", "soft", limit_json(p->rlimits[i].soft), "hard",
+                                          limit_json(p->rlimits[i].hard)));
+    json_object_set_new(j, "rlimits", lim);
+    return j;
+}
+
 static json_t *policy_json(const hy_policy *p)
 {
     const char *sig = hy_signal_name(p->stop_signal);
@@ -234,6 +264,7 @@ json_t *hy_topology_to_json(const hy_topology *t)
         json_t *pol = policy_json(&w->policy);
         json_object_update(jw, pol);
         json_decref(pol);
+        json_object_set_new(jw, "process", proc_json(&w->proc));
         json_array_append_new(workers, jw);
     }
     json_object_set_new(root, "workers", workers);

@@ -562,7 +562,7 @@ static int parse_worker_policy(loader *L, const yaml_node_t *val, hy_worker_spec
 static int parse_worker(loader *L, yaml_node_t *key, yaml_node_t *val, hy_worker_spec *w)
 {
     static const char *const keys[] = {"command", "cwd", "env", "instances", "subscribe",
-                                       "publish", POLICY_KEYS, NULL};
+                                       "publish", POLICY_KEYS, "user", "group", "umask", "rlimits", NULL};
     const char *name = hy_ystr(key);
     char ctx[128], what[160];
     snprintf(ctx, sizeof ctx, "workers.%s.", name);
@@ -588,7 +588,8 @@ static int parse_worker(loader *L, yaml_node_t *key, yaml_node_t *val, hy_worker
     /* in this order: the program is looked up in cwd and env's PATH */
     if (parse_command(L, cmd, w, ctx) < 0 || parse_cwd(L, val, w, ctx) < 0 ||
         parse_worker_env(L, val, w, ctx) < 0 || find_program(L, cmd, w, ctx) < 0 ||
-        parse_fanout(L, val, w, ctx) < 0 || parse_worker_policy(L, val, w, ctx) < 0)
+        parse_fanout(L, val, w, ctx) < 0 || parse_worker_policy(L, val, w, ctx) < 0 ||
+        hy_topo_parse_proc(L, val, w, ctx) < 0)
         return -1;
     return 0;
 }

@@ -37,16 +37,39 @@ static void set_timer(hy_instance *in, ev_timer *t, uint64_t ms)
 
 /* ---- environment: hyphad's own, then the topology's `env`, then HYPHA_* ---- */
 
+static bool in_env(const hy_worker_spec *w, const char *key, size_t klen)
+{
+    for (size_t i = 0; i < w->nenv; i++)
+        if (strncmp(w->env[i], key, klen) == 0 && w->env[i][klen] == '=')
+            return true;
+    return false;
+}
+
+/* USER, LOGNAME and HOME are the worker's user's when it has one (as
+ * systemd's User= sets them), unless the topology's `env` says otherwise. */
+static bool user_key(const hy_worker_spec *w, const char *e, size_t klen)
+{
+    return w->proc.user && ((klen == 4 && !strncmp(e, "USER", 4)) || (klen == 7 && !strncmp(e, "LOGNAME", 7)) ||
+                            (klen == 4 && !strncmp(e, "HOME", 4)));
+}
+
 static bool overridden(const hy_worker_spec *w, const char *e)
 {
     const char *eq = strchr(e, '=');
     size_t klen = eq ? (size_t)(eq - e) : strlen(e);
-    if (strncmp(e, "HYPHA_", 6) == 0)
-        return true;
-    for (size_t i = 0; i < w->nenv; i++)
-        if (strncmp(w->env[i], e, klen) == 0 && w->env[i][klen] == '=')
-            return true;
-    return false;
+    return strncmp(e, "HYPHA_", 6) == 0 || user_key(w, e, klen) || in_env(w, e, klen);
+}
+
+static int add_user_env(const hy_worker_spec *w, char **env, size_t *k)
+{
+    const char *const keys[] = {"USER", "LOGNAME", "HOME"};
+    for (size_t i = 0; w->proc.user && i < 3; i++)
+        if (!in_env(w, keys[i], strlen(keys[i])) &&
+            asprintf(&env[(*k)++], "%s=%s", keys[i], i == 2 ? w->proc.home : w->proc.user) < 0) {
+            env[--*k] = NULL;
+            return -1;
+        }
+    return 0;
 }
 
 static char **build_env(const hy_worker_spec *w, unsigned index, const hy_topology *t)
@@ -54,7 +77,7 @@ static char **build_env(const hy_worker_spec *w, unsigned index, const hy_topolo
     size_t n = 0;
     for (char **e = environ; *e; e++)
         n++;
-    char **env = calloc(n + w->nenv + 5, sizeof *env);
+    char **env = calloc(n + w->nenv + 8, sizeof *env);
     size_t k = 0;
     if (!env)
         return NULL;
@@ -64,6 +87,8 @@ static char **build_env(const hy_worker_spec *w, unsigned index, const hy_topolo
     for (size_t i = 0; i < w->nenv; i++)
         if (!(env[k++] = strdup(w->env[i])))
             goto oom;
+    if (add_user_env(w, env, &k) < 0)
+        goto oom;
     if (asprintf(&env[k++], "HYPHA_WORKER=%s", w->name) < 0 || asprintf(&env[k++], "HYPHA_INSTANCE=%u", index) < 0 ||
         asprintf(&env[k++], "HYPHA_SCHEMA_DIGEST=%s", t->schema->digest_hex) < 0 ||
         asprintf(&env[k++], "HYPHA_SCHEMA_FILE=%s", t->schema_path) < 0) {
@@ -89,13 +114,31 @@ static void spawn_failed(hy_instance *in, const char *msg)
     hy_worker_exited(in, -1);
 }
 
+/* The topology's user, group, umask and rlimits as hy_spawn wants them. */
+static void creds_of(const hy_worker_proc *p, hy_spawn_creds *c)
+{
+    _Static_assert(sizeof(gid_t) == sizeof(unsigned), "groups are stored as unsigned");
+    *c = (hy_spawn_creds){.set_ids = p->set_ids, .uid = p->uid, .gid = p->gid, .groups = (const gid_t *)p->groups,
+                          .ngroups = p->ngroups, .set_umask = p->set_umask, .umask = (mode_t)p->umask};
+    for (int i = 0; i < HY_RLIMITS && c->nlimits < HY_SPAWN_MAX_LIMITS; i++) {
+        if (!p->rlimits[i].set)
+            continue;
+        c->limits[c->nlimits].resource = hy_rlimit_resource(i);
+        c->limits[c->nlimits].rl.rlim_cur = p->rlimits[i].soft == UINT64_MAX ? RLIM_INFINITY : p->rlimits[i].soft;
+        c->limits[c->nlimits].rl.rlim_max = p->rlimits[i].hard == UINT64_MAX ? RLIM_INFINITY : p->rlimits[i].hard;
+        c->nlimits++;
+    }
+}
+
 void hy_worker_spawn(hy_instance *in)
 {
     hy_sup *s = in->sup;
     const hy_worker_spec *w = in->spec;
     char procs[PATH_MAX];
+    hy_spawn_creds creds;
+    creds_of(&w->proc, &creds);
     hy_spawn_req req = {.path = w->exec_path, .argv = w->argv, .envp = in->envp, .cwd = w->cwd,
-                        .pipe_size = hy_spawn_pipe_size(s->ninst), .cgroup_procs = procs};
+                        .pipe_size = hy_spawn_pipe_size(s->ninst), .cgroup_procs = procs, .creds = &creds};
     hy_spawn_res res;
     hy_err err;
     if (hy_wio_slot_busy(in)) {

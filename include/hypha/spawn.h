@@ -12,9 +12,32 @@
 #ifndef HYPHA_SPAWN_H
 #define HYPHA_SPAWN_H
 
+#include <stdbool.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include "hypha/err.h"
+
+#define HY_SPAWN_MAX_LIMITS 16
+
+/* Who the child becomes and its limits, all numbers (names are looked up by
+ * the parent: a vfork child calls nothing but system calls). Applied in
+ * this order: limits, umask, groups, gid, uid; then the parent-death
+ * signal (a change of credentials clears it) and chdir (as the new user). */
+typedef struct hy_spawn_creds {
+    bool set_ids;
+    uid_t uid;
+    gid_t gid;
+    const gid_t *groups;
+    size_t ngroups;
+    bool set_umask;
+    mode_t umask;
+    size_t nlimits;
+    struct {
+        int resource;
+        struct rlimit rl;
+    } limits[HY_SPAWN_MAX_LIMITS];
+} hy_spawn_creds;
 
 typedef struct hy_spawn_req {
     const char *path;       /* absolute path of the program */
@@ -24,6 +47,8 @@ typedef struct hy_spawn_req {
     size_t pipe_size;       /* F_SETPIPE_SZ for its stdin and stdout; 0: the kernel's default (64 KiB) */
     const char *cgroup_procs; /* NULL or "": none; else the cgroup.procs the child writes "0" to
                                  (failure: stage "cgroup") */
+    const hy_spawn_creds *creds; /* NULL: as hyphad (failures: stages "setrlimit", "setgroups",
+                                    "setgid", "setuid") */
 } hy_spawn_req;
 
 typedef struct hy_spawn_res {

@@ -104,6 +104,29 @@ typedef struct hy_policy {
     hy_overflow queue_overflow;
 } hy_policy;
 
+/* A worker's resource limits (rlimits:), in setrlimit's terms. */
+enum { HY_RLIMIT_NOFILE, HY_RLIMIT_CORE, HY_RLIMIT_NPROC, HY_RLIMIT_MEMLOCK, HY_RLIMIT_AS, HY_RLIMIT_CPU,
+       HY_RLIMIT_FSIZE, HY_RLIMIT_STACK, HY_RLIMITS };
+
+typedef struct hy_worker_rlimit {
+    bool set;
+    uint64_t soft, hard; /* UINT64_MAX: unlimited */
+} hy_worker_rlimit;
+
+/* Who the worker runs as, and its process settings (user, group, umask,
+ * rlimits; topology_proc.c). Unset: as hyphad. */
+typedef struct hy_worker_proc {
+    bool set_ids;            /* user or group given: setgroups, setgid, setuid */
+    unsigned uid, gid;
+    unsigned *groups;        /* supplementary groups (owned) */
+    size_t ngroups;
+    char *user;              /* the user's name, for USER and LOGNAME (owned; NULL: none) */
+    char *home;              /* its home, for HOME (owned; NULL: none) */
+    bool set_umask;
+    unsigned umask;
+    hy_worker_rlimit rlimits[HY_RLIMITS];
+} hy_worker_proc;
+
 typedef struct hy_worker_spec {
     char *name;            /* key under `workers` (owned) */
     char **argv;           /* NULL-terminated (owned, each string owned) */
@@ -120,8 +143,13 @@ typedef struct hy_worker_spec {
     uint16_t *publish;     /* type ids, sorted, unique (owned) */
     size_t npublish;
     hy_policy policy;
+    hy_worker_proc proc;   /* user, group, umask, rlimits */
     size_t line, col;      /* where the worker is defined */
 } hy_worker_spec;
+
+/* setrlimit's resource for HY_RLIMIT_*, and the key's name. */
+int hy_rlimit_resource(int which);
+const char *hy_rlimit_name(int which);
 
 typedef struct hy_topology {
     char *path;              /* the topology file as given (owned) */
