@@ -332,6 +332,23 @@ static const bad_doc bad_docs[] = {
      "defaults.queue.limit: bad size '18446744073709551.616KB': size too large", 4, 18},
     {"leading zero is decimal, not octal", W_A "    instances: 01001\n",
      "workers.a.instances must be from 1 to 1000, not 1001", 6, 16},
+    /* process settings (root or not, these are refused before that matters) */
+    {"unknown user", W_A "    user: no-such-user-here\n",
+     "workers.a.user: no user 'no-such-user-here' on this machine", 6, 11},
+    {"unknown group", W_A "    group: no-such-group-here\n",
+     "workers.a.group: no group 'no-such-group-here' on this machine", 6, 12},
+    {"a uid with no passwd entry and no group", W_A "    user: 4242424\n",
+     "workers.a.user: uid 4242424 has no entry in the user database: give `group` too", 6, 11},
+    {"umask not octal", W_A "    umask: \"0089\"\n",
+     "workers.a.umask must be octal digits up to 0777, like \"0027\", not '0089'", 6, 12},
+    {"umask too large", W_A "    umask: \"1777\"\n",
+     "workers.a.umask must be octal digits up to 0777, like \"0027\", not '1777'", 6, 12},
+    {"unknown rlimit", W_A "    rlimits: {files: 10}\n",
+     "unknown key 'files' in workers.a.rlimits", 6, 15},
+    {"rlimit not a number", W_A "    rlimits: {nofile: lots}\n",
+     "workers.a.rlimits.nofile: 'lots' is not a limit (a number, unlimited, or SOFT:HARD)", 6, 23},
+    {"rlimit soft above hard", W_A "    rlimits: {nofile: \"100:50\"}\n",
+     "workers.a.rlimits.nofile: the soft limit is above the hard one in '100:50'", 6, 23},
     /* document shape */
     {"YAML syntax error", HDR "workers:\n  a:\n    command: [/bin/true, --x\n    instances: 2\n",
      "YAML syntax error: did not find expected ',' or ']' while parsing a flow sequence", 6, 14},
@@ -868,6 +885,34 @@ static void test_listen_auto_ambiguous(void **state)
 
 /* cgroup: auto (the default), off, or an absolute path, cleaned; printed
  * as written. Whether the path can be used is hyphad's start's business. */
+/* user, umask and rlimits resolved to numbers; `nobody` is in every Debian */
+static void test_process_settings(void **state)
+{
+    (void)state;
+    hy_err err;
+    hy_topology *t = load(W_A "    user: nobody\n    umask: \"0027\"\n"
+                              "    rlimits: {nofile: \"512:1024\", core: 0, stack: 8MiB, cpu: 1m, as: unlimited}\n",
+                          &err);
+    if (!t && geteuid() != 0)
+        skip(); /* not root: `user` is refused, as test_bad_documents does not check */
+    assert_non_null(t);
+    const hy_worker_proc *p = &t->workers[0].proc;
+    assert_true(p->set_ids);
+    assert_int_equal(p->uid, 65534);
+    assert_string_equal(p->user, "nobody");
+    assert_true(p->set_umask);
+    assert_int_equal(p->umask, 027);
+    assert_true(p->rlimits[HY_RLIMIT_NOFILE].set);
+    assert_int_equal(p->rlimits[HY_RLIMIT_NOFILE].soft, 512);
+    assert_int_equal(p->rlimits[HY_RLIMIT_NOFILE].hard, 1024);
+    assert_int_equal(p->rlimits[HY_RLIMIT_CORE].hard, 0);
+    assert_int_equal(p->rlimits[HY_RLIMIT_STACK].soft, 8u << 20);
+    assert_int_equal(p->rlimits[HY_RLIMIT_CPU].soft, 60);
+    assert_true(p->rlimits[HY_RLIMIT_AS].hard == UINT64_MAX);
+    assert_false(p->rlimits[HY_RLIMIT_NPROC].set);
+    hy_topology_free(t);
+}
+
 static void test_cgroup_key(void **state)
 {
     (void)state;
@@ -911,7 +956,7 @@ int main(void)
         cmocka_unit_test(test_listen_options),
         cmocka_unit_test(test_listen_auto_ambiguous),
         cmocka_unit_test(test_policy_names),
-        cmocka_unit_test(test_cgroup_key),
+        cmocka_unit_test(test_cgroup_key), cmocka_unit_test(test_process_settings),
     };
     return cmocka_run_group_tests_name("topology", tests, setup, teardown);
 }
