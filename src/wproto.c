@@ -1,5 +1,5 @@
 /* wproto.c - the control frames between hyphad and a worker (type id 0,
- * one JSON object each; ../DESIGN.md "Worker stdio"): hello, ready,
+ * one JSON object each; docs/design.md "Worker stdio"): hello, ready,
  * heartbeat, subscribe and unsubscribe from the worker; welcome and
  * shutdown to it. Control frames never leave hyphad.
  */

@@ -809,7 +809,7 @@ class Status(ControlTest):
     def test_options_may_follow_the_command(self):
         self.start({"multi": {"command": self.py("sleeper.py", SLEEPER), "instances": 2}})
         self.wait_running()
-        # as DESIGN.md says: `hyphactl status --json` works, and so does the socket after the name
+        # as docs/design.md says: `hyphactl status --json` works, and so does the socket after the name
         for args in (["status", "--json"], ["status", "multi", "--json"], ["--json", "status", "multi"]):
             r = run([HYPHACTL] + args + ["--socket", self.sock], timeout=20)
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)

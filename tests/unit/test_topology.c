@@ -498,7 +498,7 @@ static void test_minimal(void **state)
     unsetenv("XDG_RUNTIME_DIR");
 }
 
-/* The DESIGN.md example, adapted to the example contracts. */
+/* The example of docs/design.md, adapted to the example contracts. */
 static const char full_doc[] =
     "version: 1\n"
     "schema: contracts.yaml\n"
