@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -22,13 +23,13 @@
 
 enum {
     ST_SETPGID = 1, ST_PDEATHSIG, ST_DUP, ST_CHDIR, ST_EXEC, ST_PARENT, ST_CGROUP,
-    ST_RLIMIT, ST_GROUPS, ST_SETGID, ST_SETUID, ST__LAST = ST_SETUID
+    ST_RLIMIT, ST_GROUPS, ST_SETGID, ST_SETUID, ST_CAPS, ST__LAST = ST_CAPS
 };
 
 static const char *stage_names[] = {
     [ST_SETPGID] = "setpgid", [ST_PDEATHSIG] = "prctl",     [ST_DUP] = "dup2",         [ST_CHDIR] = "chdir",
     [ST_EXEC] = "exec",       [ST_PARENT] = "parent died",  [ST_CGROUP] = "cgroup",    [ST_RLIMIT] = "setrlimit",
-    [ST_GROUPS] = "setgroups", [ST_SETGID] = "setgid",      [ST_SETUID] = "setuid",
+    [ST_GROUPS] = "setgroups", [ST_SETGID] = "setgid",      [ST_SETUID] = "setuid",    [ST_CAPS] = "capset",
 };
 
 struct status_rec {
@@ -38,6 +39,18 @@ struct status_rec {
 
 static struct rlimit child_nofile;
 static int have_child_nofile;
+
+bool hy_spawn_holds_caps(void)
+{
+    static int known = -1; /* asked once: hyphad's capabilities do not change */
+    if (known < 0) {
+        struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+        struct __user_cap_data_struct d[2];
+        known = geteuid() != 0 && syscall(SYS_capget, &h, d) == 0 &&
+                (d[0].permitted | d[1].permitted | d[0].inheritable | d[1].inheritable) != 0;
+    }
+    return known == 1;
+}
 
 void hy_spawn_init_limits(void)
 {
@@ -139,6 +152,19 @@ static int become(const hy_spawn_creds *c)
     return 0;
 }
 
+/* A hyphad that holds capabilities without being root (systemd's
+ * AmbientCapabilities=CAP_SETUID ...) passes none to its workers: a uid
+ * change between two non-root users keeps them, and ambient ones survive
+ * execve. */
+static int drop_caps(void)
+{
+    (void)prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); /* EINVAL before Linux 4.3: none to clear */
+    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct d[2];
+    memset(d, 0, sizeof d);
+    return syscall(SYS_capset, &h, d) < 0 ? ST_CAPS : 0;
+}
+
 /* What the child needs, prepared by the parent before vfork. */
 struct child_args {
     const hy_spawn_req *req;
@@ -171,6 +197,8 @@ __attribute__((noinline, noreturn)) static void child_exec(const struct child_ar
     if (i < 0 || o < 0 || e < 0 || sfd < 0 || dup2(i, 0) < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
         child_fail(sfd >= 0 ? sfd : a->status_w, ST_DUP);
     int stage = become(a->req->creds);
+    if (!stage && a->req->creds && a->req->creds->drop_caps)
+        stage = drop_caps();
     if (stage)
         child_fail(sfd, stage);
     /* After the credentials: changing them clears the parent-death signal. */

@@ -12,7 +12,9 @@
 #include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "hypha/units.h"
@@ -51,12 +53,25 @@ static bool numeric(const char *s, unsigned *out)
     return true;
 }
 
+/* Root, or (a hyphad run as its own user by systemd with
+ * AmbientCapabilities=) the capabilities that stand in for it. */
+static bool may(int cap)
+{
+    if (geteuid() == 0)
+        return true;
+    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct d[2];
+    if (syscall(SYS_capget, &h, d) < 0)
+        return false;
+    return (d[cap / 32].effective >> (cap % 32)) & 1u;
+}
+
 static int not_root(loader *L, const yaml_node_t *n, const char *what, const char *which, unsigned want,
                     unsigned have)
 {
     return hy_yerr(&L->y, n,
-                   "%s: hyphad runs as %s %u, not as root: only root can start a worker as %s %u (run hyphad "
-                   "as root, or remove `%s`)",
+                   "%s: hyphad runs as %s %u, not as root: only root (or CAP_SETUID and CAP_SETGID) can start a "
+                   "worker as %s %u (run hyphad as root, or remove `%s`)",
                    what, which, have, which, want, strrchr(what, '.') + 1);
 }
 
@@ -136,9 +151,10 @@ static int parse_ids(loader *L, const yaml_node_t *val, hy_worker_proc *p, const
         p->groups[0] = p->gid;
         p->ngroups = 1;
     }
-    if (geteuid() != 0 && p->uid != geteuid())
+    bool able = may(CAP_SETUID) && may(CAP_SETGID);
+    if (!able && p->uid != geteuid())
         return not_root(L, u, qual(L, ctx, "user"), "uid", p->uid, (unsigned)geteuid());
-    if (geteuid() != 0 && p->gid != getegid())
+    if (!able && p->gid != getegid())
         return not_root(L, g ? g : u, qual(L, ctx, g ? "group" : "user"), "gid", p->gid, (unsigned)getegid());
     return 0;
 }
@@ -200,7 +216,7 @@ static int parse_limit(loader *L, const yaml_node_t *n, int which, hy_worker_rli
     if (r->soft > r->hard)
         return hy_yerr(&L->y, n, "%s: the soft limit is above the hard one in '%s'", what, s);
     struct rlimit now;
-    if (geteuid() != 0 && getrlimit(limits[which].resource, &now) == 0 && now.rlim_max != RLIM_INFINITY &&
+    if (!may(CAP_SYS_RESOURCE) && getrlimit(limits[which].resource, &now) == 0 && now.rlim_max != RLIM_INFINITY &&
         (r->hard == UINT64_MAX || r->hard > now.rlim_max))
         return hy_yerr(&L->y, n,
                        "%s: a hard limit above hyphad's own (%llu) needs root: lower it, or run hyphad as root",

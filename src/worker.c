@@ -118,7 +118,7 @@ static void spawn_failed(hy_instance *in, const char *msg)
 static void creds_of(const hy_worker_proc *p, hy_spawn_creds *c)
 {
     _Static_assert(sizeof(gid_t) == sizeof(unsigned), "groups are stored as unsigned");
-    *c = (hy_spawn_creds){.set_ids = p->set_ids, .uid = p->uid, .gid = p->gid, .groups = (const gid_t *)p->groups,
+    *c = (hy_spawn_creds){.drop_caps = hy_spawn_holds_caps(), .set_ids = p->set_ids, .uid = p->uid, .gid = p->gid, .groups = (const gid_t *)p->groups,
                           .ngroups = p->ngroups, .set_umask = p->set_umask, .umask = (mode_t)p->umask};
     for (int i = 0; i < HY_RLIMITS && c->nlimits < HY_SPAWN_MAX_LIMITS; i++) {
         if (!p->rlimits[i].set)

@@ -25,6 +25,7 @@
  * this order: limits, umask, groups, gid, uid; then the parent-death
  * signal (a change of credentials clears it) and chdir (as the new user). */
 typedef struct hy_spawn_creds {
+    bool drop_caps;          /* hyphad is not root but holds capabilities: the worker gets none */
     bool set_ids;
     uid_t uid;
     gid_t gid;
@@ -64,6 +65,9 @@ typedef enum hy_spawn_stage {
     HY_SPAWN_PENDING = 1,   /* nothing to read yet */
     HY_SPAWN_FAILED = 2,    /* *stage_name and *errnum say what */
 } hy_spawn_state;
+
+/* hyphad is not root and holds capabilities (its workers get none). */
+bool hy_spawn_holds_caps(void);
 
 /* Remember hyphad's original RLIMIT_NOFILE for children, then raise the soft
  * limit to the hard one for hyphad itself (it holds 4 fds per worker). */

@@ -217,7 +217,7 @@ class Hyphad:
     outlives it can be found (survivors()). It runs from / so that nothing
     depends on the test's working directory."""
 
-    def __init__(self, topology, log_format="json", env=None, pass_fds=(), preexec_fn=None):
+    def __init__(self, topology, log_format="json", env=None, pass_fds=(), preexec_fn=None, prefix=()):
         tag = uuid.uuid4().hex
         self.tag = f"{TAG_VAR}={tag}"  # as it appears in /proc/PID/environ
         full_env = dict(os.environ)
@@ -228,7 +228,7 @@ class Hyphad:
         self.events = []
         self._cond = threading.Condition()
         self._eof = False
-        self.proc = subprocess.Popen([HYPHAD, "--log-format", log_format, topology], stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([*prefix, HYPHAD, "--log-format", log_format, topology], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/", env=full_env,
                                      pass_fds=pass_fds, preexec_fn=preexec_fn)
         self.pid = self.proc.pid
