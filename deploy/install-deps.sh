@@ -6,7 +6,7 @@ set -eu
 
 PKGS="build-essential cmake pkg-config libev-dev libyaml-dev libjansson-dev \
 libcmocka-dev libssl-dev python3 clang libclang-rt-14-dev socat procps \
-stunnel4 openssl mypy"
+stunnel4 openssl mypy systemd util-linux"
 
 missing=""
 for p in $PKGS; do
