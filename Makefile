@@ -25,4 +25,4 @@ soak: build
 	python3 tests/soak/soak.py --duration $(SOAK_SECONDS) $(if $(SOAK_SEED),--seed $(SOAK_SEED))
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz build-deb

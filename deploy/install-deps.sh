@@ -5,7 +5,7 @@
 set -eu
 
 PKGS="build-essential cmake pkg-config libev-dev libyaml-dev libjansson-dev \
-libcmocka-dev libssl-dev python3 clang libclang-rt-14-dev socat procps \
+libcmocka-dev libssl-dev python3 clang libclang-rt-14-dev socat procps man-db \
 stunnel4 openssl mypy systemd util-linux"
 
 missing=""

@@ -4,6 +4,7 @@
 #   2. fuzz targets: build with clang + libFuzzer, run each briefly (ctest -R ^fuzz_)
 #   3. ASan+UBSan build, whole suite
 #   4. normal -Werror build, whole suite
+#   5. the Debian package: built, installed with dpkg, checked, purged (needs root or sudo)
 # Each stage has its own build directory; a failing stage stops the run.
 # Environment: HYPHA_FUZZ_SECONDS (default 15) per fuzz target; JOBS.
 set -eu
@@ -33,5 +34,26 @@ step "build (-Wall -Wextra -Werror) and tests"
 cmake -S . -B build >/dev/null
 cmake --build build -j"$JOBS"
 ctest --test-dir build --output-on-failure -j"$JOBS"
+
+step "Debian package: build, install, check what it installed, purge"
+if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else SUDO=none; fi
+if [ "$SUDO" = none ]; then
+    echo "skipped: installing a package needs root or sudo"
+else
+    cmake -S . -B build-deb -DCMAKE_INSTALL_PREFIX=/usr >/dev/null
+    cmake --build build-deb -j"$JOBS" --target hyphad hyphactl hypha-codegen man
+    (cd build-deb && cpack -G DEB >/dev/null)
+    deb=$(ls build-deb/hypha_*.deb)
+    $SUDO dpkg -i "$deb"
+    trap '$SUDO dpkg --purge hypha >/dev/null' EXIT
+    /usr/bin/hyphactl --version
+    /usr/bin/hyphad --check /usr/share/doc/hypha/examples/sdk/topology.yaml >/dev/null
+    man -w hyphactl hyphad hypha-codegen hypha-topology >/dev/null
+    /usr/bin/python3 -c "import hypha.testing"
+    if command -v systemd-analyze >/dev/null; then systemd-analyze verify /usr/lib/systemd/system/hyphad.service; fi
+    $SUDO dpkg --purge hypha
+    trap - EXIT
+    if [ -e /usr/bin/hyphad ]; then echo "the purge left /usr/bin/hyphad" >&2; exit 1; fi
+fi
 
 step "all tests passed in $(( $(date +%s) - start ))s"
