@@ -46,6 +46,7 @@ void hy_inst_ready(hy_instance *in, const char *by)
     in->state = HY_ST_RUNNING;
     hy_log(HY_INFO, COMP, "ready", "worker", in->spec->name, "instance", in->idx, "pid", HY_I64(in->pid), "by", by,
            NULL);
+    hy_sup_after_kick(in->sup);
     hy_sup_changed(in->sup);
 }
 

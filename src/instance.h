@@ -101,6 +101,8 @@ struct hy_instance {
     bool ever_started;           /* spawned at least once (systemd readiness) */
     bool retiring;               /* removed or changed by a reload: freed once stopped */
     bool pending;                /* made by a reload: starts once its predecessor is gone */
+    bool waiting;                /* to start once its `after` workers are ready (sup.c) */
+    char waiting_for[72];        /* waiting: the first of them not ready yet */
     hy_tail tail;                /* recent stderr lines */
 };
 
@@ -126,6 +128,10 @@ struct hy_sup {
     hy_relay relay;
     const struct hy_schemawatch *schemawatch; /* the daemon's, read by snapshots; NULL: none */
 };
+
+/* An instance became ready: instances waiting on `after` are looked at again
+ * (from sup.c's gc watcher, outside any iteration). */
+void hy_sup_after_kick(hy_sup *s);
 
 static inline void hy_sup_changed(hy_sup *s)
 {

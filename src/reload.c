@@ -62,7 +62,11 @@ bool hy_worker_spec_equal(const hy_worker_spec *a, const hy_worker_spec *b)
            str_eq(a->exec_path, b->exec_path) && str_eq(a->cwd, b->cwd) &&
            strv_eq(a->env, a->nenv, b->env, b->nenv) && a->instances == b->instances &&
            ids_eq(a->subscribe, a->nsubscribe, b->subscribe, b->nsubscribe) && a->publish_all == b->publish_all &&
-           ids_eq(a->publish, a->npublish, b->publish, b->npublish) && policy_eq(&a->policy, &b->policy);
+           ids_eq(a->publish, a->npublish, b->publish, b->npublish) && policy_eq(&a->policy, &b->policy) &&
+           a->autostart == b->autostart;
+    /* `after` is left out: it orders starts, and applies to those from the
+     * reload on without restarting anything. env_files too: what they gave
+     * is in env. */
 }
 
 static bool endpoint_eq(const hy_endpoint *a, const hy_endpoint *b)
@@ -138,17 +142,28 @@ static bool needs_fresh(const hy_topology *old, const hy_worker_spec *nw)
     return !ow || !hy_worker_spec_equal(ow, nw);
 }
 
-/* The current non-retiring instance `name`/`index` of `old` was stopped by
- * an operator (the first such instance decides, as operator_stopped() did). */
-static bool was_operator_stopped(const hy_topology *old, const hy_reload_inst *cur, size_t ncur, const char *name,
-                                 unsigned index)
+/* The current non-retiring instance `name`/`index` of `old` (the first such
+ * instance decides, as operator_stopped() did), or NULL. */
+static const hy_reload_inst *predecessor(const hy_topology *old, const hy_reload_inst *cur, size_t ncur,
+                                         const char *name, unsigned index)
 {
     for (size_t i = 0; i < ncur; i++) {
         const hy_reload_inst *o = &cur[i];
         if (!o->retiring && spec_in(o->spec, old) && o->index == index && strcmp(o->spec->name, name) == 0)
-            return o->operator_stopped;
+            return o;
     }
-    return false;
+    return NULL;
+}
+
+/* A fresh instance starts unless its predecessor was stopped by an operator;
+ * an autostart: false one only if its predecessor was running (or about to). */
+static bool fresh_starts(const hy_topology *old, const hy_reload_inst *cur, size_t ncur, const hy_worker_spec *nw,
+                         unsigned index)
+{
+    const hy_reload_inst *o = predecessor(old, cur, ncur, nw->name, index);
+    if (!nw->autostart)
+        return o && !o->idle;
+    return !(o && o->operator_stopped);
 }
 
 /* plan->field = n zeroed elements; true when that failed (0 elements need
@@ -177,7 +192,7 @@ static void plan_fresh(hy_reload_plan *plan, const hy_topology *old, const hy_to
         if (!needs_fresh(old, nw))
             continue;
         for (unsigned j = 0; j < nw->instances; j++)
-            plan->fresh[k++] = (hy_reload_fresh){nw, j, !was_operator_stopped(old, cur, ncur, nw->name, j)};
+            plan->fresh[k++] = (hy_reload_fresh){nw, j, fresh_starts(old, cur, ncur, nw, j)};
     }
 }
 

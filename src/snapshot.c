@@ -15,6 +15,8 @@ static void inst_view(const hy_instance *in, double now, hy_inst_view *v)
     v->label = in->label;
     v->state = in->state;
     v->pending = in->pending;
+    v->waiting = in->waiting;
+    v->waiting_for = in->waiting_for;
     v->retiring = in->retiring;
     v->ever_started = in->ever_started;
     v->pid = in->pid;

@@ -39,7 +39,9 @@ json_t *hy_status_instance(const hy_inst_view *in, const hy_schema *schema)
     json_t *o = json_object();
     json_object_set_new(o, "worker", json_string(in->spec->name));
     json_object_set_new(o, "instance", json_integer(in->index));
-    json_object_set_new(o, "state", json_string(in->pending ? "pending" : hy_state_str(in->state)));
+    json_object_set_new(o, "state", json_string(in->pending ? "pending" : in->waiting ? "waiting" : hy_state_str(in->state)));
+    if (in->waiting)
+        json_object_set_new(o, "waiting_for", json_string(in->waiting_for));
     json_object_set_new(o, "ready", json_boolean(in->state == HY_ST_RUNNING));
     json_object_set_new(o, "pid", in->pid > 0 ? json_integer(in->pid) : json_null());
     json_object_set_new(o, "cgroup", in->cgroup ? json_string(in->cgroup) : json_null());
@@ -221,9 +223,11 @@ json_t *hy_status_table(const hy_snapshot *s)
                                           "LAST EXIT", "FRAMES IN", "FRAMES OUT", "DROPPED", "QUEUE"));
     for (size_t i = 0; i < s->ninst; i++) {
         const hy_inst_view *in = &s->inst[i];
-        char st[48], pid[16] = "-", up[32] = "-", rs[16], le[224], fi[24], fo[24], dr[24], q[32];
+        char st[128], pid[16] = "-", up[32] = "-", rs[16], le[224], fi[24], fo[24], dr[24], q[32];
         snprintf(st, sizeof st, "%s%s", in->pending ? "pending" : hy_state_str(in->state),
                  in->retiring ? " (reload)" : "");
+        if (in->waiting)
+            snprintf(st, sizeof st, "waiting (after %s)", in->waiting_for);
         if (in->pid > 0) {
             snprintf(pid, sizeof pid, "%d", (int)in->pid);
             hy_format_age(in->uptime_s, up, sizeof up);

@@ -108,8 +108,54 @@ static void free_unused_topologies(hy_sup *s)
     }
 }
 
+/* ---- start ordering: `after` ------------------------------------------------ */
+
+/* Every current (not retiring) instance of each of w's `after` workers is
+ * running; else false and *blocker the first name that is not. */
+static bool after_ready(const hy_sup *s, const hy_worker_spec *w, const char **blocker)
+{
+    for (size_t a = 0; a < w->nafter; a++)
+        for (size_t i = 0; i < s->ninst; i++) {
+            const hy_instance *o = s->inst[i];
+            if (!o->retiring && strcmp(o->name, w->after[a]) == 0 && o->state != HY_ST_RUNNING) {
+                *blocker = w->after[a];
+                return false;
+            }
+        }
+    return true;
+}
+
+/* Spawn it now, or mark it waiting until its `after` workers are ready
+ * (said once in the log, and in status). Ordering only: a dependency that
+ * restarts later does not touch the instances started after it. */
+static void start_or_wait(hy_instance *in)
+{
+    const char *blocker = NULL;
+    if (after_ready(in->sup, in->spec, &blocker)) {
+        in->waiting = false;
+        hy_worker_spawn(in);
+        return;
+    }
+    if (!in->waiting || strcmp(in->waiting_for, blocker) != 0) {
+        snprintf(in->waiting_for, sizeof in->waiting_for, "%s", blocker);
+        hy_log(HY_INFO, COMP, "waiting", "worker", in->name, "instance", in->idx, "dependency", blocker, NULL);
+    }
+    in->waiting = true;
+    hy_sup_changed(in->sup);
+}
+
+void hy_sup_after_kick(hy_sup *s)
+{
+    for (size_t i = 0; i < s->ninst; i++)
+        if (s->inst[i]->waiting) {
+            ev_feed_event(s->loop, &s->gc_w, EV_TIMER);
+            return;
+        }
+}
+
 /* Free retired instances that have stopped, free topologies nobody uses any
- * more, start instances whose predecessor is gone. Runs from its own
+ * more, start instances whose predecessor is gone, and those whose `after`
+ * workers are now ready. Runs from its own
  * watcher so no caller is iterating s->inst meanwhile. */
 static void gc_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -139,7 +185,10 @@ static void gc_cb(struct ev_loop *loop, ev_timer *w, int revents)
         hy_instance *in = s->inst[i];
         if (in->pending && !s->shutting_down && !retiring_twin(s, in)) {
             in->pending = false;
-            hy_worker_spawn(in);
+            start_or_wait(in);
+        } else if (in->waiting && !s->shutting_down && in->state == HY_ST_STOPPED && in->pid == 0 &&
+                   !in->retiring) {
+            start_or_wait(in);
         }
     }
     if (freed)
@@ -196,8 +245,9 @@ static void start_batch_cb(struct ev_loop *loop, ev_timer *w, int revents)
     hy_sup *s = w->data;
     for (int k = 0; k < START_BATCH && s->next_start < s->ninst; k++) {
         hy_instance *in = s->inst[s->next_start++];
-        if (in->state == HY_ST_STOPPED && in->pid == 0 && !in->pending && !in->retiring && !s->shutting_down)
-            hy_worker_spawn(in);
+        if (in->state == HY_ST_STOPPED && in->pid == 0 && !in->pending && !in->retiring && !s->shutting_down &&
+            in->spec->autostart) /* autostart: false: defined, left stopped */
+            start_or_wait(in);
     }
     if (s->next_start < s->ninst && !s->shutting_down) {
         ev_timer_set(w, 0.0, 0.0);
@@ -254,7 +304,8 @@ bool hy_sup_output_held(const hy_sup *s)
 bool hy_sup_all_started(const hy_sup *s)
 {
     for (size_t i = 0; i < s->ninst; i++)
-        if (!s->inst[i]->ever_started && !s->inst[i]->pending)
+        if (!s->inst[i]->ever_started && !s->inst[i]->pending && !s->inst[i]->waiting &&
+            s->inst[i]->spec->autostart)
             return false;
     return true;
 }
@@ -279,7 +330,7 @@ void hy_sup_start_instance(hy_instance *in)
         ev_timer_stop(s->loop, &in->timer);
         hy_log(HY_INFO, COMP, "starting on request", "worker", in->name, "instance", in->idx, "was",
                hy_state_str(in->state), NULL);
-        hy_worker_spawn(in);
+        start_or_wait(in);
         break;
     }
 }
@@ -288,6 +339,7 @@ void hy_sup_stop_instance(hy_instance *in)
 {
     in->start_after_stop = false;
     in->pending = false;
+    in->waiting = false;
     bool had = in->pid > 0;
     hy_worker_stop(in);
     if (!had)
@@ -404,7 +456,8 @@ static hy_reload_inst *plan_input(const hy_sup *s)
     for (size_t i = 0; cur && i < s->ninst; i++) {
         const hy_instance *in = s->inst[i];
         cur[i] = (hy_reload_inst){in->spec, in->index, in->retiring,
-                                  in->state == HY_ST_STOPPED && in->ever_started && !in->pending};
+                                  in->state == HY_ST_STOPPED && in->ever_started && !in->pending,
+                                  in->state == HY_ST_STOPPED && !in->pending && !in->waiting};
     }
     return cur;
 }
@@ -448,6 +501,7 @@ static void retire(hy_instance *in, bool changed)
            in->name, "instance", in->idx, "pid", HY_I64(in->pid), NULL);
     in->retiring = true;
     in->pending = false;
+    in->waiting = false;
     in->start_after_stop = false;
     hy_worker_stop(in);
 }

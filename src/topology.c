@@ -53,6 +53,8 @@ void hy_topology_free(hy_topology *t)
         hy_worker_proc_free(&w->proc);
         free(w->subscribe);
         free(w->publish);
+        hy_strv_free(w->env_files);
+        hy_strv_free(w->after);
     }
     free(t->workers);
     for (size_t i = 0; i < t->nlisten; i++) {

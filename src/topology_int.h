@@ -76,4 +76,18 @@ int hy_topo_parse_workers(loader *L, const yaml_node_t *n);
 int hy_topo_parse_proc(loader *L, const yaml_node_t *val, hy_worker_spec *w, const char *ctx);
 void hy_worker_proc_free(hy_worker_proc *p);
 
+/* ---- topology_env.c ------------------------------------------------------ */
+
+/* `s` (the text of n) with ${VAR}, ${VAR:-default} and $$ expanded from
+ * hyphad's environment, malloc'd into *out; an undefined variable is an
+ * error at n naming `what` and the fix. */
+int hy_topo_expand(loader *L, const yaml_node_t *n, const char *what, const char *s, char **out);
+/* `env_file` (a path or a list) read and merged under w->env (already
+ * parsed from `env`, which wins); w->env_files set. No `env_file`: nothing. */
+int hy_topo_parse_env_files(loader *L, const yaml_node_t *val, hy_worker_spec *w, const char *ctx);
+/* `autostart` and `after` (names only; hy_topo_check_after checks them). */
+int hy_topo_parse_start(loader *L, const yaml_node_t *val, hy_worker_spec *w, const char *ctx);
+/* Every `after` name is a worker, and no cycle: once all workers are parsed. */
+int hy_topo_check_after(loader *L, const yaml_node_t *workers);
+
 #endif

@@ -65,6 +65,37 @@ static void print_head(FILE *out, const hy_topology *t)
     fprintf(out, "cgroup    %s\n", hy_topology_cgroup_str(t));
 }
 
+/* Workers with env files, autostart: false or `after`, one line each;
+ * nothing when none has them. */
+static void print_start(FILE *out, const hy_topology *t)
+{
+    bool head = false;
+    for (size_t i = 0; i < t->nworkers; i++) {
+        const hy_worker_spec *w = &t->workers[i];
+        if (!w->nenv_files && w->autostart && !w->nafter)
+            continue;
+        if (!head)
+            fputc('\n', out);
+        head = true;
+        fprintf(out, "%s:", w->name);
+        if (!w->autostart)
+            fprintf(out, " autostart false (hyphactl start %s);", w->name);
+        if (w->nafter) {
+            fprintf(out, " after");
+            for (size_t k = 0; k < w->nafter; k++)
+                fprintf(out, "%s %s", k ? "," : "", w->after[k]);
+            fputc(';', out);
+        }
+        if (w->nenv_files) {
+            fprintf(out, " env_file");
+            for (size_t k = 0; k < w->nenv_files; k++)
+                fprintf(out, "%s %s", k ? "," : "", w->env_files[k]);
+            fputc(';', out);
+        }
+        fputc('\n', out);
+    }
+}
+
 /* Per worker: the restart, stop, start, heartbeat and queue policy. */
 static void print_policies(FILE *out, const hy_topology *t)
 {
@@ -133,6 +164,7 @@ void hy_topology_print(FILE *out, const hy_topology *t)
     }
 
     print_policies(out, t);
+    print_start(out, t);
 }
 
 static json_t *types_json(const hy_topology *t, const uint16_t *ids, size_t n)
@@ -257,6 +289,14 @@ json_t *hy_topology_to_json(const hy_topology *t)
             json_object_set_new(env, key, json_string(eq + 1));
         }
         json_object_set_new(jw, "env", env);
+        json_t *ef = json_array(), *after = json_array();
+        for (size_t k = 0; k < w->nenv_files; k++)
+            json_array_append_new(ef, json_string(w->env_files[k]));
+        for (size_t k = 0; k < w->nafter; k++)
+            json_array_append_new(after, json_string(w->after[k]));
+        json_object_set_new(jw, "env_file", ef);
+        json_object_set_new(jw, "autostart", json_boolean(w->autostart));
+        json_object_set_new(jw, "after", after);
         json_object_set_new(jw, "instances", json_integer(w->instances));
         json_object_set_new(jw, "subscribe", types_json(t, w->subscribe, w->nsubscribe));
         json_object_set_new(jw, "publish", w->publish_all ? json_string("all")

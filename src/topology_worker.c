@@ -369,12 +369,11 @@ static int parse_command(loader *L, const yaml_node_t *n, hy_worker_spec *w, con
     for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++) {
         yaml_node_t *a = hy_ynode(&L->y, *it);
         const char *s;
-        if (hy_yget_str(&L->y, a, what, &s) < 0)
+        if (hy_yget_str(&L->y, a, what, &s) < 0 || hy_topo_expand(L, a, what, s, &w->argv[w->argc]) < 0)
             return -1;
-        if (w->argc == 0 && !*s)
+        if (w->argc == 0 && !*w->argv[0])
             return hy_yerr(&L->y, a, "%s: the program name is empty", what);
-        if (!(w->argv[w->argc++] = strdup(s)))
-            return oom(L, a);
+        w->argc++;
     }
     return 0;
 }
@@ -396,17 +395,23 @@ static int parse_env(loader *L, const yaml_node_t *n, hy_worker_spec *w, const c
         if (!strncmp(ks, "HYPHA_", 6))
             return hy_yerr(&L->y, k, "%s: %s is set by hyphad itself", what, ks);
         const char *vs = "";
+        char w2[256];
+        snprintf(w2, sizeof w2, "%s.%s", what, ks);
         if (!hy_yis_null(v)) { /* `A:` and `A: ~` both mean empty */
-            char w2[256];
-            snprintf(w2, sizeof w2, "%s.%s", what, ks);
             if (hy_yget_str(&L->y, v, w2, &vs) < 0)
                 return -1;
         }
-        size_t len = strlen(ks) + 1 + strlen(vs) + 1;
+        char *xv;
+        if (hy_topo_expand(L, v, w2, vs, &xv) < 0)
+            return -1;
+        size_t len = strlen(ks) + 1 + strlen(xv) + 1;
         char *kv = malloc(len);
-        if (!kv)
+        if (!kv) {
+            free(xv);
             return oom(L, v);
-        snprintf(kv, len, "%s=%s", ks, vs);
+        }
+        snprintf(kv, len, "%s=%s", ks, xv);
+        free(xv);
         w->env[w->nenv++] = kv;
     }
     return 0;
@@ -467,8 +472,18 @@ static int parse_cwd(loader *L, const yaml_node_t *val, hy_worker_spec *w, const
     if ((v = hy_ymap_get(&L->y, val, "cwd"))) {
         char w2[160];
         snprintf(w2, sizeof w2, "%scwd", ctx);
-        if (get_path(L, v, w2, &w->cwd) < 0)
+        const char *s;
+        char *xs;
+        if (hy_yget_str(&L->y, v, w2, &s) < 0 || hy_topo_expand(L, v, w2, s, &xs) < 0)
             return -1;
+        if (!*xs) {
+            free(xs);
+            return hy_yerr(&L->y, v, "%s must not be empty", w2);
+        }
+        w->cwd = hy_path_join(L->t->dir, xs);
+        free(xs);
+        if (!w->cwd)
+            return oom(L, v);
         struct stat st;
         if (stat(w->cwd, &st) < 0)
             return hy_yerr(&L->y, v, "%s: %s: %s", w2, w->cwd, strerror(errno));
@@ -488,7 +503,7 @@ static int parse_worker_env(loader *L, const yaml_node_t *val, hy_worker_spec *w
         return -1;
     if (!w->env && !(w->env = calloc(1, sizeof *w->env)))
         return oom(L, val);
-    return 0;
+    return hy_topo_parse_env_files(L, val, w, ctx);
 }
 
 /* argv[0] to an executable, searched in the worker's own PATH if its env sets
@@ -562,7 +577,8 @@ static int parse_worker_policy(loader *L, const yaml_node_t *val, hy_worker_spec
 static int parse_worker(loader *L, yaml_node_t *key, yaml_node_t *val, hy_worker_spec *w)
 {
     static const char *const keys[] = {"command", "cwd", "env", "instances", "subscribe",
-                                       "publish", POLICY_KEYS, "user", "group", "umask", "rlimits", NULL};
+                                       "publish", POLICY_KEYS, "user", "group", "umask", "rlimits",
+                                       "env_file", "autostart", "after", NULL};
     const char *name = hy_ystr(key);
     char ctx[128], what[160];
     snprintf(ctx, sizeof ctx, "workers.%s.", name);
@@ -591,6 +607,8 @@ static int parse_worker(loader *L, yaml_node_t *key, yaml_node_t *val, hy_worker
         parse_fanout(L, val, w, ctx) < 0 || parse_worker_policy(L, val, w, ctx) < 0 ||
         hy_topo_parse_proc(L, val, w, ctx) < 0)
         return -1;
+    if (hy_topo_parse_start(L, val, w, ctx) < 0)
+        return -1;
     return 0;
 }
 
@@ -610,5 +628,5 @@ int hy_topo_parse_workers(loader *L, const yaml_node_t *n)
         if (parse_worker(L, hy_ynode(&L->y, p->key), hy_ynode(&L->y, p->value), w) < 0)
             return -1;
     }
-    return 0;
+    return hy_topo_check_after(L, n);
 }

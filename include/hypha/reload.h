@@ -35,6 +35,9 @@ typedef struct hy_reload_inst {
     bool operator_stopped;       /* stopped by an operator (state stopped, started at least once,
                                     not waiting to start): a changed definition leaves the new
                                     instance stopped too, as systemd leaves a stopped unit stopped */
+    bool idle;                   /* stopped with nothing to come (never started, or by an operator; not
+                                    pending, not waiting): an autostart: false worker's changed
+                                    definition leaves it so; otherwise its new instance starts */
 } hy_reload_inst;
 
 typedef enum hy_reload_action {

@@ -145,6 +145,13 @@ typedef struct hy_worker_spec {
     hy_policy policy;
     hy_worker_proc proc;   /* user, group, umask, rlimits */
     size_t line, col;      /* where the worker is defined */
+    char **env_files;      /* env_file paths, absolute, in order; "-PATH": ignored
+                              if missing (NULL-terminated, owned; NULL: none) */
+    size_t nenv_files;
+    bool autostart;        /* false: defined, started only by `hyphactl start` */
+    char **after;          /* workers whose every instance is ready before this
+                              one's start (NULL-terminated, owned; NULL: none) */
+    size_t nafter;
 } hy_worker_spec;
 
 /* setrlimit's resource for HY_RLIMIT_*, and the key's name. */

@@ -37,6 +37,8 @@ typedef struct hy_inst_view {
     const char *label;           /* "risk[1]" */
     hy_state state;
     bool pending;                /* made by a reload: starts once its predecessor is gone */
+    bool waiting;                /* to start once its `after` workers are ready */
+    const char *waiting_for;     /* waiting: the first of them not ready yet */
     bool retiring;               /* removed or changed by a reload: freed once stopped */
     bool ever_started;
     pid_t pid;                   /* 0: no process */

@@ -543,7 +543,7 @@ static size_t instances_of(const hy_topology *t, hy_reload_inst *cur, size_t n)
     for (size_t i = 0; i < t->nworkers; i++)
         for (unsigned j = 0; j < t->workers[i].instances; j++) {
             assert_true(n < MAX_INST);
-            cur[n++] = (hy_reload_inst){&t->workers[i], j, false, false};
+            cur[n++] = (hy_reload_inst){&t->workers[i], j, false, false, false};
         }
     return n;
 }
@@ -735,11 +735,11 @@ static void test_plan_operator_stopped(void **state)
     hy_reload_inst cur[MAX_INST];
     /* first in the list, so that they would be found first: */
     /* still retiring from the reload before, stopped: not a predecessor */
-    cur[0] = (hy_reload_inst){&older->workers[0], 2, true, true};
+    cur[0] = (hy_reload_inst){&older->workers[0], 2, true, true, false};
     /* of an older topology, not retiring (cannot happen today): not one either */
-    cur[1] = (hy_reload_inst){&older->workers[0], 0, false, true};
+    cur[1] = (hy_reload_inst){&older->workers[0], 0, false, true, true};
     /* retiring, of `old` (cannot happen today), running: not one either */
-    cur[2] = (hy_reload_inst){&old->workers[0], 1, true, false};
+    cur[2] = (hy_reload_inst){&old->workers[0], 1, true, false, false};
     size_t n = instances_of(old, cur, 3);
     cur[4].operator_stopped = true; /* a, index 1 */
     hy_reload_plan plan = plan_ok(old, next, cur, n);
@@ -774,8 +774,8 @@ static void test_plan_retiring_left_alone(void **state)
     hy_topology *next = LOAD("a");
     hy_reload_inst cur[MAX_INST];
     size_t n = instances_of(old, cur, 0);
-    cur[n++] = (hy_reload_inst){&older->workers[1], 0, true, false}; /* b, retiring from before */
-    cur[n++] = (hy_reload_inst){&old->workers[0], 0, true, false};   /* a of old, retiring all the same */
+    cur[n++] = (hy_reload_inst){&older->workers[1], 0, true, false, false}; /* b, retiring from before */
+    cur[n++] = (hy_reload_inst){&old->workers[0], 0, true, false, false};   /* a of old, retiring all the same */
     hy_reload_plan plan = plan_ok(old, next, cur, n);
     assert_int_equal(plan.action[0], HY_RELOAD_KEEP);
     assert_int_equal(plan.action[1], HY_RELOAD_RETIRE);

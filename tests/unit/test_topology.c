@@ -380,6 +380,174 @@ static void test_bad_documents(void **state)
     assert_true(N_ELEMS(bad_docs) >= 30);
 }
 
+/* ---- env_file, ${VAR}, autostart, after ---------------------------------- */
+
+/* Written by setup_env_files(); HY_TEST_SET is set, HY_TEST_UNSET is not. */
+static void setup_env_files(void)
+{
+    setenv("HY_TEST_SET", "/hyset", 1);
+    unsetenv("HY_TEST_UNSET");
+    write_file("ok.env", "GOOD=1\n", 0644);
+    write_file("bad.env", "# a comment\nGOOD=1\nnoequals\n", 0644);
+    write_file("quote.env", "A=\"abc\nB=2\n", 0644);
+    write_file("name.env", "\n1A=x\n", 0644);
+    write_file("after.env", "A='x' y\n", 0644);
+    write_file("hypha.env", "HYPHA_WORKER=x\n", 0644);
+    write_file("e1.env", "# first\n; also a comment\n\nexport A=1\nB='x y'\n  C = \"q\\\"\\n\\t\\$\\\\\"  \n"
+                         "D=a\\\n b\nE=from1\nA=2\nF=  spaced out  \nG=\"two\nlines\"\nH=${HY_TEST_SET}\n", 0644);
+    write_file("e2.env", "B=from2\nE=from2\n", 0644);
+}
+
+static const bad_doc env_bad_docs[] = {
+    {"env_file missing", W_A "    env_file: missing.env\n",
+     "workers.a.env_file: @D/missing.env: cannot open: No such file or directory "
+     "(write -missing.env to ignore a missing file)", 6, 15},
+    {"env_file malformed line", W_A "    env_file: [ok.env, bad.env]\n",
+     "workers.a.env_file: @D/bad.env:3: no '=' in \"noequals\" (lines are KEY=VALUE)", 6, 24},
+    {"env_file unclosed quote", W_A "    env_file: quote.env\n",
+     "workers.a.env_file: @D/quote.env:1: double quote not closed", 6, 15},
+    {"env_file bad name", W_A "    env_file: name.env\n",
+     "workers.a.env_file: @D/name.env:2: '1A' is not a valid variable name", 6, 15},
+    {"env_file text after a quote", W_A "    env_file: after.env\n",
+     "workers.a.env_file: @D/after.env:1: text after the closing quote of A", 6, 15},
+    {"env_file HYPHA_", W_A "    env_file: hypha.env\n",
+     "workers.a.env_file: @D/hypha.env:1: HYPHA_WORKER is set by hyphad itself", 6, 15},
+    {"env_file a mapping", W_A "    env_file: {a: b}\n",
+     "workers.a.env_file must be a path or a list of paths, not a mapping", 6, 15},
+    {"undefined ${VAR} in cwd", W_A "    cwd: ${HY_TEST_UNSET}/x\n",
+     "workers.a.cwd: ${HY_TEST_UNSET} is not set in hyphad's environment: set it, or write "
+     "$${HY_TEST_UNSET} for a literal", 6, 10},
+    {"undefined ${VAR} in a command item", HDR "workers:\n  a:\n    command: [/bin/true, \"x${HY_TEST_UNSET}\"]\n",
+     "workers.a.command: ${HY_TEST_UNSET} is not set in hyphad's environment", 5, 26},
+    {"undefined ${VAR} in a plain scalar: its own column", W_A "    cwd: a/${HY_TEST_UNSET}\n",
+     "workers.a.cwd: ${HY_TEST_UNSET} is not set", 6, 12},
+    {"env keys are not expanded", W_A "    env: {\"${HY_TEST_SET}\": v}\n",
+     "workers.a.env: '${HY_TEST_SET}' is not a valid variable name", 6, 11},
+    {"undefined ${VAR} in an env value", W_A "    env: {A: \"${HY_TEST_SET}${HY_TEST_UNSET}\"}\n",
+     "workers.a.env.A: ${HY_TEST_UNSET} is not set in hyphad's environment", 6, 14},
+    {"${ unclosed", W_A "    cwd: a${HY_TEST_SET\n",
+     "workers.a.cwd: '${' without a closing '}' (write $$ for a literal $)", 6, 11},
+    {"${} empty", W_A "    env: {A: \"x${}\"}\n", "workers.a.env.A: '${}' is not a variable name", 6, 14},
+    {"${1X} not a name", W_A "    env: {A: \"${1X}\"}\n",
+     "workers.a.env.A: '${1X}': '1X' is not a variable name (write $$ for a literal $)", 6, 14},
+    {"autostart: maybe", W_A "    autostart: maybe\n", "workers.a.autostart must be true or false, not 'maybe'", 6, 16},
+    {"after a scalar", W_A "    after: b\n", "workers.a.after must be a list of worker names, e.g. [b]", 6, 12},
+    {"after itself", W_A "    after: [a]\n",
+     "workers.a.after: 'a' is the worker itself (a worker cannot start after itself)", 6, 13},
+    {"after twice", HDR "workers:\n  a:\n    command: [/bin/true]\n    after: [b, b]\n  b: {command: [/bin/true]}\n",
+     "workers.a.after: 'b' is listed twice", 6, 16},
+    {"after an unknown name", W_A "    after: [feed]\n", "workers.a.after: no worker named 'feed'", 6, 13},
+    {"after a cycle of two", HDR "workers:\n  a:\n    command: [/bin/true]\n    after: [b]\n"
+     "  b:\n    command: [/bin/true]\n    after: [a]\n",
+     "workers.a.after: a cycle: a -> b -> a (no worker of it could ever start)", 6, 13},
+    {"after a cycle of three, found from outside it", HDR "workers:\n"
+     "  z: {command: [/bin/true], after: [b]}\n"
+     "  a: {command: [/bin/true], after: [c]}\n"
+     "  b: {command: [/bin/true], after: [z, a]}\n"
+     "  c: {command: [/bin/true], after: [b]}\n",
+     "workers.z.after: a cycle: z -> b -> z", 4, 37},
+};
+
+static void test_env_bad_documents(void **state)
+{
+    (void)state;
+    setup_env_files();
+    size_t failed = 0;
+    for (size_t i = 0; i < N_ELEMS(env_bad_docs); i++) {
+        const bad_doc *c = &env_bad_docs[i];
+        hy_err err;
+        hy_topology *t = load(c->yaml, &err);
+        if (t) {
+            hy_topology_free(t);
+            print_error("%s: loaded, expected '%s'\n", c->name, c->expected_substring);
+            failed++;
+            continue;
+        }
+        if (!error_matches(c->name, err.msg, "topo.yaml", c->line, c->col, c->expected_substring))
+            failed++;
+    }
+    assert_int_equal(failed, 0);
+}
+
+/* Files in order, later ones overriding earlier ones (in the first place),
+ * then `env`, which wins and comes last; systemd's quoting; no expansion
+ * inside env files. */
+static void test_env_file_resolved(void **state)
+{
+    (void)state;
+    setup_env_files();
+    hy_topology *t = load_ok(W_A "    env_file: [e1.env, -missing.env, e2.env]\n"
+                                 "    env: {E: from-env, Z: z}\n");
+    const hy_worker_spec *w = &t->workers[0];
+    const char *want[] = {"A=2", "B=from2", "C=q\"\n\t$\\", "D=a b", "F=spaced out", "G=two\nlines",
+                          "H=${HY_TEST_SET}", "E=from-env", "Z=z"};
+    assert_int_equal(w->nenv, N_ELEMS(want));
+    for (size_t i = 0; i < N_ELEMS(want); i++)
+        assert_string_equal(w->env[i], want[i]);
+    assert_null(w->env[w->nenv]);
+    char p[PATH_MAX + 16];
+    assert_int_equal(w->nenv_files, 3);
+    snprintf(p, sizeof p, "%s/e1.env", base_dir);
+    assert_string_equal(w->env_files[0], p);
+    snprintf(p, sizeof p, "-%s/missing.env", base_dir);
+    assert_string_equal(w->env_files[1], p);
+    snprintf(p, sizeof p, "%s/e2.env", base_dir);
+    assert_string_equal(w->env_files[2], p);
+    assert_null(w->env_files[3]);
+    hy_topology_free(t);
+
+    t = load_ok(W_A "    env_file: ok.env\n"); /* one path, no env */
+    assert_int_equal(t->workers[0].nenv, 1);
+    assert_string_equal(t->workers[0].env[0], "GOOD=1");
+    hy_topology_free(t);
+}
+
+static void test_expansion(void **state)
+{
+    (void)state;
+    setup_env_files();
+    char srv[PATH_MAX + 8];
+    snprintf(srv, sizeof srv, "%s/srv", base_dir);
+    setenv("HY_TEST_CWD", srv, 1);
+    hy_topology *t = load_ok(HDR "workers:\n  a:\n"
+                             "    command: [/bin/true, \"${HY_TEST_SET}/x\", \"$$HOME\", a$b, \"$$${HY_TEST_SET}\", "
+                             "\"${HY_TEST_UNSET:-dflt}\", \"${HY_TEST_SET:-no}\", \"$\", \"${HY_TEST_UNSET:-}\"]\n"
+                             "    cwd: ${HY_TEST_CWD}\n"
+                             "    env: {X: \"${HY_TEST_SET}\", Y: \"$${HY_TEST_SET}\"}\n");
+    const hy_worker_spec *w = &t->workers[0];
+    const char *argv[] = {"/bin/true", "/hyset/x", "$HOME", "a$b", "$/hyset", "dflt", "/hyset", "$", ""};
+    assert_int_equal(w->argc, N_ELEMS(argv));
+    for (size_t i = 0; i < N_ELEMS(argv); i++)
+        assert_string_equal(w->argv[i], argv[i]);
+    assert_string_equal(w->cwd, srv);
+    assert_int_equal(w->nenv, 2);
+    assert_string_equal(w->env[0], "X=/hyset");
+    assert_string_equal(w->env[1], "Y=${HY_TEST_SET}");
+    hy_topology_free(t);
+    unsetenv("HY_TEST_CWD");
+}
+
+static void test_autostart_after(void **state)
+{
+    (void)state;
+    hy_topology *t = load_ok(HDR "workers:\n"
+                             "  a: {command: [/bin/true], after: [b, c]}\n"
+                             "  b: {command: [/bin/true], autostart: false, after: [c]}\n"
+                             "  c: {command: [/bin/true], after: []}\n");
+    assert_true(t->workers[0].autostart);
+    assert_int_equal(t->workers[0].nafter, 2);
+    assert_string_equal(t->workers[0].after[0], "b");
+    assert_string_equal(t->workers[0].after[1], "c");
+    assert_null(t->workers[0].after[2]);
+    assert_false(t->workers[1].autostart);
+    assert_int_equal(t->workers[1].nafter, 1);
+    assert_true(t->workers[2].autostart);
+    assert_int_equal(t->workers[2].nafter, 0);
+    assert_int_equal(t->workers[0].nenv_files, 0);
+    assert_null(t->workers[0].env_files);
+    hy_topology_free(t);
+}
+
 /* An error inside the contracts file points into that file, not topo.yaml. */
 static void test_bad_contracts_file(void **state)
 {
@@ -957,6 +1125,10 @@ int main(void)
         cmocka_unit_test(test_listen_auto_ambiguous),
         cmocka_unit_test(test_policy_names),
         cmocka_unit_test(test_cgroup_key), cmocka_unit_test(test_process_settings),
+        cmocka_unit_test(test_env_bad_documents),
+        cmocka_unit_test(test_env_file_resolved),
+        cmocka_unit_test(test_expansion),
+        cmocka_unit_test(test_autostart_after),
     };
     return cmocka_run_group_tests_name("topology", tests, setup, teardown);
 }
