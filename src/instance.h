@@ -21,6 +21,7 @@
 #include "hypha/cgroup.h"
 #include "hypha/drops.h"
 #include "hypha/exitplan.h"
+#include "hypha/failstreak.h"
 #include "hypha/relay.h"
 #include "hypha/route.h"
 #include "hypha/sink.h"
@@ -86,6 +87,7 @@ struct hy_instance {
     bool start_after_stop;       /* restart: start again once stopped */
     double started_at;           /* ev_now() at spawn */
     double last_heartbeat;       /* ev_now() of its last heartbeat (or spawn) */
+    hy_failstreak fails;         /* its handler's failures (op stats) against the frames it was sent */
     double hb_paused;            /* its stdout's paused seconds (flow.c) at that moment */
     double last_exit_at;         /* ev_now() of the last exit, 0 before any */
     uint32_t n;                  /* backoff exponent */

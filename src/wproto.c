@@ -192,6 +192,20 @@ static void on_hello(hy_instance *in, json_t *j)
         send_welcome(in);
 }
 
+/* stats: the SDK's count of handler failures, against what hyphad wrote
+ * it (health says degraded when nearly every message fails). */
+static void on_stats(hy_instance *in, json_t *j)
+{
+    json_t *jf = json_object_get(j, "failed");
+    if (!json_is_integer(jf) || json_integer_value(jf) < 0) {
+        in->protocol_errors++;
+        warn(in, HY_WW_MALFORMED, HY_WARN, "malformed control frame", "why", "stats without a count in 'failed'",
+             NULL, NULL, NULL, NULL);
+        return;
+    }
+    hy_failstreak_report(&in->fails, (uint64_t)json_integer_value(jf), in->in.frames, ev_now(in->sup->loop));
+}
+
 void hy_wproto_on_frame(hy_instance *in, const hy_frame *f)
 {
     /* The caps first, on bytes: jansson never sees an oversized frame. */
@@ -218,6 +232,8 @@ void hy_wproto_on_frame(hy_instance *in, const hy_frame *f)
         hy_inst_ready(in, "ready frame");
     } else if (strcmp(op, "heartbeat") == 0) {
         hy_inst_heartbeat(in);
+    } else if (strcmp(op, "stats") == 0) {
+        on_stats(in, j);
     } else if (strcmp(op, "subscribe") == 0 || strcmp(op, "unsubscribe") == 0) {
         change_subs(in, json_object_get(j, "types"), op, op[0] == 's', false);
     } else {

@@ -176,6 +176,8 @@ class Worker:
         self._stop_reason = ""
         self._deadline: Optional[float] = None  # from shutdown's grace_ms: when to give up handling
         self.unhandled = 0  # frames read but left unhandled when the grace ran out
+        self.failed = 0  # handler calls that raised
+        self._stats_at = -1e9  # when hyphad was last told `failed`
         self._hello_sent = False
         if "HYPHA_WORKER" in os.environ:
             self._attach()
@@ -491,7 +493,14 @@ class Worker:
             return None
 
     def _handler_failed(self) -> None:
+        self.failed += 1
         self.log.error("handler failed: %s", traceback.format_exc().rstrip())
+        now = self._clock()
+        if now - self._stats_at >= 1.0 and self._hello_sent:
+            # at most once a second: hyphad compares it with the frames it
+            # wrote, and health says degraded when nearly every one fails
+            self._stats_at = now
+            self._control(op="stats", failed=self.failed)
         if self.fail_on_error:
             raise
 

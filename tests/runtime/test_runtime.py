@@ -139,6 +139,8 @@ class WorkerOverPipes(unittest.TestCase):
         w.control(), w.control()
         for i in (1, 2):
             w.send_msg(messages.CounterUpdate(i, 0, 0))
+        # hyphad is told (at most once a second), for its health rule
+        self.assertEqual(w.control(), {"op": "stats", "failed": 1})
         t, payload = w.frame()
         self.assertEqual(messages.CounterUpdate.from_bytes(payload).counter_id, 2)
         rc, rest, err = w.finish()
