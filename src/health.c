@@ -86,16 +86,19 @@ hy_health hy_health_eval(const hy_snapshot *s, char *reason, size_t len)
             continue;
         if (in->state == HY_ST_FAILED) {
             const hy_policy *p = &in->spec->policy;
+            /* It gave up at more than `failures` exits within `within`:
+             * failures + 1 of them (backoff.c's window holds that many). */
+            unsigned exits = p->give_up_failures + 1;
             hy_exit_text(in, a, sizeof a);
             hy_format_duration(p->give_up_within_ms, b, sizeof b);
             if (p->give_up_retry_after_ms && in->retry_in_s >= 0) {
                 double left = in->retry_in_s;
                 hy_format_duration(left > 0 ? (uint64_t)(left * 1000.0) : 0, c, sizeof c);
-                snprintf(reason, len, "%s failed: %u exits within %s (last: %s); retry in %s", in->label,
-                         p->give_up_failures, b, a, c);
+                snprintf(reason, len, "%s failed: %u exits within %s (last: %s); retry in %s", in->label, exits, b,
+                         a, c);
             } else {
                 snprintf(reason, len, "%s failed: %u exits within %s (last: %s); not retried: hyphactl restart %s",
-                         in->label, p->give_up_failures, b, a, in->spec->name);
+                         in->label, exits, b, a, in->spec->name);
             }
             return HY_UNHEALTHY;
         }

@@ -17,6 +17,8 @@
 #include <cmocka.h>
 #include <ev.h>
 
+#include "hypha/backoff.h"
+#include "hypha/exitplan.h"
 #include "hypha/health.h"
 #include "hypha/upstream.h"
 #include "hypha/view.h"
@@ -530,6 +532,43 @@ static void test_short_reason(void **state)
     hy_topology_free(t);
 }
 
+
+/* give_up {failures: 3, within: 30s}: the 4th quick exit gives up (more
+ * than 3), and the reason counts the exits that did it, 4, not the 3 of
+ * the setting. The window and the plan are driven as worker.c drives them. */
+static void test_give_up_count(void **state)
+{
+    (void)state;
+    static const char doc[] = "version: 1\nschema: contracts.yaml\ncontrol: {socket: ctl.sock}\n"
+                              "workers:\n"
+                              "  g:\n"
+                              "    command: [/bin/true]\n"
+                              "    give_up: {failures: 3, within: 30s, retry_after: 0}\n";
+    hy_topology *t = load_ok(doc);
+    const hy_policy *p = &t->workers[0].policy;
+    hy_giveup g;
+    assert_int_equal(hy_giveup_init(&g, p->give_up_failures), 0);
+    hy_exit_verdict v = {0};
+    int exits = 0;
+    for (; exits < 10; exits++) {
+        hy_exit_facts f = {.wstatus = 1 << 8, .uptime_ms = 100, .n = v.n};
+        assert_true(hy_exit_counts(p, &f));
+        f.over_give_up = hy_giveup_record(&g, 1000u * (uint64_t)exits, p->give_up_within_ms);
+        v = hy_exit_plan(p, &f);
+        if (v.next == HY_NEXT_FAILED)
+            break;
+    }
+    assert_int_equal(exits + 1, 4); /* gave up at the 4th exit */
+    hy_giveup_free(&g);
+
+    fake_sup *s = make_sup(t);
+    exited(s->inst[0], HY_ST_FAILED, "exit", 1, 0);
+    assert_health(s, 100.0, HY_UNHEALTHY);
+    assert_string_equal(reason, "g[0] failed: 4 exits within 30s (last: exit status 1); not retried: hyphactl restart g");
+    free_sup(s);
+    hy_topology_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -543,6 +582,7 @@ int main(void)
         cmocka_unit_test(test_unhealthy_wins),
         cmocka_unit_test(test_short_reason),
         cmocka_unit_test(test_certificates),
+        cmocka_unit_test(test_give_up_count),
     };
     return cmocka_run_group_tests_name("health", tests, setup, teardown);
 }
