@@ -822,6 +822,30 @@ class Status(ControlTest):
         self.assertIn("--socket needs a value", r.stderr)
 
 
+class AbsolutePaths(ControlTest):
+    """A topology given relative to hyphad's cwd is named by its absolute
+    path everywhere: status, the log, a reload's error."""
+
+    def test_relative_topology_is_shown_absolute(self):
+        path = self.write("topology.yaml", json.dumps(self.doc({"s": {"command": self.py("s.py", SLEEPER)}})))
+        rel = os.path.relpath(path, "/")  # hyphatest.Hyphad runs hyphad from /
+        self.assertFalse(rel.startswith("/"))
+        h = hyphatest.Hyphad(rel)
+        self.addCleanup(self._finish, h)
+        self.h = h
+        self.wait_socket(h)
+        self.assertEqual(self.ctl_json("status")["hyphad"]["topology"], path)
+        self.assertEqual(h.wait_for(5, msg="starting")["topology"], path)
+        self.write("topology.yaml", "version: 1\nschema: contracts.yaml\nworkrs: {}\n")
+        r = self.ctl("reload")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f"{path}:3:1: unknown key 'workrs'", r.stderr + r.stdout)
+        self.assertTrue(h.wait_for(5, msg="reload refused: nothing changed")["error"].startswith(path + ":3:1:"))
+        r = run([HYPHAD, "--check", os.path.relpath(os.path.join(self.dir, "nope.yaml"))])
+        self.assertEqual(r.returncode, 2)
+        self.assertEqual(r.stderr.strip(), f"{os.path.join(self.dir, 'nope.yaml')}: cannot open: No such file or directory")
+
+
 class Lifecycle(ControlTest):
     def test_hello_after_stdin_closed_by_a_stop(self):
         # A worker that says hello only once its stdin is closed (hyphad is
