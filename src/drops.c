@@ -74,6 +74,15 @@ void hy_drops_init(hy_drops *d, const char *component, const char *k1, const cha
     d->v2 = v2;
 }
 
+static hy_type_namer namer;
+static const void *namer_ud;
+
+void hy_drops_set_namer(hy_type_namer f, const void *ud)
+{
+    namer = f;
+    namer_ud = ud;
+}
+
 void hy_drops_add(hy_drops *d, hy_drop why, uint16_t type_id, uint64_t n)
 {
     uint64_t before = d->n[why];
@@ -81,12 +90,19 @@ void hy_drops_add(hy_drops *d, hy_drop why, uint16_t type_id, uint64_t n)
     if (why == HY_DROP_QUEUE_OLDEST || why == HY_DROP_QUEUE_NEWEST || !hy_log_mark(before, d->n[why]))
         return;
     const char *reason = hy_drop_str(why);
+    const char *name = namer ? namer(namer_ud, type_id) : NULL;
+    char type[24], total[24];
+    hy_log_u64(type, type_id);
+    hy_log_u64(total, d->n[why]);
+    /* type_name=TradeTick beside type=2001 when the contracts know it;
+     * without it, "total" moves up and a NULL key ends the list. */
+    const char *ka = name ? "type_name" : "total", *va = name ? name : total, *kb = name ? "total" : NULL;
     if (d->k2)
-        hy_log(HY_WARN, d->component, "frame dropped", d->k1, d->v1, d->k2, d->v2, "reason", reason, "type",
-               HY_U64(type_id), "total", HY_U64(d->n[why]), NULL);
+        hy_log(HY_WARN, d->component, "frame dropped", d->k1, d->v1, d->k2, d->v2, "reason", reason, "type", type,
+               ka, va, kb, total, NULL);
     else
-        hy_log(HY_WARN, d->component, "frame dropped", d->k1, d->v1, "reason", reason, "type", HY_U64(type_id),
-               "total", HY_U64(d->n[why]), NULL);
+        hy_log(HY_WARN, d->component, "frame dropped", d->k1, d->v1, "reason", reason, "type", type, ka, va, kb,
+               total, NULL);
 }
 
 uint64_t hy_drops_total(const hy_drops *d)

@@ -387,6 +387,15 @@ static int make_instances(hy_sup *s, const hy_topology *t, hy_err *err)
     return 0;
 }
 
+/* Drop lines name the message (drops.c): by the current topology's
+ * contracts, so the lookup follows a reload. */
+static const char *type_name_of(const void *ud, uint16_t type_id)
+{
+    const hy_sup *s = ud;
+    const hy_message *m = hy_schema_find(s->topo->schema, type_id);
+    return m ? m->name : NULL;
+}
+
 hy_sup *hy_sup_new(struct ev_loop *loop, const hy_topology *t, hy_err *err)
 {
     hy_sup *s = calloc(1, sizeof *s);
@@ -403,6 +412,7 @@ hy_sup *hy_sup_new(struct ev_loop *loop, const hy_topology *t, hy_err *err)
     ev_init(&s->start_w, start_batch_cb);
     ev_init(&s->gc_w, gc_cb);
     ev_child_init(&s->child_w, child_cb, 0, 0);
+    hy_drops_set_namer(type_name_of, s);
     s->start_w.data = s->gc_w.data = s->child_w.data = s;
     /* Cgroups first: the instances' paths and the warden need hypha-<pid>. */
     if (hy_relay_init(&s->relay, loop, t, &s->rng, err) < 0 || hy_contain_setup(s, err) < 0 ||
@@ -418,6 +428,7 @@ void hy_sup_free(hy_sup *s)
 {
     if (!s)
         return;
+    hy_drops_set_namer(NULL, NULL);
     ev_child_stop(s->loop, &s->child_w);
     ev_timer_stop(s->loop, &s->start_w);
     ev_timer_stop(s->loop, &s->gc_w);

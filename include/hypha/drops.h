@@ -41,6 +41,14 @@ void hy_drops_init(hy_drops *d, const char *component, const char *k1, const cha
  * 10th, 100th ... (queue-full reasons are logged by the queue's owner). */
 void hy_drops_add(hy_drops *d, hy_drop why, uint16_t type_id, uint64_t n);
 uint64_t hy_drops_total(const hy_drops *d);
+
+/* The message name of a type id, for the "frame dropped" line beside
+ * `type=2001` (`type_name=TradeTick`); NULL when the contracts have no such
+ * id. The owner of the running contracts registers it (sup.c, whose lookup
+ * follows reloads); without one, or for an unknown id, the line has no
+ * name. One for the process: hyphad runs one supervisor. */
+typedef const char *(*hy_type_namer)(const void *ud, uint16_t type_id);
+void hy_drops_set_namer(hy_type_namer namer, const void *ud);
 /* "reason=N" for each non-zero counter, joined by `sep` (",": the log's
  * counters line; " ": status notes); "none" when all are zero. Returns out. */
 const char *hy_drops_format(const hy_drops *d, const char *sep, char *out, size_t len);

@@ -206,6 +206,36 @@ static void test_counters_log_apart(void **state)
     log_release(&log);
 }
 
+/* With a namer registered (hyphad's supervisor does it), the line names the
+ * message beside its id; an id it does not know gets no name. */
+static const char *fake_names(const void *ud, uint16_t id)
+{
+    assert_string_equal(ud, "contracts");
+    return id == 2001 ? "TradeTick" : NULL;
+}
+
+static void test_type_names(void **state)
+{
+    (void)state;
+    logcap log;
+    log_capture(&log);
+    hy_drops d, r;
+    hy_drops_init(&d, "router", "worker", "w", "instance", "0");
+    hy_drops_init(&r, "relay", "from", "upstream", NULL, NULL);
+    hy_drops_set_namer(fake_names, "contracts");
+    hy_drops_add(&d, HY_DROP_NOT_ALLOWED, 2001, 1);
+    hy_drops_add(&d, HY_DROP_UNKNOWN_TYPE, 4242, 1);
+    hy_drops_add(&r, HY_DROP_WRONG_SIZE, 2001, 1);
+    hy_drops_set_namer(NULL, NULL);
+    hy_drops_add(&d, HY_DROP_NOT_RUNNING, 2001, 1);
+    assert_string_equal(log_text(&log),
+                        "warn router frame dropped worker=w instance=0 reason=not-allowed type=2001 type_name=TradeTick total=1\n"
+                        "warn router frame dropped worker=w instance=0 reason=unknown-type type=4242 total=1\n"
+                        "warn relay frame dropped from=upstream reason=wrong-size type=2001 type_name=TradeTick total=1\n"
+                        "warn router frame dropped worker=w instance=0 reason=not-running type=2001 total=1\n");
+    log_release(&log);
+}
+
 static void test_batch_passing_a_mark_logs_once(void **state)
 {
     (void)state;
@@ -339,6 +369,7 @@ int main(void)
         cmocka_unit_test(test_flood_logs_at_powers_of_ten),
         cmocka_unit_test(test_counters_log_apart),
         cmocka_unit_test(test_batch_passing_a_mark_logs_once),
+        cmocka_unit_test(test_type_names),
         cmocka_unit_test(test_queue_full_not_logged_here),
         cmocka_unit_test(test_warn_mark_thousand_is_four_lines),
         cmocka_unit_test(test_warn_mark_counters_apart),
