@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "hypha/log.h"
+#include "hypha/utf8.h"
 
 const char *hy_drop_str(hy_drop d)
 {
@@ -61,6 +62,47 @@ const char *hy_log_cut(char *out, size_t max, const char *s, size_t len)
     memcpy(out, s, n);
     memcpy(out + n, "...", 4);
     return out;
+}
+
+const char *hy_log_escape_bytes(char *out, const uint8_t *p, size_t n, bool more)
+{
+    static const char hex[] = "0123456789abcdef";
+    char *o = out;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = p[i];
+        if (c == '\\') {
+            *o++ = '\\';
+            *o++ = '\\';
+        } else if (c >= 0x20 && c < 0x7f) {
+            *o++ = (char)c;
+        } else {
+            *o++ = '\\';
+            *o++ = 'x';
+            *o++ = hex[c >> 4];
+            *o++ = hex[c & 15];
+        }
+    }
+    if (more) {
+        memcpy(o, "\xe2\x80\xa6", 3); /* … */
+        o += 3;
+    }
+    *o = '\0';
+    return out;
+}
+
+bool hy_bytes_look_like_text(const uint8_t *p, size_t n)
+{
+    size_t texty = 0;
+    for (size_t i = 0; i < n;) {
+        size_t seq = p[i] >= 0x80 ? hy_utf8_seq(p + i, n - i) : 0;
+        if (seq > 1 || (p[i] >= 0x20 && p[i] < 0x7f) || p[i] == '\t' || p[i] == '\n' || p[i] == '\r') {
+            texty += seq > 1 ? seq : 1;
+            i += seq > 1 ? seq : 1;
+        } else {
+            i++;
+        }
+    }
+    return n > 0 && texty * 4 >= n * 3;
 }
 
 void hy_drops_init(hy_drops *d, const char *component, const char *k1, const char *v1, const char *k2,

@@ -77,4 +77,12 @@ bool hy_warn_mark(hy_warn_count *c, uint64_t *suppressed);
 const char *hy_log_cut(char *out, size_t max, const char *s, size_t len);
 #define HY_LOG_CUT 64 /* the usual `max`: enough to recognise a value */
 
+/* Bytes a peer sent, shown in a log line: printable ASCII as it is (a
+ * backslash doubled), any other byte as \xNN, and "…" after them when
+ * `more` followed. out holds at least 4 * n + 4 bytes. Returns out. */
+const char *hy_log_escape_bytes(char *out, const uint8_t *p, size_t n, bool more);
+/* True when bytes look like text rather than frames: at least 3 in 4 of
+ * them printable ASCII, tab, CR, LF or part of a valid UTF-8 character. */
+bool hy_bytes_look_like_text(const uint8_t *p, size_t n);
+
 #endif

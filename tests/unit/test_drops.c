@@ -236,6 +236,32 @@ static void test_type_names(void **state)
     log_release(&log);
 }
 
+/* A bad stream's first bytes in a log line, and whether they look like
+ * text (a print() on stdout) or not. */
+static void test_escape_bytes(void **state)
+{
+    (void)state;
+    char out[4 * 32 + 4];
+    assert_string_equal(hy_log_escape_bytes(out, (const uint8_t *)"hello fr", 8, true), "hello fr\xe2\x80\xa6");
+    assert_string_equal(hy_log_escape_bytes(out, (const uint8_t *)"hi\n\t\\\"", 6, false), "hi\\x0a\\x09\\\\\"");
+    static const uint8_t bin[] = {0xff, 0x00, 0x7f, 'A'};
+    assert_string_equal(hy_log_escape_bytes(out, bin, sizeof bin, false), "\\xff\\x00\\x7fA");
+    assert_string_equal(hy_log_escape_bytes(out, bin, 0, false), "");
+    uint8_t all[32];
+    memset(all, 0xab, sizeof all);
+    assert_int_equal(strlen(hy_log_escape_bytes(out, all, sizeof all, true)), 4 * 32 + 3); /* the worst case fits */
+
+    assert_true(hy_bytes_look_like_text((const uint8_t *)"hello from a script\n", 20));
+    assert_true(hy_bytes_look_like_text((const uint8_t *)"Traceback (most\r\n", 17));
+    assert_true(hy_bytes_look_like_text((const uint8_t *)"pr\xc3\xa9sent\x01", 10)); /* UTF-8, one control */
+    static const uint8_t frame[] = {0xe9, 0x03, 0x10, 0x00, 0x00, 0x00, 'a', 'b'};
+    assert_false(hy_bytes_look_like_text(frame, sizeof frame));
+    assert_false(hy_bytes_look_like_text(all, sizeof all));
+    assert_false(hy_bytes_look_like_text(all, 0));
+    static const uint8_t mixed[] = {'a', 'b', 'c', 0xff, 'd', 'e', 0x00, 0x01}; /* 5 of 8: not mostly */
+    assert_false(hy_bytes_look_like_text(mixed, sizeof mixed));
+}
+
 static void test_batch_passing_a_mark_logs_once(void **state)
 {
     (void)state;
@@ -370,6 +396,7 @@ int main(void)
         cmocka_unit_test(test_counters_log_apart),
         cmocka_unit_test(test_batch_passing_a_mark_logs_once),
         cmocka_unit_test(test_type_names),
+        cmocka_unit_test(test_escape_bytes),
         cmocka_unit_test(test_queue_full_not_logged_here),
         cmocka_unit_test(test_warn_mark_thousand_is_four_lines),
         cmocka_unit_test(test_warn_mark_counters_apart),
