@@ -147,6 +147,49 @@ void hy_drops_add(hy_drops *d, hy_drop why, uint16_t type_id, uint64_t n)
                total, NULL);
 }
 
+bool hy_drop_for_receiver(hy_drop d)
+{
+    return d == HY_DROP_NOT_RUNNING || d == HY_DROP_EXITED || d == HY_DROP_NO_MEMORY || d == HY_DROP_QUEUE_OLDEST ||
+           d == HY_DROP_QUEUE_NEWEST;
+}
+
+void hy_dropwin_record(hy_dropwin *w, double now, uint64_t accepted, const hy_drops *d)
+{
+    hy_dropwin_sample *s = &w->s[w->head];
+    s->at = now;
+    s->accepted = accepted;
+    memcpy(s->n, d->n, sizeof s->n);
+    w->head = (w->head + 1) % HY_DROPWIN_SLOTS;
+    if (w->count < HY_DROPWIN_SLOTS)
+        w->count++;
+}
+
+hy_dropwin_delta hy_dropwin_since(const hy_dropwin *w, double now, uint64_t accepted, const hy_drops *d)
+{
+    static const hy_dropwin_sample zero;
+    /* the oldest sample: at head once the ring is full, at 0 before */
+    const hy_dropwin_sample *base = w->count == 0 ? &zero
+                                    : &w->s[w->count == HY_DROPWIN_SLOTS ? w->head : 0];
+    hy_dropwin_delta out = {.span_s = w->count ? now - base->at : 0, .main = HY_DROP_QUEUE_NEWEST};
+    uint64_t most = 0, unqueued = 0;
+    for (int i = 0; i < HY_DROP__COUNT; i++) {
+        if (!hy_drop_for_receiver((hy_drop)i))
+            continue;
+        uint64_t n = d->n[i] - base->n[i];
+        out.dropped += n;
+        if (i != HY_DROP_QUEUE_OLDEST && i != HY_DROP_EXITED)
+            unqueued += n; /* never reached its queue */
+        if (n > most) {
+            most = n;
+            out.main = (hy_drop)i;
+        }
+    }
+    out.routed = accepted - base->accepted + unqueued;
+    if (out.routed < out.dropped) /* frames accepted before the window, dropped in it */
+        out.routed = out.dropped;
+    return out;
+}
+
 uint64_t hy_drops_total(const hy_drops *d)
 {
     uint64_t t = 0;

@@ -236,6 +236,59 @@ static void test_type_names(void **state)
     log_release(&log);
 }
 
+/* The last minute of a receiver: samples every 10 s, the oldest of 7 the
+ * start; only receiver reasons; routed = accepted + dropped before the queue. */
+static void test_drop_window(void **state)
+{
+    (void)state;
+    hy_dropwin w;
+    memset(&w, 0, sizeof w);
+    hy_drops d;
+    hy_drops_init(&d, "router", "worker", "w", "instance", "0");
+    /* no sample yet: since the counters began */
+    d.n[HY_DROP_QUEUE_NEWEST] = 30;
+    d.n[HY_DROP_NOT_ALLOWED] = 500; /* the sender's: not about frames meant for it */
+    hy_dropwin_delta r = hy_dropwin_since(&w, 5.0, 70, &d);
+    assert_int_equal(r.dropped, 30);
+    assert_int_equal(r.routed, 100);
+    assert_int_equal(r.main, HY_DROP_QUEUE_NEWEST);
+    assert_true(r.span_s == 0.0);
+    /* one sample every 10 s: delivered grows by 100, newest by 10, not-running by 50 from t=40 */
+    uint64_t delivered = 70;
+    for (int k = 1; k <= 10; k++) {
+        delivered += 100;
+        d.n[HY_DROP_QUEUE_NEWEST] += 10;
+        if (k >= 4)
+            d.n[HY_DROP_NOT_RUNNING] += 50;
+        hy_dropwin_record(&w, 10.0 * k, delivered, &d);
+        r = hy_dropwin_since(&w, 10.0 * k + 5, delivered, &d);
+        if (k < HY_DROPWIN_SLOTS) { /* since the first sample */
+            assert_true(r.span_s == 10.0 * (k - 1) + 5);
+        } else {                    /* since the oldest of 7: 65 s ago */
+            assert_true(r.span_s == 65.0);
+        }
+    }
+    /* at t=105 the window starts at t=40: 6 steps of +100 delivered, +10 newest, +50 not-running */
+    assert_int_equal(r.dropped, 6 * 60);
+    assert_int_equal(r.routed, 6 * 100 + 6 * 60);
+    assert_int_equal(r.main, HY_DROP_NOT_RUNNING);
+    /* nothing since: still the same minute's story, then none of it */
+    for (int k = 11; k <= 17; k++)
+        hy_dropwin_record(&w, 10.0 * k, delivered, &d);
+    r = hy_dropwin_since(&w, 175.0, delivered, &d);
+    assert_int_equal(r.dropped, 0);
+    assert_int_equal(r.routed, 0);
+    /* drop-oldest drops frames its queue had accepted: counted once */
+    delivered += 1000;
+    d.n[HY_DROP_QUEUE_OLDEST] += 400;
+    r = hy_dropwin_since(&w, 176.0, delivered, &d);
+    assert_int_equal(r.dropped, 400);
+    assert_int_equal(r.routed, 1000);
+    assert_int_equal(r.main, HY_DROP_QUEUE_OLDEST);
+    assert_true(hy_drop_for_receiver(HY_DROP_EXITED) && hy_drop_for_receiver(HY_DROP_QUEUE_OLDEST) &&
+                !hy_drop_for_receiver(HY_DROP_UNKNOWN_TYPE) && !hy_drop_for_receiver(HY_DROP_WRONG_SIZE));
+}
+
 /* A bad stream's first bytes in a log line, and whether they look like
  * text (a print() on stdout) or not. */
 static void test_escape_bytes(void **state)
@@ -397,6 +450,7 @@ int main(void)
         cmocka_unit_test(test_batch_passing_a_mark_logs_once),
         cmocka_unit_test(test_type_names),
         cmocka_unit_test(test_escape_bytes),
+        cmocka_unit_test(test_drop_window),
         cmocka_unit_test(test_queue_full_not_logged_here),
         cmocka_unit_test(test_warn_mark_thousand_is_four_lines),
         cmocka_unit_test(test_warn_mark_counters_apart),
