@@ -694,7 +694,10 @@ class Protocol(SupervisionTest):
         # ("he" is the type, "llo " a length of 544173164 bytes, over the limit).
         plain = self.script("plain.py", 'import sys\nprint("before", file=sys.stderr, flush=True)\n'
                                         'print("hello from a script")\n', PY)
-        h = self.start_hyphad({"plain": {"command": plain, "restart": "never"}}, policy("100ms"))
+        # Python's own buffering (not PYTHONUNBUFFERED, which the tests' environment
+        # may set): the line leaves in one write at exit, so hyphad's first read has all of it.
+        h = self.start_hyphad({"plain": {"command": plain, "restart": "never", "env": {"PYTHONUNBUFFERED": ""}}},
+                              policy("100ms"))
         kill = h.wait_for(10, msg="corrupt stream from worker: killing it", worker="plain")
         self.assertEqual((kill["level"], kill["why"]), ("error", "frame length 544173164 over the limit"))
         self.assertEqual(kill["began"], "hello from a script\\x0a")
