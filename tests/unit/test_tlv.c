@@ -218,14 +218,16 @@ static void test_limit(void **state)
     assert_int_equal(d.nbad, 8);
     assert_memory_equal(d.bad, "hello fr", 8);
     assert_int_equal(d.bad_more, 0);
+    assert_int_equal(g.n, 1); /* the frame before it was delivered */
+    got_free(&g);
     hy_tlv_decoder_free(&d);
     hy_tlv_decoder_init(&d, 0);
     assert_int_equal(hy_tlv_feed(&d, (const uint8_t *)"hel", 3, collect, &g), HY_TLV_OK);
     assert_int_equal(hy_tlv_feed(&d, (const uint8_t *)"lo from", 7, collect, &g), HY_TLV_CORRUPT);
     assert_int_equal(d.nbad, 10);
     assert_memory_equal(d.bad, "hello from", 10);
+    assert_int_equal(g.n, 0);
     hy_tlv_decoder_free(&d);
-    g.n = 0;
 
     /* a valid frame before the corrupt header is still delivered */
     uint8_t two[sizeof counter_frame + HY_TLV_HEADER];
