@@ -43,6 +43,23 @@ static bool clean_exit(const hy_inst_view *in)
     return in->last_reason == HY_EXIT_EXIT && in->last_code == 0;
 }
 
+/* An instance losing more than its share of the frames meant for it (a
+ * subscriber that does not keep up, or one that keeps exiting): says so.
+ * Stopped ones and clean exits are what was asked for; the frames for them
+ * are counted, not a fault. */
+static bool dropping(const hy_inst_view *in, char *reason, size_t len)
+{
+    const hy_dropwin_delta *r = &in->recent;
+    if (in->retiring || in->state == HY_ST_STOPPED || in->state == HY_ST_EXITED)
+        return false;
+    if (r->dropped < HY_HEALTH_DROP_MIN || r->dropped * 100 <= r->routed * HY_HEALTH_DROP_PCT)
+        return false;
+    snprintf(reason, len, "%s dropped %llu of %llu frames meant for it in the last minute (%.1f%%, mostly %s)",
+             in->label, (unsigned long long)r->dropped, (unsigned long long)r->routed,
+             100.0 * (double)r->dropped / (double)r->routed, hy_drop_str(r->main));
+    return true;
+}
+
 #define CERT_WARN_S (7 * 86400) /* a certificate that ends within a week makes hyphad degraded */
 
 /* One certificate ending within CERT_WARN_S (or ended): says so in reason. */
@@ -86,16 +103,19 @@ hy_health hy_health_eval(const hy_snapshot *s, char *reason, size_t len)
             continue;
         if (in->state == HY_ST_FAILED) {
             const hy_policy *p = &in->spec->policy;
+            /* It gave up at more than `failures` exits within `within`:
+             * failures + 1 of them (backoff.c's window holds that many). */
+            unsigned exits = p->give_up_failures + 1;
             hy_exit_text(in, a, sizeof a);
             hy_format_duration(p->give_up_within_ms, b, sizeof b);
             if (p->give_up_retry_after_ms && in->retry_in_s >= 0) {
                 double left = in->retry_in_s;
                 hy_format_duration(left > 0 ? (uint64_t)(left * 1000.0) : 0, c, sizeof c);
-                snprintf(reason, len, "%s failed: %u exits within %s (last: %s); retry in %s", in->label,
-                         p->give_up_failures, b, a, c);
+                snprintf(reason, len, "%s failed: %u exits within %s (last: %s); retry in %s", in->label, exits, b,
+                         a, c);
             } else {
                 snprintf(reason, len, "%s failed: %u exits within %s (last: %s); not retried: hyphactl restart %s",
-                         in->label, p->give_up_failures, b, a, in->spec->name);
+                         in->label, exits, b, a, in->spec->name);
             }
             return HY_UNHEALTHY;
         }
@@ -126,6 +146,9 @@ hy_health hy_health_eval(const hy_snapshot *s, char *reason, size_t len)
             return HY_DEGRADED;
         }
     }
+    for (size_t i = 0; i < s->ninst; i++)
+        if (dropping(&s->inst[i], reason, len))
+            return HY_DEGRADED;
     if (cert_expiring(s, reason, len))
         return HY_DEGRADED;
     if (!up_ok) {

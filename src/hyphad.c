@@ -43,6 +43,7 @@ static void usage(FILE *out)
             "                     (0 valid, 2 invalid)\n"
             "  --json             with --check: print the resolved topology as JSON\n"
             "  --log-format FMT   text (default) or json\n"
+            "  --log-level LEVEL  debug, info (default), warn or error: less is not logged\n"
             "  --version          print the version and exit\n"
             "  -h, --help         this help\n");
 }
@@ -238,9 +239,9 @@ static int ensure_std_fds(void)
 
 /* Runs the topology until SIGTERM/SIGINT; takes ownership of t (a reload
  * replaces it). */
-static int run(hy_topology *t, hy_log_format log_format)
+static int run(hy_topology *t, hy_log_format log_format, hy_log_level log_level)
 {
-    hy_log_init(stderr, log_format, HY_INFO);
+    hy_log_init(stderr, log_format, log_level);
     if (ensure_std_fds() < 0) {
         hy_log(HY_ERROR, "hyphad", "cannot open /dev/null for closed standard fds", NULL);
         hy_topology_free(t);
@@ -327,6 +328,7 @@ int main(int argc, char **argv)
         {"config", required_argument, NULL, 'c'},
         {"json", no_argument, NULL, 'j'},
         {"log-format", required_argument, NULL, 'l'},
+        {"log-level", required_argument, NULL, 'L'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -334,6 +336,7 @@ int main(int argc, char **argv)
     int check = 0, json = 0, c;
     const char *config = NULL;
     hy_log_format log_format = HY_LOG_TEXT;
+    hy_log_level log_level = HY_INFO;
     while ((c = getopt_long(argc, argv, "hc:", opts, NULL)) != -1) {
         switch (c) {
         case 'k': check = 1; break;
@@ -345,6 +348,12 @@ int main(int argc, char **argv)
                 return EXIT_CONFIG;
             }
             log_format = strcmp(optarg, "json") == 0 ? HY_LOG_JSON : HY_LOG_TEXT;
+            break;
+        case 'L':
+            if (hy_log_level_parse(optarg, &log_level) < 0) {
+                fprintf(stderr, "hyphad: --log-level must be debug, info, warn or error, not '%s'\n", optarg);
+                return EXIT_CONFIG;
+            }
             break;
         case 'V': printf("hyphad %s\n", HYPHA_VERSION); return 0;
         case 'h': usage(stdout); return 0;
@@ -387,5 +396,5 @@ int main(int argc, char **argv)
         hy_topology_free(t);
         return 0;
     }
-    return run(t, log_format);
+    return run(t, log_format, log_level);
 }

@@ -77,6 +77,7 @@ struct hy_instance {
     hy_origin origin;
     hy_pubcheck check;           /* the outbound checks' cache */
     hy_drops drops;
+    hy_dropwin dropwin;          /* its last minute as a receiver, sampled by sup.c's drops_w */
     uint64_t frames_out, bytes_out, protocol_errors;
     hy_warn_count wwarn[HY_WW__COUNT]; /* wproto.c's warnings, for its whole life */
     /* the process's life (worker.c) */
@@ -117,6 +118,7 @@ struct hy_sup {
     size_t nretired;
     ev_timer gc_w;               /* frees retired instances outside any iteration */
     ev_timer start_w;            /* starts instances in batches */
+    ev_timer drops_w;            /* samples every instance's drop window (health's drop rule) */
     size_t next_start;
     double started_at;
     uint64_t line_seq;           /* stderr lines kept so far (hy_tail_line.seq) */

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 static FILE *log_out;
 static hy_log_format log_fmt = HY_LOG_TEXT;
@@ -109,6 +110,28 @@ static void put_text_value(buf *b, const char *s)
         put_json_str(b, s, strlen(s));
 }
 
+/* A JSON line's first key: `{"time":"2026-12-01T12:00:00.123Z",` (RFC 3339,
+ * UTC, milliseconds). Text lines have none: journald and container runtimes
+ * stamp each line they collect. A clock that cannot be read leaves the key
+ * out rather than the line. */
+static void put_json_open(buf *b)
+{
+    struct timespec ts;
+    struct tm tm;
+    char stamp[48];
+    if (clock_gettime(CLOCK_REALTIME, &ts) == 0 && gmtime_r(&ts.tv_sec, &tm) &&
+        strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm) > 0) {
+        char ms[8];
+        snprintf(ms, sizeof ms, ".%03ldZ", ts.tv_nsec / 1000000);
+        puts_(b, "{\"time\":\"");
+        puts_(b, stamp);
+        puts_(b, ms);
+        puts_(b, "\",");
+    } else {
+        puts_(b, "{");
+    }
+}
+
 void hy_log_init(FILE *out, hy_log_format fmt, hy_log_level min)
 {
     log_out = out;
@@ -127,6 +150,16 @@ const char *hy_log_level_str(hy_log_level l)
     case HY_ERROR: return "error";
     }
     return "?";
+}
+
+int hy_log_level_parse(const char *s, hy_log_level *out)
+{
+    for (hy_log_level l = HY_DEBUG; l <= HY_ERROR; l++)
+        if (strcmp(s, hy_log_level_str(l)) == 0) {
+            *out = l;
+            return 0;
+        }
+    return -1;
 }
 
 static void emit(buf *b)
@@ -150,7 +183,8 @@ void hy_log(hy_log_level level, const char *component, const char *msg, ...)
     va_list ap;
     va_start(ap, msg);
     if (log_fmt == HY_LOG_JSON) {
-        puts_(&b, "{\"level\":\"");
+        put_json_open(&b);
+        puts_(&b, "\"level\":\"");
         puts_(&b, hy_log_level_str(level));
         puts_(&b, "\",\"component\":");
         put_json_str(&b, component, strlen(component));
@@ -230,7 +264,8 @@ void hy_log_worker_line(const char *worker, unsigned instance, const char *line,
     snprintf(inst, sizeof inst, "%u", instance);
     snprintf(cutn, sizeof cutn, "%zu", cut);
     if (log_fmt == HY_LOG_JSON) {
-        puts_(&b, "{\"level\":\"");
+        put_json_open(&b);
+        puts_(&b, "\"level\":\"");
         puts_(&b, hy_log_level_str(level));
         puts_(&b, "\",\"component\":");
         put_json_str(&b, comp, strlen(comp));

@@ -37,6 +37,7 @@ static void inst_view(const hy_instance *in, double now, hy_inst_view *v)
     v->bytes_out = in->bytes_out;
     v->protocol_errors = in->protocol_errors;
     v->drops = in->drops;
+    v->recent = hy_dropwin_since(&in->dropwin, now, in->in.frames, &in->drops);
     v->queue_bytes = hy_fanq_bytes(&in->in.q);
     v->queue_frames = hy_fanq_frames(&in->in.q);
     v->subs = in->sub.ids;

@@ -387,6 +387,26 @@ static int make_instances(hy_sup *s, const hy_topology *t, hy_err *err)
     return 0;
 }
 
+/* Every HY_DROPWIN_STEP_S: each instance's counters into its window, so
+ * that health can tell its last minute (a pass over the table, no I/O). */
+static void drops_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    hy_sup *s = w->data;
+    double now = ev_now(loop);
+    for (size_t i = 0; i < s->ninst; i++)
+        hy_dropwin_record(&s->inst[i]->dropwin, now, s->inst[i]->in.frames, &s->inst[i]->drops);
+}
+
+/* Drop lines name the message (drops.c): by the current topology's
+ * contracts, so the lookup follows a reload. */
+static const char *type_name_of(const void *ud, uint16_t type_id)
+{
+    const hy_sup *s = ud;
+    const hy_message *m = hy_schema_find(s->topo->schema, type_id);
+    return m ? m->name : NULL;
+}
+
 hy_sup *hy_sup_new(struct ev_loop *loop, const hy_topology *t, hy_err *err)
 {
     hy_sup *s = calloc(1, sizeof *s);
@@ -403,7 +423,9 @@ hy_sup *hy_sup_new(struct ev_loop *loop, const hy_topology *t, hy_err *err)
     ev_init(&s->start_w, start_batch_cb);
     ev_init(&s->gc_w, gc_cb);
     ev_child_init(&s->child_w, child_cb, 0, 0);
-    s->start_w.data = s->gc_w.data = s->child_w.data = s;
+    ev_timer_init(&s->drops_w, drops_cb, HY_DROPWIN_STEP_S, HY_DROPWIN_STEP_S);
+    hy_drops_set_namer(type_name_of, s);
+    s->start_w.data = s->gc_w.data = s->child_w.data = s->drops_w.data = s;
     /* Cgroups first: the instances' paths and the warden need hypha-<pid>. */
     if (hy_relay_init(&s->relay, loop, t, &s->rng, err) < 0 || hy_contain_setup(s, err) < 0 ||
         make_instances(s, t, err) < 0 || hy_warden_start(&s->warden, s->cg.top, err) < 0) {
@@ -411,6 +433,7 @@ hy_sup *hy_sup_new(struct ev_loop *loop, const hy_topology *t, hy_err *err)
         return NULL;
     }
     ev_child_start(loop, &s->child_w);
+    ev_timer_start(loop, &s->drops_w);
     return s;
 }
 
@@ -418,9 +441,11 @@ void hy_sup_free(hy_sup *s)
 {
     if (!s)
         return;
+    hy_drops_set_namer(NULL, NULL);
     ev_child_stop(s->loop, &s->child_w);
     ev_timer_stop(s->loop, &s->start_w);
     ev_timer_stop(s->loop, &s->gc_w);
+    ev_timer_stop(s->loop, &s->drops_w);
     hy_warden_quit(&s->warden);
     for (size_t i = 0; i < s->ninst; i++)
         instance_free(s->inst[i]);

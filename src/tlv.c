@@ -28,6 +28,21 @@ void hy_tlv_decoder_reset(hy_tlv_decoder *d)
     d->have = 0;
     d->corrupt = 0;
     d->bad_len = 0;
+    d->nbad = 0;
+    d->bad_more = 0;
+}
+
+/* The rejected header and what followed it in this feed, for messages (a
+ * worker that prints text shows it there): `a` (na bytes), then `b`. */
+static void keep_bad(hy_tlv_decoder *d, const uint8_t *a, size_t na, const uint8_t *b, size_t nb)
+{
+    size_t ka = na < HY_TLV_BAD_KEEP ? na : HY_TLV_BAD_KEEP;
+    size_t kb = nb < HY_TLV_BAD_KEEP - ka ? nb : HY_TLV_BAD_KEEP - ka;
+    memcpy(d->bad, a, ka);
+    if (kb)
+        memcpy(d->bad + ka, b, kb);
+    d->nbad = (uint8_t)(ka + kb);
+    d->bad_more = na + nb > ka + kb;
 }
 
 long hy_tlv_parse(const uint8_t *p, size_t n, uint32_t max_payload, hy_frame *f)
@@ -85,6 +100,7 @@ static long fill_pending(hy_tlv_decoder *d, const uint8_t *data, size_t n, int *
     uint32_t len = hy_le32(d->buf + 2);
     if (len > d->max_payload) {
         d->bad_len = len;
+        keep_bad(d, d->buf, d->have, data + taken, n - taken); /* the header just completed */
         return -1;
     }
     size_t total = HY_TLV_HEADER + (size_t)len;
@@ -134,6 +150,7 @@ hy_tlv_status hy_tlv_feed(hy_tlv_decoder *d, const uint8_t *data, size_t n,
         if (k < 0) {
             d->corrupt = 1;
             d->bad_len = hy_le32(data + off + 2);
+            keep_bad(d, data + off, n - off, NULL, 0);
             return HY_TLV_CORRUPT;
         }
         if (k == 0)

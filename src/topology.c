@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include "fsutil.h"
 #include "hypha/listen_hs.h"
@@ -571,19 +572,33 @@ hy_topology *hy_topology_load_buffer(const char *name, const char *base_dir, con
     return t;
 }
 
-hy_topology *hy_topology_load(const char *path, hy_err *err)
+/* `path` made absolute against the current directory, lexically: a link on
+ * the way (a Kubernetes ConfigMap's ..data) stays, so a reload reads what
+ * the link points at then. Every message about the file names it so. */
+static char *absolute(const char *path, hy_err *err)
 {
-    size_t len;
-    uint8_t *data = hy_read_file(path, &len, 16u << 20, err);
-    if (!data)
-        return NULL;
-    char *dir = hy_dir_of(path, err);
-    if (!dir) {
-        free(data);
+    char *cwd = NULL, *abs;
+    if (path[0] != '/' && !(cwd = getcwd(NULL, 0))) {
+        hy_err_set(err, "%s: cannot make the path absolute: getcwd: %s", path, strerror(errno));
         return NULL;
     }
-    hy_topology *t = hy_topology_load_buffer(path, dir, data, len, err);
+    if (!(abs = hy_path_join(cwd, path)))
+        hy_err_set(err, "%s: out of memory", path);
+    free(cwd);
+    return abs;
+}
+
+hy_topology *hy_topology_load(const char *given, hy_err *err)
+{
+    size_t len;
+    char *path = absolute(given, err);
+    if (!path)
+        return NULL;
+    uint8_t *data = hy_read_file(path, &len, 16u << 20, err);
+    char *dir = data ? hy_dir_of(path, err) : NULL;
+    hy_topology *t = dir ? hy_topology_load_buffer(path, dir, data, len, err) : NULL;
     free(dir);
     free(data);
+    free(path);
     return t;
 }

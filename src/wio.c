@@ -37,17 +37,76 @@ static void close_io(hy_instance *in, ev_io *w, int *fd)
     *fd = -1;
 }
 
+/* A line for the tail ring and `hyphactl tail -f`: a worker's stderr line,
+ * or hyphad's note about the worker (marked "[hyphad] "). */
+static void tail_line(hy_instance *in, const char *line, size_t len)
+{
+    hy_sup *s = in->sup;
+    hy_tail_push(&in->tail, line, len, ++s->line_seq);
+    if (s->obs.on_line)
+        s->obs.on_line(s->obs.line_ud, in->name, in->index, line, len);
+}
+
 /* ---- stdout: frames -------------------------------------------------------- */
 
-/* The stream is unusable: count it, kill the worker, restart as `protocol`. */
-static void protocol_kill(hy_instance *in, const char *why)
+/* What a bad stream began with (from the rejected frame's header on), for
+ * people: `began` escaped, and when it looks like text, the likely cause:
+ * something printing to stdout, where only frames may go. */
+typedef struct began {
+    char text[4 * HY_TLV_BAD_KEEP + 4];
+    char hint[4 * HY_TLV_BAD_KEEP + 160];
+    bool texty;
+} began;
+
+static void describe_began(began *b, const uint8_t *p, size_t n, bool more)
+{
+    hy_log_escape_bytes(b->text, p, n, more);
+    b->texty = hy_bytes_look_like_text(p, n);
+    snprintf(b->hint, sizeof b->hint,
+             "stdout began with \"%s\": is something printing to stdout without the hypha runtime? (frames go to "
+             "stdout; print() and logs to stderr)",
+             b->text);
+}
+
+/* hyphad's note in the worker's tail, so that `hyphactl tail` shows why
+ * it was cut off beside what it wrote to stderr. */
+static void note_began(hy_instance *in, const began *b, const char *why)
+{
+    char note[sizeof b->hint + 128];
+    int n = b->texty ? snprintf(note, sizeof note, "[hyphad] %s", b->hint)
+                     : snprintf(note, sizeof note, "[hyphad] stdout began with \"%s\": not a frame stream (%s)",
+                                b->text, why);
+    if (n > 0)
+        tail_line(in, note, (size_t)n < sizeof note ? (size_t)n : sizeof note - 1);
+}
+
+/* The stream is unusable: count it, kill the worker, restart as `protocol`.
+ * `bytes` (n of them, `more` after): what the bad part began with; n 0 when
+ * there is nothing to show. */
+static void protocol_kill(hy_instance *in, const char *why, const uint8_t *bytes, size_t n, bool more)
 {
     in->protocol_errors++;
     if (in->kill_reason != HY_EXIT_NONE)
         return;
-    hy_log(HY_ERROR, COMP, "corrupt stream from worker: killing it", "worker", in->name, "instance", in->idx, "pid",
-           HY_I64(in->pid), "why", why, NULL);
+    if (n == 0) {
+        hy_log(HY_ERROR, COMP, "corrupt stream from worker: killing it", "worker", in->name, "instance", in->idx,
+               "pid", HY_I64(in->pid), "why", why, NULL);
+    } else {
+        began b;
+        describe_began(&b, bytes, n, more);
+        hy_log(HY_ERROR, COMP, "corrupt stream from worker: killing it", "worker", in->name, "instance", in->idx,
+               "pid", HY_I64(in->pid), "why", why, "began", b.text, b.texty ? "hint" : NULL, b.hint, NULL);
+        note_began(in, &b, why);
+    }
     hy_inst_kill_for(in, HY_EXIT_PROTOCOL);
+}
+
+/* The decoder holds the start of a frame the stream ended in. */
+static size_t pending_shown(const hy_tlv_decoder *d, bool *more)
+{
+    size_t n = hy_tlv_pending(d);
+    *more = n > HY_TLV_BAD_KEEP;
+    return n < HY_TLV_BAD_KEEP ? n : HY_TLV_BAD_KEEP;
 }
 
 static int on_frame(void *ud, const hy_frame *f)
@@ -72,11 +131,11 @@ static int feed_failed(hy_instance *in, hy_tlv_status st)
     if (st == HY_TLV_CORRUPT) {
         char why[96];
         snprintf(why, sizeof why, "frame length %u over the limit", (unsigned)in->dec.bad_len);
-        protocol_kill(in, why);
+        protocol_kill(in, why, in->dec.bad, in->dec.nbad, in->dec.bad_more);
         return 1;
     }
     if (st == HY_TLV_NOMEM) {
-        protocol_kill(in, "out of memory assembling a frame");
+        protocol_kill(in, "out of memory assembling a frame", NULL, 0, false);
         return 1;
     }
     return 0;
@@ -104,13 +163,20 @@ static int read_stdout(hy_instance *in)
     if (n == 0) {
         if (hy_tlv_finish(&in->dec) != HY_TLV_PARTIAL)
             return RD_DONE;
+        bool more;
+        size_t shown = pending_shown(&in->dec, &more);
+        const uint8_t *p = hy_tlv_pending_bytes(&in->dec);
         if (in->out_held) { /* killed while writing it: the part it wrote goes, counted */
+            began b;
+            describe_began(&b, p, shown, more);
             in->protocol_errors++;
             in->cut_at_exit = in->exit_drain; /* seen before its exit is decided: that exit's reason */
             hy_log(HY_WARN, COMP, "exited worker's stdout ended in the middle of a frame: dropped", "worker",
-                   in->name, "instance", in->idx, NULL);
+                   in->name, "instance", in->idx, "began", b.text, b.texty ? "hint" : NULL, b.hint, NULL);
+            if (b.texty) /* a short print() and an exit, most likely */
+                note_began(in, &b, "it ended in the middle of a frame");
         } else if (in->pid > 0) {
-            protocol_kill(in, "stdout closed in the middle of a frame");
+            protocol_kill(in, "stdout closed in the middle of a frame", p, shown, more);
         }
         return RD_DONE;
     }
@@ -198,12 +264,9 @@ static void drain_exited(hy_instance *in)
 
 static void flush_errline(hy_instance *in)
 {
-    hy_sup *s = in->sup;
     if (in->errlen || in->errcut) {
         hy_log_worker_line(in->name, in->index, in->errline, in->errlen, in->errcut);
-        hy_tail_push(&in->tail, in->errline, in->errlen, ++s->line_seq);
-        if (s->obs.on_line)
-            s->obs.on_line(s->obs.line_ud, in->name, in->index, in->errline, in->errlen);
+        tail_line(in, in->errline, in->errlen);
     }
     in->errlen = 0;
     in->errcut = 0;

@@ -3,8 +3,10 @@
  * The rules (docs/control.md): unhealthy when a worker failed (gave up), one
  * exited with a failure and will not be restarted, or the upstream has been
  * down longer than reconnect.max; degraded when a worker is starting, in
- * backoff or stopping, a TLS certificate ends within 7 days, or the upstream
- * is down for less; healthy otherwise.
+ * backoff or stopping, an instance dropped more than HY_HEALTH_DROP_PCT % of
+ * the frames meant for it in the last minute (and at least
+ * HY_HEALTH_DROP_MIN of them), a TLS certificate ends within 7 days, or the
+ * upstream is down for less; healthy otherwise.
  * Operator-stopped workers and clean exits that were not to be restarted
  * count for nothing. The reason names the first instance or link at fault.
  */
@@ -14,6 +16,9 @@
 #include <stddef.h>
 
 #include "hypha/view.h"
+
+#define HY_HEALTH_DROP_PCT 10  /* share of an instance's frames dropped in the last minute... */
+#define HY_HEALTH_DROP_MIN 100 /* ... and at least this many: a few drops of a trickle are no fault */
 
 typedef enum hy_health { HY_HEALTHY = 0, HY_DEGRADED = 1, HY_UNHEALTHY = 2 } hy_health;
 

@@ -1,9 +1,10 @@
 /* log.h - hyphad's log: one line per event on stderr.
  *
  * Text: `level component message key=value ...` (values with spaces or
- * quotes are quoted). JSON (--log-format json): one object per line with
- * "level", "component", "msg" and the keys. journald and container runtimes
- * add the timestamps. Keys and values are passed as NULL-terminated pairs of
+ * quotes are quoted), without a time: journald and container runtimes stamp
+ * each line. JSON (--log-format json): one object per line with "time"
+ * first (RFC 3339, UTC, milliseconds: "2026-12-01T12:00:00.123Z"), then
+ * "level", "component", "msg" and the keys. Keys and values are passed as NULL-terminated pairs of
  * strings so callers format numbers themselves and nothing allocates.
  */
 #ifndef HYPHA_LOG_H
@@ -35,6 +36,9 @@ void hy_log_worker_line(const char *worker, unsigned instance, const char *line,
 hy_log_level hy_log_line_level(const char *line, size_t len, size_t *skip);
 
 const char *hy_log_level_str(hy_log_level l);
+/* "debug", "info", "warn", "error" (as hy_log_level_str names them) into
+ * *out: 0, or -1 for any other word (*out unchanged). */
+int hy_log_level_parse(const char *s, hy_log_level *out);
 
 /* An integer as a log value, formatted into a compound literal that lives
  * to the end of the enclosing block: hy_log(..., "pid", HY_I64(pid), NULL). */

@@ -16,6 +16,7 @@
 #define HY_TLV_MAX_PAYLOAD 16777216u /* 16 MiB: MAX_PAYLOAD_SIZE in mycelium-protocol's codec.rs
                                        (its wire-protocol doc's 4 MiB is stale) */
 #define HY_TLV_CONTROL_TYPE 0u      /* reserved: hyphad <-> worker control */
+#define HY_TLV_BAD_KEEP 32u         /* bytes of a rejected header and what follows, kept for messages */
 
 typedef struct hy_frame {
     uint16_t type;          /* type id */
@@ -41,6 +42,9 @@ typedef struct hy_tlv_decoder {
     uint32_t max_payload;  /* lengths above this are corruption */
     int corrupt;           /* sticky: once corrupt, every feed fails */
     uint32_t bad_len;      /* the offending length, for messages */
+    uint8_t bad[HY_TLV_BAD_KEEP]; /* the stream's first bytes from that frame's header on */
+    uint8_t nbad;          /* how many of them are kept */
+    uint8_t bad_more;      /* 1: more followed them in the same feed */
     uint64_t frames;       /* frames delivered so far */
 } hy_tlv_decoder;
 
@@ -70,6 +74,9 @@ hy_tlv_status hy_tlv_direct_done(hy_tlv_decoder *d, size_t n, hy_tlv_frame_cb cb
 
 /* Bytes of a partially received frame held by the decoder. */
 static inline size_t hy_tlv_pending(const hy_tlv_decoder *d) { return d->have; }
+/* Those bytes themselves (valid until the next feed): what a stream cut in
+ * a frame ended with. */
+static inline const uint8_t *hy_tlv_pending_bytes(const hy_tlv_decoder *d) { return d->buf; }
 
 /* Pure, stateless parse of one frame at the start of p[0..n).
  * Returns the frame's total size (header + payload) and fills *f when a whole

@@ -159,7 +159,7 @@ int hy_rlimit_resource(int which);
 const char *hy_rlimit_name(int which);
 
 typedef struct hy_topology {
-    char *path;              /* the topology file as given (owned) */
+    char *path;              /* the topology file, absolute (hy_topology_load; owned) */
     char *dir;               /* its directory, absolute (owned) */
     hy_schema *schema;       /* loaded contracts (owned) */
     char *schema_path;       /* resolved contracts path (owned) */
@@ -193,6 +193,9 @@ typedef struct hy_topology {
 /* The built-in defaults, before any `defaults:` block. */
 void hy_policy_builtin(hy_policy *p);
 
+/* `path` may be relative: it is made absolute against the current
+ * directory first (lexically, links kept), and t->path and every message
+ * about the file name that absolute path. */
 hy_topology *hy_topology_load(const char *path, hy_err *err);
 /* Load from memory: `name` for messages; relative paths resolve against
  * `base_dir` (absolute). */

@@ -53,6 +53,7 @@ typedef struct hy_inst_view {
     double retry_in_s;           /* failed with a retry pending: seconds left; < 0: none */
     uint64_t frames_in, bytes_in, frames_out, bytes_out, protocol_errors;
     hy_drops drops;
+    hy_dropwin_delta recent;     /* the last minute of frames meant for it (drops.h) */
     size_t queue_bytes, queue_frames;
     const uint16_t *subs;        /* subscribed at run time (sorted) */
     size_t nsubs;

@@ -217,7 +217,7 @@ class Hyphad:
     outlives it can be found (survivors()). It runs from / so that nothing
     depends on the test's working directory."""
 
-    def __init__(self, topology, log_format="json", env=None, pass_fds=(), preexec_fn=None, prefix=()):
+    def __init__(self, topology, log_format="json", env=None, pass_fds=(), preexec_fn=None, prefix=(), args=()):
         tag = uuid.uuid4().hex
         self.tag = f"{TAG_VAR}={tag}"  # as it appears in /proc/PID/environ
         full_env = dict(os.environ)
@@ -228,7 +228,8 @@ class Hyphad:
         self.events = []
         self._cond = threading.Condition()
         self._eof = False
-        self.proc = subprocess.Popen([*prefix, HYPHAD, "--log-format", log_format, topology], stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([*prefix, HYPHAD, "--log-format", log_format, *args, topology],
+                                     stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/", env=full_env,
                                      pass_fds=pass_fds, preexec_fn=preexec_fn)
         self.pid = self.proc.pid
@@ -349,14 +350,15 @@ class HyphadTest(TempDirTest):
     fails if any process it started (worker, grandchild, warden) is left."""
 
     def start_hyphad(self, workers, defaults=None, log_format="json", env=None, pass_fds=(), extra=None,
-                     preexec_fn=None):
+                     preexec_fn=None, args=()):
         """extra: more top-level keys for the topology (upstream, listen ...);
-        preexec_fn: run in the child before exec (e.g. a lower RLIMIT_NOFILE)."""
+        preexec_fn: run in the child before exec (e.g. a lower RLIMIT_NOFILE);
+        args: more options for hyphad (--log-level ...)."""
         doc = {"version": 1, "schema": "contracts.yaml", "control": {"socket": "ctl.sock"},
                "defaults": defaults or {}, "workers": workers}
         doc.update(extra or {})
         path = self.write("topology.yaml", json.dumps(doc, indent=2))  # JSON is YAML flow syntax
-        h = Hyphad(path, log_format, env, pass_fds, preexec_fn)
+        h = Hyphad(path, log_format, env, pass_fds, preexec_fn, args=args)
         self.addCleanup(self._finish, h)
         return h
 

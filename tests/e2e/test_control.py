@@ -822,6 +822,30 @@ class Status(ControlTest):
         self.assertIn("--socket needs a value", r.stderr)
 
 
+class AbsolutePaths(ControlTest):
+    """A topology given relative to hyphad's cwd is named by its absolute
+    path everywhere: status, the log, a reload's error."""
+
+    def test_relative_topology_is_shown_absolute(self):
+        path = self.write("topology.yaml", json.dumps(self.doc({"s": {"command": self.py("s.py", SLEEPER)}})))
+        rel = os.path.relpath(path, "/")  # hyphatest.Hyphad runs hyphad from /
+        self.assertFalse(rel.startswith("/"))
+        h = hyphatest.Hyphad(rel)
+        self.addCleanup(self._finish, h)
+        self.h = h
+        self.wait_socket(h)
+        self.assertEqual(self.ctl_json("status")["hyphad"]["topology"], path)
+        self.assertEqual(h.wait_for(5, msg="starting")["topology"], path)
+        self.write("topology.yaml", "version: 1\nschema: contracts.yaml\nworkrs: {}\n")
+        r = self.ctl("reload")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f"{path}:3:1: unknown key 'workrs'", r.stderr + r.stdout)
+        self.assertTrue(h.wait_for(5, msg="reload refused: nothing changed")["error"].startswith(path + ":3:1:"))
+        r = run([HYPHAD, "--check", os.path.relpath(os.path.join(self.dir, "nope.yaml"))])
+        self.assertEqual(r.returncode, 2)
+        self.assertEqual(r.stderr.strip(), f"{os.path.join(self.dir, 'nope.yaml')}: cannot open: No such file or directory")
+
+
 class Lifecycle(ControlTest):
     def test_hello_after_stdin_closed_by_a_stop(self):
         # A worker that says hello only once its stdin is closed (hyphad is
@@ -1104,6 +1128,47 @@ class Health(ControlTest):
         self.assertEqual(j["health"], ("healthy", "degraded", "unhealthy")[code])
         self.assertIsInstance(j["reason"], str)
         return out
+
+    FLOOD = r'''
+import os, struct, sys, time
+while not os.path.exists("GO"):   # cwd: the topology's directory
+    time.sleep(0.005)
+data = (struct.pack("<HI", 1002, 16) + bytes(16)) * 50000   # CounterUpdate frames
+view = memoryview(data)
+while view:
+    view = view[os.write(1, view):]
+print("flooded", file=sys.stderr, flush=True)
+time.sleep(300)
+'''
+    DEAF = "import time\ntime.sleep(300)\n"  # subscribed, never reads its stdin
+
+    def test_degraded_when_an_instance_drops_most_of_the_frames_meant_for_it(self):
+        h = self.start({"flood": {"command": self.py("flood.py", self.FLOOD), "subscribe": []},
+                        "deaf": {"command": self.py("deaf.py", self.DEAF), "subscribe": ["CounterUpdate"],
+                                 "queue": {"limit": "1KiB", "overflow": "drop-newest"}}})
+        self.wait_running()
+        self.hctl(0, "healthy")
+        self.write("GO", "")
+        h.wait_for(20, component="flood[0]", msg="flooded")
+        got = wait_until(lambda: (lambda j: j["code"] == 1 and j["reason"].startswith("deaf[0] ") and j)(
+            self.health()), 10)
+        self.assertTrue(got, f"not degraded: {self.health()}\n{h.tail()}")
+        m = re.fullmatch(r"deaf\[0\] dropped (\d+) of (\d+) frames meant for it in the last minute "
+                         r"\((\d+\.\d)%, mostly queue-full-newest\)", got["reason"])
+        self.assertIsNotNone(m, got["reason"])
+        dropped, routed = int(m.group(1)), int(m.group(2))
+        self.assertEqual(routed, 50000)  # every frame flood sent: delivered to deaf's pipe or dropped
+        self.assertGreater(dropped * 10, routed)
+        w = self.inst("deaf")
+        self.assertEqual(w["state"], "running")
+        self.assertEqual(dropped, w["drops"]["queue-full-newest"])
+        self.assertEqual(routed - dropped, w["frames_in"])
+        out = self.hctl(1, "degraded: ")
+        self.assertEqual(out, "degraded: " + got["reason"])
+        # stopped by an operator: what it would have got is no fault
+        self.assertEqual(self.ctl("stop", "deaf").returncode, 0)
+        self.wait_inst("deaf", state="stopped")
+        self.hctl(0, "healthy")
 
     def test_healthy_and_operator_stops_or_clean_exits_do_not_count(self):
         self.start({"a": {"command": self.py("sleeper.py", SLEEPER)},

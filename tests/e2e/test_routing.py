@@ -178,9 +178,14 @@ class Routing(HyphadTest):
         }, {"start_timeout": "5s"})
         self.welcomed(h, "sub[0]")   # its CounterUpdate subscription is its hello's
         self.go()
-        for reason in ("unknown-type", "wrong-size", "not-allowed"):
+        # the message's name beside its type id when the contracts know it
+        for reason, type_id, name in (("unknown-type", "999", None), ("wrong-size", "1002", "CounterUpdate"),
+                                      ("not-allowed", "1001", "TextMessage")):
             e = h.wait_for(10, msg="frame dropped", reason=reason)
-            self.assertEqual((e["worker"], e["total"]), ("raw", "1"))
+            self.assertEqual((e["worker"], e["total"], e["type"], e.get("type_name")), ("raw", "1", type_id, name))
+            keys = list(e)
+            if name:
+                self.assertEqual(keys.index("type_name"), keys.index("type") + 1, e.line)
         h.wait_for(10, component="sub[0]", msg="have 1")   # the valid one, written last
         self.assertEqual(h.stop(), 0, h.tail())
         # only the valid CounterUpdate got through; the TextMessage never left raw

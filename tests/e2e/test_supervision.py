@@ -18,13 +18,15 @@ import os
 import resource
 import signal
 import struct
+import subprocess
 import sys
 import time
 import unittest
 
-from hyphatest import (HyphadTest, alive, comm, describe_pids, descendants, fd_count, proc_stat, wait_until,
+from hyphatest import (BUILD, HyphadTest, alive, comm, describe_pids, descendants, fd_count, proc_stat, wait_until,
                        zombie_children)
 
+HYPHACTL = os.environ.get("HYPHACTL", os.path.join(BUILD, "hyphactl"))
 PY = sys.executable  # not the `python3` on PATH, which may be a slow shim
 EARLY = 0.025        # s: a measured gap may be this much below the timer's delay
 LATE = 0.090         # s: ... and this much above it (+ LATE_SHARE of the delay)
@@ -676,6 +678,54 @@ class Protocol(SupervisionTest):
         # exit 0 is not clean when the stream was cut: on-failure restarts it
         self.assertEqual((e["reason"], e["status"], e["next"]), ("protocol", "0", "backoff"))
         self.next_start(h, e)
+        self.assert_stopped_cleanly(h)
+
+    HINT = ('stdout began with "hello from a script\\x0a": is something printing to stdout without the hypha '
+            'runtime? (frames go to stdout; print() and logs to stderr)')
+
+    def tail(self, name):
+        r = subprocess.run([HYPHACTL, "--socket", os.path.join(self.dir, "ctl.sock"), "tail", name, "-n", "20"],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return r.stdout
+
+    def test_a_plain_script_printing_to_stdout_is_told_why(self):
+        # A script that knows nothing of hypha: its print() is not a frame
+        # ("he" is the type, "llo " a length of 544173164 bytes, over the limit).
+        plain = self.script("plain.py", 'import sys\nprint("before", file=sys.stderr, flush=True)\n'
+                                        'print("hello from a script")\n', PY)
+        # Python's own buffering (not PYTHONUNBUFFERED, which the tests' environment
+        # may set): the line leaves in one write at exit, so hyphad's first read has all of it.
+        h = self.start_hyphad({"plain": {"command": plain, "restart": "never", "env": {"PYTHONUNBUFFERED": ""}}},
+                              policy("100ms"))
+        kill = h.wait_for(10, msg="corrupt stream from worker: killing it", worker="plain")
+        self.assertEqual((kill["level"], kill["why"]), ("error", "frame length 544173164 over the limit"))
+        self.assertEqual(kill["began"], "hello from a script\\x0a")
+        self.assertEqual(kill["hint"], self.HINT)
+        e = self.exits(h, 1, worker="plain")[0]
+        self.assertEqual(e["reason"], "protocol")
+        # hyphactl tail shows hyphad's note beside what the worker wrote to
+        # stderr (two pipes: in no set order)
+        h.wait_for(5, component="plain[0]", msg="before")
+        lines = self.tail("plain").splitlines()
+        self.assertIn("plain[0] before", lines)
+        note = [l for l in lines if "[hyphad]" in l]
+        self.assertEqual(len(note), 1, lines)
+        self.assertTrue(note[0].endswith("[hyphad] " + self.HINT), note[0])
+        self.assertNotIn("[hyphad]", " ".join(x.line for x in h.find(component="plain[0]")))  # not a worker line
+        self.assert_stopped_cleanly(h)
+
+    def test_binary_garbage_gets_no_text_hint(self):
+        garbage = self.script("garbage.py", 'import os, time\nos.write(1, b"\\xff" * 40)\ntime.sleep(300)\n', PY)
+        h = self.start_hyphad({"garbage": {"command": garbage}}, policy("100ms"))
+        kill = h.wait_for(10, msg="corrupt stream from worker: killing it", worker="garbage")
+        self.assertEqual(kill["began"], "\\xff" * 32 + "\u2026")  # 32 bytes kept, more followed
+        self.assertNotIn("hint", kill)
+        self.exits(h, 1, worker="garbage")
+        note = [l for l in self.tail("garbage").splitlines() if "[hyphad]" in l]
+        self.assertTrue(note and note[0].endswith(
+            '[hyphad] stdout began with "' + "\\xff" * 32 + '\u2026": not a frame stream '
+            '(frame length 4294967295 over the limit)'), note)
         self.assert_stopped_cleanly(h)
 
 

@@ -206,6 +206,115 @@ static void test_counters_log_apart(void **state)
     log_release(&log);
 }
 
+/* With a namer registered (hyphad's supervisor does it), the line names the
+ * message beside its id; an id it does not know gets no name. */
+static const char *fake_names(const void *ud, uint16_t id)
+{
+    assert_string_equal(ud, "contracts");
+    return id == 2001 ? "TradeTick" : NULL;
+}
+
+static void test_type_names(void **state)
+{
+    (void)state;
+    logcap log;
+    log_capture(&log);
+    hy_drops d, r;
+    hy_drops_init(&d, "router", "worker", "w", "instance", "0");
+    hy_drops_init(&r, "relay", "from", "upstream", NULL, NULL);
+    hy_drops_set_namer(fake_names, "contracts");
+    hy_drops_add(&d, HY_DROP_NOT_ALLOWED, 2001, 1);
+    hy_drops_add(&d, HY_DROP_UNKNOWN_TYPE, 4242, 1);
+    hy_drops_add(&r, HY_DROP_WRONG_SIZE, 2001, 1);
+    hy_drops_set_namer(NULL, NULL);
+    hy_drops_add(&d, HY_DROP_NOT_RUNNING, 2001, 1);
+    assert_string_equal(log_text(&log),
+                        "warn router frame dropped worker=w instance=0 reason=not-allowed type=2001 type_name=TradeTick total=1\n"
+                        "warn router frame dropped worker=w instance=0 reason=unknown-type type=4242 total=1\n"
+                        "warn relay frame dropped from=upstream reason=wrong-size type=2001 type_name=TradeTick total=1\n"
+                        "warn router frame dropped worker=w instance=0 reason=not-running type=2001 total=1\n");
+    log_release(&log);
+}
+
+/* The last minute of a receiver: samples every 10 s, the oldest of 7 the
+ * start; only receiver reasons; routed = accepted + dropped before the queue. */
+static void test_drop_window(void **state)
+{
+    (void)state;
+    hy_dropwin w;
+    memset(&w, 0, sizeof w);
+    hy_drops d;
+    hy_drops_init(&d, "router", "worker", "w", "instance", "0");
+    /* no sample yet: since the counters began */
+    d.n[HY_DROP_QUEUE_NEWEST] = 30;
+    d.n[HY_DROP_NOT_ALLOWED] = 500; /* the sender's: not about frames meant for it */
+    hy_dropwin_delta r = hy_dropwin_since(&w, 5.0, 70, &d);
+    assert_int_equal(r.dropped, 30);
+    assert_int_equal(r.routed, 100);
+    assert_int_equal(r.main, HY_DROP_QUEUE_NEWEST);
+    assert_true(r.span_s == 0.0);
+    /* one sample every 10 s: delivered grows by 100, newest by 10, not-running by 50 from t=40 */
+    uint64_t delivered = 70;
+    for (int k = 1; k <= 10; k++) {
+        delivered += 100;
+        d.n[HY_DROP_QUEUE_NEWEST] += 10;
+        if (k >= 4)
+            d.n[HY_DROP_NOT_RUNNING] += 50;
+        hy_dropwin_record(&w, 10.0 * k, delivered, &d);
+        r = hy_dropwin_since(&w, 10.0 * k + 5, delivered, &d);
+        if (k < HY_DROPWIN_SLOTS) { /* since the first sample */
+            assert_true(r.span_s == 10.0 * (k - 1) + 5);
+        } else {                    /* since the oldest of 7: 65 s ago */
+            assert_true(r.span_s == 65.0);
+        }
+    }
+    /* at t=105 the window starts at t=40: 6 steps of +100 delivered, +10 newest, +50 not-running */
+    assert_int_equal(r.dropped, 6 * 60);
+    assert_int_equal(r.routed, 6 * 100 + 6 * 60);
+    assert_int_equal(r.main, HY_DROP_NOT_RUNNING);
+    /* nothing since: still the same minute's story, then none of it */
+    for (int k = 11; k <= 17; k++)
+        hy_dropwin_record(&w, 10.0 * k, delivered, &d);
+    r = hy_dropwin_since(&w, 175.0, delivered, &d);
+    assert_int_equal(r.dropped, 0);
+    assert_int_equal(r.routed, 0);
+    /* drop-oldest drops frames its queue had accepted: counted once */
+    delivered += 1000;
+    d.n[HY_DROP_QUEUE_OLDEST] += 400;
+    r = hy_dropwin_since(&w, 176.0, delivered, &d);
+    assert_int_equal(r.dropped, 400);
+    assert_int_equal(r.routed, 1000);
+    assert_int_equal(r.main, HY_DROP_QUEUE_OLDEST);
+    assert_true(hy_drop_for_receiver(HY_DROP_EXITED) && hy_drop_for_receiver(HY_DROP_QUEUE_OLDEST) &&
+                !hy_drop_for_receiver(HY_DROP_UNKNOWN_TYPE) && !hy_drop_for_receiver(HY_DROP_WRONG_SIZE));
+}
+
+/* A bad stream's first bytes in a log line, and whether they look like
+ * text (a print() on stdout) or not. */
+static void test_escape_bytes(void **state)
+{
+    (void)state;
+    char out[4 * 32 + 4];
+    assert_string_equal(hy_log_escape_bytes(out, (const uint8_t *)"hello fr", 8, true), "hello fr\xe2\x80\xa6");
+    assert_string_equal(hy_log_escape_bytes(out, (const uint8_t *)"hi\n\t\\\"", 6, false), "hi\\x0a\\x09\\\\\"");
+    static const uint8_t bin[] = {0xff, 0x00, 0x7f, 'A'};
+    assert_string_equal(hy_log_escape_bytes(out, bin, sizeof bin, false), "\\xff\\x00\\x7fA");
+    assert_string_equal(hy_log_escape_bytes(out, bin, 0, false), "");
+    uint8_t all[32];
+    memset(all, 0xab, sizeof all);
+    assert_int_equal(strlen(hy_log_escape_bytes(out, all, sizeof all, true)), 4 * 32 + 3); /* the worst case fits */
+
+    assert_true(hy_bytes_look_like_text((const uint8_t *)"hello from a script\n", 20));
+    assert_true(hy_bytes_look_like_text((const uint8_t *)"Traceback (most\r\n", 17));
+    assert_true(hy_bytes_look_like_text((const uint8_t *)"pr\xc3\xa9sent\x01", 10)); /* UTF-8, one control */
+    static const uint8_t frame[] = {0xe9, 0x03, 0x10, 0x00, 0x00, 0x00, 'a', 'b'};
+    assert_false(hy_bytes_look_like_text(frame, sizeof frame));
+    assert_false(hy_bytes_look_like_text(all, sizeof all));
+    assert_false(hy_bytes_look_like_text(all, 0));
+    static const uint8_t mixed[] = {'a', 'b', 'c', 0xff, 'd', 'e', 0x00, 0x01}; /* 5 of 8: not mostly */
+    assert_false(hy_bytes_look_like_text(mixed, sizeof mixed));
+}
+
 static void test_batch_passing_a_mark_logs_once(void **state)
 {
     (void)state;
@@ -339,6 +448,9 @@ int main(void)
         cmocka_unit_test(test_flood_logs_at_powers_of_ten),
         cmocka_unit_test(test_counters_log_apart),
         cmocka_unit_test(test_batch_passing_a_mark_logs_once),
+        cmocka_unit_test(test_type_names),
+        cmocka_unit_test(test_escape_bytes),
+        cmocka_unit_test(test_drop_window),
         cmocka_unit_test(test_queue_full_not_logged_here),
         cmocka_unit_test(test_warn_mark_thousand_is_four_lines),
         cmocka_unit_test(test_warn_mark_counters_apart),

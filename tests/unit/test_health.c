@@ -17,6 +17,8 @@
 #include <cmocka.h>
 #include <ev.h>
 
+#include "hypha/backoff.h"
+#include "hypha/exitplan.h"
 #include "hypha/health.h"
 #include "hypha/upstream.h"
 #include "hypha/view.h"
@@ -530,6 +532,89 @@ static void test_short_reason(void **state)
     hy_topology_free(t);
 }
 
+
+/* Drops: more than 10 % of the frames meant for an instance in the last
+ * minute, and at least 100 of them, make hyphad degraded, naming it, the
+ * share and the main reason. */
+static void set_recent(hy_inst_view *in, uint64_t dropped, uint64_t routed, hy_drop main)
+{
+    in->recent = (hy_dropwin_delta){.span_s = 60.0, .routed = routed, .dropped = dropped, .main = main};
+}
+
+static void test_dropping(void **state)
+{
+    (void)state;
+    hy_topology *t = load_ok(upstream_doc);
+    fake_sup *s = make_sup(t);
+    hy_inst_view *in = s->inst[1];
+    set_recent(in, 99, 100, HY_DROP_QUEUE_NEWEST); /* 99 %, but fewer than 100 drops */
+    assert_health(s, 100.0, HY_HEALTHY);
+    set_recent(in, 100, 1000, HY_DROP_QUEUE_NEWEST); /* exactly 10 %: not more */
+    assert_health(s, 100.0, HY_HEALTHY);
+    set_recent(in, 101, 1000, HY_DROP_QUEUE_NEWEST);
+    assert_health(s, 100.0, HY_DEGRADED);
+    assert_string_equal(reason, "w[1] dropped 101 of 1000 frames meant for it in the last minute (10.1%, mostly "
+                                "queue-full-newest)");
+    set_recent(in, 1700, 2000, HY_DROP_NOT_RUNNING);
+    assert_health(s, 100.0, HY_DEGRADED);
+    assert_string_equal(reason, "w[1] dropped 1700 of 2000 frames meant for it in the last minute (85.0%, mostly "
+                                "not-running)");
+    /* stopped by an operator, or exited as asked: frames for it are no fault */
+    in->state = HY_ST_STOPPED;
+    assert_health(s, 100.0, HY_HEALTHY);
+    exited(in, HY_ST_EXITED, "exit", 0, 0);
+    assert_health(s, 100.0, HY_HEALTHY);
+    in->state = HY_ST_RUNNING;
+    in->retiring = true;
+    assert_health(s, 100.0, HY_HEALTHY);
+    in->retiring = false;
+    /* a state rule comes first; an unhealthy one wins */
+    s->inst[2]->state = HY_ST_STARTING;
+    assert_health(s, 100.0, HY_DEGRADED);
+    assert_reason_has("v[0] starting");
+    exited(s->inst[0], HY_ST_FAILED, "exit", 1, 0);
+    assert_health(s, 100.0, HY_UNHEALTHY);
+    assert_reason_has("w[0] failed");
+    free_sup(s);
+    hy_topology_free(t);
+}
+
+/* give_up {failures: 3, within: 30s}: the 4th quick exit gives up (more
+ * than 3), and the reason counts the exits that did it, 4, not the 3 of
+ * the setting. The window and the plan are driven as worker.c drives them. */
+static void test_give_up_count(void **state)
+{
+    (void)state;
+    static const char doc[] = "version: 1\nschema: contracts.yaml\ncontrol: {socket: ctl.sock}\n"
+                              "workers:\n"
+                              "  g:\n"
+                              "    command: [/bin/true]\n"
+                              "    give_up: {failures: 3, within: 30s, retry_after: 0}\n";
+    hy_topology *t = load_ok(doc);
+    const hy_policy *p = &t->workers[0].policy;
+    hy_giveup g;
+    assert_int_equal(hy_giveup_init(&g, p->give_up_failures), 0);
+    hy_exit_verdict v = {0};
+    int exits = 0;
+    for (; exits < 10; exits++) {
+        hy_exit_facts f = {.wstatus = 1 << 8, .uptime_ms = 100, .n = v.n};
+        assert_true(hy_exit_counts(p, &f));
+        f.over_give_up = hy_giveup_record(&g, 1000u * (uint64_t)exits, p->give_up_within_ms);
+        v = hy_exit_plan(p, &f);
+        if (v.next == HY_NEXT_FAILED)
+            break;
+    }
+    assert_int_equal(exits + 1, 4); /* gave up at the 4th exit */
+    hy_giveup_free(&g);
+
+    fake_sup *s = make_sup(t);
+    exited(s->inst[0], HY_ST_FAILED, "exit", 1, 0);
+    assert_health(s, 100.0, HY_UNHEALTHY);
+    assert_string_equal(reason, "g[0] failed: 4 exits within 30s (last: exit status 1); not retried: hyphactl restart g");
+    free_sup(s);
+    hy_topology_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -543,6 +628,8 @@ int main(void)
         cmocka_unit_test(test_unhealthy_wins),
         cmocka_unit_test(test_short_reason),
         cmocka_unit_test(test_certificates),
+        cmocka_unit_test(test_give_up_count),
+        cmocka_unit_test(test_dropping),
     };
     return cmocka_run_group_tests_name("health", tests, setup, teardown);
 }

@@ -193,6 +193,40 @@ static void test_limit(void **state)
     for (size_t i = 0; i + 1 < sizeof hdr; i++)
         assert_int_equal(hy_tlv_feed(&d, hdr + i, 1, collect, &g), HY_TLV_OK);
     assert_int_equal(hy_tlv_feed(&d, hdr + 5, 1, collect, &g), HY_TLV_CORRUPT);
+    assert_int_equal(d.nbad, HY_TLV_HEADER); /* the header, assembled across feeds */
+    assert_memory_equal(d.bad, hdr, HY_TLV_HEADER);
+    assert_int_equal(d.bad_more, 0);
+    hy_tlv_decoder_reset(&d);
+    assert_int_equal(d.nbad, 0);
+    hy_tlv_decoder_free(&d);
+
+    /* what the stream began with, from the rejected header on: a script's
+     * print() is kept (32 bytes at most, and whether more followed) */
+    static const char text[] = "hello from a script that prints far too much\n";
+    hy_tlv_decoder_init(&d, 0);
+    assert_int_equal(hy_tlv_feed(&d, (const uint8_t *)text, sizeof text - 1, collect, &g), HY_TLV_CORRUPT);
+    assert_int_equal(d.nbad, HY_TLV_BAD_KEEP);
+    assert_memory_equal(d.bad, text, HY_TLV_BAD_KEEP);
+    assert_int_equal(d.bad_more, 1);
+    hy_tlv_decoder_free(&d);
+    /* in place after a whole frame, and with a header that straddled feeds */
+    uint8_t after[sizeof counter_frame + 8];
+    memcpy(after, counter_frame, sizeof counter_frame);
+    memcpy(after + sizeof counter_frame, "hello fr", 8);
+    hy_tlv_decoder_init(&d, 0);
+    assert_int_equal(hy_tlv_feed(&d, after, sizeof after, collect, &g), HY_TLV_CORRUPT);
+    assert_int_equal(d.nbad, 8);
+    assert_memory_equal(d.bad, "hello fr", 8);
+    assert_int_equal(d.bad_more, 0);
+    assert_int_equal(g.n, 1); /* the frame before it was delivered */
+    got_free(&g);
+    hy_tlv_decoder_free(&d);
+    hy_tlv_decoder_init(&d, 0);
+    assert_int_equal(hy_tlv_feed(&d, (const uint8_t *)"hel", 3, collect, &g), HY_TLV_OK);
+    assert_int_equal(hy_tlv_feed(&d, (const uint8_t *)"lo from", 7, collect, &g), HY_TLV_CORRUPT);
+    assert_int_equal(d.nbad, 10);
+    assert_memory_equal(d.bad, "hello from", 10);
+    assert_int_equal(g.n, 0);
     hy_tlv_decoder_free(&d);
 
     /* a valid frame before the corrupt header is still delivered */
