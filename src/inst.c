@@ -46,7 +46,9 @@ void hy_inst_ready(hy_instance *in, const char *by)
     in->state = HY_ST_RUNNING;
     hy_log(HY_INFO, COMP, "ready", "worker", in->spec->name, "instance", in->idx, "pid", HY_I64(in->pid), "by", by,
            NULL);
-    hy_sup_after_kick(in->sup);
+    /* A worker `after` it may start now: sup.c's sweep looks, from its own
+     * watcher (an upward call from here would close a cycle of files). */
+    ev_feed_event(in->sup->loop, &in->sup->gc_w, EV_TIMER);
     hy_sup_changed(in->sup);
 }
 

@@ -135,7 +135,6 @@ struct hy_sup {
 
 /* An instance became ready: instances waiting on `after` are looked at again
  * (from sup.c's gc watcher, outside any iteration). */
-void hy_sup_after_kick(hy_sup *s);
 
 static inline void hy_sup_changed(hy_sup *s)
 {

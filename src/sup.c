@@ -144,15 +144,6 @@ static void start_or_wait(hy_instance *in)
     hy_sup_changed(in->sup);
 }
 
-void hy_sup_after_kick(hy_sup *s)
-{
-    for (size_t i = 0; i < s->ninst; i++)
-        if (s->inst[i]->waiting) {
-            ev_feed_event(s->loop, &s->gc_w, EV_TIMER);
-            return;
-        }
-}
-
 /* Free retired instances that have stopped, free topologies nobody uses any
  * more, start instances whose predecessor is gone, and those whose `after`
  * workers are now ready. Runs from its own

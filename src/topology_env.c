@@ -17,6 +17,7 @@
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,144 +160,178 @@ static int env_set(char ***v, size_t *n, char *kv)
 
 static bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\r'; }
 
+/* Reading one env file: where we are, and what went wrong. */
+typedef struct envcur {
+    const char *s;
+    size_t line;
+    char *msg;
+    size_t msglen;
+    size_t *lineno; /* the line at fault */
+} envcur;
+
+enum { ENV_BAD = -1, ENV_NOMEM = -2 };
+
+static int env_bad(envcur *c, size_t line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int env_bad(envcur *c, size_t line, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->msg, c->msglen, fmt, ap);
+    va_end(ap);
+    *c->lineno = line;
+    return ENV_BAD;
+}
+
+static void skip_blanks(envcur *c)
+{
+    while (is_blank(*c->s))
+        c->s++;
+}
+
+/* `[export ]KEY=`: the key into key[256], the cursor after the '='. */
+static int env_key(envcur *c, size_t at, char key[256])
+{
+    if (!strncmp(c->s, "export", 6) && is_blank(c->s[6])) {
+        c->s += 6;
+        skip_blanks(c);
+    }
+    const char *k = c->s;
+    while (*c->s && *c->s != '=' && *c->s != '\n')
+        c->s++;
+    const char *ke = c->s;
+    while (ke > k && is_blank(ke[-1]))
+        ke--;
+    if (*c->s != '=')
+        return env_bad(c, at, "no '=' in \"%.*s\" (lines are KEY=VALUE)", (int)(ke - k > 60 ? 60 : ke - k), k);
+    if (ke == k || (size_t)(ke - k) >= 256)
+        return env_bad(c, at, "%s before '='", ke == k ? "no variable name" : "a variable name too long");
+    memcpy(key, k, (size_t)(ke - k));
+    key[ke - k] = '\0';
+    if (!hy_is_ident(key))
+        return env_bad(c, at, "'%s' is not a valid variable name", key);
+    if (!strncmp(key, "HYPHA_", 6))
+        return env_bad(c, at, "%s is set by hyphad itself", key);
+    c->s++; /* '=' */
+    skip_blanks(c);
+    return 0;
+}
+
+/* A backslash in double quotes: \" \\ \$ \` \n \t, a continuation, or (as
+ * systemd) a backslash kept as it is. */
+static int env_escape(envcur *c, sbuf *val)
+{
+    char e = c->s[1], ch;
+    switch (e) {
+    case '"': case '\\': case '$': case '`': ch = e; break;
+    case 'n': ch = '\n'; break;
+    case 't': ch = '\t'; break;
+    case '\n': /* a continuation: the newline goes */
+        c->s += 2, c->line++;
+        return 0;
+    default:
+        c->s++;
+        return sb_ch(val, '\\') < 0 ? ENV_NOMEM : 0;
+    }
+    c->s += 2;
+    return sb_ch(val, ch) < 0 ? ENV_NOMEM : 0;
+}
+
+/* A value in single or double quotes, up to its closing quote; nothing but
+ * blanks may follow it on its line. */
+static int env_quoted(envcur *c, size_t at, const char *key, sbuf *val)
+{
+    char q = *c->s++;
+    for (;;) {
+        if (!*c->s)
+            return env_bad(c, at, "%s quote not closed", q == '"' ? "double" : "single");
+        if (*c->s == q) {
+            c->s++;
+            break;
+        }
+        if (q == '"' && *c->s == '\\' && c->s[1]) {
+            int r = env_escape(c, val);
+            if (r < 0)
+                return r;
+            continue;
+        }
+        if (*c->s == '\n')
+            c->line++;
+        if (sb_ch(val, *c->s++) < 0)
+            return ENV_NOMEM;
+    }
+    skip_blanks(c);
+    if (*c->s && *c->s != '\n')
+        return env_bad(c, c->line, "text after the closing quote of %s", key);
+    return 0;
+}
+
+/* A bare value: to the end of the line, trailing blanks trimmed, `\x` the
+ * character x, a trailing backslash continuing the line. */
+static int env_bare(envcur *c, sbuf *val)
+{
+    size_t keep = 0; /* length up to the last non-blank */
+    while (*c->s && *c->s != '\n') {
+        if (*c->s == '\\' && c->s[1] == '\n') {
+            c->s += 2, c->line++;
+            continue;
+        }
+        bool esc = *c->s == '\\' && c->s[1];
+        if (esc)
+            c->s++; /* the next character as it is */
+        if (sb_ch(val, *c->s) < 0)
+            return ENV_NOMEM;
+        if (esc || !is_blank(*c->s))
+            keep = val->len;
+        c->s++;
+    }
+    val->len = keep;
+    val->p[keep] = '\0';
+    return 0;
+}
+
+/* One KEY=VALUE line (the cursor at its first non-blank) into *v. */
+static int env_line(envcur *c, sbuf *val, char ***v, size_t *n)
+{
+    size_t at = c->line;
+    char key[256];
+    int r = env_key(c, at, key);
+    if (r < 0)
+        return r;
+    val->len = 0;
+    if (sb_put(val, "", 0) < 0)
+        return ENV_NOMEM;
+    r = *c->s == '\'' || *c->s == '"' ? env_quoted(c, at, key, val) : env_bare(c, val);
+    if (r < 0)
+        return r;
+    size_t len = strlen(key) + 1 + val->len + 1;
+    char *kv = malloc(len);
+    if (!kv)
+        return ENV_NOMEM;
+    snprintf(kv, len, "%s=%s", key, val->p);
+    return env_set(v, n, kv) < 0 ? ENV_NOMEM : 0;
+}
+
 /* One file's text into *v. 0; -1 with msg and *lineno (the line at fault)
- * for a malformed line; -2 out of memory. */
+ * for a malformed line; -2 out of memory. Blank lines and lines starting
+ * with # or ; are skipped. */
 static int envfile_parse(const char *s, char ***v, size_t *n, char *msg, size_t msglen, size_t *lineno)
 {
-    size_t line = 1;
+    envcur c = {s, 1, msg, msglen, lineno};
     sbuf val = {0};
-    while (*s) {
-        while (is_blank(*s))
-            s++;
-        if (*s == '\n') {
-            s++, line++;
-            continue;
+    int r = 0;
+    while (*c.s && r == 0) {
+        skip_blanks(&c);
+        if (*c.s == '\n') {
+            c.s++, c.line++;
+        } else if (*c.s == '#' || *c.s == ';') { /* a comment: the whole line */
+            while (*c.s && *c.s != '\n')
+                c.s++;
+        } else if (*c.s) {
+            r = env_line(&c, &val, v, n);
         }
-        if (*s == '#' || *s == ';') { /* a comment: the whole line */
-            while (*s && *s != '\n')
-                s++;
-            continue;
-        }
-        size_t at = line;
-        if (!strncmp(s, "export", 6) && is_blank(s[6])) {
-            s += 6;
-            while (is_blank(*s))
-                s++;
-        }
-        const char *k = s;
-        while (*s && *s != '=' && *s != '\n')
-            s++;
-        const char *ke = s;
-        while (ke > k && is_blank(ke[-1]))
-            ke--;
-        if (*s != '=') {
-            *lineno = at;
-            snprintf(msg, msglen, "no '=' in \"%.*s\" (lines are KEY=VALUE)", (int)(ke - k > 60 ? 60 : ke - k), k);
-            goto bad;
-        }
-        char key[256];
-        if (ke == k || (size_t)(ke - k) >= sizeof key) {
-            *lineno = at;
-            snprintf(msg, msglen, "%s before '='", ke == k ? "no variable name" : "a variable name too long");
-            goto bad;
-        }
-        memcpy(key, k, (size_t)(ke - k));
-        key[ke - k] = '\0';
-        if (!hy_is_ident(key)) {
-            *lineno = at;
-            snprintf(msg, msglen, "'%s' is not a valid variable name", key);
-            goto bad;
-        }
-        if (!strncmp(key, "HYPHA_", 6)) {
-            *lineno = at;
-            snprintf(msg, msglen, "%s is set by hyphad itself", key);
-            goto bad;
-        }
-        s++; /* '=' */
-        while (is_blank(*s))
-            s++;
-        val.len = 0;
-        if (sb_put(&val, "", 0) < 0)
-            goto nomem;
-        if (*s == '\'' || *s == '"') {
-            char q = *s++;
-            for (;;) {
-                if (!*s) {
-                    *lineno = at;
-                    snprintf(msg, msglen, "%s quote not closed", q == '"' ? "double" : "single");
-                    goto bad;
-                }
-                if (*s == q) {
-                    s++;
-                    break;
-                }
-                if (*s == '\n')
-                    line++;
-                if (q == '"' && *s == '\\' && s[1]) {
-                    char e = s[1], c;
-                    switch (e) {
-                    case '"': case '\\': case '$': case '`': c = e; break;
-                    case 'n': c = '\n'; break;
-                    case 't': c = '\t'; break;
-                    case '\n': /* a continuation: the newline goes */
-                        s += 2, line++;
-                        continue;
-                    default: /* as systemd: other backslashes are kept */
-                        if (sb_ch(&val, '\\') < 0)
-                            goto nomem;
-                        s++;
-                        continue;
-                    }
-                    if (sb_ch(&val, c) < 0)
-                        goto nomem;
-                    s += 2;
-                    continue;
-                }
-                if (sb_ch(&val, *s++) < 0)
-                    goto nomem;
-            }
-            while (is_blank(*s))
-                s++;
-            if (*s && *s != '\n') {
-                *lineno = line;
-                snprintf(msg, msglen, "text after the closing quote of %s", key);
-                goto bad;
-            }
-        } else {
-            size_t keep = 0; /* length up to the last non-blank */
-            while (*s && *s != '\n') {
-                if (*s == '\\' && s[1] == '\n') { /* continuation */
-                    s += 2, line++;
-                    continue;
-                }
-                bool esc = *s == '\\' && s[1];
-                if (esc)
-                    s++; /* the next character as it is */
-                if (sb_ch(&val, *s) < 0)
-                    goto nomem;
-                if (esc || !is_blank(*s))
-                    keep = val.len;
-                s++;
-            }
-            val.len = keep;
-            val.p[keep] = '\0';
-        }
-        size_t len = strlen(key) + 1 + val.len + 1;
-        char *kv = malloc(len);
-        if (!kv)
-            goto nomem;
-        snprintf(kv, len, "%s=%s", key, val.p);
-        if (env_set(v, n, kv) < 0)
-            goto nomem;
     }
     free(val.p);
-    return 0;
-bad:
-    free(val.p);
-    return -1;
-nomem:
-    free(val.p);
-    return -2;
+    return r;
 }
 
 /* One `env_file` entry: "-PATH" ignores a missing file, as in systemd. */
@@ -407,7 +442,9 @@ int hy_topo_parse_env_files(loader *L, const yaml_node_t *val, hy_worker_spec *w
             return 0;
         }
     }
-    hy_strv_free(v);
+    for (size_t i = 0; i < nv; i++) /* (not hy_strv_free: topology.c calls down to here) */
+        free(v[i]);
+    free(v);
     return r;
 }
 
