@@ -145,6 +145,15 @@ hy_health hy_health_eval(const hy_snapshot *s, char *reason, size_t len)
             snprintf(reason, len, "%s %s", in->label, in->pending ? "waiting to start (reload)" : hy_state_str(in->state));
             return HY_DEGRADED;
         }
+        if (in->waiting) {
+            snprintf(reason, len, "%s waiting to start (after %s, not ready yet)", in->label, in->waiting_for);
+            return HY_DEGRADED;
+        }
+        if (in->handler_failing) {
+            snprintf(reason, len, "%s handler failed on %llu of the %llu messages sent to it since its last success",
+                     in->label, (unsigned long long)in->fail_count, (unsigned long long)in->fail_frames);
+            return HY_DEGRADED;
+        }
     }
     for (size_t i = 0; i < s->ninst; i++)
         if (dropping(&s->inst[i], reason, len))

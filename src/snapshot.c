@@ -38,6 +38,7 @@ static void inst_view(const hy_instance *in, double now, hy_inst_view *v)
     v->protocol_errors = in->protocol_errors;
     v->drops = in->drops;
     v->recent = hy_dropwin_since(&in->dropwin, now, in->in.frames, &in->drops);
+    v->handler_failing = in->pid > 0 && hy_failstreak_failing(&in->fails, now, &v->fail_count, &v->fail_frames);
     v->queue_bytes = hy_fanq_bytes(&in->in.q);
     v->queue_frames = hy_fanq_frames(&in->in.q);
     v->subs = in->sub.ids;

@@ -54,6 +54,8 @@ typedef struct hy_inst_view {
     uint64_t frames_in, bytes_in, frames_out, bytes_out, protocol_errors;
     hy_drops drops;
     hy_dropwin_delta recent;     /* the last minute of frames meant for it (drops.h) */
+    bool handler_failing;        /* its handler fails on nearly every message (failstreak.h) */
+    uint64_t fail_count, fail_frames; /* handler_failing: of that streak */
     size_t queue_bytes, queue_frames;
     const uint16_t *subs;        /* subscribed at run time (sorted) */
     size_t nsubs;

@@ -197,6 +197,57 @@ class AsyncBackPressure(HyphadTest):
         self.assertLess(peak - before, 16 * 1024, f"the sink grew from {before} KiB to {peak} KiB")
 
 
+TICKER = """
+from hypha import Worker
+from messages import CounterUpdate
+worker = Worker()
+n = [0]
+
+@worker.every(0.02)
+def tick():
+    n[0] += 1
+    worker.publish(CounterUpdate(counter_id=n[0], value=0, delta=0))
+
+worker.run()
+"""
+
+BROKEN_HANDLER = """
+from hypha import Worker
+from messages import CounterUpdate
+worker = Worker()
+
+@worker.on(CounterUpdate)
+def broken(c):
+    raise KeyError("no such account")
+
+worker.run()
+"""
+
+
+class HandlerFailingOnEveryMessage(HyphadTest):
+    """The SDK tells hyphad its handler failures; health is degraded, and says
+    which worker, when nearly every message fails."""
+
+    def test_degraded_and_named(self):
+        env = {"PYTHONPATH": RUNTIME_PATH}
+        h = self.start_hyphad({
+            "tick": {"command": self.script("tick.py", TICKER, sys.executable), "env": env,
+                     "publish": ["CounterUpdate"]},
+            "broken": {"command": self.script("broken.py", BROKEN_HANDLER, sys.executable), "env": env,
+                       "subscribe": ["CounterUpdate"]}})
+        sock = os.path.join(self.dir, "ctl.sock")
+        deadline = time.monotonic() + 30
+        while True:
+            r = run([HYPHACTL, "--socket", sock, "health"], timeout=20)
+            if "handler failed on" in r.stdout:
+                break
+            self.assertLess(time.monotonic(), deadline, f"never degraded: {r.stdout}{h.tail()}")
+            time.sleep(0.1)
+        self.assertEqual(r.returncode, 1, r.stdout)  # degraded
+        self.assertRegex(r.stdout, r"^degraded: broken\[0\] handler failed on (\d+) of the (\d+) messages sent to it")
+        self.assertFalse(h.find(msg="unknown control op: ignored"), "hyphad knows the stats frame")
+
+
 STALE_WORKER = """
 from hypha import Worker
 from messages import TextMessage

@@ -615,6 +615,29 @@ static void test_give_up_count(void **state)
     hy_topology_free(t);
 }
 
+/* Waiting for an `after` worker, and a handler failing on every message:
+ * degraded, named. */
+static void test_waiting_and_failing_handlers(void **state)
+{
+    (void)state;
+    hy_topology *t = load_ok(embedded_doc);
+    fake_sup *s = make_sup(t);
+    s->inst[1]->state = HY_ST_STOPPED;
+    s->inst[1]->waiting = true;
+    s->inst[1]->waiting_for = "v";
+    assert_health(s, 100.0, HY_DEGRADED);
+    assert_string_equal(reason, "w[1] waiting to start (after v, not ready yet)");
+    free_sup(s);
+    s = make_sup(t);
+    s->inst[0]->handler_failing = true;
+    s->inst[0]->fail_count = 25;
+    s->inst[0]->fail_frames = 26;
+    assert_health(s, 100.0, HY_DEGRADED);
+    assert_string_equal(reason, "w[0] handler failed on 25 of the 26 messages sent to it since its last success");
+    free_sup(s);
+    hy_topology_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -630,6 +653,7 @@ int main(void)
         cmocka_unit_test(test_certificates),
         cmocka_unit_test(test_give_up_count),
         cmocka_unit_test(test_dropping),
+        cmocka_unit_test(test_waiting_and_failing_handlers),
     };
     return cmocka_run_group_tests_name("health", tests, setup, teardown);
 }
