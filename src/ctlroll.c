@@ -4,7 +4,6 @@
  * Nothing new in hyphad: a rollout interrupted (Ctrl-C) leaves every
  * instance in a state `status` explains. */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,11 +28,16 @@ static int ask(const char *sock, json_t *req, json_t **reply)
 {
     conn cn;
     int rc = conn_open(&cn, sock);
-    if (rc == EXIT_OK && conn_send(&cn, req) < 0)
-        rc = unreachable(sock, "send", errno);
+    /* conn_send: an exit code (said), or -errno when hyphad closed first,
+     * whose answer is still to be read (as hyphactl.c's exchange does) */
+    int sent = rc == EXIT_OK ? conn_send(&cn, req) : rc;
     json_decref(req);
     if (rc != EXIT_OK)
         return rc;
+    if (sent > 0) {
+        conn_close(&cn);
+        return sent;
+    }
     const char *why = NULL;
     char *line = conn_line(&cn, REPLY_TIMEOUT_MS, &why);
     json_t *r = line ? json_loads(line, 0, NULL) : NULL;
