@@ -91,6 +91,28 @@ static bool cert_expiring(const hy_snapshot *s, char *reason, size_t len)
     return false;
 }
 
+/* An instance that is not serving as it should yet: in backoff, starting,
+ * stopping, waiting to start, or with a handler that fails on nearly every
+ * message. true with the reason. */
+static bool not_serving(const hy_inst_view *in, char *reason, size_t len)
+{
+    char a[64];
+    if (in->state == HY_ST_BACKOFF) {
+        hy_exit_text(in, a, sizeof a);
+        snprintf(reason, len, "%s in backoff after %s (restarts: %u)", in->label, a, in->restarts);
+    } else if (in->state == HY_ST_STARTING || in->state == HY_ST_STOPPING || in->pending) {
+        snprintf(reason, len, "%s %s", in->label, in->pending ? "waiting to start (reload)" : hy_state_str(in->state));
+    } else if (in->waiting) {
+        snprintf(reason, len, "%s waiting to start (after %s, not ready yet)", in->label, in->waiting_for);
+    } else if (in->handler_failing) {
+        snprintf(reason, len, "%s handler failed on %llu of the %llu messages sent to it since its last success",
+                 in->label, (unsigned long long)in->fail_count, (unsigned long long)in->fail_frames);
+    } else {
+        return false;
+    }
+    return true;
+}
+
 hy_health hy_health_eval(const hy_snapshot *s, char *reason, size_t len)
 {
     const hy_up_view *up = &s->up;
@@ -134,27 +156,9 @@ hy_health hy_health_eval(const hy_snapshot *s, char *reason, size_t len)
         return HY_UNHEALTHY;
     }
     /* degraded */
-    for (size_t i = 0; i < s->ninst; i++) {
-        const hy_inst_view *in = &s->inst[i];
-        if (in->state == HY_ST_BACKOFF) {
-            hy_exit_text(in, a, sizeof a);
-            snprintf(reason, len, "%s in backoff after %s (restarts: %u)", in->label, a, in->restarts);
+    for (size_t i = 0; i < s->ninst; i++)
+        if (not_serving(&s->inst[i], reason, len))
             return HY_DEGRADED;
-        }
-        if (in->state == HY_ST_STARTING || in->state == HY_ST_STOPPING || in->pending) {
-            snprintf(reason, len, "%s %s", in->label, in->pending ? "waiting to start (reload)" : hy_state_str(in->state));
-            return HY_DEGRADED;
-        }
-        if (in->waiting) {
-            snprintf(reason, len, "%s waiting to start (after %s, not ready yet)", in->label, in->waiting_for);
-            return HY_DEGRADED;
-        }
-        if (in->handler_failing) {
-            snprintf(reason, len, "%s handler failed on %llu of the %llu messages sent to it since its last success",
-                     in->label, (unsigned long long)in->fail_count, (unsigned long long)in->fail_frames);
-            return HY_DEGRADED;
-        }
-    }
     for (size_t i = 0; i < s->ninst; i++)
         if (dropping(&s->inst[i], reason, len))
             return HY_DEGRADED;

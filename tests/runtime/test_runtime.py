@@ -3,6 +3,7 @@ subprocess and plays hyphad on its stdin/stdout."""
 import json
 import os
 import pty
+import shutil
 import signal
 import subprocess
 import sys
@@ -247,7 +248,11 @@ class Packaging(unittest.TestCase):
         sys.path.insert(0, os.path.join(RUNTIME, "_backend"))
         import hypha_build
         import zipfile
-        out = os.path.join(os.environ.get("HYPHA_BUILD", tempfile.mkdtemp(prefix="hypha-wheel-")), "dist")
+        build = os.environ.get("HYPHA_BUILD")
+        if not build:  # outside ctest: a directory of its own, removed after
+            build = tempfile.mkdtemp(prefix="hypha-wheel-")
+            self.addCleanup(shutil.rmtree, build, True)
+        out = os.path.join(build, "dist")
         os.makedirs(out, exist_ok=True)
         name = hypha_build.build_wheel(out)
         version = hypha.__version__
