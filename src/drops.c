@@ -20,6 +20,8 @@ const char *hy_drop_str(hy_drop d)
     case HY_DROP_NO_MEMORY: return "out-of-memory";
     case HY_DROP_QUEUE_OLDEST: return "queue-full-oldest";
     case HY_DROP_QUEUE_NEWEST: return "queue-full-newest";
+    case HY_DROP_HOLD_EXPIRED: return "hold-expired";
+    case HY_DROP_HOLD_CANCELLED: return "hold-cancelled";
     case HY_DROP__COUNT: break;
     }
     return "?";
@@ -150,7 +152,7 @@ void hy_drops_add(hy_drops *d, hy_drop why, uint16_t type_id, uint64_t n)
 bool hy_drop_for_receiver(hy_drop d)
 {
     return d == HY_DROP_NOT_RUNNING || d == HY_DROP_EXITED || d == HY_DROP_NO_MEMORY || d == HY_DROP_QUEUE_OLDEST ||
-           d == HY_DROP_QUEUE_NEWEST;
+           d == HY_DROP_QUEUE_NEWEST || d == HY_DROP_HOLD_EXPIRED || d == HY_DROP_HOLD_CANCELLED;
 }
 
 void hy_dropwin_record(hy_dropwin *w, double now, uint64_t accepted, const hy_drops *d)
@@ -177,7 +179,8 @@ hy_dropwin_delta hy_dropwin_since(const hy_dropwin *w, double now, uint64_t acce
             continue;
         uint64_t n = d->n[i] - base->n[i];
         out.dropped += n;
-        if (i != HY_DROP_QUEUE_OLDEST && i != HY_DROP_EXITED)
+        if (i != HY_DROP_QUEUE_OLDEST && i != HY_DROP_EXITED && i != HY_DROP_HOLD_EXPIRED &&
+            i != HY_DROP_HOLD_CANCELLED)
             unqueued += n; /* never reached its queue */
         if (n > most) {
             most = n;

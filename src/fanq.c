@@ -372,3 +372,55 @@ size_t hy_fanq_untaken_frames(const hy_fanq *q)
         off += hy_tlv_size(s->b->data + s->off + off);
     return frames;
 }
+
+/* ---- taking back what a dead reader never read ---------------------------- */
+
+/* A segment before the first (the queue's front, with nothing of it sent). */
+static int prepend(hy_fanq *q, hy_rbuf *b, size_t off, size_t len)
+{
+    if (grow(q) < 0)
+        return -1;
+    q->first = (q->first + q->cap - 1) % q->cap;
+    *at(q, 0) = (hy_fanq_seg){hy_rbuf_ref(b), off, len};
+    q->n++;
+    q->bytes += len;
+    return 0;
+}
+
+/* Of history segment s, starting at stream position pos: the offset of its
+ * first frame that begins at or after `start` (s->len: none). A frame that
+ * begins before `start` and ends after it is counted in *cut. */
+static size_t first_unread(const hy_fanq_seg *s, size_t pos, size_t start, size_t *cut)
+{
+    size_t off = 0;
+    while (off < s->len && pos + off < start) {
+        size_t f = hy_tlv_size(s->b->data + s->off + off);
+        *cut += pos + off + f > start;
+        off += f;
+    }
+    return off;
+}
+
+hy_fanq_reclaim_res hy_fanq_reclaim(hy_fanq *q, size_t unread)
+{
+    hy_fanq_hist *h = &q->hist;
+    hy_fanq_reclaim_res r = {0, 0, 0};
+    size_t tail = unread > q->sent ? unread - q->sent : 0; /* unread bytes of the history */
+    size_t start = tail < h->bytes ? h->bytes - tail : 0;
+    hy_fanq_rewind(q); /* a partly written first frame goes out again, whole */
+    size_t pos = h->bytes;
+    for (size_t i = h->n; i-- > 0;) { /* from the newest: each goes in front of the one after it */
+        const hy_fanq_seg *s = hist_at(h, i);
+        pos -= s->len;
+        if (pos + s->len <= start)
+            break;
+        size_t off = first_unread(s, pos, start, &r.cut);
+        if (off < s->len && prepend(q, s->b, s->off + off, s->len - off) < 0) {
+            r.nomem += seg_frames(s, s->len) - seg_frames(s, off); /* no room in the ring: counted by the caller */
+            continue;
+        }
+        r.frames += seg_frames(s, s->len) - seg_frames(s, off);
+    }
+    hist_clear(h);
+    return r;
+}

@@ -44,6 +44,7 @@ void hy_inst_ready(hy_instance *in, const char *by)
         return;
     ev_timer_stop(in->sup->loop, &in->timer);
     in->state = HY_ST_RUNNING;
+    hy_hold_ready(in); /* what was held for it has gone to it */
     hy_log(HY_INFO, COMP, "ready", "worker", in->spec->name, "instance", in->idx, "pid", HY_I64(in->pid), "by", by,
            NULL);
     /* A worker `after` it may start now: sup.c's sweep looks, from its own

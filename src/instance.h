@@ -66,7 +66,12 @@ struct hy_instance {
     bool exit_drain;             /* its pipe is being drained as its exit is handled */
     bool cut_at_exit;            /* that drain found the stream cut in a frame: the exit is a protocol one */
     int stdin_watch;             /* stopping: a read end of its stdin pipe, to learn at its exit what it never read */
-    size_t stdin_partial;        /* bytes of a frame cut by the stop at the pipe's end (counted already) */
+    size_t stdin_partial;        /* bytes at the pipe's end that are not its history's: a frame cut by the
+                                    stop, or the shutdown frame */
+    /* its inbox between processes (hold.c) */
+    ev_timer hold_timer;         /* the window's end */
+    double hold_until;           /* ev_now() when the window closes; 0: not open */
+    uint64_t reclaimed;          /* frames taken back from dead processes' pipes, all its life */
     ev_io out_w, err_w, status_w;
     hy_tlv_decoder dec;
     char errline[HY_ERRLINE_MAX];
@@ -190,18 +195,48 @@ void hy_wio_attach(hy_instance *in, int in_fd, int out_fd, int err_fd, int statu
 bool hy_wio_slot_busy(const hy_instance *in);
 /* The process is gone: learn a failed exec, read what is left, close all. */
 void hy_wio_detach(hy_instance *in);
-/* Stop: stdin EOF (what is queued for it is dropped as worker-exited). */
-/* stopping: it is alive and will read to EOF; what it leaves unread if it
- * dies anyway is counted at its exit. */
-void hy_wio_close_stdin(hy_instance *in, bool stopping);
+/* Stop: stdin EOF. What is queued for it is dropped as worker-exited, or,
+ * held (an operator's restart with queue.hold), kept for the next process.
+ * stopping: it is alive and will read to EOF; what it leaves unread if it
+ * dies anyway is counted (or taken back) at its exit. `extra`: bytes
+ * written straight to the pipe (the shutdown frame). */
+void hy_wio_close_stdin(hy_instance *in, bool stopping, size_t extra);
 void hy_wio_free(hy_instance *in);
+
+/* Its process is gone (hy_worker_exited, after hy_wio_detach): `hold`,
+ * what it never read of its stdin goes back to its queue for the next
+ * process and its run-time subscriptions stay; else both are dropped
+ * (counted worker-exited, or hold-cancelled for frames that were held). */
+void hy_wio_release_stdin(hy_instance *in, bool hold);
+
+/* ---- hold.c: its inbox between processes (queue.hold) ------------------ */
+
+void hy_hold_init(hy_instance *in);
+void hy_hold_free(hy_instance *in);
+/* Its queue may be held now: queue.hold on, the window not over, neither
+ * retiring nor hyphad exiting. */
+bool hy_hold_may(const hy_instance *in);
+/* An operator's restart is stopping it: its queue is kept for the next one. */
+void hy_hold_stopping(hy_instance *in);
+/* Its stdin pipe has no reader (EPIPE): the queue is kept, and dropped if it
+ * is still alive when the window closes. */
+void hy_hold_broken(hy_instance *in);
+/* It exited; `restarting`: another process of it is coming. true: hold. */
+bool hy_hold_exit(hy_instance *in, bool restarting);
+/* A new process has the queue. */
+void hy_hold_attached(hy_instance *in);
+/* A process of it is ready: the window closes. */
+void hy_hold_ready(hy_instance *in);
+/* The restart is not coming (stopped, failed): what was held is dropped. */
+void hy_hold_cancel(hy_instance *in);
 
 /* ---- wproto.c: control frames ------------------------------------------ */
 
 /* A control frame from the worker (hello, ready, heartbeat, subscribe...). */
 void hy_wproto_on_frame(hy_instance *in, const hy_frame *f);
-/* `shutdown` written straight to its stdin, best effort, before EOF. */
-void hy_wproto_send_shutdown(hy_instance *in);
+/* `shutdown` written straight to its stdin, best effort, before EOF: the
+ * bytes written (in its pipe, not in its queue's history). */
+size_t hy_wproto_send_shutdown(hy_instance *in);
 
 /* ---- worker.c: one process's life ----------------------------------------- */
 

@@ -151,6 +151,7 @@ static unsigned long long g_bout(const hy_inst_view *in) { return in->bytes_out;
 static unsigned long long g_proto(const hy_inst_view *in) { return in->protocol_errors; }
 static unsigned long long g_qbytes(const hy_inst_view *in) { return in->queue_bytes; }
 static unsigned long long g_qframes(const hy_inst_view *in) { return in->queue_frames; }
+static unsigned long long g_reclaimed(const hy_inst_view *in) { return in->reclaimed; }
 
 static void inst_family(buf *b, const hy_snapshot *s, const labels *ls, const char *name, const char *type,
                         const char *help, inst_get get)
@@ -183,6 +184,9 @@ static void workers(buf *b, const hy_snapshot *s, const labels *ls)
                 "Corrupt streams and malformed control frames from the worker.", g_proto);
     inst_family(b, s, ls, "hypha_worker_queue_bytes", "gauge", "Bytes waiting for the worker's stdin.", g_qbytes);
     inst_family(b, s, ls, "hypha_worker_queue_frames", "gauge", "Frames waiting for the worker's stdin.", g_qframes);
+    inst_family(b, s, ls, "hypha_worker_reclaimed_frames_total", "counter",
+                "Frames a dead process never read, taken back from its stdin pipe for the next (queue.hold).",
+                g_reclaimed);
 }
 
 static void counter(buf *b, const char *name, const char *type, const char *help, unsigned long long v)

@@ -37,7 +37,7 @@ static bool policy_eq(const hy_policy *a, const hy_policy *b)
            a->give_up_retry_after_ms == b->give_up_retry_after_ms && a->stop_signal == b->stop_signal &&
            a->stop_grace_ms == b->stop_grace_ms && a->start_timeout_ms == b->start_timeout_ms &&
            a->heartbeat_timeout_ms == b->heartbeat_timeout_ms && a->queue_limit == b->queue_limit &&
-           a->queue_overflow == b->queue_overflow;
+           a->queue_overflow == b->queue_overflow && a->queue_hold_ms == b->queue_hold_ms;
 }
 
 /* user, group, umask, rlimits: what the next process would be started with */

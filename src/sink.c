@@ -34,6 +34,7 @@ void hy_sink_init(hy_sink *s, hy_sinks *set, hy_flow *flow, hy_sink_role role, u
     s->flow = flow;
     s->own = NULL;
     s->drops = drops;
+    s->hold = s->broken = false;
     s->frames = s->bytes = 0;
     s->on_error = NULL;
     s->on_over = NULL;
@@ -82,15 +83,6 @@ void hy_sink_free(hy_sink *s)
     hy_fanq_free(&s->q);
 }
 
-void hy_sink_set_fd(hy_sink *s, int fd, bool is_socket)
-{
-    ev_io_stop(s->set->loop, &s->ww);
-    s->fd = fd;
-    s->is_socket = is_socket;
-    if (fd >= 0)
-        ev_io_set(&s->ww, fd, EV_WRITE);
-}
-
 static void mark_dirty(hy_sink *s)
 {
     if (s->dirty)
@@ -98,6 +90,18 @@ static void mark_dirty(hy_sink *s)
     s->dirty = true;
     s->next_dirty = s->set->dirty;
     s->set->dirty = s;
+}
+
+void hy_sink_set_fd(hy_sink *s, int fd, bool is_socket)
+{
+    ev_io_stop(s->set->loop, &s->ww);
+    s->fd = fd;
+    s->is_socket = is_socket;
+    s->broken = false;
+    if (fd >= 0)
+        ev_io_set(&s->ww, fd, EV_WRITE);
+    if (fd >= 0 && hy_fanq_pending(&s->q))
+        mark_dirty(s); /* frames held for it go out now */
 }
 
 static void accepted(hy_sink *s, size_t len, size_t frames)
@@ -141,8 +145,8 @@ static void push_one(hy_sink *s, const uint8_t *frame, size_t len, uint16_t type
 
 static void push_worker(hy_sink *s, hy_rbuf *b, const uint8_t *data, size_t len, size_t frames, uint16_t type_id)
 {
-    if (s->fd < 0) {
-        hy_drops_add(s->drops, HY_DROP_NOT_RUNNING, type_id, frames);
+    if ((s->fd < 0 || s->broken) && !s->hold) {
+        hy_drops_add(s->drops, s->fd < 0 ? HY_DROP_NOT_RUNNING : HY_DROP_EXITED, type_id, frames);
         return;
     }
     if (frames == 1) {
@@ -203,7 +207,7 @@ hy_push_result hy_sink_push(hy_sink *s, hy_rbuf *b, const uint8_t *data, size_t 
 
 void hy_sink_push_control(hy_sink *s, const uint8_t *frame, size_t len)
 {
-    if (s->fd < 0 || hy_fanq_push_run(&s->q, NULL, frame, len) < 0)
+    if (s->fd < 0 || s->broken || hy_fanq_push_run(&s->q, NULL, frame, len) < 0)
         return;
     mark_dirty(s);
 }
@@ -217,6 +221,18 @@ void hy_sink_count_unread(hy_sink *s)
     hy_fanq_forget_written(&s->q); /* counted once */
     if (n)
         hy_drops_add(s->drops, HY_DROP_EXITED, 0, n);
+}
+
+size_t hy_sink_reclaim(hy_sink *s, size_t unread)
+{
+    hy_fanq_reclaim_res r = hy_fanq_reclaim(&s->q, unread);
+    if (r.cut)
+        hy_drops_add(s->drops, HY_DROP_EXITED, 0, r.cut);
+    if (r.nomem)
+        hy_drops_add(s->drops, HY_DROP_NO_MEMORY, 0, r.nomem);
+    if (s->policy == HY_OVERFLOW_BLOCK && hy_fanq_bytes(&s->q) > s->limit)
+        set_over(s, true);
+    return r.frames;
 }
 
 void hy_sink_clear(hy_sink *s, hy_drop why)
@@ -242,9 +258,9 @@ static void wait_writable(hy_sink *s)
 
 void hy_sink_flush(hy_sink *s)
 {
-    if (s->fd < 0 || (hy_fanq_pending(&s->q) == 0 && !(s->tls && hy_tls_wpending(s->tls)))) {
+    if (s->fd < 0 || s->broken || (hy_fanq_pending(&s->q) == 0 && !(s->tls && hy_tls_wpending(s->tls)))) {
         ev_io_stop(s->set->loop, &s->ww);
-        if (s->fd >= 0 && s->role == HY_SINK_WORKER)
+        if (s->fd >= 0 && !s->broken && s->role == HY_SINK_WORKER)
             set_over(s, false);
         return;
     }

@@ -41,6 +41,8 @@ static void inst_view(const hy_instance *in, double now, hy_inst_view *v)
     v->handler_failing = in->pid > 0 && hy_failstreak_failing(&in->fails, now, &v->fail_count, &v->fail_frames);
     v->queue_bytes = hy_fanq_bytes(&in->in.q);
     v->queue_frames = hy_fanq_frames(&in->in.q);
+    v->held = in->in.hold;
+    v->reclaimed = in->reclaimed;
     v->subs = in->sub.ids;
     v->nsubs = in->sub.nids;
     v->heartbeat_age_s = in->pid > 0 && in->spec->policy.heartbeat_timeout_ms ? hy_inst_heartbeat_age(in) : -1;

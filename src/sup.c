@@ -351,8 +351,8 @@ void hy_sup_restart_instance(hy_instance *in)
         return;
     hy_worker_clear_failures(in);
     if (in->state == HY_ST_STARTING || in->state == HY_ST_RUNNING || in->state == HY_ST_STOPPING) {
+        in->start_after_stop = true; /* first: the stop keeps what is queued for the next process */
         hy_worker_stop(in);
-        in->start_after_stop = true;
     } else {
         hy_sup_start_instance(in);
     }

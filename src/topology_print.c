@@ -107,7 +107,7 @@ static void print_policies(FILE *out, const hy_topology *t)
     for (size_t i = 0; i < t->nworkers; i++) {
         const hy_worker_spec *w = &t->workers[i];
         const hy_policy *p = &w->policy;
-        char bo[96], gu[96], st[48], s1[24], s2[24], s3[24], hb[24], q[48], start[24];
+        char bo[96], gu[96], st[48], s1[24], s2[24], s3[24], hb[24], q[72], start[24];
         snprintf(bo, sizeof bo, "%s*%g..%s +/-%g%% reset %s",
                  hy_format_duration(p->backoff_initial_ms, s1, sizeof s1), p->backoff_factor,
                  hy_format_duration(p->backoff_max_ms, s2, sizeof s2), p->backoff_jitter * 100,
@@ -127,8 +127,10 @@ static void print_policies(FILE *out, const hy_topology *t)
             hy_format_duration(p->heartbeat_timeout_ms, hb, sizeof hb);
         else
             snprintf(hb, sizeof hb, "off");
-        snprintf(q, sizeof q, "%s %s", hy_format_size(p->queue_limit, s1, sizeof s1),
-                 hy_overflow_str(p->queue_overflow));
+        char h[24];
+        snprintf(q, sizeof q, "%s %s hold %s", hy_format_size(p->queue_limit, s1, sizeof s1),
+                 hy_overflow_str(p->queue_overflow),
+                 p->queue_hold_ms ? hy_format_duration(p->queue_hold_ms, h, sizeof h) : "off");
         hy_format_duration(p->start_timeout_ms, start, sizeof start);
         hy_table_add(&tb, (const char *const[]){w->name, bo, gu, st, start, hb, q});
     }
@@ -219,7 +221,7 @@ static json_t *policy_json(const hy_policy *p)
 {
     const char *sig = hy_signal_name(p->stop_signal);
     return json_pack(
-        "{s:s,s:{s:I,s:f,s:I,s:f,s:I},s:{s:I,s:I,s:I},s:{s:s,s:I},s:I,s:{s:I},s:{s:I,s:s}}",
+        "{s:s,s:{s:I,s:f,s:I,s:f,s:I},s:{s:I,s:I,s:I},s:{s:s,s:I},s:I,s:{s:I},s:{s:I,s:s,s:I}}",
         "restart", hy_restart_policy_str(p->restart),
         "backoff", "initial_ms", (json_int_t)p->backoff_initial_ms, "factor", p->backoff_factor,
         "max_ms", (json_int_t)p->backoff_max_ms, "jitter", p->backoff_jitter, "reset_after_ms",
@@ -230,7 +232,7 @@ static json_t *policy_json(const hy_policy *p)
         "start_timeout_ms", (json_int_t)p->start_timeout_ms,
         "heartbeat", "timeout_ms", (json_int_t)p->heartbeat_timeout_ms,
         "queue", "limit_bytes", (json_int_t)p->queue_limit, "overflow",
-        hy_overflow_str(p->queue_overflow));
+        hy_overflow_str(p->queue_overflow), "hold_ms", (json_int_t)p->queue_hold_ms);
 }
 
 json_t *hy_topology_to_json(const hy_topology *t)

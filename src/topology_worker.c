@@ -94,6 +94,7 @@ void hy_policy_builtin(hy_policy *p)
     p->heartbeat_timeout_ms = 0;
     p->queue_limit = 1024 * 1024;
     p->queue_overflow = HY_OVERFLOW_DROP_OLDEST;
+    p->queue_hold_ms = 5000;
 }
 
 /* ---- policy (defaults and per-worker) --------------------------------- */
@@ -183,7 +184,7 @@ static int parse_stop(loader *L, const yaml_node_t *n, const char *ctx, hy_polic
 
 static int parse_queue(loader *L, const yaml_node_t *n, const char *ctx, hy_policy *p)
 {
-    static const char *const keys[] = {"limit", "overflow", NULL};
+    static const char *const keys[] = {"limit", "overflow", "hold", NULL};
     char w[160];
     snprintf(w, sizeof w, "%squeue", ctx);
     if (hy_yexpect_map(&L->y, n, w) < 0 || hy_ymap_check(&L->y, n, w, keys) < 0)
@@ -208,6 +209,9 @@ static int parse_queue(loader *L, const yaml_node_t *n, const char *ctx, hy_poli
         else
             return hy_yerr(&L->y, v, "%squeue.overflow must be drop-oldest, drop-newest or block, not '%s'", ctx, s);
     }
+    if ((v = hy_ymap_get(&L->y, n, "hold")) &&
+        hy_yget_duration(&L->y, v, qual(L, ctx, "queue.hold"), &p->queue_hold_ms) < 0)
+        return -1;
     return 0;
 }
 

@@ -26,6 +26,8 @@
 #define STDOUT_READ_ROUNDS 1
 #define DRAIN_READ_ROUNDS 16
 
+static void stdin_error(hy_sink *s, int err, const char *why);
+
 static hy_bus *bus_of(const hy_instance *in) { return &in->sup->relay.bus; }
 static hy_flow *flow_of(const hy_instance *in) { return &in->sup->relay.flow; }
 
@@ -370,6 +372,8 @@ void hy_wio_init(hy_instance *in)
     hy_flow_add(&r->flow, &in->src, &in->out_w, HY_SRC_WORKER);
     hy_sink_init(&in->in, &r->bus.sinks, &r->flow, HY_SINK_WORKER, p->queue_limit, p->queue_overflow, &in->drops);
     in->in.own = &in->src;
+    in->in.owner = in;
+    in->in.on_error = stdin_error;
     in->sub.sink = &in->in;
     in->sub.fixed = in->spec->subscribe;
     in->sub.nfixed = in->spec->nsubscribe;
@@ -401,9 +405,29 @@ void hy_wio_attach(hy_instance *in, int in_fd, int out_fd, int err_fd, int statu
     ev_io_start(in->sup->loop, &in->status_w);
 }
 
+/* ---- stdin: what it never read ------------------------------------------- */
+
+/* Its pipe has no reader (EPIPE): it died, or closed its stdin. With
+ * queue.hold the queue is kept for the next process (hold.c); without,
+ * neither what is queued nor what its pipe held is delivered. */
+static void stdin_error(hy_sink *s, int err, const char *why)
+{
+    (void)err;
+    (void)why;
+    hy_instance *in = s->owner;
+    if (in->spec->policy.queue_hold_ms > 0 && !in->sup->shutting_down) {
+        s->broken = true;
+        hy_hold_broken(in);
+        return;
+    }
+    hy_sink_count_unread(s);
+    hy_sink_clear(s, HY_DROP_EXITED);
+}
+
 /* Its stdin gets EOF while frames are still in the pipe: a read end of
- * the same pipe (through /proc) says at its exit how many it never read. */
-static void watch_unread(hy_instance *in, int fd, size_t partial)
+ * the same pipe (through /proc) says at its exit how many it never read.
+ * `extra`: bytes at the pipe's end that are not the history's. */
+static void watch_unread(hy_instance *in, int fd, size_t extra)
 {
     int unread = 0;
     char path[64];
@@ -414,37 +438,95 @@ static void watch_unread(hy_instance *in, int fd, size_t partial)
         in->stdin_watch = -1;
         return;
     }
-    in->stdin_partial = partial;
+    in->stdin_partial = extra;
+}
+
+/* At its exit, after a stop: the bytes of the history it never read (-1:
+ * nothing watched). The watch is closed. */
+static long watched_unread(hy_instance *in)
+{
+    int unread = 0;
+    long n = -1;
+    if (in->stdin_watch < 0)
+        return -1;
+    if (ioctl(in->stdin_watch, FIONREAD, &unread) == 0)
+        n = (size_t)unread > in->stdin_partial ? (long)((size_t)unread - in->stdin_partial) : 0;
+    close(in->stdin_watch);
+    in->stdin_watch = -1;
+    return n;
 }
 
 /* At its exit, after a stop: what it never read of the pipe is dropped. */
 static void count_watched(hy_instance *in)
 {
-    int unread = 0;
-    if (in->stdin_watch < 0)
-        return;
-    if (ioctl(in->stdin_watch, FIONREAD, &unread) == 0 && (size_t)unread > in->stdin_partial) {
-        size_t n = hy_fanq_unread_frames(&in->in.q, (size_t)unread - in->stdin_partial);
+    long unread = watched_unread(in);
+    if (unread > 0) {
+        size_t n = hy_fanq_unread_frames(&in->in.q, (size_t)unread);
         if (n)
             hy_drops_add(&in->drops, HY_DROP_EXITED, 0, n);
     }
     hy_fanq_forget_written(&in->in.q);
-    close(in->stdin_watch);
-    in->stdin_watch = -1;
 }
 
-void hy_wio_close_stdin(hy_instance *in, bool stopping)
+void hy_wio_close_stdin(hy_instance *in, bool stopping, size_t extra)
 {
     int fd = in->in.fd;
-    size_t partial = in->in.q.sent; /* a frame cut short: the clear counts it */
-    hy_sink_clear(&in->in, HY_DROP_EXITED);
+    size_t partial = in->in.q.sent; /* a frame cut short: the clear counts it, or it goes again whole */
+    if (in->in.hold)
+        hy_fanq_rewind(&in->in.q); /* what waits is the next process's */
+    else
+        hy_sink_clear(&in->in, HY_DROP_EXITED);
     if (fd >= 0 && stopping)
-        watch_unread(in, fd, partial);
+        watch_unread(in, fd, partial + extra);
     else
         hy_fanq_forget_written(&in->in.q);
     hy_sink_set_fd(&in->in, -1, false);
     if (fd >= 0)
         close(fd);
+}
+
+/* Held: what it never read goes back in front of what waits for the next
+ * process, from the write end's FIONREAD (it died) or the watch's (it was
+ * being restarted). */
+static void reclaim(hy_instance *in)
+{
+    int unread = 0;
+    long watched = watched_unread(in);
+    size_t n = 0;
+    if (watched >= 0)
+        n = hy_sink_reclaim(&in->in, (size_t)watched);
+    else if (in->in.fd >= 0 && ioctl(in->in.fd, FIONREAD, &unread) == 0)
+        n = hy_sink_reclaim(&in->in, unread > 0 ? (size_t)unread : 0);
+    else
+        hy_fanq_rewind(&in->in.q);
+    hy_fanq_forget_written(&in->in.q);
+    in->reclaimed += n;
+    int fd = in->in.fd;
+    hy_sink_set_fd(&in->in, -1, false);
+    if (fd >= 0)
+        close(fd);
+    hy_log(HY_INFO, COMP, "holding its frames for the restart", "worker", in->name, "instance", in->idx, "frames",
+           HY_U64(hy_fanq_frames(&in->in.q)), "reclaimed", HY_U64(n), NULL);
+}
+
+void hy_wio_release_stdin(hy_instance *in, bool hold)
+{
+    if (hold) {
+        reclaim(in);
+        in->stdin_partial = 0;
+        return;
+    }
+    hy_drop why = in->in.hold ? HY_DROP_HOLD_CANCELLED : HY_DROP_EXITED;
+    in->in.hold = false;
+    hy_sink_count_unread(&in->in); /* it died: what it never read of its pipe is dropped */
+    count_watched(in);             /* or, stopped before, what it left of it */
+    in->stdin_partial = 0;
+    hy_sink_clear(&in->in, why);
+    hy_wio_close_stdin(in, false, 0);
+    if (in->sub.nids) {
+        hy_sub_clear(&in->sub);
+        hy_bus_subs_changed(bus_of(in));
+    }
 }
 
 void hy_wio_detach(hy_instance *in)
@@ -462,13 +544,6 @@ void hy_wio_detach(hy_instance *in)
         pump_stderr(in);
         flush_errline(in);
         close_io(in, &in->err_w, &in->err_fd);
-    }
-    hy_sink_count_unread(&in->in); /* it died: what it never read of its pipe is dropped */
-    count_watched(in);             /* or, stopped before, what it left of it */
-    hy_wio_close_stdin(in, false);
-    if (in->sub.nids) {
-        hy_sub_clear(&in->sub);
-        hy_bus_subs_changed(bus_of(in));
     }
 }
 

@@ -163,6 +163,7 @@ void hy_worker_spawn(hy_instance *in)
     }
     in->pid = res.pid;
     hy_wio_attach(in, res.in_fd, res.out_fd, res.err_fd, res.status_fd);
+    hy_hold_attached(in); /* what was held for it goes out now */
     hy_inst_heartbeat(in); /* after attach: its stdout's pause clock is running */
     if (hy_warden_add(&s->warden, in->pid, &err) < 0)
         hy_log(HY_ERROR, COMP, "cannot register worker with the warden", "worker", in->name, "instance", in->idx,
@@ -170,6 +171,7 @@ void hy_worker_spawn(hy_instance *in)
     hy_log(HY_INFO, COMP, "started", "worker", in->name, "instance", in->idx, "pid", HY_I64(in->pid), NULL);
     if (w->policy.start_timeout_ms == 0) {
         in->state = HY_ST_RUNNING;
+        hy_hold_ready(in);
     } else {
         in->state = HY_ST_STARTING;
         set_timer(in, &in->timer, w->policy.start_timeout_ms);
@@ -336,6 +338,11 @@ void hy_worker_exited(hy_instance *in, int wstatus)
     reap_leftovers(in, oldpid);
     in->pid = 0;
     hy_exit_verdict v = decide(in, wstatus);
+    bool held = hy_hold_exit(in, v.next == HY_NEXT_BACKOFF || v.next == HY_NEXT_SPAWN_NOW ||
+                                     v.next == HY_NEXT_STOPPED_START);
+    hy_wio_release_stdin(in, held);
+    if (!held)
+        hy_hold_cancel(in);
     in->last_reason = v.reason;
     in->last_code = v.code;
     in->last_signal = v.signal;
@@ -359,8 +366,8 @@ void hy_worker_stop(hy_instance *in)
     case HY_ST_RUNNING:
         in->state = HY_ST_STOPPING;
         ev_timer_stop(s->loop, &in->timer);
-        hy_wproto_send_shutdown(in);
-        hy_wio_close_stdin(in, true); /* stdin EOF */
+        hy_hold_stopping(in); /* an operator's restart: its queue waits for the next process */
+        hy_wio_close_stdin(in, true, hy_wproto_send_shutdown(in)); /* stdin EOF */
         in->stop_stage = 1;
         hy_log(HY_INFO, COMP, "stopping", "worker", in->name, "instance", in->idx, "pid", HY_I64(in->pid), NULL);
         set_timer(in, &in->stop_timer, stop_moment(&in->spec->policy));
@@ -370,6 +377,7 @@ void hy_worker_stop(hy_instance *in)
     case HY_ST_EXITED:
         ev_timer_stop(s->loop, &in->timer);
         in->state = HY_ST_STOPPED;
+        hy_hold_cancel(in);
         break;
     case HY_ST_STOPPING:
     case HY_ST_STOPPED:
@@ -469,6 +477,7 @@ void hy_worker_init(hy_instance *in)
     ev_init(&in->hb_timer, hb_timer_cb);
     in->timer.data = in->stop_timer.data = in->hb_timer.data = in;
     in->last_code = -1;
+    hy_hold_init(in);
 }
 
 int hy_worker_prepare(hy_instance *in)
@@ -485,6 +494,7 @@ void hy_worker_free(hy_instance *in)
     ev_timer_stop(loop, &in->timer);
     ev_timer_stop(loop, &in->stop_timer);
     ev_timer_stop(loop, &in->hb_timer);
+    hy_hold_free(in);
     hy_strv_free(in->envp);
     in->envp = NULL;
     hy_giveup_free(&in->giveup);

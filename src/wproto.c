@@ -25,12 +25,13 @@ static void send_control(hy_instance *in, const char *json)
         hy_sink_push_control(&in->in, frame, len);
 }
 
-void hy_wproto_send_shutdown(hy_instance *in)
+size_t hy_wproto_send_shutdown(hy_instance *in)
 {
     /* Never inside a frame that is half written: then EOF alone says it. */
     if (in->in.fd < 0 || !hy_fanq_at_boundary(&in->in.q))
-        return;
-    hy_sink_clear(&in->in, HY_DROP_EXITED);
+        return 0;
+    if (!in->in.hold) /* held: what waits is the next process's */
+        hy_sink_clear(&in->in, HY_DROP_EXITED);
     char json[64];
     int n = snprintf(json, sizeof json, "{\"op\":\"shutdown\",\"grace_ms\":%" PRIu64 "}",
                      in->spec->policy.stop_grace_ms);
@@ -38,7 +39,7 @@ void hy_wproto_send_shutdown(hy_instance *in)
     size_t len = hy_tlv_encode(frame, sizeof frame, HY_TLV_CONTROL_TYPE, json, (uint32_t)n);
     /* Best effort: a full pipe means the worker is not reading; EOF follows. */
     ssize_t w = write(in->in.fd, frame, len);
-    (void)w;
+    return w > 0 ? (size_t)w : 0;
 }
 
 /* What one control frame may hold, so that one frame holds the loop for a

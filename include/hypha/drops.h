@@ -22,6 +22,8 @@ typedef enum hy_drop {
     HY_DROP_NO_MEMORY,     /* its queue could not grow */
     HY_DROP_QUEUE_OLDEST,  /* queue.limit reached, drop-oldest */
     HY_DROP_QUEUE_NEWEST,  /* queue.limit reached, drop-newest */
+    HY_DROP_HOLD_EXPIRED,  /* held for a restarting worker that was not back within queue.hold */
+    HY_DROP_HOLD_CANCELLED, /* held for a restart that did not come (stopped, failed, removed, hyphad exiting) */
     HY_DROP__COUNT,
 } hy_drop;
 

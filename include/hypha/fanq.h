@@ -104,6 +104,19 @@ size_t hy_fanq_untaken_frames(const hy_fanq *q);
  * history it never read whole; a partly written first frame is not one of
  * them (hy_fanq_clear counts it). Walks headers: at an exit only. */
 size_t hy_fanq_unread_frames(const hy_fanq *q, size_t unread);
+/* A queue with a history whose reader died with `unread` bytes still in
+ * its pipe (FIONREAD, the partly written first frame's included): the
+ * frames it never read at all go back to the front of the queue, in order,
+ * before what was waiting, for the next reader. A frame it read part of is
+ * `cut` (the caller counts it: it is no one's now); a partly written first
+ * frame goes out again whole. The history is let go. Walks headers: at an
+ * exit only. */
+typedef struct hy_fanq_reclaim_res {
+    size_t frames;               /* back in the queue */
+    size_t cut;                  /* 0 or 1: read in part by the dead reader */
+    size_t nomem;                /* could not go back (no memory for the ring) */
+} hy_fanq_reclaim_res;
+hy_fanq_reclaim_res hy_fanq_reclaim(hy_fanq *q, size_t unread);
 /* The history is let go (its frames were counted, or went to a reader alive). */
 void hy_fanq_forget_written(hy_fanq *q);
 /* True when the next byte to send starts a frame (a queue without `keep`). */

@@ -11,8 +11,10 @@
  *  - upstream: never drops; past `upstream.buffer` flow.c pauses the
  *    workers and clients;
  *  - client: one that cannot keep up is failed (on_error) and dropped.
- * A worker sink without an fd drops frames as not-running; an upstream sink
- * without one holds them until the bus is back.
+ * A worker sink without an fd drops frames as not-running, unless it is
+ * held (`hold`: its instance is restarting, queue.hold), when they wait in
+ * its queue for the next process; an upstream sink without one holds them
+ * until the bus is back.
  */
 #ifndef HYPHA_SINK_H
 #define HYPHA_SINK_H
@@ -47,6 +49,8 @@ typedef struct hy_sink {
     hy_flow *flow;
     hy_source *own;              /* worker: its own stdout, read while its queue is over */
     hy_drops *drops;             /* worker: its counters (queue-full, not-running, exited) */
+    bool hold;                   /* worker: with no fd (or a broken one) frames still queue, for the next process */
+    bool broken;                 /* worker: its reader is gone (on_error kept the queue): nothing is written */
     uint64_t frames, bytes;      /* accepted for it: frames and payload bytes */
     /* A write failed (err = errno, why NULL) or a client could not keep up
      * (why says how). NULL: the queue is dropped as worker-exited. */
@@ -90,6 +94,11 @@ void hy_sink_taken(hy_sink *s, size_t unread);
 /* A worker's reader is gone: the frames its stdin pipe still held (FIONREAD,
  * against the queue's history) are counted as dropped (worker-exited). */
 void hy_sink_count_unread(hy_sink *s);
+/* A worker's reader died with `unread` bytes in its pipe (FIONREAD, a
+ * partly written first frame's included): the frames it never read go back
+ * to the front of the queue for the next process (hy_fanq_reclaim); one it
+ * read in part is counted worker-exited. Returns the frames taken back. */
+size_t hy_sink_reclaim(hy_sink *s, size_t unread);
 /* Drop everything queued, counting the frames as `why`. */
 void hy_sink_clear(hy_sink *s, hy_drop why);
 /* Payload bytes waiting, whole frames waiting (walks headers: not the hot path). */

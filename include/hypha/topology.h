@@ -102,6 +102,7 @@ typedef struct hy_policy {
     uint64_t heartbeat_timeout_ms; /* 0 = no liveness watchdog */
     uint64_t queue_limit;          /* bytes */
     hy_overflow queue_overflow;
+    uint64_t queue_hold_ms;        /* a restarting instance's frames wait this long for it; 0 = dropped */
 } hy_policy;
 
 /* A worker's resource limits (rlimits:), in setrlimit's terms. */

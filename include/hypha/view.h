@@ -57,6 +57,8 @@ typedef struct hy_inst_view {
     bool handler_failing;        /* its handler fails on nearly every message (failstreak.h) */
     uint64_t fail_count, fail_frames; /* handler_failing: of that streak */
     size_t queue_bytes, queue_frames;
+    bool held;                   /* its queue waits for its next process (queue.hold) */
+    uint64_t reclaimed;          /* frames taken back from its dead processes' stdin pipes */
     const uint16_t *subs;        /* subscribed at run time (sorted) */
     size_t nsubs;
     double heartbeat_age_s;      /* < 0: no watchdog or no process */

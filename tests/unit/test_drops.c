@@ -124,6 +124,8 @@ static void test_reason_names(void **state)
     assert_string_equal(hy_drop_str(HY_DROP_NO_MEMORY), "out-of-memory");
     assert_string_equal(hy_drop_str(HY_DROP_QUEUE_OLDEST), "queue-full-oldest");
     assert_string_equal(hy_drop_str(HY_DROP_QUEUE_NEWEST), "queue-full-newest");
+    assert_string_equal(hy_drop_str(HY_DROP_HOLD_EXPIRED), "hold-expired");
+    assert_string_equal(hy_drop_str(HY_DROP_HOLD_CANCELLED), "hold-cancelled");
 }
 
 static void test_format(void **state)
@@ -148,7 +150,7 @@ static void test_format(void **state)
         d.n[i] = (uint64_t)i + 1;
     assert_string_equal(hy_drops_format(&d, ",", out, sizeof out),
                         "unknown-type=1,wrong-size=2,not-allowed=3,not-running=4,worker-exited=5,"
-                        "out-of-memory=6,queue-full-oldest=7,queue-full-newest=8");
+                        "out-of-memory=6,queue-full-oldest=7,queue-full-newest=8,hold-expired=9,hold-cancelled=10");
     /* a short buffer: cut, still terminated, nothing written past it */
     char small[16];
     memset(small, 'X', sizeof small);

@@ -1119,6 +1119,71 @@ static void test_history_counts_what_was_never_read(void **state)
     hy_fanq_free(&q);
 }
 
+/* The same stream, a reader that died having read R bytes of it: the
+ * frames it never read at all go back to the front, in order, before the
+ * partly written one (whole again) and what waited behind it; a frame it
+ * read part of is `cut`; the history is let go. Then a second reader gets
+ * the whole rest of the stream from its first unread frame on. */
+static void test_reclaim_gives_back_what_was_never_read(void **state)
+{
+    (void)state;
+    static uint8_t out[1 << 18];
+    for (size_t trial = 0; trial < 60; trial++) {
+        size_t starts[2048], nstarts = 0, outlen = 0;
+        uint32_t ids[2048], nids = 0;
+        hy_fanq q;
+        hy_fanq_init(&q);
+        q.hist.keep = 4096;
+        uint64_t s = 11 + trial;
+        for (uint32_t id = 0; id < 400; id++) {
+            uint8_t f[256];
+            size_t len = put(f, id, 4 + (uint32_t)(xs(&s) % 100));
+            assert_int_equal(hy_fanq_push(&q, f, len, 1u << 20, HY_OVERFLOW_BLOCK), HY_PUSH_QUEUED);
+            if (xs(&s) % 8 == 0)
+                outlen += write_out(&q, out + outlen, (size_t)(xs(&s) % 2000));
+        }
+        bool partial = trial % 2 == 0;
+        if (partial && hy_fanq_pending(&q) > 5)
+            outlen += write_out(&q, out + outlen, 1 + (size_t)(xs(&s) % 3)); /* the next frame begun */
+        size_t whole = 0; /* the written frames: starts and ids */
+        for (size_t off = 0; off + HY_TLV_HEADER <= outlen && off + hy_tlv_size(out + off) <= outlen;) {
+            starts[nstarts] = off;
+            ids[nids++] = check_frame(out + off, hy_tlv_size(out + off));
+            nstarts++;
+            whole = off += hy_tlv_size(out + off);
+        }
+        size_t unread = (size_t)(xs(&s) % 3000);
+        if (unread > outlen)
+            unread = outlen;
+        size_t read = outlen - unread;
+        size_t want_cut = 0, first = nstarts; /* the first frame it never began */
+        for (size_t i = 0; i < nstarts; i++) {
+            size_t end = i + 1 < nstarts ? starts[i + 1] : whole;
+            if (starts[i] >= read && first == nstarts)
+                first = i;
+            want_cut += starts[i] < read && end > read;
+        }
+        size_t pending_before = hy_fanq_frames(&q);
+        hy_fanq_reclaim_res r = hy_fanq_reclaim(&q, unread);
+        assert_int_equal(r.frames, nstarts - first);
+        assert_int_equal(r.cut, want_cut);
+        assert_int_equal(r.nomem, 0);
+        assert_int_equal(q.hist.n, 0);
+        assert_int_equal(q.sent, 0);
+        assert_int_equal(hy_fanq_frames(&q), nstarts - first + pending_before);
+        /* the next reader: ids first .. nstarts-1, then the rest of 0..399 in order */
+        static uint8_t again[1 << 18];
+        size_t n = 0;
+        while (hy_fanq_pending(&q))
+            n += write_out(&q, again + n, 977);
+        uint32_t want = first < nstarts ? ids[first] : (nids ? ids[nids - 1] + 1 : 0);
+        for (size_t off = 0; off < n; off += hy_tlv_size(again + off))
+            assert_int_equal(check_frame(again + off, hy_tlv_size(again + off)), want++);
+        assert_int_equal(want, 400);
+        hy_fanq_free(&q);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1134,6 +1199,7 @@ int main(void)
         cmocka_unit_test(test_random_shared_runs),
         cmocka_unit_test(test_keep_random),
         cmocka_unit_test(test_history_counts_what_was_never_read),
+        cmocka_unit_test(test_reclaim_gives_back_what_was_never_read),
         cmocka_unit_test(test_rbuf_pool),
     };
     int rc = cmocka_run_group_tests_name("fanq", tests, NULL, NULL);
