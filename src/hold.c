@@ -8,9 +8,10 @@
  * policy; when it closes with none (the restart took longer than
  * queue.hold), or when the restart is not coming after all (stopped,
  * failed, removed, hyphad exiting), what waits is dropped and counted with
- * a reason of its own. The run-time subscriptions stay while it is held:
- * the frames of those types keep coming, and the next process's hello
- * replaces them. docs/supervision.md says what survives a restart.
+ * a reason of its own. The run-time subscriptions (an SDK worker's hello)
+ * stay while a restart is coming, held or not: the frames of those types
+ * keep coming (held, or counted not-running), and the next process's
+ * hello replaces them. docs/supervision.md says what survives a restart.
  */
 #include "hypha/log.h"
 #include "hypha/units.h"
@@ -37,8 +38,6 @@ static void let_go(hy_instance *in, hy_drop why, const char *msg)
     ev_timer_stop(in->sup->loop, &in->hold_timer);
     in->hold_until = 0;
     hy_sink_clear(&in->in, why);
-    if (in->pid <= 0)
-        drop_subs(in);
     if (frames)
         hy_log(HY_WARN, COMP, msg, "worker", in->name, "instance", in->idx, "frames", HY_U64(frames), "reason",
                hy_drop_str(why), NULL);
@@ -114,6 +113,8 @@ void hy_hold_cancel(hy_instance *in)
 {
     if (in->in.hold && in->pid <= 0)
         let_go(in, HY_DROP_HOLD_CANCELLED, "held frames dropped: the restart they waited for is not coming");
+    if (in->pid <= 0)
+        drop_subs(in);
     in->in.hold = false;
     in->hold_until = 0;
     ev_timer_stop(in->sup->loop, &in->hold_timer);

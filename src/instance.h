@@ -205,8 +205,8 @@ void hy_wio_free(hy_instance *in);
 
 /* Its process is gone (hy_worker_exited, after hy_wio_detach): `hold`,
  * what it never read of its stdin goes back to its queue for the next
- * process and its run-time subscriptions stay; else both are dropped
- * (counted worker-exited, or hold-cancelled for frames that were held). */
+ * process; else it is dropped (counted worker-exited, or hold-cancelled for
+ * frames that were held). */
 void hy_wio_release_stdin(hy_instance *in, bool hold);
 
 /* ---- hold.c: its inbox between processes (queue.hold) ------------------ */
@@ -227,7 +227,8 @@ bool hy_hold_exit(hy_instance *in, bool restarting);
 void hy_hold_attached(hy_instance *in);
 /* A process of it is ready: the window closes. */
 void hy_hold_ready(hy_instance *in);
-/* The restart is not coming (stopped, failed): what was held is dropped. */
+/* The restart is not coming (stopped, failed): what was held is dropped,
+ * and so are its run-time subscriptions. */
 void hy_hold_cancel(hy_instance *in);
 
 /* ---- wproto.c: control frames ------------------------------------------ */

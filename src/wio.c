@@ -523,10 +523,6 @@ void hy_wio_release_stdin(hy_instance *in, bool hold)
     in->stdin_partial = 0;
     hy_sink_clear(&in->in, why);
     hy_wio_close_stdin(in, false, 0);
-    if (in->sub.nids) {
-        hy_sub_clear(&in->sub);
-        hy_bus_subs_changed(bus_of(in));
-    }
 }
 
 void hy_wio_detach(hy_instance *in)

@@ -338,11 +338,10 @@ void hy_worker_exited(hy_instance *in, int wstatus)
     reap_leftovers(in, oldpid);
     in->pid = 0;
     hy_exit_verdict v = decide(in, wstatus);
-    bool held = hy_hold_exit(in, v.next == HY_NEXT_BACKOFF || v.next == HY_NEXT_SPAWN_NOW ||
-                                     v.next == HY_NEXT_STOPPED_START);
-    hy_wio_release_stdin(in, held);
-    if (!held)
-        hy_hold_cancel(in);
+    bool restarting = v.next == HY_NEXT_BACKOFF || v.next == HY_NEXT_SPAWN_NOW || v.next == HY_NEXT_STOPPED_START;
+    hy_wio_release_stdin(in, hy_hold_exit(in, restarting));
+    if (!restarting)
+        hy_hold_cancel(in); /* and its run-time subscriptions go */
     in->last_reason = v.reason;
     in->last_code = v.code;
     in->last_signal = v.signal;
