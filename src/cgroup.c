@@ -288,7 +288,7 @@ int hy_cgroup_open(hy_cgroup *cg, const char *base, hy_err *err)
     int w = snprintf(top, sizeof top, "%s/hypha-%ld", strcmp(base, "/") ? base : "", (long)getpid());
     if (w < 0 || (size_t)w >= sizeof top)
         return hy_err_set(err, "%s: path too long", base);
-    if (hy_cgroup_make(top, err) < 0)
+    if (!(cg->adopt && access(top, F_OK) == 0) && hy_cgroup_make(top, err) < 0)
         return -1;
     char kill_file[PATH_MAX];
     if (file_in(top, "cgroup.kill", kill_file, sizeof kill_file, err) < 0 || access(kill_file, F_OK) < 0) {

@@ -21,6 +21,7 @@
 
 #include "hypha/log.h"
 #include "hypha/proctab.h"
+#include "hypha/upgrade.h"
 #include "instance.h"
 
 #define COMP "supervisor"
@@ -35,7 +36,11 @@ int hy_contain_setup(hy_sup *s, hy_err *err)
     const hy_topology *t = s->topo;
     char base[PATH_MAX], msg[HY_ERR_MAX + 32];
     hy_err why = {{0}};
-    if (t->cgroup == HY_CGROUP_PATH) {
+    const hy_ustate *u = hy_upgrade_restoring();
+    s->cg.adopt = u != NULL; /* hypha-<pid> holds the workers already: kept as it is */
+    if (u && !json_is_string(json_object_get(u->root, "cgroup_top"))) {
+        snprintf(why.msg, sizeof why.msg, "the hyphad this one took over from did not use them");
+    } else if (t->cgroup == HY_CGROUP_PATH) {
         if (hy_cgroup_open(&s->cg, t->cgroup_path, &why) < 0)
             return hy_err_set(err,
                               "%s: cgroup: %s; the topology asks for this directory, so hyphad does not start: it "

@@ -17,8 +17,12 @@
 
 
 
+bool conn_quiet;
+
 int unreachable(const char *path, const char *what, int e)
 {
+    if (conn_quiet)
+        return EXIT_UNREACHABLE;
     fprintf(stderr, "hyphactl: cannot reach hyphad at %s: %s%s%s\n", path, what, e ? ": " : "", e ? strerror(e) : "");
     if (e == ENOENT || e == ECONNREFUSED)
         fprintf(stderr, "hyphactl: is hyphad running with this control socket? (--socket or --config)\n");
@@ -236,3 +240,39 @@ void conn_close(conn *c)
     free(c->buf);
 }
 
+int conn_ask(const char *sock, json_t *req, json_t **reply, int timeout_ms)
+{
+    conn cn;
+    int rc = conn_open(&cn, sock);
+    /* conn_send: an exit code (said), or -errno when hyphad closed first,
+     * whose answer is still to be read (as hyphactl.c's exchange does) */
+    int sent = rc == EXIT_OK ? conn_send(&cn, req) : rc;
+    json_decref(req);
+    if (rc != EXIT_OK)
+        return rc;
+    if (sent > 0) {
+        conn_close(&cn);
+        return sent;
+    }
+    const char *why = NULL;
+    char *line = conn_line(&cn, timeout_ms, &why);
+    json_t *r = line ? json_loads(line, 0, NULL) : NULL;
+    if (!line) {
+        rc = unreachable(sock, why, 0);
+    } else if (!json_is_object(r)) {
+        if (!conn_quiet)
+            fprintf(stderr, "hyphactl: hyphad's reply is not a JSON object\n");
+        rc = EXIT_FAIL;
+    } else if (!json_is_true(json_object_get(r, "ok"))) {
+        if (!conn_quiet)
+            fprintf(stderr, "hyphactl: %s\n", json_string_value(json_object_get(r, "error")));
+        rc = EXIT_FAIL;
+    }
+    conn_close(&cn);
+    if (rc != EXIT_OK) {
+        json_decref(r);
+        return rc;
+    }
+    *reply = r;
+    return EXIT_OK;
+}

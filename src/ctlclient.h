@@ -6,6 +6,7 @@
 #define HYPHA_CTLCLIENT_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 /* hyphactl's exit codes (docs/control.md): they never overlap, so a probe
@@ -34,5 +35,10 @@ int conn_send(conn *c, json_t *req);
  * *why; timeout_ms < 0: no deadline. */
 char *conn_line(conn *c, int timeout_ms, const char **why);
 void conn_close(conn *c);
+/* One request (taken) and its reply: EXIT_OK with *reply (ok true), else
+ * the exit code, said on stderr unless conn_quiet. */
+int conn_ask(const char *sock, json_t *req, json_t **reply, int timeout_ms);
+/* Nothing is said on stderr (a caller polling through a restart). */
+extern bool conn_quiet;
 
 #endif

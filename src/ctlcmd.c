@@ -22,6 +22,7 @@
 #include "hypha/relay.h"
 #include "hypha/status.h"
 #include "hypha/supervisor.h"
+#include "hypha/upgrade.h"
 
 #define COMP "control"
 
@@ -120,6 +121,7 @@ static void cmd_status(hy_ctl_client *cl, const hy_ctl_req *req)
     }
     json_t *j = req->table ? hy_status_table(&snap) : hy_status_json(&snap);
     json_object_set_new(j, "health", health_json(c, n ? NULL : &snap, false)); /* all shown: judged on the same */
+    json_object_set_new(j, "upgrade", hy_upgrade_status());
     hy_snapshot_free(&snap);
     hy_ctl_send_json(cl, j);
 }
@@ -192,6 +194,20 @@ static void cmd_reload(hy_ctl_client *cl)
     json_t *reply = json_object();
     hy_err err = {{0}};
     if (!reply || c->reload(c->reload_ud, reply, &err) < 0) {
+        json_decref(reply);
+        hy_ctl_send_error(cl, "%s", err.msg[0] ? err.msg : "out of memory");
+        return;
+    }
+    json_object_set_new(reply, "ok", json_true());
+    hy_ctl_send_json(cl, reply);
+}
+
+static void cmd_upgrade(hy_ctl_client *cl, const hy_ctl_req *req)
+{
+    hy_ctl *c = cl->ctl;
+    json_t *reply = json_object();
+    hy_err err = {{0}};
+    if (!reply || c->upgrade(c->reload_ud, req->path, reply, &err) < 0) {
         json_decref(reply);
         hy_ctl_send_error(cl, "%s", err.msg[0] ? err.msg : "out of memory");
         return;
@@ -357,6 +373,7 @@ static void run(hy_ctl_client *cl, hy_ctl_req *req)
     case HY_CTL_TAP: cmd_tap(cl, req); break;
     case HY_CTL_METRICS: cmd_metrics(cl); break;
     case HY_CTL_SIGNAL: cmd_signal(cl, req); break;
+    case HY_CTL_UPGRADE: cmd_upgrade(cl, req); break;
     }
 }
 
@@ -364,7 +381,7 @@ void hy_ctl_dispatch(hy_ctl_client *cl, const char *line, size_t len)
 {
     hy_ctl *c = cl->ctl;
     hy_ctl_facts facts = {hy_sup_topology(c->sup)->schema, cl->mode != CL_REQUESTS, hy_sup_shutting_down(c->sup),
-                          c->reload != NULL};
+                          c->reload != NULL, c->upgrade != NULL};
     hy_ctl_req req;
     char why[HY_CTL_WHY_MAX];
     if (hy_ctl_req_parse(line, len, &facts, &req, why, sizeof why) < 0) {

@@ -18,7 +18,7 @@
 #include "hypha/utf8.h"
 
 #define TAIL_DEFAULT 10
-#define COMMANDS "status, health, restart, stop, start, signal, reload, tail, tap, metrics"
+#define COMMANDS "status, health, restart, stop, start, signal, reload, upgrade, tail, tap, metrics"
 
 size_t hy_ctl_next_line(const char *buf, size_t n, bool eof, size_t *len)
 {
@@ -123,6 +123,18 @@ static int args_reload(hy_ctl_req *r, const hy_ctl_facts *f, char *why, size_t w
     return f->can_reload ? 0 : refuse(why, whylen, "reload is not available");
 }
 
+static int args_upgrade(hy_ctl_req *r, const hy_ctl_facts *f, char *why, size_t whylen)
+{
+    json_t *p = json_object_get(r->json, "path");
+    if (p && !json_is_null(p) && (!json_is_string(p) || json_string_value(p)[0] != '/'))
+        return refuse(why, whylen, "upgrade: 'path' is the new binary's absolute path: "
+                                   "{\"cmd\":\"upgrade\",\"path\":\"/usr/bin/hyphad\"}");
+    r->path = json_is_string(p) ? json_string_value(p) : NULL;
+    if (f->shutting_down)
+        return refuse(why, whylen, "hyphad is shutting down");
+    return f->can_upgrade ? 0 : refuse(why, whylen, "upgrade is not available");
+}
+
 static int args_tail(hy_ctl_req *r, const hy_ctl_facts *f, char *why, size_t whylen)
 {
     (void)f;
@@ -190,6 +202,7 @@ static const command commands[] = {
     {"start", HY_CTL_START, args_operate},     {"reload", HY_CTL_RELOAD, args_reload},
     {"tail", HY_CTL_TAIL, args_tail},          {"tap", HY_CTL_TAP, args_tap},
     {"metrics", HY_CTL_METRICS, NULL},         {"signal", HY_CTL_SIGNAL, args_signal},
+    {"upgrade", HY_CTL_UPGRADE, args_upgrade},
 };
 
 /* ---- the request ------------------------------------------------------------- */

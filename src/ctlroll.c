@@ -22,42 +22,7 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* One request, its reply: EXIT_OK with *reply (ok true), else the exit
- * code, said on stderr. Takes req. */
-static int ask(const char *sock, json_t *req, json_t **reply)
-{
-    conn cn;
-    int rc = conn_open(&cn, sock);
-    /* conn_send: an exit code (said), or -errno when hyphad closed first,
-     * whose answer is still to be read (as hyphactl.c's exchange does) */
-    int sent = rc == EXIT_OK ? conn_send(&cn, req) : rc;
-    json_decref(req);
-    if (rc != EXIT_OK)
-        return rc;
-    if (sent > 0) {
-        conn_close(&cn);
-        return sent;
-    }
-    const char *why = NULL;
-    char *line = conn_line(&cn, REPLY_TIMEOUT_MS, &why);
-    json_t *r = line ? json_loads(line, 0, NULL) : NULL;
-    if (!line) {
-        rc = unreachable(sock, why, 0);
-    } else if (!json_is_object(r)) {
-        fprintf(stderr, "hyphactl: hyphad's reply is not a JSON object\n");
-        rc = EXIT_FAIL;
-    } else if (!json_is_true(json_object_get(r, "ok"))) {
-        fprintf(stderr, "hyphactl: %s\n", json_string_value(json_object_get(r, "error")));
-        rc = EXIT_FAIL;
-    }
-    conn_close(&cn);
-    if (rc != EXIT_OK) {
-        json_decref(r);
-        return rc;
-    }
-    *reply = r;
-    return EXIT_OK;
-}
+static int ask(const char *sock, json_t *req, json_t **reply) { return conn_ask(sock, req, reply, REPLY_TIMEOUT_MS); }
 
 /* status LABEL's one instance (a new reference), or NULL with *rc. */
 static json_t *instance_status(const char *sock, const char *label, int *rc)

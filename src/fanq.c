@@ -424,3 +424,51 @@ hy_fanq_reclaim_res hy_fanq_reclaim(hy_fanq *q, size_t unread)
     hist_clear(h);
     return r;
 }
+
+/* ---- carried across an upgrade (upgrade.c) ---------------------------------- */
+
+static size_t copy_segs(const hy_fanq_seg *ring, size_t cap, size_t first, size_t n, uint8_t *out)
+{
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++) {
+        const hy_fanq_seg *s = &ring[(first + i) % cap];
+        if (out)
+            memcpy(out + len, s->b->data + s->off, s->len);
+        len += s->len;
+    }
+    return len;
+}
+
+size_t hy_fanq_save(const hy_fanq *q, uint8_t *out) { return copy_segs(q->seg, q->cap, q->first, q->n, out); }
+
+size_t hy_fanq_save_history(const hy_fanq *q, uint8_t *out)
+{
+    const hy_fanq_hist *h = &q->hist;
+    return copy_segs(h->seg, h->cap, h->first, h->n, out);
+}
+
+int hy_fanq_restore(hy_fanq *q, const uint8_t *p, size_t n, size_t sent, size_t acked)
+{
+    if (sent > n || acked > sent || (n && hy_fanq_push_run(q, NULL, p, n) != HY_PUSH_QUEUED))
+        return -1;
+    if (q->n != (n ? 1u : 0u))
+        return -1; /* one copy, one segment: what follows counts on it */
+    q->sent = sent;
+    q->acked = acked;
+    q->wseg = sent == n && n ? 1 : 0;
+    q->woff = sent == n ? 0 : sent;
+    return 0;
+}
+
+int hy_fanq_restore_history(hy_fanq *q, const uint8_t *p, size_t n)
+{
+    if (n == 0)
+        return 0;
+    hy_rbuf *b = hy_rbuf_new(n);
+    if (!b)
+        return -1;
+    memcpy(b->data, p, n);
+    b->used = n;
+    hist_push(&q->hist, b, 0, n);
+    return 0;
+}

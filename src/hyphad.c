@@ -3,13 +3,17 @@
  * everything it does lives in the modules it calls. */
 #define _GNU_SOURCE
 #include <ev.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "hypha/control.h"
@@ -27,7 +31,10 @@
 
 #include "hypha/topology.h"
 #include "hypha/topology_print.h"
+#include "hypha/upgrade.h"
 #include "hypha/version.h"
+
+extern char **environ;
 
 /* Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage. */
 enum { EXIT_CONFIG = 2 };
@@ -57,7 +64,9 @@ typedef struct daemon_state {
     hy_metrics_http http;
     hy_schemawatch schema_w;     /* the contracts file on disk */
     bool ready_sent;             /* systemd READY=1 */
-    ev_signal sigterm, sigint, sighup;
+    ev_signal sigterm, sigint, sighup, sigusr2;
+    ev_timer upgrade_w;          /* the exec, once the request's reply is out */
+    char upgrade_path[4096];     /* set while an upgrade is under way */
     ev_timer drain;
     ev_timer status_w;           /* systemd STATUS= and READY=1, checked a moment after changes */
     double drain_until;
@@ -68,6 +77,7 @@ typedef struct daemon_state {
 #define DRAIN_SECONDS 5.0 /* after the workers stopped, for the bus to take what they wrote */
 
 static daemon_state the_daemon;
+static char **the_argv; /* main's: an upgrade runs the new binary with the same options */
 
 static void drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -186,6 +196,191 @@ static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
     (void)reload(d, NULL, &err); /* logged either way */
 }
 
+/* ---- in-place upgrade (hyphactl upgrade, SIGUSR2; hypha/upgrade.h) ------- */
+
+#define PROBE_TIMEOUT_MS 3000
+#define PROBE_LINE "hyphad upgrade-probe"
+
+/* The running binary's path (the file at that path, if it was replaced). */
+static int self_path(char *out, size_t len)
+{
+    ssize_t n = readlink("/proc/self/exe", out, len - 1);
+    if (n <= 0)
+        return -1;
+    out[n] = '\0';
+    size_t k = (size_t)n, d = strlen(" (deleted)");
+    if (k > d && strcmp(out + k - d, " (deleted)") == 0)
+        out[k - d] = '\0';
+    return 0;
+}
+
+/* `path --upgrade-probe` runs and answers as a hyphad does: a binary that
+ * cannot even start is refused here, before anything is handed over. */
+static int probe(const char *path, char *why, size_t len)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return snprintf(why, len, "pipe: %s", strerror(errno)), -1;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+    char *argv[] = {(char *)path, "--upgrade-probe", NULL};
+    pid_t pid;
+    int e = posix_spawn(&pid, path, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(p[1]);
+    if (e != 0) {
+        close(p[0]);
+        return snprintf(why, len, "cannot run it: %s", strerror(e)), -1;
+    }
+    char out[128] = "";
+    size_t got = 0;
+    bool eof = false;
+    int status = -1;
+    for (double deadline = ev_time() + PROBE_TIMEOUT_MS / 1000.0; ev_time() < deadline;) {
+        struct pollfd pf = {p[0], POLLIN, 0};
+        if (!eof && poll(&pf, 1, 1) > 0) {
+            ssize_t n = read(p[0], out + got, sizeof out - 1 - got);
+            if (n > 0)
+                got += (size_t)n;
+            eof = n == 0 || got == sizeof out - 1;
+        } else if (eof) {
+            poll(NULL, 0, 1); /* it closed its stdout: it is exiting */
+        }
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            break;
+        status = -1;
+    }
+    close(p[0]);
+    out[got] = '\0';
+    if (status == -1) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        return snprintf(why, len, "it did not answer --upgrade-probe within %d ms", PROBE_TIMEOUT_MS), -1;
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || strncmp(out, PROBE_LINE, strlen(PROBE_LINE)) != 0)
+        return snprintf(why, len, "it does not answer --upgrade-probe as a hyphad does (status %d)", status), -1;
+    return 0;
+}
+
+/* The request: refused at once if now is no moment for it, or the binary
+ * will not run; else the exec happens once this reply is written. */
+static int upgrade_request(void *ud, const char *path, json_t *reply, hy_err *err)
+{
+    daemon_state *d = ud;
+    char why[512], self[4096];
+    if (d->upgrade_path[0])
+        return hy_err_set(err, "an upgrade is already under way");
+    if (hy_sup_upgrade_ready(d->sup, why, sizeof why) < 0)
+        return hy_err_set(err, "upgrade refused: %s", why);
+    if (!path) {
+        if (self_path(self, sizeof self) < 0)
+            return hy_err_set(err, "upgrade: cannot read /proc/self/exe: %s", strerror(errno));
+        path = self;
+    }
+    if (probe(path, why, sizeof why) < 0) {
+        hy_log(HY_ERROR, "hyphad", "upgrade refused: the new binary will not take over", "path", path, "error", why,
+               NULL);
+        return hy_err_set(err, "upgrade refused: %s: %s", path, why);
+    }
+    snprintf(d->upgrade_path, sizeof d->upgrade_path, "%s", path);
+    ev_timer_set(&d->upgrade_w, 0.0, 0.0);
+    ev_timer_start(d->loop, &d->upgrade_w);
+    if (reply)
+        json_object_set_new(reply, "upgrade",
+                            json_pack("{s:s,s:I,s:s,s:I}", "path", path, "pid", (json_int_t)getpid(), "from",
+                                      HYPHA_VERSION, "count", (json_int_t)hy_upgrade_count()));
+    return 0;
+}
+
+static void upgrade_failed(const char *why)
+{
+    hy_log(HY_ERROR, "hyphad", "upgrade failed: this hyphad goes on serving", "error", why, NULL);
+    hy_upgrade_note(false, HYPHA_VERSION, why, 0);
+}
+
+/* The exec: everything into the state, then the new binary in our place. */
+static void upgrade_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    daemon_state *d = w->data;
+    char path[sizeof d->upgrade_path], why[512];
+    snprintf(path, sizeof path, "%s", d->upgrade_path);
+    d->upgrade_path[0] = '\0';
+    if (hy_sup_upgrade_ready(d->sup, why, sizeof why) < 0) {
+        upgrade_failed(why);
+        return;
+    }
+    hy_sinks_flush(&hy_sup_relay(d->sup)->bus.sinks); /* what can go out now is not carried */
+    hy_ustate u;
+    hy_err err = {{0}};
+    if (hy_ustate_init(&u) < 0 || hy_sup_save(d->sup, &u, &err) < 0 || hy_acceptors_save(&u) < 0) {
+        upgrade_failed(err.msg[0] ? err.msg : "out of memory writing the state");
+        hy_ustate_free(&u);
+        return;
+    }
+    json_object_set_new(u.root, "began", json_real(ev_time()));
+    char *env[4] = {NULL}, **e = env;
+    char notify[160], wd[64];
+    if (hy_notify_active(&d->notify)) {
+        snprintf(notify, sizeof notify, "NOTIFY_SOCKET=%s", d->notify.path);
+        *e++ = notify;
+        if (d->notify.watchdog_s > 0) {
+            snprintf(wd, sizeof wd, "WATCHDOG_USEC=%.0f", d->notify.watchdog_s * 1e6);
+            *e++ = wd;
+        }
+    }
+    hy_log(HY_INFO, "hyphad", "upgrading: executing the new binary in place", "path", path, "instances",
+           HY_U64(hy_sup_count(d->sup)), NULL);
+    hy_notify_send(&d->notify, "RELOADING=1");
+    (void)loop;
+    hy_upgrade_exec(&u, path, the_argv, env, &err); /* returns only if it failed */
+    hy_ustate_free(&u);
+    hy_notify_send(&d->notify, "READY=1");
+    upgrade_failed(err.msg);
+}
+
+static void usr2_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    hy_err err = {{0}};
+    hy_log(HY_INFO, "hyphad", "SIGUSR2: upgrading in place", NULL);
+    if (upgrade_request(w->data, NULL, NULL, &err) < 0)
+        hy_log(HY_ERROR, "hyphad", "upgrade not started", "error", err.msg, NULL);
+}
+
+/* Taken over after an upgrade (or taken back after a failed one). */
+static void took_over(daemon_state *d)
+{
+    const hy_ustate *u = hy_upgrade_restoring();
+    double pause_ms = (ev_time() - json_number_value(json_object_get(u->root, "began"))) * 1000.0;
+    const char *failed = hy_upgrade_failed_reason();
+    if (failed) {
+        hy_log(HY_ERROR, "hyphad", "upgrade failed: the old hyphad took over again", "error", failed, "version",
+               HYPHA_VERSION, NULL);
+    } else {
+        char p[32];
+        snprintf(p, sizeof p, "%.3f", pause_ms);
+        hy_log(HY_INFO, "hyphad", "upgraded in place", "from", hy_upgrade_from(), "to", HYPHA_VERSION, "pid",
+               HY_I64(getpid()), "instances", HY_U64(hy_sup_count(d->sup)), "pause_ms", p, NULL);
+    }
+    hy_upgrade_note(!failed, hy_upgrade_from(), failed, pause_ms);
+    hy_upgrade_done();
+    hy_notify_send(&d->notify, "READY=1");
+}
+
+/* Before serving after an upgrade, a failure goes back to the old binary
+ * (nothing was changed outside this process); else it is logged. */
+static void cannot_start(const char *why)
+{
+    if (hy_upgrade_restoring()) {
+        hy_upgrade_fallback(why);
+        _exit(1); /* no way back: the warden takes the workers with us */
+    }
+    hy_log(HY_ERROR, "hyphad", "cannot start", "error", why, NULL);
+}
+
 /* systemd: READY=1 once every instance was started once and the upstream is
  * connected (or embedded); STATUS= with the health line. Coalesced: state
  * changes only arm a short timer. */
@@ -267,42 +462,55 @@ static int run(hy_topology *t, hy_log_format log_format, hy_log_level log_level)
     int rc = 1;
     d->loop = loop;
     if (!(d->sup = hy_sup_new(loop, t, &err))) {
-        hy_log(HY_ERROR, "hyphad", "cannot start", "error", err.msg, NULL);
+        cannot_start(err.msg);
         goto out;
     }
     if (hy_ctl_start(&d->ctl, d->sup, &err) < 0) {
-        hy_log(HY_ERROR, "hyphad", "cannot start", "error", err.msg, NULL);
+        cannot_start(err.msg);
         goto out;
     }
     d->ctl.reload = reload;
+    d->ctl.upgrade = upgrade_request;
     d->ctl.reload_ud = d;
     if (t->has_metrics && hy_metrics_http_start(&d->http, d->sup, &err) < 0) {
-        hy_log(HY_ERROR, "hyphad", "cannot start", "error", err.msg, NULL);
+        cannot_start(err.msg);
         goto out;
     }
     ev_signal_init(&d->sigterm, stop_cb, SIGTERM);
     ev_signal_init(&d->sigint, stop_cb, SIGINT);
     ev_signal_init(&d->sighup, hup_cb, SIGHUP);
-    d->sigterm.data = d->sigint.data = d->sighup.data = d;
+    ev_signal_init(&d->sigusr2, usr2_cb, SIGUSR2);
+    d->sigterm.data = d->sigint.data = d->sighup.data = d->sigusr2.data = d;
     ev_signal_start(loop, &d->sigterm);
     ev_signal_start(loop, &d->sigint);
     ev_signal_start(loop, &d->sighup);
+    ev_signal_start(loop, &d->sigusr2);
+    ev_init(&d->upgrade_w, upgrade_cb);
+    d->upgrade_w.data = d;
     ev_init(&d->status_w, status_cb);
     d->status_w.data = d;
     hy_sup_observe(d->sup)->on_change = on_change;
     hy_sup_observe(d->sup)->ud = d;
     hy_notify_start(&d->notify, loop);
 
-    hy_log(HY_INFO, "hyphad", "starting", "topology", t->path, "instances", HY_U64(hy_sup_count(d->sup)), "pid",
-           HY_I64(getpid()), "schema", t->schema->digest_hex, NULL);
+    bool adopting = hy_upgrade_restoring() != NULL;
+    hy_log(HY_INFO, "hyphad", adopting ? "taking over after an upgrade" : "starting", "topology", t->path,
+           "instances", HY_U64(hy_sup_count(d->sup)), "pid", HY_I64(getpid()), "schema", t->schema->digest_hex, NULL);
     watch_schema(d, t);
-    hy_sup_start_all(d->sup);
+    if (hy_sup_start_all(d->sup, &err) < 0) {
+        cannot_start(err.msg);
+        goto out;
+    }
+    if (adopting)
+        took_over(d);
     on_change(d);
     ev_run(loop, 0);
 
     ev_signal_stop(loop, &d->sigterm);
     ev_signal_stop(loop, &d->sigint);
     ev_signal_stop(loop, &d->sighup);
+    ev_signal_stop(loop, &d->sigusr2);
+    ev_timer_stop(loop, &d->upgrade_w);
     ev_timer_stop(loop, &d->status_w);
     hy_schemawatch_stop(&d->schema_w);
     hy_relay_log_counters(hy_sup_relay(d->sup));
@@ -330,6 +538,7 @@ int main(int argc, char **argv)
         {"log-format", required_argument, NULL, 'l'},
         {"log-level", required_argument, NULL, 'L'},
         {"version", no_argument, NULL, 'V'},
+        {"upgrade-probe", no_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -337,6 +546,9 @@ int main(int argc, char **argv)
     const char *config = NULL;
     hy_log_format log_format = HY_LOG_TEXT;
     hy_log_level log_level = HY_INFO;
+#ifdef HY_TEST_STATE_FORMAT
+    hy_upgrade_state_version = HY_TEST_STATE_FORMAT;
+#endif
     while ((c = getopt_long(argc, argv, "hc:", opts, NULL)) != -1) {
         switch (c) {
         case 'k': check = 1; break;
@@ -356,6 +568,7 @@ int main(int argc, char **argv)
             }
             break;
         case 'V': printf("hyphad %s\n", HYPHA_VERSION); return 0;
+        case 'P': printf(PROBE_LINE " %s state-format %u\n", HYPHA_VERSION, hy_upgrade_state_version); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return EXIT_CONFIG;
         }
@@ -373,8 +586,17 @@ int main(int argc, char **argv)
         return EXIT_CONFIG;
     }
 
+    the_argv = argv;
+    if (!check) { /* after an upgrade: its state, before anything is opened */
+        hy_log_init(stderr, log_format, log_level);
+        hy_upgrade_load();
+    }
     hy_err err = {{0}};
     hy_topology *t = hy_topology_load(topology, &err);
+    if (!t && hy_upgrade_restoring()) {
+        hy_upgrade_fallback(err.msg);
+        return 1;
+    }
     if (!t) {
         fprintf(stderr, "%s\n", err.msg);
         return EXIT_CONFIG;

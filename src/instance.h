@@ -110,6 +110,7 @@ struct hy_instance {
     bool retiring;               /* removed or changed by a reload: freed once stopped */
     bool pending;                /* made by a reload: starts once its predecessor is gone */
     bool waiting;                /* to start once its `after` workers are ready (sup.c) */
+    bool adopted;                /* its state came across an upgrade: not started again */
     char waiting_for[72];        /* waiting: the first of them not ready yet */
     hy_tail tail;                /* recent stderr lines */
 };
@@ -146,6 +147,12 @@ static inline void hy_sup_changed(hy_sup *s)
     if (s->obs.on_change)
         s->obs.on_change(s->obs.ud);
 }
+
+/* An upgrade's state adopted (sup_upgrade.c): the warden, and every
+ * instance it names (matched by worker and index). -1 with err: the state
+ * does not fit this topology. */
+struct hy_ustate;
+int hy_sup_adopt(hy_sup *s, const struct hy_ustate *u, hy_err *err);
 
 /* ---- inst.c: the primitives every worker file uses ------------------------- */
 
@@ -208,6 +215,18 @@ void hy_wio_free(hy_instance *in);
  * process; else it is dropped (counted worker-exited, or hold-cancelled for
  * frames that were held). */
 void hy_wio_release_stdin(hy_instance *in, bool hold);
+
+/* What an upgrade carries of its pipes (sup_upgrade.c): fds (-1: closed),
+ * its stdin queue (bytes, `sent` of them written) and history, the part of
+ * a frame read from its stdout, the part of a line from its stderr. */
+typedef struct hy_wio_carried {
+    int in_fd, out_fd, err_fd, status_fd;
+    const uint8_t *queue, *hist, *dec, *errline;
+    size_t nqueue, sent, nhist, ndec, nerr, errcut;
+} hy_wio_carried;
+/* Adopt them (nothing is read or written yet). -1: out of memory, or the
+ * bytes do not fit. */
+int hy_wio_adopt(hy_instance *in, const hy_wio_carried *c);
 
 /* ---- hold.c: its inbox between processes (queue.hold) ------------------ */
 

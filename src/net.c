@@ -20,6 +20,7 @@
 #include "fsutil.h"
 #include "hypha/log.h"
 #include "hypha/resolve.h"
+#include "hypha/upgrade.h"
 
 #define LISTEN_BACKLOG 128
 #define DEFAULT_PAUSE_S 1.0
@@ -164,10 +165,49 @@ static void acceptor_init(hy_acceptor *a, struct ev_loop *loop, const char *comp
     a->w.data = a->pause.data = a;
 }
 
+/* Every open acceptor, for an upgrade to carry (hy_acceptors_save). */
+static hy_acceptor *open_list;
+
 static void acceptor_set_fd(hy_acceptor *a, int fd)
 {
     a->fd = fd;
     ev_io_set(&a->w, fd, EV_READ);
+    a->next_open = open_list;
+    open_list = a;
+}
+
+static void acceptor_unlist(hy_acceptor *a)
+{
+    for (hy_acceptor **pp = &open_list; *pp; pp = &(*pp)->next_open)
+        if (*pp == a) {
+            *pp = a->next_open;
+            break;
+        }
+    a->next_open = NULL;
+}
+
+int hy_acceptors_save(hy_ustate *u)
+{
+    json_t *l = json_object();
+    if (!l || json_object_set_new(u->root, "listeners", l) < 0)
+        return -1;
+    for (hy_acceptor *a = open_list; a; a = a->next_open) {
+        json_t *fd = hy_ustate_fd(u, a->fd);
+        if (!fd || json_object_set_new(l, a->name, fd) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* After an upgrade: the same listening socket, with its backlog (nothing
+ * bound, nothing unlinked). */
+static bool adopt_listener(hy_acceptor *a)
+{
+    int fd = hy_upgrade_take_listener(a->name);
+    if (fd < 0)
+        return false;
+    acceptor_set_fd(a, fd);
+    return true;
 }
 
 int hy_acceptor_open_unix(hy_acceptor *a, struct ev_loop *loop, const char *path, const char *what,
@@ -177,6 +217,15 @@ int hy_acceptor_open_unix(hy_acceptor *a, struct ev_loop *loop, const char *path
     snprintf(a->name, sizeof a->name, "unix:%s", path);
     if (!(a->path = strdup(path)))
         return hy_err_set(err, "%s %s: out of memory", what, path);
+    if (adopt_listener(a)) {
+        struct stat st;
+        if (lstat(path, &st) == 0) { /* its file is still ours to remove at the end */
+            a->dev = st.st_dev;
+            a->ino = st.st_ino;
+            a->unlink_on_close = true;
+        }
+        return 0;
+    }
     int fd = hy_unix_listen(path, what, err);
     if (fd < 0) {
         hy_acceptor_close(a);
@@ -266,6 +315,10 @@ int hy_acceptor_open(hy_acceptor *a, struct ev_loop *loop, const hy_endpoint *ep
         return hy_acceptor_open_unix(a, loop, ep->path, what, component, err);
     acceptor_init(a, loop, component);
     hy_endpoint_str(ep, a->name, sizeof a->name);
+    if (adopt_listener(a)) {
+        a->tcp = true;
+        return 0;
+    }
     return acceptor_open_tcp(a, ep, what, err);
 }
 
@@ -298,6 +351,8 @@ void hy_acceptor_close(hy_acceptor *a)
 {
     ev_io_stop(a->loop, &a->w);
     ev_timer_stop(a->loop, &a->pause);
+    if (a->fd >= 0)
+        acceptor_unlist(a);
     if (a->fd >= 0 && close(a->fd) < 0)
         hy_log(HY_WARN, a->component, "closing the listening socket failed", "endpoint", a->name, "error",
                strerror(errno), NULL);

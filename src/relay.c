@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "hypha/log.h"
+#include "hypha/upgrade.h"
 
 int hy_relay_init(hy_relay *r, struct ev_loop *loop, const hy_topology *t, uint64_t *rng, hy_err *err)
 {
@@ -18,12 +19,16 @@ int hy_relay_init(hy_relay *r, struct ev_loop *loop, const hy_topology *t, uint6
     return hy_listen_init(&r->listen, loop, t, &r->bus, &r->flow, err);
 }
 
-void hy_relay_start(hy_relay *r)
+int hy_relay_start(hy_relay *r, hy_err *err)
 {
+    const hy_ustate *st = hy_upgrade_restoring();
+    if (st && !r->topo->has_upstream && json_object_get(st->root, "upstream"))
+        return hy_err_set(err, "the topology on disk has no upstream, the running one has: reload first");
     hy_bus_start(&r->bus);
     hy_listen_start(&r->listen);
-    if (r->topo->has_upstream)
-        hy_upstream_start(&r->up);
+    if (r->topo->has_upstream && hy_upstream_start(&r->up) < 0)
+        return hy_err_set(err, "the upstream's state could not be adopted (another upstream in the topology?)");
+    return 0;
 }
 
 void hy_relay_free(hy_relay *r)

@@ -235,6 +235,14 @@ size_t hy_sink_reclaim(hy_sink *s, size_t unread)
     return r.frames;
 }
 
+void hy_sink_recheck(hy_sink *s)
+{
+    if (hy_fanq_bytes(&s->q) > s->limit && (s->role != HY_SINK_WORKER || s->policy == HY_OVERFLOW_BLOCK))
+        set_over(s, true);
+    if (hy_fanq_pending(&s->q))
+        mark_dirty(s);
+}
+
 void hy_sink_clear(hy_sink *s, hy_drop why)
 {
     size_t n = hy_fanq_clear(&s->q);

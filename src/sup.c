@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 
 #include "hypha/log.h"
 #include "hypha/reload.h"
+#include "hypha/upgrade.h"
 #include "instance.h"
 
 #define COMP "supervisor"
@@ -237,7 +239,7 @@ static void start_batch_cb(struct ev_loop *loop, ev_timer *w, int revents)
     for (int k = 0; k < START_BATCH && s->next_start < s->ninst; k++) {
         hy_instance *in = s->inst[s->next_start++];
         if (in->state == HY_ST_STOPPED && in->pid == 0 && !in->pending && !in->retiring && !s->shutting_down &&
-            in->spec->autostart) /* autostart: false: defined, left stopped */
+            !in->adopted && in->spec->autostart) /* autostart: false: defined, left stopped */
             start_or_wait(in);
     }
     if (s->next_start < s->ninst && !s->shutting_down) {
@@ -246,12 +248,17 @@ static void start_batch_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
-void hy_sup_start_all(hy_sup *s)
+int hy_sup_start_all(hy_sup *s, hy_err *err)
 {
-    hy_relay_start(&s->relay);
+    if (hy_relay_start(&s->relay, err) < 0)
+        return -1;
+    /* exits that came while hyphad was being upgraded: no SIGCHLD will tell */
+    if (hy_upgrade_restoring())
+        ev_feed_signal_event(s->loop, SIGCHLD);
     s->next_start = 0;
     ev_timer_set(&s->start_w, 0.0, 0.0);
     ev_timer_start(s->loop, &s->start_w);
+    return 0;
 }
 
 void hy_sup_stop_all(hy_sup *s, void (*done)(hy_sup *))
@@ -418,9 +425,13 @@ hy_sup *hy_sup_new(struct ev_loop *loop, const hy_topology *t, hy_err *err)
     hy_drops_set_namer(type_name_of, s);
     s->start_w.data = s->gc_w.data = s->child_w.data = s->drops_w.data = s;
     /* Cgroups first: the instances' paths and the warden need hypha-<pid>. */
+    const hy_ustate *u = hy_upgrade_restoring(); /* after an upgrade: its workers and warden, adopted */
     if (hy_relay_init(&s->relay, loop, t, &s->rng, err) < 0 || hy_contain_setup(s, err) < 0 ||
-        make_instances(s, t, err) < 0 || hy_warden_start(&s->warden, s->cg.top, err) < 0) {
-        hy_sup_free(s);
+        make_instances(s, t, err) < 0 ||
+        (u ? hy_sup_adopt(s, u, err) : hy_warden_start(&s->warden, s->cg.top, err)) < 0) {
+        if (!u) /* after an upgrade nothing is closed or stopped: the caller goes back to the old
+                 * hyphad, which adopts all of it (hy_upgrade_fallback) */
+            hy_sup_free(s);
         return NULL;
     }
     ev_child_start(loop, &s->child_w);

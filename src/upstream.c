@@ -13,6 +13,7 @@
 
 #include "hypha/backoff.h"
 #include "hypha/log.h"
+#include "hypha/upgrade.h"
 #include "hypha/route.h"
 
 #define COMP "relay"
@@ -498,7 +499,91 @@ int hy_upstream_init(hy_upstream *u, struct ev_loop *loop, const hy_topology *t,
     return 0;
 }
 
-void hy_upstream_start(hy_upstream *u) { connect_now(u); }
+/* ---- an upgrade: the same connection, adopted ------------------------------ */
+
+int hy_upstream_save(const hy_upstream *u, hy_ustate *st)
+{
+    json_t *ref;
+    size_t n = hy_fanq_save(&u->sink.q, NULL);
+    uint8_t *p = hy_ustate_reserve(st, n, &ref);
+    if (!p)
+        return -1;
+    hy_fanq_save(&u->sink.q, p);
+    /* A plain connection past its handshake goes across; TLS state cannot
+     * (the new hyphad connects again and sends what was not known taken). */
+    bool carry = u->state == HY_UP_CONNECTED && !u->probation && !u->tls.ssl && u->fd >= 0;
+    json_t *drops = json_array();
+    for (int i = 0; i < HY_DROP__COUNT; i++)
+        json_array_append_new(drops, json_integer((json_int_t)u->drops.n[i]));
+    json_t *o = json_pack("{s:s,s:o,s:I,s:I,s:o,s:o,s:f,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "name", u->name, "queue",
+                          ref, "sent", (json_int_t)u->sink.q.sent, "acked", (json_int_t)u->sink.q.acked, "fd",
+                          carry ? hy_ustate_fd(st, u->fd) : json_null(), "dec",
+                          hy_ustate_bytes(st, hy_tlv_pending_bytes(&u->dec), carry ? hy_tlv_pending(&u->dec) : 0),
+                          "since", u->since, "down_since", u->down_since, "connects", (json_int_t)u->connects,
+                          "disconnects", (json_int_t)u->disconnects, "frames_in", (json_int_t)u->frames_in, "bytes_in",
+                          (json_int_t)u->bytes_in, "resent", (json_int_t)u->resent, "failures",
+                          (json_int_t)u->failures, "drops", drops);
+    return o && json_object_set_new(st->root, "upstream", o) == 0 ? 0 : -1;
+}
+
+static int no_frame(void *ud, const hy_frame *f)
+{
+    (void)ud;
+    (void)f;
+    return 1;
+}
+
+/* -1: the state does not fit (the caller goes back to the old hyphad). */
+static int adopt(hy_upstream *u, const hy_ustate *st, const json_t *o)
+{
+    size_t n, ndec;
+    const uint8_t *q = hy_ustate_get(st, json_object_get(o, "queue"), &n);
+    const uint8_t *dec = hy_ustate_get(st, json_object_get(o, "dec"), &ndec);
+    if (!q || !dec || strcmp(json_string_value(json_object_get(o, "name")) ?: "", u->name) != 0 ||
+        hy_fanq_restore(&u->sink.q, q, n, (size_t)json_integer_value(json_object_get(o, "sent")),
+                        (size_t)json_integer_value(json_object_get(o, "acked"))) < 0)
+        return -1;
+    u->connects = (uint64_t)json_integer_value(json_object_get(o, "connects"));
+    u->disconnects = (uint64_t)json_integer_value(json_object_get(o, "disconnects"));
+    u->frames_in = (uint64_t)json_integer_value(json_object_get(o, "frames_in"));
+    u->bytes_in = (uint64_t)json_integer_value(json_object_get(o, "bytes_in"));
+    u->resent = (uint64_t)json_integer_value(json_object_get(o, "resent"));
+    u->failures = (uint32_t)json_integer_value(json_object_get(o, "failures"));
+    u->down_since = json_number_value(json_object_get(o, "down_since"));
+    json_t *d = json_object_get(o, "drops");
+    for (int i = 0; i < HY_DROP__COUNT && i < (int)json_array_size(d); i++)
+        u->drops.n[i] = (uint64_t)json_integer_value(json_array_get(d, (size_t)i));
+    int fd = hy_ustate_getfd(json_object_get(o, "fd"));
+    if (fd < 0) { /* connected again, as after a loss: what was not known taken goes again */
+        u->resent += hy_fanq_rewind(&u->sink.q);
+        hy_sink_recheck(&u->sink);
+        connect_now(u);
+        return 0;
+    }
+    if (ndec && hy_tlv_feed(&u->dec, dec, ndec, no_frame, u) != HY_TLV_OK)
+        return -1;
+    u->fd = fd;
+    u->state = HY_UP_CONNECTED;
+    u->since = json_number_value(json_object_get(o, "since"));
+    ev_io_set(&u->rw, fd, EV_READ);
+    ev_io_set(&u->ww, fd, EV_WRITE);
+    hy_flow_open(u->flow, &u->src, true);
+    hy_sink_set_fd(&u->sink, fd, true);
+    hy_sink_recheck(&u->sink);
+    if (hy_fanq_unconfirmed(&u->sink.q))
+        ev_timer_again(u->loop, &u->taken_w);
+    return 0;
+}
+
+int hy_upstream_start(hy_upstream *u)
+{
+    const hy_ustate *st = hy_upgrade_restoring();
+    json_t *o = st ? json_object_get(st->root, "upstream") : NULL;
+    if (o)
+        return adopt(u, st, o);
+    connect_now(u);
+    return 0;
+}
 
 void hy_upstream_retopo(hy_upstream *u, const hy_topology *t)
 {

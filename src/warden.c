@@ -45,6 +45,8 @@ static void warden_main(int rfd, const char *cgroup_top)
     signal(SIGTERM, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGUSR1, SIG_IGN); /* `pkill -USR2 hyphad` (an upgrade) reaches it too: its cmdline is hyphad's */
+    signal(SIGUSR2, SIG_IGN);
     (void)setpgid(0, 0);
     (void)prctl(PR_SET_NAME, "hyphad-warden");
     size_t cap = 64, n = 0;

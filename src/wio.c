@@ -405,6 +405,52 @@ void hy_wio_attach(hy_instance *in, int in_fd, int out_fd, int err_fd, int statu
     ev_io_start(in->sup->loop, &in->status_w);
 }
 
+/* ---- an upgrade: the same pipes, adopted ---------------------------------- */
+
+/* No frame can complete from the saved bytes (they are less than one):
+ * nothing is published before the new hyphad serves. */
+static int no_frame(void *ud, const hy_frame *f)
+{
+    (void)ud;
+    (void)f;
+    return 1;
+}
+
+int hy_wio_adopt(hy_instance *in, const hy_wio_carried *c)
+{
+    in->check.msg = NULL;
+    if (hy_fanq_restore(&in->in.q, c->queue, c->nqueue, c->sent, 0) < 0 ||
+        hy_fanq_restore_history(&in->in.q, c->hist, c->nhist) < 0)
+        return -1;
+    if (c->in_fd >= 0) {
+        int cap = fcntl(c->in_fd, F_GETPIPE_SZ);
+        in->in.q.hist.keep = cap > 0 ? (size_t)cap : PIPE_DEFAULT;
+        hy_sink_set_fd(&in->in, c->in_fd, false);
+    }
+    if (c->ndec && hy_tlv_feed(&in->dec, c->dec, c->ndec, no_frame, in) != HY_TLV_OK)
+        return -1;
+    if (c->out_fd >= 0) {
+        in->out_fd = c->out_fd;
+        ev_io_set(&in->out_w, c->out_fd, EV_READ);
+        hy_flow_open(flow_of(in), &in->src, true);
+    }
+    if (c->err_fd >= 0) {
+        in->err_fd = c->err_fd;
+        ev_io_set(&in->err_w, c->err_fd, EV_READ);
+        ev_io_start(in->sup->loop, &in->err_w);
+    }
+    if (c->status_fd >= 0) {
+        in->status_fd = c->status_fd;
+        ev_io_set(&in->status_w, c->status_fd, EV_READ);
+        ev_io_start(in->sup->loop, &in->status_w);
+    }
+    size_t n = c->nerr < sizeof in->errline ? c->nerr : sizeof in->errline;
+    memcpy(in->errline, c->errline, n);
+    in->errlen = n;
+    in->errcut = c->errcut;
+    return 0;
+}
+
 /* ---- stdin: what it never read ------------------------------------------- */
 
 /* Its pipe has no reader (EPIPE): it died, or closed its stdin. With

@@ -17,13 +17,16 @@
 #define HYPHA_CGROUP_H
 
 #include <stdbool.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
 #include "hypha/err.h"
 
 typedef struct hy_cgroup {
-    char *top; /* <base>/hypha-<pid>, made by hy_cgroup_open (owned); NULL: not used */
+    char *top;  /* <base>/hypha-<pid>, made by hy_cgroup_open (owned); NULL: not used */
+    bool adopt; /* set before hy_cgroup_open after an upgrade: hypha-<pid> holds our
+                   workers already and is kept as it is, never emptied */
 } hy_cgroup;
 
 /* hyphad's own cgroup2 directory: the `0::/path` line of /proc/self/cgroup

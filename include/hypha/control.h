@@ -38,7 +38,10 @@ typedef struct hy_ctl {
     /* Reload is the daemon's (it owns the topology): fills `reply` with
      * started/stopped/restarted/unchanged, or returns -1 with err. */
     int (*reload)(void *ud, json_t *reply, hy_err *err);
-    void *reload_ud;
+    /* Upgrade in place with the binary at path (NULL: the same): refused
+     * (-1, err), or under way once the reply is written. */
+    int (*upgrade)(void *ud, const char *path, json_t *reply, hy_err *err);
+    void *reload_ud;             /* both's */
 } hy_ctl;
 
 /* Binds the socket (mode from the topology) and starts accepting. */

@@ -31,6 +31,7 @@ typedef enum hy_ctl_cmd {
     HY_CTL_TAP,
     HY_CTL_METRICS,
     HY_CTL_SIGNAL,
+    HY_CTL_UPGRADE,
 } hy_ctl_cmd;
 
 /* NAME: a worker ("risk", every instance), one instance ("risk[1]"), or
@@ -46,6 +47,7 @@ typedef struct hy_ctl_facts {
     bool streaming;             /* the connection is a tail -f or tap stream */
     bool shutting_down;         /* restart, stop and start are refused */
     bool can_reload;
+    bool can_upgrade;
 } hy_ctl_facts;
 
 /* A request whose arguments passed their checks. */
@@ -62,6 +64,7 @@ typedef struct hy_ctl_req {
     json_t *tap_names;          /* tap: the types' names, in the request's order (owned) */
     uint64_t tap_count;         /* tap: frames until it closes; 0: no end */
     int signal;                 /* signal: the signal number */
+    const char *path;           /* upgrade: the new binary (inside json); NULL: the same */
 } hy_ctl_req;
 
 /* The next request line in buf[0, n): its length in *len (a trailing '\r'

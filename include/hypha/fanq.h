@@ -126,4 +126,14 @@ static inline bool hy_fanq_at_boundary(const hy_fanq *q) { return q->sent == 0; 
  * whole. Returns how many frames had started to go out. */
 size_t hy_fanq_rewind(hy_fanq *q);
 
+/* An upgrade carries a queue as its bytes (every segment's, in order: what
+ * was written of the first frame included) with `sent` and `acked`, and a
+ * history as its bytes. save: the bytes into out (NULL: only their number);
+ * restore: into an empty queue, one segment. -1: out of memory, or the
+ * numbers do not fit the bytes. */
+size_t hy_fanq_save(const hy_fanq *q, uint8_t *out);
+size_t hy_fanq_save_history(const hy_fanq *q, uint8_t *out);
+int hy_fanq_restore(hy_fanq *q, const uint8_t *p, size_t n, size_t sent, size_t acked);
+int hy_fanq_restore_history(hy_fanq *q, const uint8_t *p, size_t n);
+
 #endif

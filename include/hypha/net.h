@@ -71,6 +71,7 @@ typedef struct hy_acceptor {
     bool tcp;                    /* TCP_NODELAY on each accepted fd */
     int fail_err;                /* errno of the failing streak, 0 none */
     unsigned long pauses;        /* pauses in that streak */
+    struct hy_acceptor *next_open; /* the list of open acceptors (net.c) */
 } hy_acceptor;
 
 /* Bind and listen on `ep` (Unix: hy_unix_listen's rules, a stale socket
@@ -87,6 +88,10 @@ void hy_acceptor_start(hy_acceptor *a);
 /* Stop, close, and unlink its socket file when it made one and it is still
  * the same file (not one another process has put there since). Safe twice. */
 void hy_acceptor_close(hy_acceptor *a);
+/* An upgrade carries every open listening socket by its name: after it,
+ * hy_acceptor_open* adopts the one of the same name instead of binding. */
+struct hy_ustate;
+int hy_acceptors_save(struct hy_ustate *u);
 
 /* ---- connecting ----------------------------------------------------------- */
 

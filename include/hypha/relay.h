@@ -29,7 +29,7 @@ typedef struct hy_relay {
 /* Binds the listen endpoints (an error if one cannot be served) and prepares
  * the upstream client; nothing connects until hy_relay_start. */
 int hy_relay_init(hy_relay *r, struct ev_loop *loop, const hy_topology *t, uint64_t *rng, hy_err *err);
-void hy_relay_start(hy_relay *r);
+int hy_relay_start(hy_relay *r, hy_err *err);
 void hy_relay_free(hy_relay *r);
 /* The topology was replaced by a reload (same schema and endpoints). */
 void hy_relay_retopo(hy_relay *r, const hy_topology *t);

@@ -99,6 +99,9 @@ void hy_sink_count_unread(hy_sink *s);
  * to the front of the queue for the next process (hy_fanq_reclaim); one it
  * read in part is counted worker-exited. Returns the frames taken back. */
 size_t hy_sink_reclaim(hy_sink *s, size_t unread);
+/* Its queue was filled from elsewhere (an upgrade's state): over its
+ * limit it pauses its sources, and it is written at the next flush. */
+void hy_sink_recheck(hy_sink *s);
 /* Drop everything queued, counting the frames as `why`. */
 void hy_sink_clear(hy_sink *s, hy_drop why);
 /* Payload bytes waiting, whole frames waiting (walks headers: not the hot path). */

@@ -43,7 +43,14 @@ typedef struct hy_sup_observers {
  * NULL with err. `t` stays the caller's. */
 hy_sup *hy_sup_new(struct ev_loop *loop, const hy_topology *t, hy_err *err);
 void hy_sup_free(hy_sup *s);
-void hy_sup_start_all(hy_sup *s);
+/* -1 with err only after an upgrade, when the state does not fit. */
+int hy_sup_start_all(hy_sup *s, hy_err *err);
+/* An upgrade: 0 if now is a moment for one, else -1 and why (something is
+ * in the middle of a change: try again); then everything it supervises into
+ * the state (-1 with err on ENOMEM). */
+struct hy_ustate;
+int hy_sup_upgrade_ready(const hy_sup *s, char *why, size_t len);
+int hy_sup_save(hy_sup *s, struct hy_ustate *u, hy_err *err);
 /* Graceful stop of every instance, in parallel; `done` once none is left. */
 void hy_sup_stop_all(hy_sup *s, void (*done)(hy_sup *));
 /* SIGKILL every live worker group now (second SIGTERM). */

@@ -76,7 +76,13 @@ int hy_upstream_init(hy_upstream *u, struct ev_loop *loop, const hy_topology *t,
 /* A reload: the new topology, its TLS files read again (on failure the old
  * context stays, logged). */
 void hy_upstream_retopo(hy_upstream *u, const hy_topology *t);
-void hy_upstream_start(hy_upstream *u);
+/* Connect; after an upgrade, adopt the connection and queue the state
+ * holds instead (-1: it does not fit). */
+int hy_upstream_start(hy_upstream *u);
+/* Its queue, counters and (plain, past the handshake) connection into an
+ * upgrade's state. -1 on ENOMEM. */
+struct hy_ustate;
+int hy_upstream_save(const hy_upstream *u, struct hy_ustate *st);
 void hy_upstream_free(hy_upstream *u);
 /* Connected and past the probation. */
 bool hy_upstream_ready(const hy_upstream *u);

@@ -8,7 +8,7 @@
  * hyphad contains its workers in cgroups, writes cgroup.kill of the
  * hypha-<pid> cgroup (which reaches what left its group), removes those
  * cgroups once empty (waiting at most a second), and exits. It ignores
- * SIGINT/SIGTERM/SIGHUP and lives in its own process group (and in hyphad's
+ * SIGINT/SIGTERM/SIGHUP/SIGUSR1/SIGUSR2 and lives in its own process group (and in hyphad's
  * cgroup, not its workers'), so a terminal's Ctrl-C or a group kill aimed
  * at hyphad does not take it first.
  */

@@ -48,7 +48,7 @@ static int teardown(void **state)
 static int fresh(void **state)
 {
     (void)state;
-    facts = (hy_ctl_facts){schema, false, false, true};
+    facts = (hy_ctl_facts){schema, false, false, true, true};
     return 0;
 }
 
@@ -105,14 +105,14 @@ static void test_refusal_order(void **state)
     refused_prefix("\xff", "not JSON: ");
     refused("[{\"cmd\":\"status\"}]", "a request is a JSON object: {\"cmd\": \"status\"}");
     refused_prefix("\"status\"", "not JSON: '[' or '{' expected");
-    refused("{}", "the request has no \"cmd\" (status, health, restart, stop, start, signal, reload, tail, tap, metrics)");
-    refused("{\"cmd\":7}", "the request has no \"cmd\" (status, health, restart, stop, start, signal, reload, tail, tap, metrics)");
+    refused("{}", "the request has no \"cmd\" (status, health, restart, stop, start, signal, reload, upgrade, tail, tap, metrics)");
+    refused("{\"cmd\":7}", "the request has no \"cmd\" (status, health, restart, stop, start, signal, reload, upgrade, tail, tap, metrics)");
     refused("{\"cmd\":\"dance\"}",
-            "unknown command 'dance' (status, health, restart, stop, start, signal, reload, tail, tap, metrics)");
+            "unknown command 'dance' (status, health, restart, stop, start, signal, reload, upgrade, tail, tap, metrics)");
     facts.streaming = true; /* before the command is looked at */
     refused("{\"cmd\":\"dance\"}", "this connection is streaming (tail -f or tap): open another one");
     refused("{\"cmd\":\"tail\"}", "this connection is streaming (tail -f or tap): open another one");
-    refused("{}", "the request has no \"cmd\" (status, health, restart, stop, start, signal, reload, tail, tap, metrics)");
+    refused("{}", "the request has no \"cmd\" (status, health, restart, stop, start, signal, reload, upgrade, tail, tap, metrics)");
 }
 
 static void test_plain_commands(void **state)
