@@ -7,6 +7,8 @@ coming, they are dropped and counted (hold-expired, hold-cancelled).
 Every frame is numbered (a CounterUpdate whose counter_id is
 burst * BASE + sequence number), so a lost frame, a duplicate or disorder
 shows; every frame that does not arrive must be counted in `drops`."""
+import datetime
+import json
 import os
 import signal
 import struct
@@ -16,6 +18,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(__file__))
 from hyphatest import alive, proc_stat, wait_until  # noqa: E402
 from test_faults import StatusTest, pipe_full  # noqa: E402
+from test_relay import PROBE  # noqa: E402
 
 PY = sys.executable
 BASE = 1000000
@@ -129,6 +132,21 @@ while True:
 print("sub inc=%d eof" % inc, file=sys.stderr, flush=True)
 '''
 
+# Reads nothing; once the file CLOSE exists it closes its stdin (hyphad's
+# next write to it fails: EPIPE) and logs "stdin closed"; once EXIT exists
+# it exits 3.
+CLOSER = r'''
+import os, sys, time
+print("closer up", file=sys.stderr, flush=True)
+while not os.path.exists("CLOSE"):
+    time.sleep(0.005)
+os.close(0)
+print("stdin closed", file=sys.stderr, flush=True)
+while not os.path.exists("EXIT"):
+    time.sleep(0.005)
+sys.exit(3)
+'''
+
 HOLDING = "holding its frames for the restart"
 EXPIRED = "held frames dropped: not back within queue.hold (%s)"
 CANCELLED = "held frames dropped: the restart they waited for is not coming"
@@ -136,6 +154,11 @@ CANCELLED = "held frames dropped: the restart they waited for is not coming"
 
 def ids(burst, n, first=0):
     return [burst * BASE + i for i in range(first, n)]
+
+
+def logged_at(event):
+    """When hyphad logged the line (its RFC 3339 `time`), in seconds."""
+    return datetime.datetime.strptime(event["time"], "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
 
 
 def nonzero(drops):
@@ -186,6 +209,14 @@ class HoldTest(StatusTest):
         self.assertTrue(st, f"sub never {what}: {self.instance('sub')}")
         return st
 
+    def metric(self, name, worker="sub", reason=None):
+        """One sample of `hyphactl metrics` for worker's instance 0."""
+        r = self.ctl("metrics")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        labels = f'worker="{worker}",instance="0"' + (f',reason="{reason}"' if reason else "")
+        [v] = [line.rsplit(" ", 1)[1] for line in r.stdout.splitlines() if line.startswith(f"{name}{{{labels}}} ")]
+        return int(v)
+
     def running(self, h, inc=1):
         """pub started, and sub's process number inc running its code: the
         line that says sub started it."""
@@ -231,6 +262,7 @@ class UnreadPipeGoesToTheNextProcess(HoldTest):
         self.assertEqual(self.got(1), [], "the killed process read something")
         sub = self.wait_sub(lambda s: s["queue_frames"] == 0, "emptied its queue")
         self.assertEqual(sub["reclaimed"], n)
+        self.assertEqual(self.metric("hypha_worker_reclaimed_frames_total"), n)
         self.assertEqual(sub["frames_in"], n, "frames counted again when they went to the next process")
         self.assertEqual(nonzero(sub["drops"]), {})
         self.assertFalse(sub["held"])
@@ -331,10 +363,12 @@ class HoldExpired(HoldTest):
                          "burst 1 was not held within the 1s window")
         warn = h.wait_for(5, after=ex, component="supervisor", msg=EXPIRED % "1s", worker="sub")
         self.assertEqual((warn["level"], warn["frames"], warn["reason"]), ("warn", str(n1), "hold-expired"))
-        self.assertAlmostEqual(warn.t - ex.t, 1.0, delta=0.5)
+        # by hyphad's own clock: a second after the exit (a timer may be late, never early)
+        self.assertTrue(0.95 <= logged_at(warn) - logged_at(ex) < 2.0, (ex["time"], warn["time"]))
         sub = self.instance("sub")
         self.assertEqual((sub["held"], sub["queue_frames"], sub["state"]), (False, 0, "backoff"))
         self.assertEqual(nonzero(sub["drops"]), {"hold-expired": n1})
+        self.assertEqual(self.metric("hypha_worker_dropped_frames_total", reason="hold-expired"), n1)
         # the window is closed, the backoff goes on: frames are not-running
         self.burst(h, 2, n2)
         sub = self.wait_sub(lambda s: s["drops"]["not-running"] == n2, "counted burst 2 not-running")
@@ -346,6 +380,40 @@ class HoldExpired(HoldTest):
         self.burst(h, 3, n3)
         self.assertEqual(self.wait_got(2, 3 * BASE + n3 - 1), ids(3, n3))
         self.assertEqual(nonzero(self.instance("sub")["drops"]), {"hold-expired": n1, "not-running": n2})
+        self.stop(h)
+
+    # BUG (hyphad, hold.c expired_cb): an operator's restart whose old
+    # process outlives queue.hold (here: it ignores SIGTERM and is killed
+    # at stop.grace 2s; hold 500ms). The window's end is skipped because
+    # "a process has the queue" (pid > 0), though a stopping process's stdin
+    # is closed: no "not back within queue.hold" line, frames keep being
+    # held after the window, and at the exit they are all counted
+    # hold-cancelled (the restart did come) without any "held frames
+    # dropped" line. Expected: hold-expired at 500ms with the WARN line,
+    # then not-running.
+    @unittest.expectedFailure
+    def test_an_operator_restart_slower_than_queue_hold_expires_the_held_frames(self):
+        n1, n2, n3 = 100, 50, 30
+        h = self.start_hyphad({"pub": self.bursts(),
+                               "sub": self.sub(GATE="DRAIN", IGNTERM=1,
+                                               more={"queue": {"hold": "500ms"}, "stop": {"grace": "2s"}})})
+        started = self.running(h)
+        self.burst(h, 1, n1)
+        self.in_pipe(n1)  # in its pipe, never read
+        r = self.ctl("restart", "sub")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        stopping = h.wait_for(5, after=started, component="supervisor", msg="stopping", worker="sub")
+        self.burst(h, 2, n2)
+        sub = self.wait_sub(lambda s: s["frames_in"] == n1 + n2, "took burst 2")
+        self.assertEqual((sub["state"], sub["held"], sub["queue_frames"]), ("stopping", True, n2))
+        warn = h.wait_for(1.4, after=stopping, component="supervisor", msg=EXPIRED % "500ms", worker="sub")
+        self.assertEqual((warn["frames"], warn["reason"]), (str(n2), "hold-expired"))
+        self.burst(h, 3, n3)  # the window is closed, the old process still stopping
+        sub = self.wait_sub(lambda s: s["drops"]["not-running"] == n3, "counted burst 3 not-running")
+        self.assertEqual(sub["state"], "stopping")
+        h.wait_for(5, after=stopping, component="supervisor", msg="stopped", worker="sub")
+        sub = self.instance("sub")
+        self.assertEqual(nonzero(sub["drops"]), {"worker-exited": n1, "hold-expired": n2, "not-running": n3})
         self.stop(h)
 
 
@@ -394,6 +462,53 @@ class HoldCancelled(HoldTest):
         warn = h.wait_for(0, after=ex, component="supervisor", msg=CANCELLED, worker="sub")
         self.assertEqual((warn["frames"], warn["reason"]), (str(n), "hold-cancelled"))
         self.assertEqual(h.find(after=ex, component="supervisor", msg="started", worker="sub"), [])
+
+    def test_a_reload_that_removes_it_during_a_held_backoff_counts_the_frames_hold_cancelled(self):
+        n = 70
+        h, ex = self.held_backoff(n)
+        path = self.path("topology.yaml")
+        with open(path) as f:
+            doc = json.load(f)
+        del doc["workers"]["sub"]
+        with open(path, "w") as f:
+            json.dump(doc, f)
+        r = self.ctl("reload")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        warn = h.wait_for(5, after=ex, component="supervisor", msg=CANCELLED, worker="sub")
+        self.assertEqual((warn["level"], warn["frames"], warn["reason"]), ("warn", str(n), "hold-cancelled"))
+        self.assertEqual([w["worker"] for w in self.ctl_json("status")["workers"]], ["pub"])
+        self.stop(h)
+
+
+# ---- run-time subscriptions stay while it is held -------------------------
+
+class RunTimeSubscriptionsWhileHeld(HoldTest):
+    def test_an_sdk_worker_s_hello_subscriptions_keep_its_frames_coming_while_held(self):
+        # No `subscribe` in the topology: only its hello (the SDK's, from its
+        # handlers) makes CounterUpdates go to it. Killed, in backoff, it
+        # still gets them: held, then delivered to the next process.
+        n = 200
+        h = self.start_hyphad({"pub": self.bursts(),
+                               "sub": {"command": self.script("probe.py", PROBE, PY),
+                                       "backoff": {"initial": "2s", "max": "2s", "jitter": 0}}})
+        ready = h.wait_for(10, component="supervisor", msg="ready", worker="sub")
+        h.wait_for(10, component="supervisor", msg="started", worker="pub")
+        self.assertEqual(self.instance("sub")["subscriptions"], ["CounterUpdate"])
+        self.burst(h, 1, 10)
+        h.wait_for(10, component="sub[0]", msg=f"probe {BASE + 9}")
+        ex = self.kill(h, ready)
+        self.assertEqual(ex["next"], "backoff")
+        self.burst(h, 2, n)
+        sub = self.wait_sub(lambda s: s["frames_in"] == 10 + n, "took burst 2")
+        self.assertEqual((sub["state"], sub["held"], sub["queue_frames"], sub["subscriptions"]),
+                         ("backoff", True, n, ["CounterUpdate"]))
+        self.assertEqual(nonzero(sub["drops"]), {})
+        h.wait_for(10, after=ex, component="supervisor", msg="ready", worker="sub")
+        last = h.wait_for(10, after=ex, component="sub[0]", msg=f"probe {2 * BASE + n - 1}")
+        got = [int(e["msg"].split()[1]) for e in h.find(after=ex, component="sub[0]",
+                                                         msg=lambda m: m.startswith("probe "))]
+        self.assertEqual(got, ids(2, n), f"up to {last['msg']}")
+        self.stop(h)
 
 
 # ---- 5. an operator's restart, mid-stream ----------------------------------
@@ -530,6 +645,35 @@ class NothingHeldWithoutARestart(HoldTest):
 
     def test_restart_never(self):
         self.exit_holds_nothing({"restart": "never"}, "exited")
+
+    # BUG (hyphad, wio.c stdin_error): with restart: never (and the default
+    # queue.hold 5s), a worker that closes its stdin and exits later has
+    # the frames routed to it in between held (queued, `held` true) as if a
+    # restart were coming, and at its exit they are counted hold-cancelled,
+    # with no "held frames dropped" line. With queue.hold 0s the same
+    # frames are worker-exited at once. Expected: nothing held, all of them
+    # worker-exited, as before queue.hold.
+    @unittest.expectedFailure
+    def test_restart_never_and_a_closed_stdin_holds_nothing(self):
+        n1, n2 = 100, 50
+        h = self.start_hyphad({"pub": self.bursts(),
+                               "sub": {"command": self.script("closer.py", CLOSER, PY),
+                                       "subscribe": ["CounterUpdate"], "start_timeout": "0s", "restart": "never"}})
+        h.wait_for(10, component="sub[0]", msg="closer up")
+        started = h.find(component="supervisor", msg="started", worker="sub")[0]
+        self.burst(h, 1, n1)
+        self.in_pipe(n1)
+        self.go("CLOSE")
+        h.wait_for(10, component="sub[0]", msg="stdin closed")
+        self.burst(h, 2, n2)  # hyphad's write of these gets EPIPE
+        self.assertTrue(wait_until(lambda: self.instance("pub")["frames_out"] == n1 + n2, 10))
+        self.go("EXIT")
+        ex = h.wait_for(10, after=started, component="supervisor", msg="exited", worker="sub")
+        self.assertEqual(ex["next"], "exited")
+        sub = self.instance("sub")
+        self.assertEqual((sub["held"], sub["queue_frames"]), (False, 0))
+        self.assertEqual(nonzero(sub["drops"]), {"worker-exited": n1 + n2})
+        self.stop(h)
 
     def test_a_worker_that_gives_up(self):
         # give_up.failures 1: the second exit within the minute gives up
