@@ -558,8 +558,9 @@ class BlockWhileHeld(HoldTest):
     def test_a_held_block_queue_pauses_the_publisher_and_loses_nothing(self):
         h = self.start_hyphad({
             "pub": self.stream(PIPE=16384),
-            "sub": self.sub(PIPE=4096, HALT="HALT", more={"backoff": {"initial": "2s", "max": "2s", "jitter": 0},
-                                             "queue": {"limit": "16KiB", "overflow": "block"}}),
+            "sub": self.sub(PIPE=4096, HALT="HALT",
+                            more={"backoff": {"initial": "2s", "max": "2s", "jitter": 0},
+                                  "queue": {"limit": "16KiB", "overflow": "block"}}),
         })
         pubpipe = h.wait_for(10, component="pub[0]", msg=lambda m: m.startswith("stream pipe="))
         read = int(pubpipe["msg"].split("=")[1])  # one read of it brings at most this much
