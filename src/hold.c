@@ -35,8 +35,7 @@ static void let_go(hy_instance *in, hy_drop why, const char *msg)
 {
     size_t frames = hy_fanq_frames(&in->in.q);
     in->in.hold = false;
-    ev_timer_stop(in->sup->loop, &in->hold_timer);
-    in->hold_until = 0;
+    ev_timer_stop(in->sup->loop, &in->hold_timer); /* hold_until stays: closed until it is ready again */
     hy_sink_clear(&in->in, why);
     if (frames)
         hy_log(HY_WARN, COMP, msg, "worker", in->name, "instance", in->idx, "frames", HY_U64(frames), "reason",
@@ -50,16 +49,17 @@ static void expired_cb(struct ev_loop *loop, ev_timer *w, int revents)
     hy_instance *in = w->data;
     if (!in->in.hold)
         return;
-    if (in->pid > 0 && !in->in.broken)
+    if (in->in.fd >= 0 && !in->in.broken)
         return; /* a process has the queue; the window closes when it is ready */
     char h[24];
     hy_format_duration(in->spec->policy.queue_hold_ms, h, sizeof h);
     char msg[160];
-    if (in->pid > 0) /* it closed its stdin and lives on: what it cannot read goes, as it always did */
+    bool closed = in->pid > 0 && in->in.broken; /* it closed its stdin and lives on: what it cannot read goes */
+    if (closed)
         snprintf(msg, sizeof msg, "held frames dropped: its stdin is closed and it is still running after %s", h);
-    else
+    else /* no process, or one still stopping for a restart */
         snprintf(msg, sizeof msg, "held frames dropped: not back within queue.hold (%s)", h);
-    let_go(in, in->pid > 0 ? HY_DROP_EXITED : HY_DROP_HOLD_EXPIRED, msg);
+    let_go(in, closed ? HY_DROP_EXITED : HY_DROP_HOLD_EXPIRED, msg);
 }
 
 static void arm(hy_instance *in)

@@ -461,7 +461,7 @@ static void stdin_error(hy_sink *s, int err, const char *why)
     (void)err;
     (void)why;
     hy_instance *in = s->owner;
-    if (in->spec->policy.queue_hold_ms > 0 && !in->sup->shutting_down) {
+    if (in->spec->policy.restart != HY_RESTART_NEVER && in->state != HY_ST_STOPPING && hy_hold_may(in)) {
         s->broken = true;
         hy_hold_broken(in);
         return;
@@ -562,7 +562,8 @@ void hy_wio_release_stdin(hy_instance *in, bool hold)
         in->stdin_partial = 0;
         return;
     }
-    hy_drop why = in->in.hold ? HY_DROP_HOLD_CANCELLED : HY_DROP_EXITED;
+    /* held for a restart that is not coming; held only because its pipe broke: it exited */
+    hy_drop why = in->in.hold && !in->in.broken ? HY_DROP_HOLD_CANCELLED : HY_DROP_EXITED;
     in->in.hold = false;
     hy_sink_count_unread(&in->in); /* it died: what it never read of its pipe is dropped */
     count_watched(in);             /* or, stopped before, what it left of it */

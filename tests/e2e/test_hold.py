@@ -382,16 +382,9 @@ class HoldExpired(HoldTest):
         self.assertEqual(nonzero(self.instance("sub")["drops"]), {"hold-expired": n1, "not-running": n2})
         self.stop(h)
 
-    # BUG (hyphad, hold.c expired_cb): an operator's restart whose old
-    # process outlives queue.hold (here: it ignores SIGTERM and is killed
-    # at stop.grace 2s; hold 500ms). The window's end is skipped because
-    # "a process has the queue" (pid > 0), though a stopping process's stdin
-    # is closed: no "not back within queue.hold" line, frames keep being
-    # held after the window, and at the exit they are all counted
-    # hold-cancelled (the restart did come) without any "held frames
-    # dropped" line. Expected: hold-expired at 500ms with the WARN line,
-    # then not-running.
-    @unittest.expectedFailure
+    # An operator's restart whose old process outlives queue.hold (it
+    # ignores SIGTERM and is killed at stop.grace 2s; hold 500ms): the
+    # window ends while it is still stopping (its stdin is closed already).
     def test_an_operator_restart_slower_than_queue_hold_expires_the_held_frames(self):
         n1, n2, n3 = 100, 50, 30
         h = self.start_hyphad({"pub": self.bursts(),
@@ -647,14 +640,8 @@ class NothingHeldWithoutARestart(HoldTest):
     def test_restart_never(self):
         self.exit_holds_nothing({"restart": "never"}, "exited")
 
-    # BUG (hyphad, wio.c stdin_error): with restart: never (and the default
-    # queue.hold 5s), a worker that closes its stdin and exits later has
-    # the frames routed to it in between held (queued, `held` true) as if a
-    # restart were coming, and at its exit they are counted hold-cancelled,
-    # with no "held frames dropped" line. With queue.hold 0s the same
-    # frames are worker-exited at once. Expected: nothing held, all of them
-    # worker-exited, as before queue.hold.
-    @unittest.expectedFailure
+    # restart: never, a worker that closes its stdin and exits later:
+    # nothing is held for a restart that cannot come.
     def test_restart_never_and_a_closed_stdin_holds_nothing(self):
         n1, n2 = 100, 50
         h = self.start_hyphad({"pub": self.bursts(),
