@@ -24,6 +24,7 @@
 
 #include "ctlclient.h"
 #include "ctlroll.h"
+#include "ctlupgrade.h"
 #include "hypha/ctlpath.h"
 #include "hypha/table.h"
 #include "hypha/units.h"
@@ -223,8 +224,9 @@ typedef struct cli {
     const command *cmd;
     bool stream;      /* tail -f, tap: lines follow the reply */
     bool rolling;     /* restart --rolling */
+    bool upgrade;     /* upgrade: the request, then the outcome (ctlupgrade.c) */
     bool helped;      /* `CMD --help` was answered */
-    double timeout_s; /* restart --rolling: how long each instance may take to be ready */
+    double timeout_s; /* restart --rolling: how long each instance may take to be ready; upgrade: for an answer */
 } cli;
 
 /* A command: its own arguments into the request (NULL: none; returns
@@ -385,6 +387,38 @@ static int args_tap(cli *o, json_t *req, int argc, char **argv)
     return EXIT_OK;
 }
 
+/* upgrade [PATH] [--timeout DURATION] */
+static int args_upgrade(cli *o, json_t *req, int argc, char **argv)
+{
+    o->upgrade = true;
+    o->timeout_s = 30.0;
+    for (; optind < argc; optind++) {
+        const char *a = argv[optind];
+        uint64_t ms;
+        char why[128];
+        if (strcmp(a, "--timeout") == 0 || strncmp(a, "--timeout=", 10) == 0) {
+            const char *v = a[9] == '=' ? a + 10 : (++optind < argc ? argv[optind] : NULL);
+            if (!v || hy_parse_duration_ms(v, &ms, why, sizeof why) < 0 || ms == 0) {
+                fprintf(stderr, "hyphactl: upgrade --timeout takes a duration above 0 (30s, 2m)\n");
+                return EXIT_USAGE;
+            }
+            o->timeout_s = (double)ms / 1000.0;
+        } else if (a[0] == '-' || json_object_get(req, "path")) {
+            fprintf(stderr, "hyphactl: upgrade: unexpected '%s'\n", a);
+            return EXIT_USAGE;
+        } else {
+            char *abs = realpath(a, NULL);
+            if (!abs) {
+                fprintf(stderr, "hyphactl: upgrade: %s: %s\n", a, strerror(errno));
+                return EXIT_USAGE;
+            }
+            json_object_set_new(req, "path", json_string(abs));
+            free(abs);
+        }
+    }
+    return EXIT_OK;
+}
+
 static const command commands[] = {
     {"status", args_status, print_status, "[NAME]", "state of every instance (or of NAME)",
      "  A table: state, pid, uptime, restarts, last exit, frames and bytes in and out, drops,\n"
@@ -404,6 +438,13 @@ static const command commands[] = {
      "  hup too), or a number. hyphad does not change the instance's state: a worker that\n"
      "  exits on it is handled as any exit (restart policy, backoff)."},
     {"reload", NULL, print_reload, "", "re-read the topology (as SIGHUP)", NULL},
+    {"upgrade", args_upgrade, NULL, "[PATH] [--timeout T]", "re-execute hyphad in place; workers keep running",
+     "  The binary at PATH (default: hyphad's own path, the new file if it was replaced)\n"
+     "  takes over the running process (as SIGUSR2): workers keep their pids and pipes,\n"
+     "  the upstream connection and listening sockets stay open, queues and counters\n"
+     "  carry over. A binary that cannot take over is refused, or falls back to the old\n"
+     "  one: exit 0 upgraded, 1 refused or failed (the old hyphad serving), 3 no answer\n"
+     "  within T (default 30s). docs/supervision.md says what survives."},
     {"tail", args_tail, print_tail, "NAME [-n N] [-f]", "the last N (10) stderr lines; -f: keep following",
      NULL},
     {"tap", args_tap, NULL, "TYPE... [--count N]", "live frames of those types, decoded, one JSON object a line",
@@ -653,6 +694,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (o.rolling)
         return hy_roll_restart(o.sock, req, o.timeout_s, o.json);
+    if (o.upgrade)
+        return hy_ctl_upgrade(o.sock, req, o.timeout_s, o.json);
 
     conn cn;
     json_t *r = NULL;

@@ -589,7 +589,7 @@ int main(int argc, char **argv)
     the_argv = argv;
     if (!check) { /* after an upgrade: its state, before anything is opened */
         hy_log_init(stderr, log_format, log_level);
-        hy_upgrade_load();
+        hy_upgrade_load(argv);
     }
     hy_err err = {{0}};
     hy_topology *t = hy_topology_load(topology, &err);

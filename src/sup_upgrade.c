@@ -120,6 +120,7 @@ int hy_sup_save(hy_sup *s, hy_ustate *u, hy_err *err)
         if (!o || json_array_append_new(list, o) < 0)
             return hy_err_set(err, "upgrade state: out of memory saving %s", in->label);
     }
+    json_object_set_new(u->root, "started_at", json_real(s->started_at));
     json_object_set_new(u->root, "cgroup_top", s->cg.top ? json_string(s->cg.top) : json_null());
     json_t *w = json_pack("{s:I,s:o}", "pid", (json_int_t)s->warden.pid, "fd", hy_ustate_fd(u, s->warden.fd));
     if (!w || json_object_set_new(u->root, "warden", w) < 0)
@@ -226,6 +227,8 @@ static int adopt_pipes(hy_instance *in, const hy_ustate *u, const json_t *p)
 
 int hy_sup_adopt(hy_sup *s, const hy_ustate *u, hy_err *err)
 {
+    if (json_is_number(json_object_get(u->root, "started_at")))
+        s->started_at = json_number_value(json_object_get(u->root, "started_at"));
     json_t *w = json_object_get(u->root, "warden");
     s->warden.pid = (pid_t)json_integer_value(json_object_get(w, "pid"));
     s->warden.fd = hy_ustate_getfd(json_object_get(w, "fd"));

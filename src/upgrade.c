@@ -162,11 +162,6 @@ int hy_upgrade_exec(hy_ustate *u, const char *path, char *const argv[], char *co
     int self = open("/proc/self/exe", O_RDONLY | O_CLOEXEC); /* the way back, even once the file is replaced */
     if (self < 0)
         return hy_err_set(err, "upgrade: open /proc/self/exe (the way back): %s", strerror(errno));
-    int argc = 0;
-    json_t *av = json_array();
-    for (; argv[argc]; argc++)
-        json_array_append_new(av, json_string(argv[argc]));
-    json_object_set_new(u->root, "argv", av);
     json_object_set_new(u->root, "from", json_string(HYPHA_VERSION));
     json_object_set_new(u->root, "upgrades", json_integer(upgrades));
     json_t *fds = json_array();
@@ -227,6 +222,7 @@ static int state_fd = -1, self_fd = -1;
 static char failed_reason[512];
 static bool was_fallback;
 static char from_version[64];
+static char **load_argv;
 
 const hy_ustate *hy_upgrade_restoring(void) { return have_state ? &restoring : NULL; }
 const char *hy_upgrade_failed_reason(void) { return was_fallback ? failed_reason : NULL; }
@@ -242,23 +238,12 @@ static int env_fd(const char *name)
     return *end == '\0' && fd >= 0 && fd < 1 << 20 ? (int)fd : -1;
 }
 
-/* The argv the state holds: the way back runs with the same options. */
-static char **state_argv(void)
-{
-    json_t *av = json_object_get(restoring.root, "argv");
-    size_t n = json_array_size(av);
-    char **argv = calloc(n + 1, sizeof *argv);
-    for (size_t i = 0; argv && i < n; i++)
-        argv[i] = (char *)json_string_value(json_array_get(av, i));
-    return argv;
-}
-
 void hy_upgrade_fallback(const char *reason)
 {
     hy_log(HY_ERROR, "hyphad", "upgrade: cannot take over: going back to the old hyphad", "error", reason, NULL);
-    if (was_fallback || self_fd < 0 || state_fd < 0)
+    if (was_fallback || self_fd < 0 || state_fd < 0) /* the old one failed too: nothing to go back to */
         return;
-    char **argv = state_argv();
+    char **argv = load_argv; /* the old one's: it ran us with them */
     if (!argv || !argv[0])
         return;
     char e_state[48], e_self[48], *e_failed = NULL;
@@ -329,8 +314,9 @@ static int read_state(int fd, char *why, size_t whylen)
 static uint8_t *map_base;
 static size_t map_size;
 
-int hy_upgrade_load(void)
+int hy_upgrade_load(char **argv)
 {
+    load_argv = argv;
     state_fd = env_fd(ENV_STATE);
     self_fd = env_fd(ENV_SELF);
     const char *failed = getenv(ENV_FAILED);

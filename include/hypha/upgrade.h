@@ -60,8 +60,9 @@ int hy_upgrade_exec(hy_ustate *u, const char *path, char *const argv[], char *co
 
 /* The environment names a state: read and check it. 0: none named (an
  * ordinary start); 1: adopted, hy_upgrade_restoring() has it; a state this
- * binary cannot read falls back (hy_upgrade_fallback) and never returns. */
-int hy_upgrade_load(void);
+ * binary cannot read falls back (hy_upgrade_fallback) and never returns.
+ * argv: main's (the way back runs the old binary with them). */
+int hy_upgrade_load(char **argv);
 /* The state being adopted, or NULL. */
 const hy_ustate *hy_upgrade_restoring(void);
 /* This start is the old binary taken back after a failed upgrade: the
