@@ -120,6 +120,8 @@ int hy_sup_save(hy_sup *s, hy_ustate *u, hy_err *err)
         if (!o || json_array_append_new(list, o) < 0)
             return hy_err_set(err, "upgrade state: out of memory saving %s", in->label);
     }
+    if (s->topo->has_upstream && hy_upstream_save(&s->relay.up, u) < 0)
+        return hy_err_set(err, "upgrade state: out of memory saving the upstream");
     json_object_set_new(u->root, "started_at", json_real(s->started_at));
     json_object_set_new(u->root, "cgroup_top", s->cg.top ? json_string(s->cg.top) : json_null());
     json_t *w = json_pack("{s:I,s:o}", "pid", (json_int_t)s->warden.pid, "fd", hy_ustate_fd(u, s->warden.fd));
