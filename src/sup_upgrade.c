@@ -123,6 +123,8 @@ int hy_sup_save(hy_sup *s, hy_ustate *u, hy_err *err)
     if (s->topo->has_upstream && hy_upstream_save(&s->relay.up, u) < 0)
         return hy_err_set(err, "upgrade state: out of memory saving the upstream");
     json_object_set_new(u->root, "started_at", json_real(s->started_at));
+    json_object_set_new(u->root, "topology_digest", json_string(s->topo->file_digest));
+    json_object_set_new(u->root, "schema_digest", json_string(s->topo->schema->digest_hex));
     json_object_set_new(u->root, "cgroup_top", s->cg.top ? json_string(s->cg.top) : json_null());
     json_t *w = json_pack("{s:I,s:o}", "pid", (json_int_t)s->warden.pid, "fd", hy_ustate_fd(u, s->warden.fd));
     if (!w || json_object_set_new(u->root, "warden", w) < 0)
@@ -229,6 +231,14 @@ static int adopt_pipes(hy_instance *in, const hy_ustate *u, const json_t *p)
 
 int hy_sup_adopt(hy_sup *s, const hy_ustate *u, hy_err *err)
 {
+    /* What runs is what the files said when hyphad loaded them: a file
+     * changed since is a reload's business, before or after. */
+    if (strcmp(json_string_value(json_object_get(u->root, "topology_digest")) ?: "", s->topo->file_digest) != 0)
+        return hy_err_set(err, "%s changed on disk since hyphad loaded it: run `hyphactl reload` first (or put "
+                               "it back), then upgrade", s->topo->path);
+    if (strcmp(json_string_value(json_object_get(u->root, "schema_digest")) ?: "", s->topo->schema->digest_hex) != 0)
+        return hy_err_set(err, "%s changed on disk since hyphad loaded it: run `hyphactl reload` first (or put "
+                               "it back), then upgrade", s->topo->schema_path);
     if (json_is_number(json_object_get(u->root, "started_at")))
         s->started_at = json_number_value(json_object_get(u->root, "started_at"));
     json_t *w = json_object_get(u->root, "warden");

@@ -597,6 +597,11 @@ hy_topology *hy_topology_load(const char *given, hy_err *err)
     uint8_t *data = hy_read_file(path, &len, 16u << 20, err);
     char *dir = data ? hy_dir_of(path, err) : NULL;
     hy_topology *t = dir ? hy_topology_load_buffer(path, dir, data, len, err) : NULL;
+    uint8_t raw[HY_DIGEST_LEN];
+    if (t && hy_sha256(data, len, raw, t->file_digest, err) < 0) {
+        hy_topology_free(t);
+        t = NULL;
+    }
     free(dir);
     free(data);
     free(path);

@@ -444,6 +444,7 @@ int hy_wio_adopt(hy_instance *in, const hy_wio_carried *c)
         ev_io_set(&in->status_w, c->status_fd, EV_READ);
         ev_io_start(in->sup->loop, &in->status_w);
     }
+    hy_sink_recheck(&in->in); /* past its limit under block: its sources wait, as before */
     size_t n = c->nerr < sizeof in->errline ? c->nerr : sizeof in->errline;
     memcpy(in->errline, c->errline, n);
     in->errlen = n;

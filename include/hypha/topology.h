@@ -161,6 +161,8 @@ const char *hy_rlimit_name(int which);
 
 typedef struct hy_topology {
     char *path;              /* the topology file, absolute (hy_topology_load; owned) */
+    char file_digest[65];    /* SHA-256 of its bytes, hex (hy_topology_load; "" otherwise): an
+                                upgrade checks that the file on disk is still the one running */
     char *dir;               /* its directory, absolute (owned) */
     hy_schema *schema;       /* loaded contracts (owned) */
     char *schema_path;       /* resolved contracts path (owned) */

@@ -308,7 +308,8 @@ class LineReaderState(TempDirTest):
         exe = os.path.join(self.dir, "harness")
         compile_c(self, ["-std=c11", "-D_DEFAULT_SOURCE", "-D_POSIX_C_SOURCE=200809L", "-O1", "-g", *SANITIZE,
                          "-I", os.path.join(SOURCE, "include"), "-I", os.path.join(SOURCE, "src"),
-                         "-o", exe, src, os.path.join(SOURCE, "src", "ctlroll.c"),  # hyphactl's other half
+                         "-o", exe, src, os.path.join(SOURCE, "src", "ctlroll.c"),  # hyphactl's other files
+                         os.path.join(SOURCE, "src", "ctlupgrade.c"),
                          core, *libs.stdout.split(), "-lev", "-lm"])
         r = run([exe], timeout=30)
         self.assertEqual(r.returncode, 0, f"harness exited {r.returncode}:\n{r.stdout}{r.stderr}")
