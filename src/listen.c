@@ -18,6 +18,7 @@
 
 #include "hypha/listen_hs.h"
 #include "hypha/log.h"
+#include "hypha/upgrade.h"
 #include "hypha/route.h"
 #include "hypha/units.h"
 
@@ -485,25 +486,17 @@ static void peer_name(int fd, char *out, size_t len)
     }
 }
 
-static void on_accept(hy_acceptor *a, int fd)
+/* A client on fd, counted, its watchers ready, nothing read yet. NULL
+ * (fd closed, logged) when out of memory. */
+static hy_client *client_new(hy_listener *l, int fd)
 {
-    hy_listener *l = a->data;
     hy_listen *ls = l->ls;
     const hy_listen_spec *spec = &ls->topo->listen[l->index];
-    size_t in_use, limit;
-    if (l->nclients >= spec->max_clients) {
-        refuse_at_accept(l, fd, &l->refused_full, "max_clients reached", 0, 0);
-        return;
-    }
-    if (!fds_to_spare(ls, fd, &in_use, &limit)) {
-        refuse_at_accept(l, fd, &l->refused_fds, "too few fds left: they are kept for the workers", in_use, limit);
-        return;
-    }
     hy_client *c = calloc(1, sizeof *c);
     if (!c) {
         close(fd);
         hy_log(HY_ERROR, COMP, "out of memory for a listen client: refused", "endpoint", l->name, NULL);
-        return;
+        return NULL;
     }
     c->ls = ls;
     c->listener = l;
@@ -534,6 +527,26 @@ static void on_accept(hy_acceptor *a, int fd)
     c->src.buffered = tls_buffered;
     ev_io_init(&c->tls_w, tls_cb, fd, EV_READ);
     c->tls_w.data = c;
+    return c;
+}
+
+static void on_accept(hy_acceptor *a, int fd)
+{
+    hy_listener *l = a->data;
+    hy_listen *ls = l->ls;
+    const hy_listen_spec *spec = &ls->topo->listen[l->index];
+    size_t in_use, limit;
+    if (l->nclients >= spec->max_clients) {
+        refuse_at_accept(l, fd, &l->refused_full, "max_clients reached", 0, 0);
+        return;
+    }
+    if (!fds_to_spare(ls, fd, &in_use, &limit)) {
+        refuse_at_accept(l, fd, &l->refused_fds, "too few fds left: they are kept for the workers", in_use, limit);
+        return;
+    }
+    hy_client *c = client_new(l, fd);
+    if (!c)
+        return;
     if (l->tls_ctx)
         start_tls(c, l->tls_ctx);
     else
@@ -568,12 +581,80 @@ int hy_listen_init(hy_listen *ls, struct ev_loop *loop, const hy_topology *t, hy
     return 0;
 }
 
-void hy_listen_start(hy_listen *ls)
+/* ---- an upgrade: clients carried across --------------------------------- */
+
+int hy_listen_save(const hy_listen *ls, hy_ustate *u, size_t *left)
 {
+    json_t *list = json_array();
+    *left = 0;
+    if (!list || json_object_set_new(u->root, "listen_clients", list) < 0)
+        return -1;
+    for (const hy_client *c = ls->clients; c; c = c->next) {
+        if (!c->ready || c->doomed || c->tls.ssl) { /* mid-handshake, or TLS state: it reconnects */
+            (*left)++;
+            continue;
+        }
+        json_t *q;
+        uint8_t *p = hy_ustate_reserve(u, hy_fanq_save(&c->sink.q, NULL), &q);
+        if (!p)
+            return -1;
+        hy_fanq_save(&c->sink.q, p);
+        json_t *o = json_pack("{s:I,s:s,s:o,s:s,s:s,s:I,s:I,s:o,s:I,s:o}", "listener", (json_int_t)c->listener->index,
+                              "endpoint", c->listener->name, "fd", hy_ustate_fd(u, c->fd), "name", c->name, "peer",
+                              c->peer, "frames_in", (json_int_t)c->frames_in, "bytes_in", (json_int_t)c->bytes_in,
+                              "queue", q, "sent", (json_int_t)c->sink.q.sent, "dec",
+                              hy_ustate_bytes(u, hy_tlv_pending_bytes(&c->dec), hy_tlv_pending(&c->dec)));
+        if (!o || json_array_append_new(list, o) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int no_frame(void *ud, const hy_frame *f)
+{
+    (void)ud;
+    (void)f;
+    return 1;
+}
+
+static int adopt_client(hy_listen *ls, const hy_ustate *u, const json_t *o)
+{
+    size_t i = (size_t)json_integer_value(json_object_get(o, "listener")), nq, nd;
+    int fd = hy_ustate_getfd(json_object_get(o, "fd"));
+    if (i >= ls->n || fd < 0 || strcmp(ls->l[i].name, json_string_value(json_object_get(o, "endpoint")) ?: ""))
+        return -1;
+    hy_client *c = client_new(&ls->l[i], fd);
+    const uint8_t *q = hy_ustate_get(u, json_object_get(o, "queue"), &nq);
+    const uint8_t *d = hy_ustate_get(u, json_object_get(o, "dec"), &nd);
+    if (!c || !q || !d || hy_fanq_restore(&c->sink.q, q, nq, (size_t)json_integer_value(json_object_get(o, "sent")), 0) < 0 ||
+        (nd && hy_tlv_feed(&c->dec, d, nd, no_frame, c) != HY_TLV_OK))
+        return -1;
+    snprintf(c->name, sizeof c->name, "%s", json_string_value(json_object_get(o, "name")) ?: c->name);
+    snprintf(c->peer, sizeof c->peer, "%s", json_string_value(json_object_get(o, "peer")) ?: "");
+    c->frames_in = (uint64_t)json_integer_value(json_object_get(o, "frames_in"));
+    c->bytes_in = (uint64_t)json_integer_value(json_object_get(o, "bytes_in"));
+    c->ready = true;
+    hy_bus_add_client(ls->bus, &c->member);
+    hy_flow_open(ls->flow, &c->src, true);
+    hy_sink_recheck(&c->sink);
+    return 0;
+}
+
+int hy_listen_start(hy_listen *ls)
+{
+    const hy_ustate *u = hy_upgrade_restoring();
+    size_t k;
+    json_t *o;
+    json_array_foreach(u ? json_object_get(u->root, "listen_clients") : NULL, k, o)
+    {
+        if (adopt_client(ls, u, o) < 0)
+            return -1;
+    }
     for (size_t i = 0; i < ls->n; i++) {
         hy_acceptor_start(&ls->l[i].acc);
-        hy_log(HY_INFO, COMP, "listening", "endpoint", ls->l[i].name, NULL);
+        hy_log(HY_INFO, COMP, "listening", "endpoint", ls->l[i].name, "clients", HY_U64(ls->l[i].nclients), NULL);
     }
+    return 0;
 }
 
 size_t hy_listen_clients(const hy_listen *ls, size_t i) { return ls->l[i].nclients; }

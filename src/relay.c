@@ -25,7 +25,8 @@ int hy_relay_start(hy_relay *r, hy_err *err)
     if (st && !r->topo->has_upstream && json_object_get(st->root, "upstream"))
         return hy_err_set(err, "the topology on disk has no upstream, the running one has: reload first");
     hy_bus_start(&r->bus);
-    hy_listen_start(&r->listen);
+    if (hy_listen_start(&r->listen) < 0)
+        return hy_err_set(err, "the listen clients' state could not be adopted (other endpoints in the topology?)");
     if (r->topo->has_upstream && hy_upstream_start(&r->up) < 0)
         return hy_err_set(err, "the upstream's state could not be adopted (another upstream in the topology?)");
     return 0;

@@ -122,6 +122,12 @@ int hy_sup_save(hy_sup *s, hy_ustate *u, hy_err *err)
     }
     if (s->topo->has_upstream && hy_upstream_save(&s->relay.up, u) < 0)
         return hy_err_set(err, "upgrade state: out of memory saving the upstream");
+    size_t left = 0;
+    if (hy_listen_save(&s->relay.listen, u, &left) < 0)
+        return hy_err_set(err, "upgrade state: out of memory saving the listen clients");
+    if (left)
+        hy_log(HY_WARN, COMP, "upgrade: listen clients in their handshake or on TLS are closed (they reconnect)",
+               "clients", HY_U64(left), NULL);
     json_object_set_new(u->root, "started_at", json_real(s->started_at));
     json_object_set_new(u->root, "topology_digest", json_string(s->topo->file_digest));
     json_object_set_new(u->root, "schema_digest", json_string(s->topo->schema->digest_hex));

@@ -108,7 +108,13 @@ size_t hy_listen_fd_reserve(const hy_topology *t);
  * accepted until hy_listen_start. */
 int hy_listen_init(hy_listen *ls, struct ev_loop *loop, const hy_topology *t, hy_bus *bus, hy_flow *flow,
                    hy_err *err);
-void hy_listen_start(hy_listen *ls);
+/* Start accepting; after an upgrade, first adopt the clients the state
+ * holds (-1: they do not fit this topology's endpoints). */
+int hy_listen_start(hy_listen *ls);
+/* The clients past their handshake and without TLS into an upgrade's
+ * state (*left: the others, which the exec closes). -1 on ENOMEM. */
+struct hy_ustate;
+int hy_listen_save(const hy_listen *ls, struct hy_ustate *u, size_t *left);
 void hy_listen_free(hy_listen *ls);
 /* Clients of one endpoint that are not being dropped. */
 size_t hy_listen_clients(const hy_listen *ls, size_t i);

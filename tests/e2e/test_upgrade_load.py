@@ -7,6 +7,7 @@ gap between frame arrivals around each upgrade, against the same windows
 without one."""
 import os
 import statistics
+import struct
 import sys
 import threading
 import time
@@ -110,6 +111,76 @@ class UpgradesUnderLoad(LosslessTest):
               f"{statistics.median(pauses):.1f} ms, max {pauses[-1]:.1f} ms; hyphactl upgrade took "
               f"{statistics.median((b - a) * 1000 for a, b in windows):.0f} ms", file=sys.stderr)
         self.assertLess(gaps[-1], 2000, "an upgrade paused the flow for seconds")
+        self.stop(h)
+
+
+class ListenClientThroughUpgrades(LosslessTest):
+    N, RATE, UPGRADES, CLIENT_N = 20000, 5000, 10, 10000
+
+    def test_a_listen_client_keeps_its_connection_and_every_frame_through_10_upgrades(self):
+        import socket
+        path = self.path("bus.sock")
+        h = self.start_hyphad({
+            "pub": {"command": self.script("paced.py", PACED, PY), "publish": ["CounterUpdate", "TextMessage"],
+                    "env": {"N": str(self.N), "RATE": str(self.RATE)}, "restart": "never", "start_timeout": "0s"},
+            "sub": {"command": self.script("sub.py", SUB, PY)},
+        }, extra={"listen": [{"unix": path, "handshake": "none"}]})
+        h.wait_for(20, component="supervisor", msg="ready", worker="sub")
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(c.close)
+        c.settimeout(10)
+        c.connect(path)
+        h.wait_for(10, component="relay", msg="listen client connected")
+        got, buf, eof = [], bytearray(), threading.Event()
+
+        def reader():
+            while True:
+                try:
+                    data = c.recv(1 << 16)
+                except OSError:
+                    data = b""
+                if not data:
+                    eof.set()
+                    return
+                buf.extend(data)
+                off = 0
+                while len(buf) - off >= 6:
+                    t, n = struct.unpack_from("<HI", buf, off)
+                    if len(buf) - off < 6 + n:
+                        break
+                    if t == COUNTER:
+                        got.append(counter_id(bytes(buf[off + 6:off + 6 + n])))
+                    off += 6 + n
+                del buf[:off]
+        threading.Thread(target=reader, daemon=True).start()
+
+        def writer():
+            for i in range(0, self.CLIENT_N, 10):
+                c.sendall(counters(range(BUS_BASE + i, BUS_BASE + i + 10)))
+                time.sleep(0.002)  # pacing a load generator, not synchronisation
+        w = threading.Thread(target=writer, daemon=True)
+        self.write("GO", "")
+        self.assertTrue(wait_until(lambda: len(got) > 2000, 20), "the client receives nothing")
+        w.start()
+        for k in range(self.UPGRADES):
+            r = self.ctl("upgrade")
+            self.assertEqual(r.returncode, 0, f"upgrade {k}: {r.stdout}{r.stderr}\n{h.tail()}")
+        self.assertEqual(h.find(component="pub[0]", msg=f"sent {self.N}"), [],
+                         "the publisher finished before the upgrades did: the test would prove nothing")
+        w.join(30)
+        h.wait_for(30, component="pub[0]", msg=f"sent {self.N}")
+        # the client gets every frame (its own included: it is an endpoint client) once, in order per source
+        want_pub, want_own = list(range(self.N)), list(range(BUS_BASE, BUS_BASE + self.CLIENT_N))
+        self.assertTrue(wait_until(lambda: len(got) >= self.N + self.CLIENT_N, 30), len(got))
+        self.assertEqual([i for i in got if i < BUS_BASE], want_pub)
+        self.assertEqual([i for i in got if i >= BUS_BASE], want_own)
+        self.assertFalse(eof.is_set(), "the client's connection was closed")
+        # the subscriber gets both sources, each once and in order
+        self.assertTrue(wait_until(lambda: len(self.lines()) >= self.N + self.CLIENT_N, 30), len(self.lines()))
+        ids = [int(x) for x in self.lines() if x != "end"]
+        self.assertEqual([i for i in ids if i < BUS_BASE], want_pub)
+        self.assertEqual([i for i in ids if i >= BUS_BASE], want_own)
+        self.assertEqual(len(h.find(component="relay", msg="listen client connected")), 1)
         self.stop(h)
 
 
