@@ -52,6 +52,7 @@ static void usage(FILE *out)
             "  --log-format FMT   text (default) or json\n"
             "  --log-level LEVEL  debug, info (default), warn or error: less is not logged\n"
             "  --version          print the version and exit\n"
+            "  --upgrade-probe    answer as a hyphad that can take over a running one (hyphactl upgrade)\n"
             "  -h, --help         this help\n");
 }
 
@@ -503,6 +504,7 @@ static int run(hy_topology *t, hy_log_format log_format, hy_log_level log_level)
     }
     if (adopting)
         took_over(d);
+    hy_upgrade_signals_ready(); /* blocked across an upgrade's exec; the handlers are in place */
     on_change(d);
     ev_run(loop, 0);
 

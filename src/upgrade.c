@@ -27,6 +27,21 @@ extern char **environ;
 unsigned hy_upgrade_state_version = HY_UPGRADE_STATE_VERSION;
 static unsigned upgrades; /* attempted in this process's life, over every exec */
 
+void hy_upgrade_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    int sigs[] = {SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2, SIGCHLD, SIGALRM, SIGPIPE};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        sigaddset(set, sigs[i]);
+}
+
+void hy_upgrade_signals_ready(void)
+{
+    sigset_t set;
+    hy_upgrade_signals(&set);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+}
+
 /* ---- writing ---------------------------------------------------------------- */
 
 int hy_ustate_init(hy_ustate *u)
@@ -185,8 +200,14 @@ int hy_upgrade_exec(hy_ustate *u, const char *path, char *const argv[], char *co
     }
     set_cloexec(u->fds, u->nfds, false);
     set_cloexec(&self, 1, false);
+    /* Until the new binary has its handlers, a signal's default action
+     * would kill hyphad (and the warden every worker): blocked, they wait. */
+    sigset_t block, old;
+    hy_upgrade_signals(&block);
+    sigprocmask(SIG_BLOCK, &block, &old);
     execve(path, argv, env);
     int e = errno;
+    sigprocmask(SIG_SETMASK, &old, NULL);
     set_cloexec(u->fds, u->nfds, true);
     free(env);
     close(mfd);
@@ -204,9 +225,9 @@ void hy_upgrade_note(bool ok, const char *from, const char *reason, double pause
 {
     json_decref(last_upgrade);
     upgrades++;
-    last_upgrade = json_pack("{s:s,s:s,s:s,s:s?,s:f,s:f}", "result", ok ? "ok" : "failed", "from", from ? from : "?",
+    last_upgrade = json_pack("{s:s,s:s,s:s,s:s?,s:f,s:I}", "result", ok ? "ok" : "failed", "from", from ? from : "?",
                              "to", ok ? HYPHA_VERSION : (from ? from : "?"), "reason", reason, "pause_ms", pause_ms,
-                             "at", (double)time(NULL));
+                             "at", (json_int_t)time(NULL));
 }
 
 json_t *hy_upgrade_status(void)
@@ -329,10 +350,6 @@ int hy_upgrade_load(char **argv)
     unsetenv(ENV_FAILED);
     if (state_fd < 0)
         return 0;
-    /* signals blocked or pending across the exec are not ours to keep */
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
     char why[400];
     if (read_state(state_fd, why, sizeof why) < 0) {
         hy_upgrade_fallback(why);

@@ -22,7 +22,7 @@ _hyphactl_workers()
 _hyphactl()
 {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
-    local commands="status health restart stop start signal reload tail tap metrics"
+    local commands="status health restart stop start signal reload upgrade tail tap metrics"
     local cmd="" i
     for ((i = 1; i < COMP_CWORD; i++)); do
         case ${COMP_WORDS[i]} in
@@ -40,6 +40,13 @@ _hyphactl()
         return
     fi
     case $cmd in
+    upgrade)
+        if [[ $cur == -* ]]; then
+            COMPREPLY=($(compgen -W "--timeout --json --help" -- "$cur"))
+        else
+            COMPREPLY=($(compgen -f -- "$cur"))
+        fi
+        ;;
     status | restart | stop | start | tail)
         if [[ $cur == -* ]]; then
             case $cmd in

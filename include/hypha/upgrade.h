@@ -18,6 +18,7 @@
 #define HYPHA_UPGRADE_H
 
 #include <jansson.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -55,6 +56,14 @@ json_t *hy_ustate_fd(hy_ustate *u, int fd);
  * returns on failure (-1, err), with nothing changed: the carried fds are
  * close-on-exec again. */
 int hy_upgrade_exec(hy_ustate *u, const char *path, char *const argv[], char *const extra_env[], hy_err *err);
+
+/* The signals an exec carries blocked (their default action would end
+ * hyphad before the new binary has handlers: a SIGHUP in that moment, a
+ * second SIGUSR2). */
+void hy_upgrade_signals(sigset_t *set);
+/* The handlers are in place (hyphad's loop is about to run): what was
+ * blocked across the exec, and is pending, is delivered now. */
+void hy_upgrade_signals_ready(void);
 
 /* ---- reading (the new hyphad, at start) ------------------------------------ */
 
