@@ -61,12 +61,15 @@ while os.read(0, 65536):
     pass
 '''
 
-# Ignores SIGTERM (a stop waits out its grace) and reads its stdin.
+# Ignores SIGTERM and its stdin's EOF: a stop waits out its grace.
 STUBBORN = r'''
-import os, signal
+import os, signal, sys
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("stubborn", file=sys.stderr, flush=True)
 while os.read(0, 65536):
     pass
+while True:
+    signal.pause()
 '''
 
 
@@ -248,6 +251,7 @@ class Refused(UpgradeTest):
                                "sdk": self.node()}, {"start_timeout": "5s"})
         h.wait_for(10, component="supervisor", msg="ready", worker="sdk")
         started = h.wait_for(10, component="supervisor", msg="started", worker="stubborn")
+        h.wait_for(10, component="stubborn[0]", msg="stubborn")   # SIGTERM ignored from here on
         r = self.ctl("stop", "stubborn")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertTrue(wait_until(lambda: self.workers()["stubborn[0]"]["state"] == "stopping", 5))
