@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from hyphatest import BUILD, alive, describe_pids, free_tcp_port, pids_with_env, wait_until  # noqa: E402
 from test_lossless import SUB  # noqa: E402
 from test_mycelium import MyceliumTest  # noqa: E402
-from test_relay import BASE, PY, Client, expect  # noqa: E402
+from test_relay import BASE, PY, Client, expect, text  # noqa: E402
 
 STATE2 = os.path.join(BUILD, "hyphad-state2")  # a hyphad that reads another state format
 
@@ -355,9 +355,9 @@ class Sockets(UpgradeTest):
         self.assertEqual(b.counter_ids(), list(range(2 * BASE, 2 * BASE + n)))
         self.assertEqual(b.texts(), ["m2"])
         # the metrics port answers, with counters from before the upgrade
-        text = self.metrics(port)
-        self.assertEqual(self.sample(text, "hypha_worker_frames_out_total"), 2 * (n + 1))
-        self.assertEqual(self.sample(text, "hypha_worker_restarts_total"), 0)
+        page = self.metrics(port)
+        self.assertEqual(self.sample(page, "hypha_worker_frames_out_total"), 2 * (n + 1))
+        self.assertEqual(self.sample(page, "hypha_worker_restarts_total"), 0)
         b.close()
         h.wait_for(5, after=done, component="relay", msg="listen client disconnected")
         self.stop(h)
@@ -438,6 +438,77 @@ class UnderLoad(UpgradeTest):
         self.assertEqual(len(h.find(component="hyphad", msg=UPGRADED)), self.UPGRADES)
         self.stop(h)
 
+
+# ---- bugs found ------------------------------------------------------------------------------------
+
+class Bugs(UpgradeTest):
+    # BUG: hy_upstream_save() (src/upstream.c) is never called: upgrade_cb in
+    # src/hyphad.c saves the supervisor and the acceptors only, so the state
+    # has no "upstream". The new hyphad connects afresh: the frames queued for
+    # the bus are lost without a count (buffered_bytes and frames_out go back
+    # to 0), and a plain connection past its handshake is closed by the exec
+    # and made again (the bus sees a second client; `connects` restarts).
+    @unittest.expectedFailure
+    def test_the_upstream_queue_and_a_plain_connection_are_carried(self):
+        n = 1000
+        sock = self.path("bus.sock")
+        h = self.start_hyphad({"pub": self.node(N=n)}, {"start_timeout": "5s"},
+                              extra={"upstream": self.upstream(unix=sock)})
+        h.wait_for(10, component="pub[0]", msg=f"sent {n}")   # the bus is not there: all of it is queued
+        up = self.status()["upstream"]
+        self.assertEqual((up["state"], up["frames_out"]), ("down", n + 1), up)
+        self.assertGreater(up["buffered_bytes"], 0)
+        self.upgrade(h)
+        up2 = self.status()["upstream"]
+        self.assertEqual((up2["frames_out"], up2["buffered_bytes"]), (n + 1, up["buffered_bytes"]),
+                         "the frames queued for the bus were dropped by the upgrade")
+        bus = self.bus(unix=sock)
+        self.connected(h, bus)
+        bus.wait_text("end-pub", timeout=10)
+        self.assertEqual(bus.counter_ids(), list(range(n)))
+        # connected, past its handshake: the same connection goes across
+        self.report(h, "pub", "marker", ["end-pub"])   # the bus's echo: hyphad knows the handshake taken
+        self.upgrade(h)
+        bus.publish_frames(text("ping"))   # reaches the worker only by a connection the bus has
+        self.report(h, "pub", "marker", ["end-pub", "ping"])
+        self.assertEqual(bus.accepted, 1, "hyphad connected again")
+        self.assertEqual(self.status()["upstream"]["connects"], 1)
+        self.stop(h)
+
+    # BUG: a signal hyphad handles (SIGHUP here; SIGUSR2, SIGTERM, SIGINT too)
+    # that arrives while the new binary is starting kills hyphad, and the
+    # warden then kills every worker. After the exec the handlers are the
+    # default ones until run() starts its ev_signal watchers, and
+    # hy_upgrade_load() (src/upgrade.c) even unblocks every signal first.
+    @unittest.expectedFailure
+    def test_a_sighup_during_the_upgrade_does_not_kill_hyphad(self):
+        h = self.start_hyphad({"sdk": self.node()}, {"start_timeout": "5s"})
+        h.wait_for(10, component="supervisor", msg="ready", worker="sdk")
+        before = self.status()
+        h.send_signal(signal.SIGUSR2)
+        # a reload asked (by an operator, a config tool) all through the upgrade
+        deadline = time.monotonic() + 10
+        while not h.find(component="hyphad", msg=UPGRADED) and h.proc.poll() is None and time.monotonic() < deadline:
+            os.kill(h.pid, signal.SIGHUP)
+        self.assertIsNone(h.proc.poll(), f"hyphad died of a SIGHUP during its upgrade (exit {h.proc.returncode})")
+        after = self.status()
+        self.assert_same_workers(before, after, "after a SIGHUP during the upgrade")
+        self.stop(h)
+
+    # BUG: the control socket writes every real with JSON_REAL_PRECISION(6)
+    # (hy_ctl_send_json, src/ctlout.c), and upgrade.last.at is a Unix time
+    # (a real, src/upgrade.c hy_upgrade_note): 1796135938 comes out as
+    # 1.79614e+09, up to 5000 s (83 min) off.
+    @unittest.expectedFailure
+    def test_status_says_when_the_last_upgrade_was(self):
+        h = self.start_hyphad({})
+        h.wait_for(10, component="hyphad", msg="starting")
+        t0 = time.time()
+        self.upgrade(h)
+        t1 = time.time()
+        at = self.status()["upgrade"]["last"]["at"]
+        self.assertTrue(t0 - 1 <= at <= t1 + 1, f"upgrade.last.at {at} is {at - t0:+.0f}s from the time of the upgrade")
+        self.stop(h)
 
 if __name__ == "__main__":
     unittest.main()
