@@ -9,7 +9,6 @@ with a marker (a TextMessage), so a receiver that has the marker has every
 frame of the batch, and sequence numbers show loss, duplicates and
 disorder."""
 import datetime
-import json
 import os
 import re
 import signal
@@ -19,7 +18,7 @@ import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from hyphatest import BUILD, alive, describe_pids, free_tcp_port, pids_with_env, wait_until  # noqa: E402
+from hyphatest import BUILD, alive, describe_pids, free_tcp_port, wait_until  # noqa: E402
 from test_lossless import SUB  # noqa: E402
 from test_mycelium import MyceliumTest  # noqa: E402
 from test_relay import BASE, PY, Client, expect, text  # noqa: E402
@@ -237,7 +236,7 @@ class Refused(UpgradeTest):
             self.assertIn("upgrade refused", r.stderr, path)
             self.assertIn("--upgrade-probe", r.stderr, path)
             self.assertEqual(r.stdout, "")
-        refusals = h.find(component="hyphad", msg=REFUSED)
+        refusals = h.wait_count(2, 5, component="hyphad", msg=REFUSED)
         self.assertEqual([e["path"] for e in refusals], [os.path.realpath("/bin/true"), bad])
         self.assertEqual(h.find(component="hyphad", msg=EXECUTING), [])
         after = self.status()
