@@ -599,11 +599,12 @@ int hy_listen_save(const hy_listen *ls, hy_ustate *u, size_t *left)
         if (!p)
             return -1;
         hy_fanq_save(&c->sink.q, p);
-        json_t *o = json_pack("{s:I,s:s,s:o,s:s,s:s,s:I,s:I,s:o,s:I,s:o}", "listener", (json_int_t)c->listener->index,
+        json_t *o = json_pack("{s:I,s:s,s:o,s:s,s:s,s:I,s:I,s:o,s:I,s:o,s:I,s:I}", "listener", (json_int_t)c->listener->index,
                               "endpoint", c->listener->name, "fd", hy_ustate_fd(u, c->fd), "name", c->name, "peer",
                               c->peer, "frames_in", (json_int_t)c->frames_in, "bytes_in", (json_int_t)c->bytes_in,
                               "queue", q, "sent", (json_int_t)c->sink.q.sent, "dec",
-                              hy_ustate_bytes(u, hy_tlv_pending_bytes(&c->dec), hy_tlv_pending(&c->dec)));
+                              hy_ustate_bytes(u, hy_tlv_pending_bytes(&c->dec), hy_tlv_pending(&c->dec)),
+                              "frames_out", (json_int_t)c->sink.frames, "bytes_out", (json_int_t)c->sink.bytes);
         if (!o || json_array_append_new(list, o) < 0)
             return -1;
     }
@@ -633,6 +634,8 @@ static int adopt_client(hy_listen *ls, const hy_ustate *u, const json_t *o)
     snprintf(c->peer, sizeof c->peer, "%s", json_string_value(json_object_get(o, "peer")) ?: "");
     c->frames_in = (uint64_t)json_integer_value(json_object_get(o, "frames_in"));
     c->bytes_in = (uint64_t)json_integer_value(json_object_get(o, "bytes_in"));
+    c->sink.frames = (uint64_t)json_integer_value(json_object_get(o, "frames_out"));
+    c->sink.bytes = (uint64_t)json_integer_value(json_object_get(o, "bytes_out"));
     c->ready = true;
     hy_bus_add_client(ls->bus, &c->member);
     hy_flow_open(ls->flow, &c->src, true);

@@ -515,14 +515,15 @@ int hy_upstream_save(const hy_upstream *u, hy_ustate *st)
     json_t *drops = json_array();
     for (int i = 0; i < HY_DROP__COUNT; i++)
         json_array_append_new(drops, json_integer((json_int_t)u->drops.n[i]));
-    json_t *o = json_pack("{s:s,s:o,s:I,s:I,s:o,s:o,s:f,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "name", u->name, "queue",
+    json_t *o = json_pack("{s:s,s:o,s:I,s:I,s:o,s:o,s:f,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:I,s:I}", "name", u->name, "queue",
                           ref, "sent", (json_int_t)u->sink.q.sent, "acked", (json_int_t)u->sink.q.acked, "fd",
                           carry ? hy_ustate_fd(st, u->fd) : json_null(), "dec",
                           hy_ustate_bytes(st, hy_tlv_pending_bytes(&u->dec), carry ? hy_tlv_pending(&u->dec) : 0),
                           "since", u->since, "down_since", u->down_since, "connects", (json_int_t)u->connects,
                           "disconnects", (json_int_t)u->disconnects, "frames_in", (json_int_t)u->frames_in, "bytes_in",
                           (json_int_t)u->bytes_in, "resent", (json_int_t)u->resent, "failures",
-                          (json_int_t)u->failures, "drops", drops);
+                          (json_int_t)u->failures, "drops", drops, "frames_out", (json_int_t)u->sink.frames,
+                          "bytes_out", (json_int_t)u->sink.bytes);
     return o && json_object_set_new(st->root, "upstream", o) == 0 ? 0 : -1;
 }
 
@@ -549,6 +550,8 @@ static int adopt(hy_upstream *u, const hy_ustate *st, const json_t *o)
     u->bytes_in = (uint64_t)json_integer_value(json_object_get(o, "bytes_in"));
     u->resent = (uint64_t)json_integer_value(json_object_get(o, "resent"));
     u->failures = (uint32_t)json_integer_value(json_object_get(o, "failures"));
+    u->sink.frames = (uint64_t)json_integer_value(json_object_get(o, "frames_out"));
+    u->sink.bytes = (uint64_t)json_integer_value(json_object_get(o, "bytes_out"));
     u->down_since = json_number_value(json_object_get(o, "down_since"));
     json_t *d = json_object_get(o, "drops");
     for (int i = 0; i < HY_DROP__COUNT && i < (int)json_array_size(d); i++)
