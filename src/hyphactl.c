@@ -272,6 +272,22 @@ static int args_name(cli *o, json_t *req, int argc, char **argv)
     return EXIT_OK;
 }
 
+static bool is_timeout(const char *a) { return strcmp(a, "--timeout") == 0 || strncmp(a, "--timeout=", 10) == 0; }
+
+/* --timeout DURATION or --timeout=DURATION (restart --rolling, upgrade): 0, or -1 having said why. */
+static int timeout_arg(cli *o, const char *a, int argc, char **argv)
+{
+    uint64_t ms;
+    char why[128];
+    const char *v = a[9] == '=' ? a + 10 : (++optind < argc ? argv[optind] : NULL);
+    if (!v || hy_parse_duration_ms(v, &ms, why, sizeof why) < 0 || ms == 0) {
+        fprintf(stderr, "hyphactl: %s --timeout takes a duration above 0 (30s, 2m)\n", o->cmd->name);
+        return -1;
+    }
+    o->timeout_s = (double)ms / 1000.0;
+    return 0;
+}
+
 /* restart [--rolling] [--timeout DURATION] NAME */
 static int args_restart(cli *o, json_t *req, int argc, char **argv)
 {
@@ -279,17 +295,11 @@ static int args_restart(cli *o, json_t *req, int argc, char **argv)
     o->timeout_s = 120.0;
     for (; optind < argc; optind++) {
         const char *a = argv[optind];
-        uint64_t ms;
-        char why[128];
         if (strcmp(a, "--rolling") == 0) {
             o->rolling = true;
-        } else if (strcmp(a, "--timeout") == 0 || strncmp(a, "--timeout=", 10) == 0) {
-            const char *v = a[9] == '=' ? a + 10 : (++optind < argc ? argv[optind] : NULL);
-            if (!v || hy_parse_duration_ms(v, &ms, why, sizeof why) < 0 || ms == 0) {
-                fprintf(stderr, "hyphactl: restart --timeout takes a duration above 0 (30s, 2m)\n");
+        } else if (is_timeout(a)) {
+            if (timeout_arg(o, a, argc, argv) < 0)
                 return EXIT_USAGE;
-            }
-            o->timeout_s = (double)ms / 1000.0;
         } else if (a[0] == '-' || name) {
             fprintf(stderr, "hyphactl: restart: unexpected '%s'\n", a);
             return EXIT_USAGE;
@@ -394,15 +404,9 @@ static int args_upgrade(cli *o, json_t *req, int argc, char **argv)
     o->timeout_s = 30.0;
     for (; optind < argc; optind++) {
         const char *a = argv[optind];
-        uint64_t ms;
-        char why[128];
-        if (strcmp(a, "--timeout") == 0 || strncmp(a, "--timeout=", 10) == 0) {
-            const char *v = a[9] == '=' ? a + 10 : (++optind < argc ? argv[optind] : NULL);
-            if (!v || hy_parse_duration_ms(v, &ms, why, sizeof why) < 0 || ms == 0) {
-                fprintf(stderr, "hyphactl: upgrade --timeout takes a duration above 0 (30s, 2m)\n");
+        if (is_timeout(a)) {
+            if (timeout_arg(o, a, argc, argv) < 0)
                 return EXIT_USAGE;
-            }
-            o->timeout_s = (double)ms / 1000.0;
         } else if (a[0] == '-' || json_object_get(req, "path")) {
             fprintf(stderr, "hyphactl: upgrade: unexpected '%s'\n", a);
             return EXIT_USAGE;

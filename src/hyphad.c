@@ -417,6 +417,31 @@ static void on_change(void *ud)
     }
 }
 
+/* SIGTERM/SIGINT stop, SIGHUP reloads, SIGUSR2 upgrades. */
+static void signals_start(daemon_state *d)
+{
+    ev_signal_init(&d->sigterm, stop_cb, SIGTERM);
+    ev_signal_init(&d->sigint, stop_cb, SIGINT);
+    ev_signal_init(&d->sighup, hup_cb, SIGHUP);
+    ev_signal_init(&d->sigusr2, usr2_cb, SIGUSR2);
+    d->sigterm.data = d->sigint.data = d->sighup.data = d->sigusr2.data = d;
+    ev_signal_start(d->loop, &d->sigterm);
+    ev_signal_start(d->loop, &d->sigint);
+    ev_signal_start(d->loop, &d->sighup);
+    ev_signal_start(d->loop, &d->sigusr2);
+    ev_init(&d->upgrade_w, upgrade_cb);
+    d->upgrade_w.data = d;
+}
+
+static void signals_stop(daemon_state *d)
+{
+    ev_signal_stop(d->loop, &d->sigterm);
+    ev_signal_stop(d->loop, &d->sigint);
+    ev_signal_stop(d->loop, &d->sighup);
+    ev_signal_stop(d->loop, &d->sigusr2);
+    ev_timer_stop(d->loop, &d->upgrade_w);
+}
+
 /* tini's rule: never run with fds 0-2 closed, or the first pipe we open
  * would become someone's stdin. */
 static int ensure_std_fds(void)
@@ -477,17 +502,7 @@ static int run(hy_topology *t, hy_log_format log_format, hy_log_level log_level)
         cannot_start(err.msg);
         goto out;
     }
-    ev_signal_init(&d->sigterm, stop_cb, SIGTERM);
-    ev_signal_init(&d->sigint, stop_cb, SIGINT);
-    ev_signal_init(&d->sighup, hup_cb, SIGHUP);
-    ev_signal_init(&d->sigusr2, usr2_cb, SIGUSR2);
-    d->sigterm.data = d->sigint.data = d->sighup.data = d->sigusr2.data = d;
-    ev_signal_start(loop, &d->sigterm);
-    ev_signal_start(loop, &d->sigint);
-    ev_signal_start(loop, &d->sighup);
-    ev_signal_start(loop, &d->sigusr2);
-    ev_init(&d->upgrade_w, upgrade_cb);
-    d->upgrade_w.data = d;
+    signals_start(d);
     ev_init(&d->status_w, status_cb);
     d->status_w.data = d;
     hy_sup_observe(d->sup)->on_change = on_change;
@@ -508,11 +523,7 @@ static int run(hy_topology *t, hy_log_format log_format, hy_log_level log_level)
     on_change(d);
     ev_run(loop, 0);
 
-    ev_signal_stop(loop, &d->sigterm);
-    ev_signal_stop(loop, &d->sigint);
-    ev_signal_stop(loop, &d->sighup);
-    ev_signal_stop(loop, &d->sigusr2);
-    ev_timer_stop(loop, &d->upgrade_w);
+    signals_stop(d);
     ev_timer_stop(loop, &d->status_w);
     hy_schemawatch_stop(&d->schema_w);
     hy_relay_log_counters(hy_sup_relay(d->sup));
@@ -528,6 +539,26 @@ out:
     hy_rbuf_pool_drain();
     if (rc == 0)
         hy_log(HY_INFO, "hyphad", "exiting", NULL);
+    return rc;
+}
+
+/* --check: the topology resolved, for people or (json) for scripts. Takes t. */
+static int print_checked(hy_topology *t, int json)
+{
+    int rc = 0;
+    if (json) {
+        json_t *j = hy_topology_to_json(t);
+        if (!j || json_dumpf(j, stdout, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(12)) < 0) {
+            fprintf(stderr, "hyphad: out of memory rendering JSON\n");
+            rc = 1;
+        } else {
+            fputc('\n', stdout);
+        }
+        json_decref(j);
+    } else {
+        hy_topology_print(stdout, t);
+    }
+    hy_topology_free(t);
     return rc;
 }
 
@@ -603,22 +634,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err.msg);
         return EXIT_CONFIG;
     }
-    if (check) {
-        if (json) {
-            json_t *j = hy_topology_to_json(t);
-            if (!j || json_dumpf(j, stdout, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(12)) < 0) {
-                fprintf(stderr, "hyphad: out of memory rendering JSON\n");
-                json_decref(j);
-                hy_topology_free(t);
-                return 1;
-            }
-            fputc('\n', stdout);
-            json_decref(j);
-        } else {
-            hy_topology_print(stdout, t);
-        }
-        hy_topology_free(t);
-        return 0;
-    }
+    if (check)
+        return print_checked(t, json);
     return run(t, log_format, log_level);
 }

@@ -319,6 +319,30 @@ static void test_tap(void **state)
 
 /* ---- the reply to a refusal ----------------------------------------------------------- */
 
+static void test_upgrade(void **state)
+{
+    (void)state;
+    accepted("{\"cmd\":\"upgrade\"}");
+    assert_int_equal(req.cmd, HY_CTL_UPGRADE);
+    assert_null(req.path);
+    hy_ctl_req_free(&req);
+    accepted("{\"cmd\":\"upgrade\",\"path\":\"/usr/local/bin/hyphad\"}");
+    assert_string_equal(req.path, "/usr/local/bin/hyphad");
+    hy_ctl_req_free(&req);
+    accepted("{\"cmd\":\"upgrade\",\"path\":null}");
+    assert_null(req.path);
+    hy_ctl_req_free(&req);
+    static const char bad[] = "upgrade: 'path' is the new binary's absolute path: "
+                              "{\"cmd\":\"upgrade\",\"path\":\"/usr/bin/hyphad\"}";
+    refused("{\"cmd\":\"upgrade\",\"path\":\"hyphad\"}", bad);
+    refused("{\"cmd\":\"upgrade\",\"path\":7}", bad);
+    facts.shutting_down = true;
+    refused("{\"cmd\":\"upgrade\"}", "hyphad is shutting down");
+    facts.shutting_down = false;
+    facts.can_upgrade = false;
+    refused("{\"cmd\":\"upgrade\"}", "upgrade is not available");
+}
+
 static void test_error_json(void **state)
 {
     (void)state;
@@ -367,7 +391,7 @@ int main(void)
         cmocka_unit_test_setup(test_status, fresh),         cmocka_unit_test_setup(test_operate, fresh),
         cmocka_unit_test_setup(test_tail, fresh),           cmocka_unit_test_setup(test_tap, fresh),
         cmocka_unit_test_setup(test_signal, fresh),         cmocka_unit_test_setup(test_all, fresh),
-        cmocka_unit_test_setup(test_error_json, fresh),     cmocka_unit_test_setup(test_refusal_cut_inside_a_character, fresh),
+        cmocka_unit_test_setup(test_upgrade, fresh),        cmocka_unit_test_setup(test_error_json, fresh),     cmocka_unit_test_setup(test_refusal_cut_inside_a_character, fresh),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1184,6 +1184,65 @@ static void test_reclaim_gives_back_what_was_never_read(void **state)
     }
 }
 
+/* What an upgrade carries: a queue partly written (and a `keep` one with
+ * some of it known taken) saved as bytes and numbers, restored into a new
+ * queue, goes on exactly where it was; so does the history. */
+static void test_save_and_restore(void **state)
+{
+    (void)state;
+    static uint8_t out[1 << 16], saved[1 << 16], again[1 << 16];
+    for (int keep = 0; keep < 2; keep++) {
+        hy_fanq q, r;
+        hy_fanq_init(&q);
+        hy_fanq_init(&r);
+        q.keep = r.keep = keep;
+        q.hist.keep = r.hist.keep = keep ? 0 : 4096;
+        for (uint32_t id = 0; id < 300; id++) {
+            uint8_t f[256];
+            assert_int_equal(hy_fanq_push(&q, f, put(f, id, 4 + id % 90), 1u << 20, HY_OVERFLOW_BLOCK), HY_PUSH_QUEUED);
+        }
+        size_t wrote = 0;
+        for (int k = 0; k < 7; k++)
+            wrote += write_out(&q, out + wrote, 1013); /* the last frame written in part */
+        if (keep)
+            hy_fanq_taken(&q, wrote / 2);
+        size_t n = hy_fanq_save(&q, NULL), nh = hy_fanq_save_history(&q, NULL);
+        assert_int_equal(hy_fanq_save(&q, saved), n);
+        assert_int_equal(n, hy_fanq_bytes(&q));
+        assert_int_equal(hy_fanq_restore(&r, saved, n, q.sent, q.acked), 0);
+        assert_int_equal(hy_fanq_pending(&r), hy_fanq_pending(&q));
+        assert_int_equal(hy_fanq_unconfirmed(&r), hy_fanq_unconfirmed(&q));
+        assert_int_equal(hy_fanq_frames(&r), hy_fanq_frames(&q));
+        if (!keep) {
+            static uint8_t hist[1 << 16];
+            assert_int_equal(hy_fanq_save_history(&q, hist), nh);
+            assert_true(nh > 0);
+            assert_int_equal(hy_fanq_restore_history(&r, hist, nh), 0);
+            assert_int_equal(r.hist.bytes, nh);
+        }
+        /* both write the same rest of the stream */
+        size_t a = 0, b = 0;
+        while (hy_fanq_pending(&q))
+            a += write_out(&q, out + a, 777);
+        while (hy_fanq_pending(&r))
+            b += write_out(&r, again + b, 555);
+        assert_int_equal(a, b);
+        assert_memory_equal(out, again, a);
+        if (!keep) /* and the restored history says what the old one would of a reader that died now */
+            assert_int_equal(hy_fanq_unread_frames(&r, 300), hy_fanq_unread_frames(&q, 300));
+        hy_fanq_free(&q);
+        hy_fanq_free(&r);
+    }
+    /* numbers that do not fit the bytes are refused */
+    hy_fanq q;
+    hy_fanq_init(&q);
+    uint8_t f[64];
+    size_t len = put(f, 1, 10);
+    assert_int_equal(hy_fanq_restore(&q, f, len, len + 1, 0), -1);
+    assert_int_equal(hy_fanq_restore(&q, f, len, 2, 3), -1);
+    hy_fanq_free(&q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1200,6 +1259,7 @@ int main(void)
         cmocka_unit_test(test_keep_random),
         cmocka_unit_test(test_history_counts_what_was_never_read),
         cmocka_unit_test(test_reclaim_gives_back_what_was_never_read),
+        cmocka_unit_test(test_save_and_restore),
         cmocka_unit_test(test_rbuf_pool),
     };
     int rc = cmocka_run_group_tests_name("fanq", tests, NULL, NULL);
