@@ -259,6 +259,19 @@ static int env_fd(const char *name)
     return *end == '\0' && fd >= 0 && fd < 1 << 20 ? (int)fd : -1;
 }
 
+/* Every fd the state carries, close-on-exec or not. */
+static void state_fds_cloexec(bool on)
+{
+    json_t *fds = json_object_get(restoring.root, "fds");
+    size_t i;
+    json_t *v;
+    json_array_foreach(fds, i, v)
+    {
+        int fd = (int)json_integer_value(v);
+        set_cloexec(&fd, 1, on);
+    }
+}
+
 void hy_upgrade_fallback(const char *reason)
 {
     hy_log(HY_ERROR, "hyphad", "upgrade: cannot take over: going back to the old hyphad", "error", reason, NULL);
@@ -276,16 +289,7 @@ void hy_upgrade_fallback(const char *reason)
     char **env = make_env(NULL, mine, 3);
     if (!env)
         return;
-    /* its fds were made close-on-exec again as they were adopted: open them for the way back */
-    json_t *fds = json_object_get(restoring.root, "fds");
-    size_t i;
-    json_t *v;
-    json_array_foreach(fds, i, v)
-    {
-        int fd = (int)json_integer_value(v), fl = fcntl(fd, F_GETFD);
-        if (fl >= 0)
-            (void)fcntl(fd, F_SETFD, fl & ~FD_CLOEXEC);
-    }
+    state_fds_cloexec(false); /* made close-on-exec as they were adopted: open again for the way back */
     int keep[] = {state_fd, self_fd};
     set_cloexec(keep, 2, false);
     fexecve(self_fd, argv, env);
@@ -361,16 +365,7 @@ int hy_upgrade_load(char **argv)
              json_string_value(json_object_get(restoring.root, "from")) ?: "?");
     have_state = true;
     upgrades = (unsigned)json_integer_value(json_object_get(restoring.root, "upgrades"));
-    /* every carried fd close-on-exec again: a worker spawned from now on must not inherit it */
-    json_t *fds = json_object_get(restoring.root, "fds");
-    size_t i;
-    json_t *v;
-    json_array_foreach(fds, i, v)
-    {
-        int fd = (int)json_integer_value(v), fl = fcntl(fd, F_GETFD);
-        if (fl >= 0)
-            (void)fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
-    }
+    state_fds_cloexec(true); /* a worker spawned from now on must not inherit them */
     (void)fcntl(state_fd, F_SETFD, FD_CLOEXEC);
     if (self_fd >= 0)
         (void)fcntl(self_fd, F_SETFD, FD_CLOEXEC);
