@@ -58,5 +58,5 @@ void hy_inst_log_counters(const hy_instance *in)
     char drops[256];
     hy_log(HY_INFO, "router", "counters", "worker", in->name, "instance", in->idx, "frames_out",
            HY_U64(in->frames_out), "frames_in", HY_U64(in->in.frames), "dropped",
-           hy_drops_format(&in->drops, ",", drops, sizeof drops), NULL);
+           hy_drops_format(&in->drops, ",", drops, sizeof drops), "held", HY_U64(in->held_at_exit), NULL);
 }

@@ -72,6 +72,7 @@ struct hy_instance {
     ev_timer hold_timer;         /* the window's end */
     double hold_until;           /* ev_now() when the window closes; 0: not open */
     uint64_t reclaimed;          /* frames taken back from dead processes' pipes, all its life */
+    uint64_t held_at_exit;       /* frames its queue kept for the next process at the last exit */
     ev_io out_w, err_w, status_w;
     hy_tlv_decoder dec;
     char errline[HY_ERRLINE_MAX];

@@ -340,6 +340,7 @@ void hy_worker_exited(hy_instance *in, int wstatus)
     hy_exit_verdict v = decide(in, wstatus);
     bool restarting = v.next == HY_NEXT_BACKOFF || v.next == HY_NEXT_SPAWN_NOW || v.next == HY_NEXT_STOPPED_START;
     hy_wio_release_stdin(in, hy_hold_exit(in, restarting));
+    in->held_at_exit = in->in.hold ? hy_fanq_frames(&in->in.q) : 0; /* in its counters line */
     if (!restarting)
         hy_hold_cancel(in); /* and its run-time subscriptions go */
     in->last_reason = v.reason;

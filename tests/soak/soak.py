@@ -67,8 +67,11 @@ POLICY = {
     # hyphad -> subscribers
     "sub-uncounted": (0, "frames from the bus neither queued for a subscriber nor counted as dropped", None),
     "sub-pipe-loss": (0, "frames hyphad wrote into a subscriber's stdin pipe and counted as delivered, lost "
-                      "when it died with them unread (SIGKILL, a crash; lost uncounted)",
+                      "when it died (SIGKILL, a crash; lost uncounted), more than one read could hold",
                       "fixed in #12: what a dead reader's stdin pipe held is counted as worker-exited"),
+    "sub-in-hands": ("any", "frames a SIGKILLed subscriber had read from its stdin pipe but not yet recorded "
+                     "(at most one read, 64 KiB, per incarnation): its own, at most once (queue.hold takes back "
+                     "only what it never read)", None),
     "sub-unread": (0, "frames hyphad wrote to a subscriber it stopped gracefully (it reads to EOF) that it "
                    "never read", None),
     "sub-excess": (0, "a subscriber incarnation read more frames than hyphad says it wrote", None),

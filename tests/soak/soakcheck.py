@@ -98,10 +98,12 @@ def drops_of(text):
 
 
 def counter_lines(events, label):
-    """(frames_in, drops) after each exit of label's instance: cumulative."""
+    """(frames_in, drops, held) after each exit of label's instance: frames_in and drops
+    cumulative; held: what its queue kept for the next process at that exit (queue.hold)."""
     name, idx = label[:-1].split("[")
-    return [(int(e["frames_in"]), drops_of(e["dropped"])) for e in events if e.get("component") == "router"
-            and e.get("msg") == "counters" and e.get("worker") == name and e.get("instance") == idx]
+    return [(int(e["frames_in"]), drops_of(e["dropped"]), int(e.get("held", 0))) for e in events
+            if e.get("component") == "router" and e.get("msg") == "counters" and e.get("worker") == name
+            and e.get("instance") == idx]
 
 
 # ---- the bus -------------------------------------------------------------------------
@@ -239,18 +241,26 @@ def check_order(f, bus, label, pid, frames, last, block):
         prev[key] = last[key] = seq
 
 
+CU_FRAME = 22             # a CounterUpdate frame: the smallest the publishers write
+READ_MAX = 1 << 16        # soak_sub.py's one read
+
+
 def check_incarnation(f, sf, label, pid, exit_line, counts, before, frames):
-    fi, drops = counts
+    fi, drops, held_out = counts
     d_fi = fi - before[0]
     d_drops = drops - before[1]
-    written = d_fi - d_drops["queue-full-oldest"] - d_drops["worker-exited"]
+    # frames its predecessor's queue kept for it come in; what its own kept for the next goes out
+    written = d_fi + before[2] - held_out - d_drops["queue-full-oldest"] - d_drops["worker-exited"] \
+        - d_drops["hold-expired"] - d_drops["hold-cancelled"]
     loss = written - len(frames)
     # stopped by hyphad and exit 0: it read to EOF (soak_sub.py), so it read everything
     graceful = exit_line is not None and exit_line.get("msg") == "stopped" and exit_line.get("status") == "0"
     how = "stopped, exit 0" if graceful else f"{exit_line.get('msg')} {exit_line.get('status')}" \
         if exit_line else "no exit line"
     why = f"{label} pid {pid}: hyphad wrote {written} frames to its stdin, it read {len(frames)} ({how})"
-    if loss > 0:
+    if loss > 0 and not graceful and loss * CU_FRAME <= READ_MAX:
+        f.add("sub-in-hands", loss, why)  # read, not yet recorded, when it was killed: its own
+    elif loss > 0:
         f.add("sub-unread" if graceful else "sub-pipe-loss", loss, why)
         sf.pipe_loss += loss
     elif loss < 0:
@@ -265,7 +275,7 @@ def check_subscriber(f, facts, d, layout, bus, events, label, up_in):
         f.add("harness", 1, f"{label}: {len(runs)} starts but {len(counts)} counters lines")
         return
     ends = exits(events)
-    before, last = (0, collections.Counter()), {}
+    before, last = (0, collections.Counter(), 0), {}
     for (pid, _), c in zip(runs, counts):
         frames = received(d, label, pid)
         sf.received += len(frames)

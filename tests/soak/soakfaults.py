@@ -231,6 +231,23 @@ def reload(s, rng):
     return f"reload, {'SOAK_GEN of ' + changed + ' changed' if changed else 'unchanged'}"
 
 
+def upgrade(s, rng):
+    """hyphactl upgrade (in place): every worker keeps its pid, nothing restarts."""
+    st = s.status()
+    before = {f"{w['worker']}[{w['instance']}]": w["pid"] for w in st["workers"]}
+    count = st["upgrade"]["count"]
+    r = s.ctl("upgrade")
+    if r.returncode != 0 and "try again" in r.stderr:  # something was mid-change: once more
+        r = s.ctl("upgrade")
+    if r.returncode != 0:
+        raise Wrong(f"hyphactl upgrade: exit {r.returncode}: {r.stdout}{r.stderr}")
+    st = s.status()
+    after = {f"{w['worker']}[{w['instance']}]": w["pid"] for w in st["workers"]}
+    if after != before or st["upgrade"]["count"] != count + 1 or st["upgrade"]["last"]["result"] != "ok":
+        raise Wrong(f"upgrade: pids {before} -> {after}, upgrade {st['upgrade']}")
+    return f"hyphactl upgrade ({r.stdout.strip()})"
+
+
 FAULTS = {
     "bus-kill": bus_kill,
     "bus-stop": bus_stop,
@@ -243,4 +260,5 @@ FAULTS = {
     "ctl-flood": ctl_flood,
     "listen-flood": listen_flood,
     "reload": reload,
+    "upgrade": upgrade,
 }
