@@ -492,7 +492,12 @@ class Bench:
             self.stream.join(5)
         for h in self.all_h:
             try:
-                h.close()
+                if h.proc.poll() is None:
+                    h.stop(timeout=15)  # gracefully first: hyphad stops its workers and reaps its warden
+            except Exception:
+                pass
+            try:
+                h.close()  # SIGKILL if still there (the warden takes the workers)
             except Exception:
                 pass
             try:
