@@ -39,7 +39,8 @@ static void say(const json_t *last, json_int_t pid, double took_s, bool json_out
         printf("upgraded in place: hyphad %s -> %s, pid %lld, paused %.1f ms, answering after %.0f ms\n", from, to,
                (long long)pid, json_number_value(json_object_get(last, "pause_ms")), took_s * 1000.0);
     else
-        fprintf(stderr, "hyphactl: upgrade failed: %s; hyphad %s (pid %lld) is serving as before\n",
+        fprintf(stderr, "hyphactl: upgrade %s: %s; hyphad %s (pid %lld) is serving as before\n",
+                json_string_value(json_object_get(last, "result")) ?: "failed",
                 json_string_value(json_object_get(last, "reason")) ?: "?", from, (long long)pid);
 }
 

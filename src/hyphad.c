@@ -5,15 +5,12 @@
 #include <ev.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
-#include <spawn.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "hypha/control.h"
@@ -32,6 +29,7 @@
 #include "hypha/topology.h"
 #include "hypha/topology_print.h"
 #include "hypha/upgrade.h"
+#include "hypha/uprobe.h"
 #include "hypha/version.h"
 
 extern char **environ;
@@ -66,7 +64,8 @@ typedef struct daemon_state {
     hy_schemawatch schema_w;     /* the contracts file on disk */
     bool ready_sent;             /* systemd READY=1 */
     ev_signal sigterm, sigint, sighup, sigusr2;
-    ev_timer upgrade_w;          /* the exec, once the request's reply is out */
+    ev_timer upgrade_w;          /* the exec, once the probe answered */
+    hy_probe probe;              /* the new binary's --upgrade-probe, running beside the loop */
     char upgrade_path[4096];     /* set while an upgrade is under way */
     ev_timer drain;
     ev_timer status_w;           /* systemd STATUS= and READY=1, checked a moment after changes */
@@ -199,9 +198,6 @@ static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 
 /* ---- in-place upgrade (hyphactl upgrade, SIGUSR2; hypha/upgrade.h) ------- */
 
-#define PROBE_TIMEOUT_MS 3000
-#define PROBE_LINE "hyphad upgrade-probe"
-
 /* The running binary's path (the file at that path, if it was replaced). */
 static int self_path(char *out, size_t len)
 {
@@ -215,62 +211,31 @@ static int self_path(char *out, size_t len)
     return 0;
 }
 
-/* `path --upgrade-probe` runs and answers as a hyphad does: a binary that
- * cannot even start is refused here, before anything is handed over. */
-static int probe(const char *path, char *why, size_t len)
+/* The probe answered: the exec (from its own timer, outside any callback
+ * that holds state), or the upgrade refused with nothing changed. */
+static void probed(hy_probe *p, bool ok, const char *why)
 {
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0)
-        return snprintf(why, len, "pipe: %s", strerror(errno)), -1;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-    char *argv[] = {(char *)path, "--upgrade-probe", NULL};
-    pid_t pid;
-    int e = posix_spawn(&pid, path, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    close(p[1]);
-    if (e != 0) {
-        close(p[0]);
-        return snprintf(why, len, "cannot run it: %s", strerror(e)), -1;
+    daemon_state *d = p->data;
+    if (ok) {
+        snprintf(d->upgrade_path, sizeof d->upgrade_path, "%s", p->path);
+        ev_timer_set(&d->upgrade_w, 0.0, 0.0);
+        ev_timer_start(d->loop, &d->upgrade_w);
+        return;
     }
-    char out[128] = "";
-    size_t got = 0;
-    bool eof = false;
-    int status = -1;
-    for (double deadline = ev_time() + PROBE_TIMEOUT_MS / 1000.0; ev_time() < deadline;) {
-        struct pollfd pf = {p[0], POLLIN, 0};
-        if (!eof && poll(&pf, 1, 1) > 0) {
-            ssize_t n = read(p[0], out + got, sizeof out - 1 - got);
-            if (n > 0)
-                got += (size_t)n;
-            eof = n == 0 || got == sizeof out - 1;
-        } else if (eof) {
-            poll(NULL, 0, 1); /* it closed its stdout: it is exiting */
-        }
-        if (waitpid(pid, &status, WNOHANG) == pid)
-            break;
-        status = -1;
-    }
-    close(p[0]);
-    out[got] = '\0';
-    if (status == -1) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        return snprintf(why, len, "it did not answer --upgrade-probe within %d ms", PROBE_TIMEOUT_MS), -1;
-    }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || strncmp(out, PROBE_LINE, strlen(PROBE_LINE)) != 0)
-        return snprintf(why, len, "it does not answer --upgrade-probe as a hyphad does (status %d)", status), -1;
-    return 0;
+    hy_log(HY_ERROR, "hyphad", "upgrade refused: the new binary will not take over", "path", p->path, "error", why,
+           NULL);
+    char reason[4400];
+    snprintf(reason, sizeof reason, "%s: %s", p->path, why);
+    hy_upgrade_note("refused", HYPHA_VERSION, reason, 0);
 }
 
-/* The request: refused at once if now is no moment for it, or the binary
- * will not run; else the exec happens once this reply is written. */
+/* The request: refused at once if now is no moment for it; else the
+ * probe runs beside the loop and the exec follows it (probed). */
 static int upgrade_request(void *ud, const char *path, json_t *reply, hy_err *err)
 {
     daemon_state *d = ud;
     char why[512], self[4096];
-    if (d->upgrade_path[0])
+    if (d->upgrade_path[0] || hy_probe_running(&d->probe))
         return hy_err_set(err, "an upgrade is already under way");
     if (hy_sup_upgrade_ready(d->sup, why, sizeof why) < 0)
         return hy_err_set(err, "upgrade refused: %s", why);
@@ -279,14 +244,8 @@ static int upgrade_request(void *ud, const char *path, json_t *reply, hy_err *er
             return hy_err_set(err, "upgrade: cannot read /proc/self/exe: %s", strerror(errno));
         path = self;
     }
-    if (probe(path, why, sizeof why) < 0) {
-        hy_log(HY_ERROR, "hyphad", "upgrade refused: the new binary will not take over", "path", path, "error", why,
-               NULL);
-        return hy_err_set(err, "upgrade refused: %s: %s", path, why);
-    }
-    snprintf(d->upgrade_path, sizeof d->upgrade_path, "%s", path);
-    ev_timer_set(&d->upgrade_w, 0.0, 0.0);
-    ev_timer_start(d->loop, &d->upgrade_w);
+    if (hy_probe_start(&d->probe, path, err) < 0)
+        return -1;
     if (reply)
         json_object_set_new(reply, "upgrade",
                             json_pack("{s:s,s:I,s:s,s:I}", "path", path, "pid", (json_int_t)getpid(), "from",
@@ -297,7 +256,7 @@ static int upgrade_request(void *ud, const char *path, json_t *reply, hy_err *er
 static void upgrade_failed(const char *why)
 {
     hy_log(HY_ERROR, "hyphad", "upgrade failed: this hyphad goes on serving", "error", why, NULL);
-    hy_upgrade_note(false, HYPHA_VERSION, why, 0);
+    hy_upgrade_note("failed", HYPHA_VERSION, why, 0);
 }
 
 /* The exec: everything into the state, then the new binary in our place. */
@@ -366,7 +325,7 @@ static void took_over(daemon_state *d)
         hy_log(HY_INFO, "hyphad", "upgraded in place", "from", hy_upgrade_from(), "to", HYPHA_VERSION, "pid",
                HY_I64(getpid()), "instances", HY_U64(hy_sup_count(d->sup)), "pause_ms", p, NULL);
     }
-    hy_upgrade_note(!failed, hy_upgrade_from(), failed, pause_ms);
+    hy_upgrade_note(failed ? "failed" : "ok", hy_upgrade_from(), failed, pause_ms);
     hy_upgrade_done();
     hy_notify_send(&d->notify, "READY=1");
 }
@@ -431,6 +390,9 @@ static void signals_start(daemon_state *d)
     ev_signal_start(d->loop, &d->sigusr2);
     ev_init(&d->upgrade_w, upgrade_cb);
     d->upgrade_w.data = d;
+    hy_probe_init(&d->probe, d->loop);
+    d->probe.done = probed;
+    d->probe.data = d;
 }
 
 static void signals_stop(daemon_state *d)
@@ -440,6 +402,7 @@ static void signals_stop(daemon_state *d)
     ev_signal_stop(d->loop, &d->sighup);
     ev_signal_stop(d->loop, &d->sigusr2);
     ev_timer_stop(d->loop, &d->upgrade_w);
+    hy_probe_stop(&d->probe);
 }
 
 /* tini's rule: never run with fds 0-2 closed, or the first pipe we open
@@ -601,7 +564,7 @@ int main(int argc, char **argv)
             }
             break;
         case 'V': printf("hyphad %s\n", HYPHA_VERSION); return 0;
-        case 'P': printf(PROBE_LINE " %s state-format %u\n", HYPHA_VERSION, hy_upgrade_state_version); return 0;
+        case 'P': printf(HY_PROBE_LINE " %s state-format %u\n", HYPHA_VERSION, hy_upgrade_state_version); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return EXIT_CONFIG;
         }

@@ -221,11 +221,12 @@ static json_t *last_upgrade;     /* the last one's outcome */
 
 unsigned hy_upgrade_count(void) { return upgrades; }
 
-void hy_upgrade_note(bool ok, const char *from, const char *reason, double pause_ms)
+void hy_upgrade_note(const char *result, const char *from, const char *reason, double pause_ms)
 {
+    bool ok = strcmp(result, "ok") == 0;
     json_decref(last_upgrade);
     upgrades++;
-    last_upgrade = json_pack("{s:s,s:s,s:s,s:s?,s:f,s:I}", "result", ok ? "ok" : "failed", "from", from ? from : "?",
+    last_upgrade = json_pack("{s:s,s:s,s:s,s:s?,s:f,s:I}", "result", result, "from", from ? from : "?",
                              "to", ok ? HYPHA_VERSION : (from ? from : "?"), "reason", reason, "pause_ms", pause_ms,
                              "at", (json_int_t)time(NULL));
 }

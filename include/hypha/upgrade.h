@@ -87,9 +87,11 @@ void hy_upgrade_fallback(const char *reason);
 void hy_upgrade_done(void);
 
 /* Upgrades attempted so far (carried across them), and the last one's
- * outcome for `status` ({"count":N,"last":{result,from,to,reason,pause_ms,at}}). */
+ * outcome for `status` ({"count":N,"last":{result,from,to,reason,pause_ms,at}});
+ * result: "ok", "failed" (the old binary took over again, or the exec
+ * failed) or "refused" (the probe: nothing was handed over). */
 unsigned hy_upgrade_count(void);
-void hy_upgrade_note(bool ok, const char *from, const char *reason, double pause_ms);
+void hy_upgrade_note(const char *result, const char *from, const char *reason, double pause_ms);
 json_t *hy_upgrade_status(void);
 
 /* The referenced bytes (n set), or NULL when ref is not a reference into them. */

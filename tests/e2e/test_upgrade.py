@@ -12,6 +12,7 @@ import datetime
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 import unittest
@@ -20,7 +21,7 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(__file__))
 from hyphatest import BUILD, alive, describe_pids, free_tcp_port, wait_until  # noqa: E402
 from test_lossless import SUB  # noqa: E402
-from test_mycelium import MyceliumTest  # noqa: E402
+from test_mycelium import HYPHACTL, MyceliumTest  # noqa: E402
 from test_relay import BASE, PY, Client, expect, text  # noqa: E402
 
 STATE2 = os.path.join(BUILD, "hyphad-state2")  # a hyphad that reads another state format
@@ -241,8 +242,31 @@ class Refused(UpgradeTest):
         self.assertEqual(h.find(component="hyphad", msg=EXECUTING), [])
         after = self.status()
         self.assert_same_workers(before, after, "after two refusals")
-        self.assertEqual(after["upgrade"], {"count": 0, "last": None})
+        self.assertEqual((after["upgrade"]["count"], after["upgrade"]["last"]["result"]), (2, "refused"))
+        self.assertIn(bad, after["upgrade"]["last"]["reason"])
         self.assertEqual(len(h.find(component="hyphad", msg="starting")), 1)
+        self.stop(h)
+
+    def test_a_binary_that_hangs_on_the_probe_is_refused_and_hyphad_answers_meanwhile(self):
+        # The probe runs beside the loop: a hung binary never freezes the relay or the control socket.
+        h = self.start_hyphad({"sdk": self.node()}, {"start_timeout": "5s"})
+        h.wait_for(10, component="supervisor", msg="ready", worker="sdk")
+        hang = self.write("hangs", "#!/bin/sh\nsleep 30\n")
+        os.chmod(hang, 0o755)
+        p = subprocess.Popen([HYPHACTL, "--socket", self.path("ctl.sock"), "upgrade", hang],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(p.kill)
+        answered = 0
+        while p.poll() is None and answered < 20:  # while it waits, status answers at once
+            t0 = time.monotonic()
+            self.assertEqual(self.ctl("status").returncode, 0)
+            self.assertLess(time.monotonic() - t0, 1.0, "status was slow while a probe ran")
+            answered += 1
+        out, err = p.communicate(timeout=20)
+        self.assertEqual(p.returncode, 1, out + err)
+        self.assertIn("did not answer --upgrade-probe within 3 s", err)
+        self.assertGreaterEqual(answered, 3, "the probe was over before status was asked: the test proves nothing")
+        self.assertEqual(self.status()["upgrade"]["last"]["result"], "refused")
         self.stop(h)
 
     def test_an_upgrade_is_refused_while_an_instance_is_stopping(self):
