@@ -40,9 +40,9 @@ static void rw_cb(struct ev_loop *loop, ev_io *w, int revents)
     read_out(w->data);
 }
 
-static void finish(hy_probe *p, int status)
+/* Its watchers stopped, its stdout closed. */
+static void idle(hy_probe *p)
 {
-    read_out(p); /* what it wrote before it exited */
     ev_child_stop(p->loop, &p->cw);
     ev_timer_stop(p->loop, &p->tw);
     if (p->fd >= 0) {
@@ -51,6 +51,12 @@ static void finish(hy_probe *p, int status)
         p->fd = -1;
     }
     p->pid = 0;
+}
+
+static void finish(hy_probe *p, int status)
+{
+    read_out(p); /* what it wrote before it exited */
+    idle(p);
     char why[256];
     bool ok = false;
     if (p->timed_out)
@@ -141,13 +147,6 @@ void hy_probe_stop(hy_probe *p)
     if (p->pid > 0) {
         kill(-p->pid, SIGKILL);
         waitpid(p->pid, NULL, 0);
-        p->pid = 0;
     }
-    ev_child_stop(p->loop, &p->cw);
-    ev_timer_stop(p->loop, &p->tw);
-    if (p->fd >= 0) {
-        ev_io_stop(p->loop, &p->rw);
-        close(p->fd);
-        p->fd = -1;
-    }
+    idle(p);
 }
