@@ -153,6 +153,9 @@ typedef struct hy_worker_spec {
     char **after;          /* workers whose every instance is ready before this
                               one's start (NULL-terminated, owned; NULL: none) */
     size_t nafter;
+    char **preload;        /* modules a fork server imports once, its instances forked from it
+                              (NULL-terminated, owned; NULL: spawned, as every worker) */
+    size_t npreload;
 } hy_worker_spec;
 
 /* setrlimit's resource for HY_RLIMIT_*, and the key's name. */
