@@ -116,6 +116,8 @@ struct hy_instance {
     hy_tail tail;                /* recent stderr lines */
 };
 
+typedef struct hy_forksrv hy_forksrv;
+
 struct hy_sup {
     struct ev_loop *loop;
     const hy_topology *topo;     /* the current one (the daemon's) */
@@ -138,6 +140,7 @@ struct hy_sup {
     void (*on_all_stopped)(hy_sup *);
     hy_relay relay;
     const struct hy_schemawatch *schemawatch; /* the daemon's, read by snapshots; NULL: none */
+    hy_forksrv *forksrv;         /* preload: one fork server per worker that has one (forksrv.c; owned list) */
 };
 
 /* An instance became ready: instances waiting on `after` are looked at again
@@ -251,6 +254,21 @@ void hy_hold_ready(hy_instance *in);
  * and so are its run-time subscriptions. */
 void hy_hold_cancel(hy_instance *in);
 
+/* ---- forksrv.c: preload ----------------------------------------------------- */
+
+struct hy_spawn_res;
+/* Its process forked from its worker's fork server (started here if there
+ * is none): 1 with res (status_fd -1) and the process put into `procs`
+ * (its cgroup.procs, "" none); 0: spawn it plainly (no preload, the server
+ * not ready yet, gone, or turned off). */
+int hy_forksrv_spawn(hy_instance *in, const char *procs, struct hy_spawn_res *res);
+/* SIGCHLD for pid: true if it was a fork server's. */
+bool hy_forksrv_exited(hy_sup *s, pid_t pid, int status);
+/* `hyphactl restart --preload`: a new server for worker (the next spawn starts it). */
+void hy_forksrv_restart(hy_sup *s, const char *worker);
+/* Every server stopped (SIGKILL, reaped) and freed: hyphad's exit. */
+void hy_forksrv_free_all(hy_sup *s);
+
 /* ---- wproto.c: control frames ------------------------------------------ */
 
 /* A control frame from the worker (hello, ready, heartbeat, subscribe...). */
@@ -265,6 +283,9 @@ void hy_worker_init(hy_instance *in);
 /* Its environment and give-up window. -1 on ENOMEM. */
 int hy_worker_prepare(hy_instance *in);
 void hy_worker_spawn(hy_instance *in);
+/* The topology's user, group, umask and rlimits as hy_spawn wants them. */
+struct hy_spawn_creds;
+void hy_worker_creds(const hy_worker_proc *p, struct hy_spawn_creds *c);
 /* SIGCHLD for its pid (wstatus from waitpid). */
 void hy_worker_exited(hy_instance *in, int wstatus);
 /* Graceful stop: shutdown, EOF, the stop signal, SIGKILL after grace. */
