@@ -181,7 +181,8 @@ static bool names_instance(const hy_ctl *c, const hy_ctl_req *r)
  * compared as text, so only the replies to accepted requests are parsed. */
 static void check_reply(const hy_ctl *c, const uint8_t *line, size_t len, const char *reply, bool *streaming)
 {
-    hy_ctl_facts f = {hy_sup_topology(c->sup)->schema, *streaming, hy_sup_shutting_down(c->sup), c->reload != NULL};
+    hy_ctl_facts f = {hy_sup_topology(c->sup)->schema, *streaming, hy_sup_shutting_down(c->sup), c->reload != NULL,
+                      c->upgrade != NULL};
     hy_ctl_req req;
     char why[HY_CTL_WHY_MAX];
     if (hy_ctl_req_parse((const char *)line, len, &f, &req, why, sizeof why) < 0) {

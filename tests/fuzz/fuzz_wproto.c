@@ -1,5 +1,5 @@
 /* fuzz_wproto.c - a worker's control frames (type 0, one JSON object each:
- * hello, ready, heartbeat, subscribe, unsubscribe, anything else) through
+ * hello, ready, heartbeat, stats, subscribe, unsubscribe, anything else) through
  * hy_wproto_on_frame, as risk[0] of a real supervisor (fixture.h) sends
  * them; its stdin is a sink on /dev/null, so a welcome is queued (never
  * written). After every frame:
@@ -13,8 +13,9 @@
  *   - a frame taken does what the oracle says: a hello sets its list afresh
  *     and is welcomed, unless it names another schema (then the instance is
  *     killed for that, nothing else); subscribe adds, unsubscribe removes;
- *     ready makes a starting instance running; heartbeat is noted; entries
- *     the schema lacks make one warning for the frame.
+ *     ready makes a starting instance running; heartbeat is noted; stats
+ *     (with a count `failed` >= 0, else malformed) changes none of that;
+ *     entries the schema lacks make one warning for the frame.
  * The oracle reads the frame with jansson and hy_decode_type and keeps the
  * subscriptions as a bit set, not with wproto.c's code.
  *
@@ -141,7 +142,11 @@ static verdict judge(const uint8_t *p, size_t n, bool starting, expect *e)
         e->ready = starting;
     else if (strcmp(op, "heartbeat") == 0)
         e->heartbeat = true;
-    else
+    else if (strcmp(op, "stats") == 0) { /* the SDK's failing-handler count: noted, nothing else changes */
+        json_t *jf = json_object_get(j, "failed");
+        if (!json_is_integer(jf) || json_integer_value(jf) < 0)
+            wrong(e, HY_WW_MALFORMED);
+    } else
         wrong(e, HY_WW_UNKNOWN_OP);
     json_decref(j);
     return e->v;

@@ -62,12 +62,13 @@ def control_seeds(d):
 # per line, as the Python runtime (python-runtime/hypha/worker.py) writes them
 def wproto_seeds(d, digest):
     hello = compact({"op": "hello", "schema": digest, "subscribe": [1001, 1002], "pid": 4242})
-    frames = [hello, compact({"op": "ready"}), compact({"op": "heartbeat"}),
+    frames = [hello, compact({"op": "ready"}), compact({"op": "heartbeat"}), compact({"op": "stats", "failed": 3}),
               compact({"op": "subscribe", "types": ["CounterUpdate", 1003, "1001"]}),
               compact({"op": "unsubscribe", "types": [1002]})]
     odd = [compact({"op": "hello", "schema": "", "subscribe": []}), compact({"op": "hello", "schema": "0" * 64}),
            compact({"op": "subscribe", "types": "TextMessage"}), compact({"op": "subscribe", "types": [0, 65536, -1]}),
            compact({"op": "dance"}), compact({"no": "op"}), b"[1,2]", b"{not json", b"",
+           compact({"op": "stats"}), compact({"op": "stats", "failed": -1}),
            compact({"op": "subscribe", "types": [1001] * 4096}), compact({"op": "subscribe", "types": [1] * 4097}),
            compact({"op": "subscribe", "types": [1001] * 4000, "pad": [0] * 200}),
            b"[" + b",".join([b"0"] * 4159) + b"]", b"[" + b",".join([b"0"] * 4160) + b"]"]
