@@ -207,8 +207,11 @@ static int start(hy_forksrv *f, hy_instance *in)
         close(sv[1]);
         return -1;
     }
-    memcpy(env, in->envp, n * sizeof *env);
-    env[n] = pre;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) /* the worker's, but no instance's: each request brings its own */
+        if (strncmp(in->envp[i], "HYPHA_INSTANCE=", 15) != 0)
+            env[k++] = in->envp[i];
+    env[k] = pre;
     char *argv[] = {(char *)w->exec_path, (char *)server_path(), NULL};
     hy_spawn_creds creds;
     hy_worker_creds(&w->proc, &creds);
@@ -370,6 +373,14 @@ int hy_forksrv_spawn(hy_instance *in, const char *procs, hy_spawn_res *res)
 }
 
 /* ---- its life ----------------------------------------------------------------- */
+
+bool hy_forksrv_owns(const hy_sup *s, pid_t pid)
+{
+    for (const hy_forksrv *f = s->forksrv; f; f = f->next)
+        if (pid > 0 && (f->pid == pid || f->restarting_pid == pid))
+            return true;
+    return false;
+}
 
 bool hy_forksrv_exited(hy_sup *s, pid_t pid, int status)
 {

@@ -262,6 +262,8 @@ struct hy_spawn_res;
  * (its cgroup.procs, "" none); 0: spawn it plainly (no preload, the server
  * not ready yet, gone, or turned off). */
 int hy_forksrv_spawn(hy_instance *in, const char *procs, struct hy_spawn_res *res);
+/* pid is one of the fork servers (running, or replaced and exiting). */
+bool hy_forksrv_owns(const hy_sup *s, pid_t pid);
 /* SIGCHLD for pid: true if it was a fork server's. */
 bool hy_forksrv_exited(hy_sup *s, pid_t pid, int status);
 /* `hyphactl restart --preload`: a new server for worker (the next spawn starts it). */
