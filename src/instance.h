@@ -112,6 +112,7 @@ struct hy_instance {
     bool pending;                /* made by a reload: starts once its predecessor is gone */
     bool waiting;                /* to start once its `after` workers are ready (sup.c) */
     bool adopted;                /* its state came across an upgrade: not started again */
+    bool forked;                 /* its process was forked from its fork server (preload) */
     char waiting_for[72];        /* waiting: the first of them not ready yet */
     hy_tail tail;                /* recent stderr lines */
 };

@@ -163,6 +163,7 @@ void hy_worker_spawn(hy_instance *in)
         return;
     }
     in->pid = res.pid;
+    in->forked = forked == 1;
     hy_wio_attach(in, res.in_fd, res.out_fd, res.err_fd, res.status_fd);
     hy_hold_attached(in); /* what was held for it goes out now */
     hy_inst_heartbeat(in); /* after attach: its stdout's pause clock is running */
