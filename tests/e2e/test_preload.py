@@ -369,5 +369,20 @@ class Failures(PreloadTest):
         self.assertEqual(again.get("via"), "forkserver", again.line)
 
 
+class WithPreload(unittest.TestCase):
+    """hyphatest.with_preload (HYPHA_TEST_PRELOAD=1): which workers it changes."""
+
+    def test_only_python_scripts_and_modules_get_preload(self):
+        from hyphatest import with_preload
+        workers = {"script": {"command": [PY, "w.py", "-x"]}, "module": {"command": ["/usr/bin/python3", "-m", "app"]},
+                   "sh": {"command": ["/bin/sh", "-c", "exit 1"]}, "c": {"command": [PY, "-c", "pass"]},
+                   "bare_m": {"command": [PY, "-m"]}, "own": {"command": [PY, "w.py"], "preload": ["json"]},
+                   "string": {"command": "python3 w.py"}}
+        out = with_preload(workers)
+        self.assertEqual({k for k, v in out.items() if "preload" in v}, {"script", "module", "own"})
+        self.assertEqual((out["script"]["preload"], out["own"]["preload"]), ([], ["json"]))
+        self.assertNotIn("preload", workers["script"], "the caller's mapping is not changed")
+
+
 if __name__ == "__main__":
     unittest.main()
