@@ -441,14 +441,15 @@ class WorkerProcess(SupervisionTest):
         probe = self.script("probe.py", PROBE, PY)
         leak = os.open(os.path.join(self.dir, "contracts.yaml"), os.O_RDONLY)  # hyphad's, not the workers'
         self.addCleanup(os.close, leak)
-        with inherited_signals(blocked=signal.SIGUSR1, ignored=signal.SIGUSR2):
+        # (SIGPROF: a signal hyphad never handles; it installs its own for SIGUSR2, upgrades)
+        with inherited_signals(blocked=signal.SIGUSR1, ignored=signal.SIGPROF):
             h = self.start_hyphad({"probe": {"command": probe, "instances": 3,
                                              "env": {"GREETING": "hello world", "SHARED": "from-topology"}},
                                    "elsewhere": {"command": probe, "cwd": "sub"},
                                    "bare": {"command": ["/bin/sleep", "300"]}},
                                   policy("1s"), env={"SHARED": "from-hyphad", "HYPHA_WORKER": "forged",
                                                      "FROM_HYPHAD": "yes"}, pass_fds=[leak])
-        self.assertIn(signal.SIGUSR2, signal_masks(h.pid)[1], "hyphad inherits an ignored signal")
+        self.assertIn(signal.SIGPROF, signal_masks(h.pid)[1], "hyphad inherits an ignored signal")
         reports = [json.loads(e["msg"]) for e in h.wait_count(4, 10, msg=lambda m: m.startswith("{"))]
         with open(os.path.join(self.dir, "contracts.yaml"), "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()
