@@ -29,6 +29,8 @@ each waiting for the replacement's ready. Only restarts that hyphad logged
 `started ... via=forkserver` count as preloaded (the first start of a
 preloaded worker is plain: its fork server is not ready yet; a warm-up kill
 comes first).
+
+BENCH_KEEP=1 keeps the temporary directory (logs, stamps, topologies).
 """
 import argparse
 import json
