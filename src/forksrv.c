@@ -134,17 +134,28 @@ static void output_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 /* ---- the channel ------------------------------------------------------------ */
 
+/* One message within timeout_ms (a signal, such as the SIGCHLDs of a crash
+ * storm, does not end the wait), or NULL. */
 static json_t *receive(int sock, int timeout_ms)
 {
-    struct pollfd p = {sock, POLLIN, 0};
     char buf[8192];
-    if (poll(&p, 1, timeout_ms) <= 0)
-        return NULL;
-    ssize_t n = recv(sock, buf, sizeof buf - 1, MSG_DONTWAIT);
-    if (n <= 0)
-        return NULL;
-    buf[n] = '\0';
-    return json_loads(buf, 0, NULL);
+    double deadline = ev_time() + timeout_ms / 1000.0;
+    for (;;) {
+        int left = (int)((deadline - ev_time()) * 1000.0);
+        struct pollfd p = {sock, POLLIN, 0};
+        int r = poll(&p, 1, left > 0 ? left : 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return NULL;
+        ssize_t n = recv(sock, buf, sizeof buf - 1, MSG_DONTWAIT);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN) && left > 0)
+            continue;
+        if (n <= 0)
+            return NULL;
+        buf[n] = '\0';
+        return json_loads(buf, 0, NULL);
+    }
 }
 
 static void close_server(hy_forksrv *f)
