@@ -348,6 +348,14 @@ int hy_forksrv_spawn(hy_instance *in, const char *procs, hy_spawn_res *res)
         close(theirs[i]); /* the server has them now (or never will) */
     p[0][0] = p[1][1] = p[2][1] = -1;
     json_t *r = sent == 0 ? receive(f->sock, SPAWN_TIMEOUT_MS) : NULL;
+    while (r && json_integer_value(json_object_get(r, "id")) < (json_int_t)id) {
+        /* the late answer of a spawn that timed out: a worker nobody adopted */
+        pid_t late = (pid_t)json_integer_value(json_object_get(r, "pid"));
+        if (late > 0)
+            kill(late, SIGKILL);
+        json_decref(r);
+        r = receive(f->sock, SPAWN_TIMEOUT_MS);
+    }
     const char *op = json_string_value(json_object_get(r, "op"));
     pid_t pid = (pid_t)json_integer_value(json_object_get(r, "pid"));
     if (!op || strcmp(op, "spawned") != 0 || pid <= 0 || (json_integer_value(json_object_get(r, "id")) != (json_int_t)id)) {
