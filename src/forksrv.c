@@ -225,7 +225,7 @@ static int start(hy_forksrv *f, hy_instance *in)
     env[k] = pre;
     char *argv[] = {(char *)w->exec_path, (char *)server_path(), NULL};
     hy_spawn_creds creds;
-    hy_worker_creds(&w->proc, &creds);
+    hy_worker_proc_creds(&w->proc, &creds);
     hy_spawn_req req = {.path = w->exec_path, .argv = argv, .envp = env, .cwd = w->cwd, .creds = &creds,
                         .stdin_fd = &sv[1]};
     hy_spawn_res res;
@@ -302,15 +302,15 @@ static void close3(int p[3][2])
                 close(p[i][k]);
 }
 
-int hy_forksrv_spawn(hy_instance *in, const char *procs, hy_spawn_res *res)
+/* Its worker's server, ready to fork; NULL: spawn plainly (started here
+ * when there is none: not ready for this start). */
+static hy_forksrv *ready_server(hy_instance *in)
 {
     hy_sup *s = in->sup;
-    if (!in->spec->preload)
-        return 0;
     hy_forksrv *f = find(s, in->name);
     if (!f) {
         if (!(f = calloc(1, sizeof *f)))
-            return 0;
+            return NULL;
         f->sup = s;
         f->sock = f->out_fd = f->err_fd = -1;
         snprintf(f->name, sizeof f->name, "%s", in->name);
@@ -323,30 +323,17 @@ int hy_forksrv_spawn(hy_instance *in, const char *procs, hy_spawn_res *res)
     }
     f->spec = in->spec;
     if (f->off || s->shutting_down)
-        return 0;
-    if (f->pid <= 0) {
-        (void)start(f, in); /* this start is a plain one: the server is not ready yet */
-        return 0;
-    }
-    if (!f->ready)
-        return 0;
-    int p[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
-    for (int i = 0; i < 3; i++)
-        if (pipe2(p[i], O_CLOEXEC) < 0) {
-            close3(p);
-            return 0;
-        }
-    size_t size = hy_spawn_pipe_size(s->ninst);
-    if (size) {
-        (void)fcntl(p[0][1], F_SETPIPE_SZ, (int)size);
-        (void)fcntl(p[1][0], F_SETPIPE_SZ, (int)size);
-    }
-    int theirs[3] = {p[0][0], p[1][1], p[2][1]};
+        return NULL;
+    if (f->pid <= 0)
+        (void)start(f, in);
+    return f->pid > 0 && f->ready ? f : NULL;
+}
+
+/* The server forks one with `theirs` as its stdio: its pid, or 0 (said). */
+static pid_t ask(hy_forksrv *f, hy_instance *in, const int theirs[3])
+{
     uint64_t id = ++f->next_id;
     int sent = send_request(f, in, theirs, id);
-    for (int i = 0; i < 3; i++)
-        close(theirs[i]); /* the server has them now (or never will) */
-    p[0][0] = p[1][1] = p[2][1] = -1;
     json_t *r = sent == 0 ? receive(f->sock, SPAWN_TIMEOUT_MS) : NULL;
     while (r && json_integer_value(json_object_get(r, "id")) < (json_int_t)id) {
         /* the late answer of a spawn that timed out: a worker nobody adopted */
@@ -358,17 +345,43 @@ int hy_forksrv_spawn(hy_instance *in, const char *procs, hy_spawn_res *res)
     }
     const char *op = json_string_value(json_object_get(r, "op"));
     pid_t pid = (pid_t)json_integer_value(json_object_get(r, "pid"));
-    if (!op || strcmp(op, "spawned") != 0 || pid <= 0 || (json_integer_value(json_object_get(r, "id")) != (json_int_t)id)) {
+    if (!op || strcmp(op, "spawned") != 0 || pid <= 0 || json_integer_value(json_object_get(r, "id")) != (json_int_t)id) {
         const char *why = json_string_value(json_object_get(r, "error"));
         hy_log(HY_WARN, COMP, "fork server did not fork: spawned plainly", "worker", in->name, "instance", in->idx,
                "error", why ? why : sent ? "could not be asked" : "no answer in time", NULL);
         if (!why) /* a server that cannot be talked to is of no use: started again at the next spawn */
             kill(f->pid, SIGKILL);
-        json_decref(r);
+        pid = 0;
+    }
+    json_decref(r);
+    return pid;
+}
+
+int hy_forksrv_spawn(hy_instance *in, const char *procs, hy_spawn_res *res)
+{
+    hy_forksrv *f = in->spec->preload ? ready_server(in) : NULL;
+    if (!f)
+        return 0;
+    int p[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
+    for (int i = 0; i < 3; i++)
+        if (pipe2(p[i], O_CLOEXEC) < 0) {
+            close3(p);
+            return 0;
+        }
+    size_t size = hy_spawn_pipe_size(in->sup->ninst);
+    if (size) {
+        (void)fcntl(p[0][1], F_SETPIPE_SZ, (int)size);
+        (void)fcntl(p[1][0], F_SETPIPE_SZ, (int)size);
+    }
+    int theirs[3] = {p[0][0], p[1][1], p[2][1]};
+    pid_t pid = ask(f, in, theirs);
+    for (int i = 0; i < 3; i++)
+        close(theirs[i]); /* the server has them now (or never will) */
+    p[0][0] = p[1][1] = p[2][1] = -1;
+    if (!pid) {
         close3(p);
         return 0;
     }
-    json_decref(r);
     int mine[3] = {p[0][1], p[1][0], p[2][0]};
     for (int i = 0; i < 3; i++) {
         int fl = fcntl(mine[i], F_GETFL);
@@ -383,11 +396,7 @@ int hy_forksrv_spawn(hy_instance *in, const char *procs, hy_spawn_res *res)
             hy_log(HY_WARN, COMP, "cannot move the forked worker into its cgroup", "worker", in->name, "instance",
                    in->idx, "error", err.msg, NULL);
     }
-    res->pid = pid;
-    res->in_fd = mine[0];
-    res->out_fd = mine[1];
-    res->err_fd = mine[2];
-    res->status_fd = -1;
+    *res = (hy_spawn_res){.pid = pid, .in_fd = mine[0], .out_fd = mine[1], .err_fd = mine[2], .status_fd = -1};
     return 1;
 }
 

@@ -286,9 +286,7 @@ void hy_worker_init(hy_instance *in);
 /* Its environment and give-up window. -1 on ENOMEM. */
 int hy_worker_prepare(hy_instance *in);
 void hy_worker_spawn(hy_instance *in);
-/* The topology's user, group, umask and rlimits as hy_spawn wants them. */
-struct hy_spawn_creds;
-void hy_worker_creds(const hy_worker_proc *p, struct hy_spawn_creds *c);
+
 /* SIGCHLD for its pid (wstatus from waitpid). */
 void hy_worker_exited(hy_instance *in, int wstatus);
 /* Graceful stop: shutdown, EOF, the stop signal, SIGKILL after grace. */

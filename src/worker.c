@@ -114,28 +114,13 @@ static void spawn_failed(hy_instance *in, const char *msg)
     hy_worker_exited(in, -1);
 }
 
-void hy_worker_creds(const hy_worker_proc *p, hy_spawn_creds *c)
-{
-    _Static_assert(sizeof(gid_t) == sizeof(unsigned), "groups are stored as unsigned");
-    *c = (hy_spawn_creds){.drop_caps = hy_spawn_holds_caps(), .set_ids = p->set_ids, .uid = p->uid, .gid = p->gid, .groups = (const gid_t *)p->groups,
-                          .ngroups = p->ngroups, .set_umask = p->set_umask, .umask = (mode_t)p->umask};
-    for (int i = 0; i < HY_RLIMITS && c->nlimits < HY_SPAWN_MAX_LIMITS; i++) {
-        if (!p->rlimits[i].set)
-            continue;
-        c->limits[c->nlimits].resource = hy_rlimit_resource(i);
-        c->limits[c->nlimits].rl.rlim_cur = p->rlimits[i].soft == UINT64_MAX ? RLIM_INFINITY : p->rlimits[i].soft;
-        c->limits[c->nlimits].rl.rlim_max = p->rlimits[i].hard == UINT64_MAX ? RLIM_INFINITY : p->rlimits[i].hard;
-        c->nlimits++;
-    }
-}
-
 void hy_worker_spawn(hy_instance *in)
 {
     hy_sup *s = in->sup;
     const hy_worker_spec *w = in->spec;
     char procs[PATH_MAX];
     hy_spawn_creds creds;
-    hy_worker_creds(&w->proc, &creds);
+    hy_worker_proc_creds(&w->proc, &creds);
     hy_spawn_req req = {.path = w->exec_path, .argv = w->argv, .envp = in->envp, .cwd = w->cwd,
                         .pipe_size = hy_spawn_pipe_size(s->ninst), .cgroup_procs = procs, .creds = &creds};
     hy_spawn_res res;
