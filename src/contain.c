@@ -107,7 +107,7 @@ void hy_contain_free(hy_instance *in)
 static bool orphan_of(const hy_instance *in, pid_t pid)
 {
     const hy_sup *s = in->sup;
-    if (pid == s->warden.pid)
+    if (pid == s->warden.pid || hy_forksrv_owns(s, pid))
         return false;
     for (size_t i = 0; i < s->ninst; i++)
         if (s->inst[i]->pid == pid)

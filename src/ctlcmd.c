@@ -138,6 +138,8 @@ static void cmd_operate(hy_ctl_client *cl, const hy_ctl_req *req)
     hy_log(HY_INFO, COMP, "operator command", "command", req->cmd_name, "name", req->name, "uid", HY_U64(cl->uid),
            NULL);
     json_t *list = json_array();
+    for (size_t i = 0; req->preload && i < n; i++) /* before the instances: they are forked from the new one */
+        hy_sup_restart_preload(cl->ctl->sup, hy_inst_worker(sel[i]));
     for (size_t i = 0; i < n; i++) {
         if (req->cmd == HY_CTL_STOP)
             hy_sup_stop_instance(sel[i]);

@@ -90,6 +90,10 @@ static int args_operate(hy_ctl_req *r, const hy_ctl_facts *f, char *why, size_t 
                       r->cmd_name, r->cmd_name);
     if (f->shutting_down)
         return refuse(why, whylen, "hyphad is shutting down");
+    json_t *pre = json_object_get(r->json, "preload");
+    if (pre && (!json_is_boolean(pre) || r->cmd != HY_CTL_RESTART))
+        return refuse(why, whylen, "'preload' is true or false, and only for restart (a new fork server first)");
+    r->preload = json_is_true(pre);
     return hy_ctl_sel_parse(r->name, &r->sel, why, whylen);
 }
 

@@ -288,7 +288,7 @@ static int timeout_arg(cli *o, const char *a, int argc, char **argv)
     return 0;
 }
 
-/* restart [--rolling] [--timeout DURATION] NAME */
+/* restart [--rolling] [--preload] [--timeout DURATION] NAME */
 static int args_restart(cli *o, json_t *req, int argc, char **argv)
 {
     const char *name = NULL;
@@ -297,6 +297,8 @@ static int args_restart(cli *o, json_t *req, int argc, char **argv)
         const char *a = argv[optind];
         if (strcmp(a, "--rolling") == 0) {
             o->rolling = true;
+        } else if (strcmp(a, "--preload") == 0) {
+            json_object_set_new(req, "preload", json_true());
         } else if (is_timeout(a)) {
             if (timeout_arg(o, a, argc, argv) < 0)
                 return EXIT_USAGE;
@@ -429,12 +431,14 @@ static const command commands[] = {
      "  queue depth; --json for every field (docs/status.md)."},
     {"health", NULL, print_health, "", "one line; exit 0 healthy, 1 degraded, 2 unhealthy, 3 unreachable",
      "  The exit code is the verdict, with or without --json: fit for an exec probe."},
-    {"restart", args_restart, print_instances, "[--rolling] NAME",
+    {"restart", args_restart, print_instances, "[--rolling] [--preload] NAME",
      "stop gracefully and start again; clears failed",
      "  --rolling [--timeout T]: one instance at a time, each restarted once the one\n"
      "  before is ready again with a new process. The rollout stops (exit 1) at an\n"
      "  instance not ready within T (default 2m), or failed; the ones after it are\n"
-     "  left as they were."},
+     "  left as they were.\n"
+     "  --preload: its fork server first (a worker with `preload`): the modules are\n"
+     "  imported again, so a change to their files takes effect."},
     {"stop", args_name, print_instances, "NAME", "stop gracefully; it stays stopped", NULL},
     {"start", args_name, print_instances, "NAME", "start now; clears backoff and failed", NULL},
     {"signal", args_signal, print_instances, "NAME SIG", "send SIG to each instance's process group",

@@ -112,9 +112,12 @@ struct hy_instance {
     bool pending;                /* made by a reload: starts once its predecessor is gone */
     bool waiting;                /* to start once its `after` workers are ready (sup.c) */
     bool adopted;                /* its state came across an upgrade: not started again */
+    bool forked;                 /* its process was forked from its fork server (preload) */
     char waiting_for[72];        /* waiting: the first of them not ready yet */
     hy_tail tail;                /* recent stderr lines */
 };
+
+typedef struct hy_forksrv hy_forksrv;
 
 struct hy_sup {
     struct ev_loop *loop;
@@ -138,6 +141,7 @@ struct hy_sup {
     void (*on_all_stopped)(hy_sup *);
     hy_relay relay;
     const struct hy_schemawatch *schemawatch; /* the daemon's, read by snapshots; NULL: none */
+    hy_forksrv *forksrv;         /* preload: one fork server per worker that has one (forksrv.c; owned list) */
 };
 
 /* An instance became ready: instances waiting on `after` are looked at again
@@ -251,6 +255,23 @@ void hy_hold_ready(hy_instance *in);
  * and so are its run-time subscriptions. */
 void hy_hold_cancel(hy_instance *in);
 
+/* ---- forksrv.c: preload ----------------------------------------------------- */
+
+struct hy_spawn_res;
+/* Its process forked from its worker's fork server (started here if there
+ * is none): 1 with res (status_fd -1) and the process put into `procs`
+ * (its cgroup.procs, "" none); 0: spawn it plainly (no preload, the server
+ * not ready yet, gone, or turned off). */
+int hy_forksrv_spawn(hy_instance *in, const char *procs, struct hy_spawn_res *res);
+/* pid is one of the fork servers (running, or replaced and exiting). */
+bool hy_forksrv_owns(const hy_sup *s, pid_t pid);
+/* SIGCHLD for pid: true if it was a fork server's. */
+bool hy_forksrv_exited(hy_sup *s, pid_t pid, int status);
+/* `hyphactl restart --preload`: a new server for worker (the next spawn starts it). */
+void hy_forksrv_restart(hy_sup *s, const char *worker);
+/* Every server stopped (SIGKILL, reaped) and freed: hyphad's exit. */
+void hy_forksrv_free_all(hy_sup *s);
+
 /* ---- wproto.c: control frames ------------------------------------------ */
 
 /* A control frame from the worker (hello, ready, heartbeat, subscribe...). */
@@ -265,6 +286,7 @@ void hy_worker_init(hy_instance *in);
 /* Its environment and give-up window. -1 on ENOMEM. */
 int hy_worker_prepare(hy_instance *in);
 void hy_worker_spawn(hy_instance *in);
+
 /* SIGCHLD for its pid (wstatus from waitpid). */
 void hy_worker_exited(hy_instance *in, int wstatus);
 /* Graceful stop: shutdown, EOF, the stop signal, SIGKILL after grace. */

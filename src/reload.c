@@ -63,7 +63,7 @@ bool hy_worker_spec_equal(const hy_worker_spec *a, const hy_worker_spec *b)
            strv_eq(a->env, a->nenv, b->env, b->nenv) && a->instances == b->instances &&
            ids_eq(a->subscribe, a->nsubscribe, b->subscribe, b->nsubscribe) && a->publish_all == b->publish_all &&
            ids_eq(a->publish, a->npublish, b->publish, b->npublish) && policy_eq(&a->policy, &b->policy) &&
-           a->autostart == b->autostart;
+           a->autostart == b->autostart && strv_eq(a->preload, a->npreload, b->preload, b->npreload);
     /* `after` is left out: it orders starts, and applies to those from the
      * reload on without restarting anything. env_files too: what they gave
      * is in env. */

@@ -43,6 +43,7 @@ static void inst_view(const hy_instance *in, double now, hy_inst_view *v)
     v->queue_frames = hy_fanq_frames(&in->in.q);
     v->held = in->in.hold;
     v->reclaimed = in->reclaimed;
+    v->forked = in->pid > 0 && in->forked;
     v->subs = in->sub.ids;
     v->nsubs = in->sub.nids;
     v->heartbeat_age_s = in->pid > 0 && in->spec->policy.heartbeat_timeout_ms ? hy_inst_heartbeat_age(in) : -1;

@@ -219,9 +219,10 @@ int hy_spawn(const hy_spawn_req *req, hy_spawn_res *res, hy_err *err)
 {
     int pipes[4][2] = {{-1, -1}, {-1, -1}, {-1, -1}, {-1, -1}};
     int *in = pipes[0], *out = pipes[1], *er = pipes[2], *st = pipes[3];
-    for (int i = 0; i < 4; i++)
+    for (int i = req->stdin_fd ? 1 : 0; i < 4; i++)
         if (pipe2(pipes[i], O_CLOEXEC) < 0)
             return fail_pipes(pipes, "pipe", errno, err);
+    int child_in = req->stdin_fd ? *req->stdin_fd : in[0]; /* the caller's is not closed here */
     pid_t parent = getpid();
     /* vfork: the child borrows hyphad's memory until exec, so there is no
      * page-table copy (what makes fork slow for a large parent). Safe here
@@ -229,7 +230,7 @@ int hy_spawn(const hy_spawn_req *req, hy_spawn_res *res, hy_err *err)
      * can run in the child on hyphad's memory, and (2) the child makes only
      * system calls until execve or _exit. Its errno writes land in ours,
      * which nothing reads after a successful vfork. */
-    const struct child_args ca = {req, in[0], out[1], er[1], st[1], parent};
+    const struct child_args ca = {req, child_in, out[1], er[1], st[1], parent};
     sigset_t all, old;
     sigfillset(&all);
     if (sigprocmask(SIG_SETMASK, &all, &old) < 0)
@@ -242,12 +243,13 @@ int hy_spawn(const hy_spawn_req *req, hy_spawn_res *res, hy_err *err)
         return fail_pipes(pipes, "vfork", vfork_errno, err);
     if (pid == 0)
         child_exec(&ca);
-    close(in[0]);
+    if (in[0] >= 0)
+        close(in[0]);
     close(out[1]);
     close(er[1]);
     close(st[1]);
     int fds[4] = {in[1], out[0], er[0], st[0]};
-    for (int i = 0; i < 4; i++) {
+    for (int i = req->stdin_fd ? 1 : 0; i < 4; i++) {
         int fl = fcntl(fds[i], F_GETFL);
         if (fl < 0 || fcntl(fds[i], F_SETFL, fl | O_NONBLOCK) < 0) {
             /* A blocking fd would stall the loop: give up this spawn. */
@@ -255,7 +257,7 @@ int hy_spawn(const hy_spawn_req *req, hy_spawn_res *res, hy_err *err)
             kill(pid, SIGKILL);
             while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
             }
-            for (int k = 0; k < 4; k++)
+            for (int k = req->stdin_fd ? 1 : 0; k < 4; k++)
                 close(fds[k]);
             return hy_err_set(err, "fcntl(O_NONBLOCK): %s", strerror(e));
         }
@@ -265,7 +267,7 @@ int hy_spawn(const hy_spawn_req *req, hy_spawn_res *res, hy_err *err)
     (void)setpgid(pid, pid);
     /* Best effort: refused (EPERM over the user's pipe budget, EBUSY), the
      * pipe keeps the default size and works the same, only slower. */
-    if (req->pipe_size) {
+    if (req->pipe_size && !req->stdin_fd) {
         (void)fcntl(in[1], F_SETPIPE_SZ, (int)req->pipe_size);
         (void)fcntl(out[0], F_SETPIPE_SZ, (int)req->pipe_size);
     }

@@ -59,6 +59,7 @@ json_t *hy_status_instance(const hy_inst_view *in, const hy_schema *schema)
     json_object_set_new(o, "queue_frames", u64(in->queue_frames));
     json_object_set_new(o, "held", json_boolean(in->held));
     json_object_set_new(o, "reclaimed", u64(in->reclaimed));
+    json_object_set_new(o, "forked", json_boolean(in->forked));
     json_t *subs = json_array();
     /* topology subscriptions, then run-time ones not already listed */
     for (size_t i = 0; i < in->spec->nsubscribe; i++) {

@@ -218,6 +218,8 @@ static void child_cb(struct ev_loop *loop, ev_child *w, int revents)
         warden_died(s);
         return;
     }
+    if (hy_forksrv_exited(s, pid, st))
+        return;
     for (size_t i = 0; i < s->ninst; i++) {
         if (s->inst[i]->pid == pid) {
             hy_worker_exited(s->inst[i], st);
@@ -365,6 +367,8 @@ void hy_sup_restart_instance(hy_instance *in)
     }
 }
 
+void hy_sup_restart_preload(hy_sup *s, const char *worker) { hy_forksrv_restart(s, worker); }
+
 /* ---- setup ------------------------------------------------------------------- */
 
 static int make_instances(hy_sup *s, const hy_topology *t, hy_err *err)
@@ -448,6 +452,7 @@ void hy_sup_free(hy_sup *s)
     ev_timer_stop(s->loop, &s->start_w);
     ev_timer_stop(s->loop, &s->gc_w);
     ev_timer_stop(s->loop, &s->drops_w);
+    hy_forksrv_free_all(s);
     hy_warden_quit(&s->warden);
     for (size_t i = 0; i < s->ninst; i++)
         instance_free(s->inst[i]);

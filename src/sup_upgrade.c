@@ -81,14 +81,14 @@ static json_t *save_life(const hy_instance *in)
         uint32_t at = (in->giveup.head + in->giveup.cap - in->giveup.count + k) % in->giveup.cap;
         json_array_append_new(gu, json_integer((json_int_t)in->giveup.times[at]));
     }
-    return json_pack("{s:i,s:I,s:I,s:b,s:b,s:i,s:i,s:i,s:i,s:s,s:f,s:f,s:f,s:o,s:o,s:b,s:s,s:o}", "state",
+    return json_pack("{s:i,s:I,s:I,s:b,s:b,s:i,s:i,s:i,s:i,s:s,s:f,s:f,s:f,s:o,s:o,s:b,s:s,s:o,s:b}", "state",
                      (int)in->state, "n", (json_int_t)in->n, "restarts", (json_int_t)in->restarts, "retrying",
                      in->retrying, "ever_started", in->ever_started, "kill_reason", (int)in->kill_reason,
                      "last_reason", (int)in->last_reason, "last_code", in->last_code, "last_signal",
                      in->last_signal, "spawn_error", in->spawn_error, "started_at", in->started_at, "last_exit_at",
                      in->last_exit_at, "last_heartbeat", in->last_heartbeat, "timer", timer_at(in, &in->timer),
                      "hb_timer", timer_at(in, &in->hb_timer), "waiting", in->waiting, "waiting_for",
-                     in->waiting_for, "giveup", gu);
+                     in->waiting_for, "giveup", gu, "forked", in->forked);
 }
 
 static json_t *save_pipes(hy_ustate *u, const hy_instance *in)
@@ -173,6 +173,7 @@ static void adopt_life(hy_instance *in, const json_t *l)
     in->started_at = json_number_value(json_object_get(l, "started_at"));
     in->last_exit_at = json_number_value(json_object_get(l, "last_exit_at"));
     in->waiting = json_is_true(json_object_get(l, "waiting"));
+    in->forked = json_is_true(json_object_get(l, "forked"));
     snprintf(in->waiting_for, sizeof in->waiting_for, "%s",
              json_string_value(json_object_get(l, "waiting_for")) ?: "");
     size_t k;

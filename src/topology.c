@@ -56,6 +56,7 @@ void hy_topology_free(hy_topology *t)
         free(w->publish);
         hy_strv_free(w->env_files);
         hy_strv_free(w->after);
+        hy_strv_free(w->preload);
     }
     free(t->workers);
     for (size_t i = 0; i < t->nlisten; i++) {

@@ -65,14 +65,14 @@ static void print_head(FILE *out, const hy_topology *t)
     fprintf(out, "cgroup    %s\n", hy_topology_cgroup_str(t));
 }
 
-/* Workers with env files, autostart: false or `after`, one line each;
+/* Workers with env files, autostart: false, `after` or `preload`, one line each;
  * nothing when none has them. */
 static void print_start(FILE *out, const hy_topology *t)
 {
     bool head = false;
     for (size_t i = 0; i < t->nworkers; i++) {
         const hy_worker_spec *w = &t->workers[i];
-        if (!w->nenv_files && w->autostart && !w->nafter)
+        if (!w->nenv_files && w->autostart && !w->nafter && !w->preload)
             continue;
         if (!head)
             fputc('\n', out);
@@ -85,6 +85,12 @@ static void print_start(FILE *out, const hy_topology *t)
             for (size_t k = 0; k < w->nafter; k++)
                 fprintf(out, "%s %s", k ? "," : "", w->after[k]);
             fputc(';', out);
+        }
+        if (w->preload) {
+            fprintf(out, " preload");
+            for (size_t k = 0; k < w->npreload; k++)
+                fprintf(out, "%s %s", k ? "," : "", w->preload[k]);
+            fprintf(out, w->npreload ? " (forked from a fork server);" : " (forked from a fork server: no modules);");
         }
         if (w->nenv_files) {
             fprintf(out, " env_file");
@@ -299,6 +305,10 @@ json_t *hy_topology_to_json(const hy_topology *t)
         json_object_set_new(jw, "env_file", ef);
         json_object_set_new(jw, "autostart", json_boolean(w->autostart));
         json_object_set_new(jw, "after", after);
+        json_t *pre = w->preload ? json_array() : json_null();
+        for (size_t k = 0; k < w->npreload; k++)
+            json_array_append_new(pre, json_string(w->preload[k]));
+        json_object_set_new(jw, "preload", pre);
         json_object_set_new(jw, "instances", json_integer(w->instances));
         json_object_set_new(jw, "subscribe", types_json(t, w->subscribe, w->nsubscribe));
         json_object_set_new(jw, "publish", w->publish_all ? json_string("all")

@@ -17,6 +17,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "hypha/spawn.h"
 #include "hypha/units.h"
 #include "topology_int.h"
 
@@ -253,4 +254,21 @@ int hy_topo_parse_proc(loader *L, const yaml_node_t *val, hy_worker_spec *w, con
     if ((v = hy_ymap_get(&L->y, val, "rlimits")) && parse_rlimits(L, v, p, ctx) < 0)
         return -1;
     return 0;
+}
+
+/* ---- as hy_spawn wants them ------------------------------------------------ */
+
+void hy_worker_proc_creds(const hy_worker_proc *p, hy_spawn_creds *c)
+{
+    _Static_assert(sizeof(gid_t) == sizeof(unsigned), "groups are stored as unsigned");
+    *c = (hy_spawn_creds){.drop_caps = hy_spawn_holds_caps(), .set_ids = p->set_ids, .uid = p->uid, .gid = p->gid, .groups = (const gid_t *)p->groups,
+                          .ngroups = p->ngroups, .set_umask = p->set_umask, .umask = (mode_t)p->umask};
+    for (int i = 0; i < HY_RLIMITS && c->nlimits < HY_SPAWN_MAX_LIMITS; i++) {
+        if (!p->rlimits[i].set)
+            continue;
+        c->limits[c->nlimits].resource = hy_rlimit_resource(i);
+        c->limits[c->nlimits].rl.rlim_cur = p->rlimits[i].soft == UINT64_MAX ? RLIM_INFINITY : p->rlimits[i].soft;
+        c->limits[c->nlimits].rl.rlim_max = p->rlimits[i].hard == UINT64_MAX ? RLIM_INFINITY : p->rlimits[i].hard;
+        c->nlimits++;
+    }
 }

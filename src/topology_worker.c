@@ -578,11 +578,63 @@ static int parse_worker_policy(loader *L, const yaml_node_t *val, hy_worker_spec
     return 0;
 }
 
+/* A Python module name: dotted identifiers. */
+static bool module_name(const char *s)
+{
+    bool start = true;
+    for (; *s; s++) {
+        if (*s == '.' && !start)
+            start = true;
+        else if (isalpha((unsigned char)*s) || *s == '_' || (!start && isdigit((unsigned char)*s)))
+            start = false;
+        else
+            return false;
+    }
+    return !start;
+}
+
+/* preload: [modules]: the command must be one a fork server can run as the
+ * interpreter would, `[python3, SCRIPT, ...]` or `[python3, -m, MODULE, ...]`. */
+static int parse_preload(loader *L, const yaml_node_t *val, const yaml_node_t *cmd, hy_worker_spec *w,
+                         const char *ctx)
+{
+    yaml_node_t *n = hy_ymap_get(&L->y, val, "preload");
+    char what[160];
+    if (!n)
+        return 0;
+    snprintf(what, sizeof what, "%spreload", ctx);
+    if (hy_yexpect_seq(&L->y, n, what) < 0)
+        return -1;
+    const char *prog = strrchr(w->argv[0], '/') ? strrchr(w->argv[0], '/') + 1 : w->argv[0];
+    bool python = strncmp(prog, "python", 6) == 0;
+    bool script = w->argc >= 2 && w->argv[1][0] != '-';
+    bool module = w->argc >= 3 && strcmp(w->argv[1], "-m") == 0;
+    if (!python || !(script || module))
+        return hy_yerr(&L->y, cmd, "%s needs a Python command, [python3, SCRIPT, ...] or [python3, -m, MODULE, ...]: "
+                                   "its instances are forked from a Python fork server that runs it as the "
+                                   "interpreter would (or remove preload)", what);
+    size_t cnt = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+    if (!(w->preload = calloc(cnt + 1, sizeof *w->preload)))
+        return oom(L, n);
+    for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++) {
+        yaml_node_t *e = hy_ynode(&L->y, *it);
+        const char *s;
+        if (hy_yget_str(&L->y, e, what, &s) < 0)
+            return -1;
+        if (!module_name(s))
+            return hy_yerr(&L->y, e, "%s: '%s' is not a Python module name (dotted identifiers, e.g. numpy or "
+                                     "risk.model)", what, s);
+        if (!(w->preload[w->npreload++] = strdup(s)))
+            return oom(L, e);
+    }
+    return 0;
+}
+
 static int parse_worker(loader *L, yaml_node_t *key, yaml_node_t *val, hy_worker_spec *w)
 {
     static const char *const keys[] = {"command", "cwd", "env", "instances", "subscribe",
                                        "publish", POLICY_KEYS, "user", "group", "umask", "rlimits",
-                                       "env_file", "autostart", "after", NULL};
+                                       "env_file", "autostart", "after", "preload", NULL};
     const char *name = hy_ystr(key);
     char ctx[128], what[160];
     snprintf(ctx, sizeof ctx, "workers.%s.", name);
@@ -611,7 +663,7 @@ static int parse_worker(loader *L, yaml_node_t *key, yaml_node_t *val, hy_worker
         parse_fanout(L, val, w, ctx) < 0 || parse_worker_policy(L, val, w, ctx) < 0 ||
         hy_topo_parse_proc(L, val, w, ctx) < 0)
         return -1;
-    if (hy_topo_parse_start(L, val, w, ctx) < 0)
+    if (hy_topo_parse_start(L, val, w, ctx) < 0 || parse_preload(L, val, cmd, w, ctx) < 0)
         return -1;
     return 0;
 }

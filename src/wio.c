@@ -393,7 +393,8 @@ void hy_wio_attach(hy_instance *in, int in_fd, int out_fd, int err_fd, int statu
     in->err_fd = err_fd;
     in->status_fd = status_fd;
     ev_io_set(&in->err_w, err_fd, EV_READ);
-    ev_io_set(&in->status_w, status_fd, EV_READ);
+    if (status_fd >= 0) /* -1: forked from a fork server, nothing exec'd */
+        ev_io_set(&in->status_w, status_fd, EV_READ);
     if (in->out_held) {
         in->out_next = out_fd; /* read once its predecessor's pipe is done with */
     } else {
@@ -402,7 +403,8 @@ void hy_wio_attach(hy_instance *in, int in_fd, int out_fd, int err_fd, int statu
         hy_flow_open(flow_of(in), &in->src, true);
     }
     ev_io_start(in->sup->loop, &in->err_w);
-    ev_io_start(in->sup->loop, &in->status_w);
+    if (status_fd >= 0)
+        ev_io_start(in->sup->loop, &in->status_w);
 }
 
 /* ---- an upgrade: the same pipes, adopted ---------------------------------- */

@@ -114,29 +114,13 @@ static void spawn_failed(hy_instance *in, const char *msg)
     hy_worker_exited(in, -1);
 }
 
-/* The topology's user, group, umask and rlimits as hy_spawn wants them. */
-static void creds_of(const hy_worker_proc *p, hy_spawn_creds *c)
-{
-    _Static_assert(sizeof(gid_t) == sizeof(unsigned), "groups are stored as unsigned");
-    *c = (hy_spawn_creds){.drop_caps = hy_spawn_holds_caps(), .set_ids = p->set_ids, .uid = p->uid, .gid = p->gid, .groups = (const gid_t *)p->groups,
-                          .ngroups = p->ngroups, .set_umask = p->set_umask, .umask = (mode_t)p->umask};
-    for (int i = 0; i < HY_RLIMITS && c->nlimits < HY_SPAWN_MAX_LIMITS; i++) {
-        if (!p->rlimits[i].set)
-            continue;
-        c->limits[c->nlimits].resource = hy_rlimit_resource(i);
-        c->limits[c->nlimits].rl.rlim_cur = p->rlimits[i].soft == UINT64_MAX ? RLIM_INFINITY : p->rlimits[i].soft;
-        c->limits[c->nlimits].rl.rlim_max = p->rlimits[i].hard == UINT64_MAX ? RLIM_INFINITY : p->rlimits[i].hard;
-        c->nlimits++;
-    }
-}
-
 void hy_worker_spawn(hy_instance *in)
 {
     hy_sup *s = in->sup;
     const hy_worker_spec *w = in->spec;
     char procs[PATH_MAX];
     hy_spawn_creds creds;
-    creds_of(&w->proc, &creds);
+    hy_worker_proc_creds(&w->proc, &creds);
     hy_spawn_req req = {.path = w->exec_path, .argv = w->argv, .envp = in->envp, .cwd = w->cwd,
                         .pipe_size = hy_spawn_pipe_size(s->ninst), .cgroup_procs = procs, .creds = &creds};
     hy_spawn_res res;
@@ -157,18 +141,22 @@ void hy_worker_spawn(hy_instance *in)
     in->started_at = now_s(in);
     if (in->last_reason != HY_EXIT_NONE)
         in->restarts++;
-    if (hy_contain_prepare(in, procs, sizeof procs, &err) < 0 || hy_spawn(&req, &res, &err) < 0) {
+    int forked = 0;
+    if (hy_contain_prepare(in, procs, sizeof procs, &err) < 0 ||
+        (!(forked = hy_forksrv_spawn(in, procs, &res)) && hy_spawn(&req, &res, &err) < 0)) {
         spawn_failed(in, err.msg);
         return;
     }
     in->pid = res.pid;
+    in->forked = forked == 1;
     hy_wio_attach(in, res.in_fd, res.out_fd, res.err_fd, res.status_fd);
     hy_hold_attached(in); /* what was held for it goes out now */
     hy_inst_heartbeat(in); /* after attach: its stdout's pause clock is running */
     if (hy_warden_add(&s->warden, in->pid, &err) < 0)
         hy_log(HY_ERROR, COMP, "cannot register worker with the warden", "worker", in->name, "instance", in->idx,
                "error", err.msg, NULL);
-    hy_log(HY_INFO, COMP, "started", "worker", in->name, "instance", in->idx, "pid", HY_I64(in->pid), NULL);
+    hy_log(HY_INFO, COMP, "started", "worker", in->name, "instance", in->idx, "pid", HY_I64(in->pid),
+           forked ? "via" : NULL, "forkserver", NULL);
     if (w->policy.start_timeout_ms == 0) {
         in->state = HY_ST_RUNNING;
         hy_hold_ready(in);

@@ -3,7 +3,7 @@
 #   1. install the Debian packages it needs (deploy/install-deps.sh)
 #   2. fuzz targets: build with clang + libFuzzer, run each briefly (ctest -R ^fuzz_)
 #   3. ASan+UBSan build, whole suite
-#   4. normal -Werror build, whole suite
+#   4. normal -Werror build, whole suite; then test_supervision.py again with preload on
 #   5. the Debian package: built, installed with dpkg, checked, purged (needs root or sudo)
 # Each stage has its own build directory; a failing stage stops the run.
 # Environment: HYPHA_FUZZ_SECONDS (default 15) per fuzz target; JOBS.
@@ -34,6 +34,9 @@ step "build (-Wall -Wextra -Werror) and tests"
 cmake -S . -B build >/dev/null
 cmake --build build -j"$JOBS"
 ctest --test-dir build --output-on-failure -j"$JOBS"
+# the supervision suite once more with preload on (hyphatest.with_preload), in ctest's e2e environment
+HYPHA_TEST_PRELOAD=1 HYPHA_BUILD="$PWD/build" HYPHA_SOURCE="$PWD" HYPHA_VECTORS="$PWD/tests/vectors" HYPHA_CODEGEN="$PWD/build/hypha-codegen" HYPHAD="$PWD/build/hyphad" \
+    python3 -m unittest discover -v -s tests/e2e -p test_supervision.py
 
 step "Debian package: build, install, check what it installed, purge"
 if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else SUDO=none; fi

@@ -50,7 +50,7 @@ _hyphactl()
     status | restart | stop | start | tail)
         if [[ $cur == -* ]]; then
             case $cmd in
-            restart) COMPREPLY=($(compgen -W "--rolling --timeout --json --help" -- "$cur")) ;;
+            restart) COMPREPLY=($(compgen -W "--rolling --preload --timeout --json --help" -- "$cur")) ;;
             tail) COMPREPLY=($(compgen -W "-n -f --json --help" -- "$cur")) ;;
             *) COMPREPLY=($(compgen -W "--json --help" -- "$cur")) ;;
             esac

@@ -65,6 +65,7 @@ typedef struct hy_ctl_req {
     uint64_t tap_count;         /* tap: frames until it closes; 0: no end */
     int signal;                 /* signal: the signal number */
     const char *path;           /* upgrade: the new binary (inside json); NULL: the same */
+    bool preload;               /* restart: a new fork server first (preload) */
 } hy_ctl_req;
 
 /* The next request line in buf[0, n): its length in *len (a trailing '\r'

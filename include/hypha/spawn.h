@@ -50,6 +50,8 @@ typedef struct hy_spawn_req {
                                  (failure: stage "cgroup") */
     const hy_spawn_creds *creds; /* NULL: as hyphad (failures: stages "setrlimit", "setgroups",
                                     "setgid", "setuid") */
+    const int *stdin_fd;    /* NULL: its stdin is a pipe from hyphad; else this fd (the caller's:
+                               a fork server's socket), and res->in_fd is -1 */
 } hy_spawn_req;
 
 typedef struct hy_spawn_res {

@@ -88,6 +88,8 @@ int hy_sup_snapshot(const hy_sup *s, double now, hy_instance *const *sel, size_t
 void hy_sup_start_instance(hy_instance *in);
 void hy_sup_stop_instance(hy_instance *in);
 void hy_sup_restart_instance(hy_instance *in);
+/* preload: worker's fork server is replaced (its modules imported again). */
+void hy_sup_restart_preload(hy_sup *s, const char *worker);
 /* hyphactl signal: sig to the instance's process group; false when it has
  * no process. */
 bool hy_sup_signal_instance(hy_instance *in, int sig);

@@ -153,7 +153,15 @@ typedef struct hy_worker_spec {
     char **after;          /* workers whose every instance is ready before this
                               one's start (NULL-terminated, owned; NULL: none) */
     size_t nafter;
+    char **preload;        /* modules a fork server imports once, its instances forked from it
+                              (NULL-terminated, owned; NULL: spawned, as every worker) */
+    size_t npreload;
 } hy_worker_spec;
+
+/* A worker's user, group, umask and rlimits as hy_spawn wants them
+ * (topology_proc.c): for its spawns and its fork server's. */
+struct hy_spawn_creds;
+void hy_worker_proc_creds(const hy_worker_proc *p, struct hy_spawn_creds *c);
 
 /* setrlimit's resource for HY_RLIMIT_*, and the key's name. */
 int hy_rlimit_resource(int which);

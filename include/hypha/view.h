@@ -59,6 +59,7 @@ typedef struct hy_inst_view {
     size_t queue_bytes, queue_frames;
     bool held;                   /* its queue waits for its next process (queue.hold) */
     uint64_t reclaimed;          /* frames taken back from its dead processes' stdin pipes */
+    bool forked;                 /* its process came from its fork server (preload) */
     const uint16_t *subs;        /* subscribed at run time (sorted) */
     size_t nsubs;
     double heartbeat_age_s;      /* < 0: no watchdog or no process */

@@ -343,6 +343,28 @@ class Hyphad:
         return text
 
 
+PRELOAD = os.environ.get("HYPHA_TEST_PRELOAD") == "1"
+
+
+def with_preload(workers):
+    """HYPHA_TEST_PRELOAD=1: the same suite with preload on. Every worker whose
+    command preload accepts ([python..., SCRIPT, ...] or [python..., -m,
+    MODULE, ...], the program's name starting with "python", as
+    topology_worker.c's parse_preload checks) gets `preload: []` (a fork
+    server importing nothing more), unless it has a preload already; every
+    other worker is left as it is. Returns a new mapping; workers is not
+    changed."""
+    out = {}
+    for name, spec in workers.items():
+        cmd = spec.get("command") if isinstance(spec, dict) else None
+        if (isinstance(cmd, list) and all(isinstance(a, str) for a in cmd) and "preload" not in spec
+                and len(cmd) >= 2 and os.path.basename(cmd[0]).startswith("python")
+                and (not cmd[1].startswith("-") or (cmd[1] == "-m" and len(cmd) >= 3))):
+            spec = dict(spec, preload=[])
+        out[name] = spec
+    return out
+
+
 class HyphadTest(TempDirTest):
     """A test that runs hyphad on a topology written into its directory.
 
@@ -354,6 +376,8 @@ class HyphadTest(TempDirTest):
         """extra: more top-level keys for the topology (upstream, listen ...);
         preexec_fn: run in the child before exec (e.g. a lower RLIMIT_NOFILE);
         args: more options for hyphad (--log-level ...)."""
+        if PRELOAD:
+            workers = with_preload(workers)
         doc = {"version": 1, "schema": "contracts.yaml", "control": {"socket": "ctl.sock"},
                "defaults": defaults or {}, "workers": workers}
         doc.update(extra or {})

@@ -38,7 +38,7 @@ DROP_REASONS = ("unknown-type", "wrong-size", "not-allowed", "not-running", "wor
                 "queue-full-oldest", "queue-full-newest", "hold-expired", "hold-cancelled")
 WORKER_KEYS = ("worker", "instance", "state", "ready", "pid", "uptime_s", "restarts", "last_exit", "frames_in",
                "bytes_in", "frames_out", "bytes_out", "drops", "dropped", "protocol_errors", "queue_bytes",
-               "queue_frames", "held", "reclaimed", "subscriptions", "heartbeat_age_s")
+               "queue_frames", "held", "reclaimed", "forked", "subscriptions", "heartbeat_age_s")
 CU_SIZE, TEXT_SIZE = 16, 312   # CounterUpdate, TextMessage payload sizes
 NOBODY = 65534
 

@@ -453,6 +453,18 @@ static const bad_doc env_bad_docs[] = {
      "  b: {command: [/bin/true], after: [z, a]}\n"
      "  c: {command: [/bin/true], after: [b]}\n",
      "workers.z.after: a cycle: z -> b -> z", 4, 37},
+    {"preload on a command that is not Python", W_A "    preload: [json]\n",
+     "workers.a.preload needs a Python command, [python3, SCRIPT, ...] or [python3, -m, MODULE, ...]: its "
+     "instances are forked from a Python fork server that runs it as the interpreter would (or remove preload)",
+     5, 14},
+    {"preload a scalar", HDR "workers:\n  a:\n    command: [python3, -m, app]\n    preload: json\n",
+     "workers.a.preload must be a list", 6, 14},
+    {"preload not a module name", HDR "workers:\n  a:\n    command: [python3, -m, app]\n    preload: [numpy, 2x.y]\n",
+     "workers.a.preload: '2x.y' is not a Python module name (dotted identifiers, e.g. numpy or risk.model)", 6, 22},
+    {"preload with python's own options", HDR "workers:\n  a:\n    command: [python3, -u, app.py]\n    preload: []\n",
+     "workers.a.preload needs a Python command, [python3, SCRIPT, ...] or [python3, -m, MODULE, ...]: its "
+     "instances are forked from a Python fork server that runs it as the interpreter would (or remove preload)",
+     5, 14},
 };
 
 static void test_env_bad_documents(void **state)
