@@ -42,10 +42,10 @@ typedef struct step {
 } step;
 
 /* Restart one instance and wait for it: EXIT_OK, or the exit code with why. */
-static int roll_one(const char *sock, step *s, double timeout_s, char *why, size_t whylen)
+static int roll_one(const char *sock, step *s, bool preload, double timeout_s, char *why, size_t whylen)
 {
     json_t *r = NULL;
-    int rc = ask(sock, json_pack("{s:s,s:s}", "cmd", "restart", "name", s->label), &r);
+    int rc = ask(sock, json_pack("{s:s,s:s,s:b}", "cmd", "restart", "name", s->label, "preload", preload), &r);
     if (rc != EXIT_OK) {
         snprintf(why, whylen, "%s: restart refused", s->label);
         return rc;
@@ -106,6 +106,7 @@ int hy_roll_restart(const char *sock, json_t *req, double timeout_s, bool json_o
 {
     char name[256];
     snprintf(name, sizeof name, "%s", json_string_value(json_object_get(req, "name")));
+    bool preload = json_is_true(json_object_get(req, "preload")); /* a new fork server, with the first instance */
     json_decref(req);
     json_t *r = NULL;
     int rc = ask(sock, json_pack("{s:s,s:s}", "cmd", "status", "name", name), &r);
@@ -129,7 +130,7 @@ int hy_roll_restart(const char *sock, json_t *req, double timeout_s, bool json_o
     char why[512];
     size_t done = 0;
     for (; done < total; done++) {
-        if ((rc = roll_one(sock, &steps[done], timeout_s, why, sizeof why)) != EXIT_OK)
+        if ((rc = roll_one(sock, &steps[done], preload && done == 0, timeout_s, why, sizeof why)) != EXIT_OK)
             break;
         if (!json_out) {
             printf("%-24s pid %lld -> %lld, ready after %.2fs\n", steps[done].label, (long long)steps[done].old_pid,

@@ -438,7 +438,8 @@ static const command commands[] = {
      "  instance not ready within T (default 2m), or failed; the ones after it are\n"
      "  left as they were.\n"
      "  --preload: its fork server first (a worker with `preload`): the modules are\n"
-     "  imported again, so a change to their files takes effect."},
+     "  imported again, so a change to their files takes effect (with --rolling: at\n"
+     "  the first instance)."},
     {"stop", args_name, print_instances, "NAME", "stop gracefully; it stays stopped", NULL},
     {"start", args_name, print_instances, "NAME", "start now; clears backoff and failed", NULL},
     {"signal", args_signal, print_instances, "NAME SIG", "send SIG to each instance's process group",
