@@ -472,9 +472,11 @@ void hy_forksrv_free_all(hy_sup *s)
         s->forksrv = f->next;
         close_server(f);
         if (f->pid > 0) {
+            hy_err err;
             kill(f->pid, SIGKILL);
             while (waitpid(f->pid, NULL, 0) < 0 && errno == EINTR) {
             }
+            (void)hy_warden_remove(&s->warden, f->pid, &err); /* its group id may be anyone's later */
         }
         for (int i = 0; i < 2; i++) {
             ev_io *w = i ? &f->err_w : &f->out_w;

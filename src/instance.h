@@ -269,7 +269,8 @@ bool hy_forksrv_owns(const hy_sup *s, pid_t pid);
 bool hy_forksrv_exited(hy_sup *s, pid_t pid, int status);
 /* `hyphactl restart --preload`: a new server for worker (the next spawn starts it). */
 void hy_forksrv_restart(hy_sup *s, const char *worker);
-/* Every server stopped (SIGKILL, reaped) and freed: hyphad's exit. */
+/* Every server stopped (SIGKILL, reaped, off the warden's list) and freed:
+ * hyphad's exit, or an upgrade's (its successor starts its own). */
 void hy_forksrv_free_all(hy_sup *s);
 
 /* ---- wproto.c: control frames ------------------------------------------ */

@@ -108,6 +108,9 @@ static json_t *save_pipes(hy_ustate *u, const hy_instance *in)
 
 int hy_sup_save(hy_sup *s, hy_ustate *u, hy_err *err)
 {
+    /* The fork servers do not cross (their instances do): the new hyphad
+     * starts its own at the next start of a preloaded worker. */
+    hy_forksrv_free_all(s);
     json_t *list = json_array();
     if (!list)
         return hy_err_set(err, "upgrade state: out of memory");
