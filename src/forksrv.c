@@ -189,9 +189,25 @@ static void sock_cb(struct ev_loop *loop, ev_io *w, int revents)
     json_decref(m);
 }
 
+/* Its stdout and stderr pipes closed (a replaced or dead server's, not yet
+ * at EOF: what it still had to say goes). */
+static void close_output(hy_forksrv *f)
+{
+    for (int i = 0; i < 2; i++) {
+        ev_io *w = i ? &f->err_w : &f->out_w;
+        int *fd = i ? &f->err_fd : &f->out_fd;
+        if (*fd >= 0) {
+            ev_io_stop(f->sup->loop, w);
+            close(*fd);
+            *fd = -1;
+        }
+    }
+}
+
 /* A server for worker w, started (not ready yet). -1: it could not be. */
 static int start(hy_forksrv *f, hy_instance *in)
 {
+    close_output(f); /* its predecessor's */
     const hy_worker_spec *w = in->spec;
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
@@ -478,14 +494,7 @@ void hy_forksrv_free_all(hy_sup *s)
             }
             (void)hy_warden_remove(&s->warden, f->pid, &err); /* its group id may be anyone's later */
         }
-        for (int i = 0; i < 2; i++) {
-            ev_io *w = i ? &f->err_w : &f->out_w;
-            int fd = i ? f->err_fd : f->out_fd;
-            if (fd >= 0) {
-                ev_io_stop(s->loop, w);
-                close(fd);
-            }
-        }
+        close_output(f);
         free(f);
     }
 }
