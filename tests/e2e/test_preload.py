@@ -302,6 +302,26 @@ class Lifecycle(PreloadTest):
         self.assertTrue(alive(int(new["pid"])))
 
 
+    def test_a_rolling_restart_with_preload_replaces_the_server_once_at_its_first_instance(self):
+        h = self.start({"w": {"command": self.py("idle.py", IDLE), "preload": ["json"], "instances": 2}})
+        firsts = [self.started(h, instance=i) for i in ("0", "1")]
+        self.server_ready(h)
+        [old] = [int(e["pid"]) for e in h.find(component="forkserver", msg=lambda m: m.startswith("starting: "))]
+        r = self.ctl("restart", "--rolling", "--preload", "w")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        replacing = h.find(component="forkserver", msg="replacing the fork server", worker="w")
+        self.assertEqual([int(e["pid"]) for e in replacing], [old], "replaced once, the old server")
+        starts = [self.started(h, after=firsts[i], instance=str(i)) for i in (0, 1)]
+        self.assertLess(replacing[0].i, starts[0].i)  # with the first instance's restart, before its start
+        self.assertLess(starts[0].i, starts[1].i)     # one at a time
+        for first, again in zip(firsts, starts):
+            self.assertNotEqual(first["pid"], again["pid"])
+        new = self.server_ready(h, after=replacing[0])
+        self.assertNotEqual(int(new["pid"]), old)
+        self.ready(h, after=starts[1], instance="1")
+        again = self.kill_and_restart(h, starts[1])  # and from then on forked from the new one
+        self.assertEqual(again.get("via"), "forkserver", again.line)
+
 class Failures(PreloadTest):
     def test_import_error_still_runs_instances_and_after_three_deaths_preload_is_off(self):
         h = self.start({"w": {"command": self.py("idle.py", IDLE), "preload": ["no_such_module_xyz"]}})
